@@ -1,0 +1,26 @@
+"""ptqc: a post-training quantization compiler for ONNX models.
+
+This package root is the core a pass author works against: ``ptqc.ir`` (Graph, Node,
+Value), ``ptqc.onnx_io`` (import/export), ``ptqc.pass_manager`` (Pass, PassResult,
+PassContext, instruments) and ``ptqc.errors``.  The public API (``quantize``,
+``quantize_static``, ``onnx_infer_func``) is resolved lazily through module
+``__getattr__`` so that importing ``ptqc.ir`` from a pass never drags in the driver.
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "quantize": ("ptqc.driver.api", "quantize"),
+    "quantize_static": ("ptqc.driver.api", "quantize_static"),
+    "onnx_infer_func": ("ptqc.driver.api", "onnx_infer_func"),
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'ptqc' has no attribute {name!r}")
