@@ -1,0 +1,224 @@
+"""The ``ptqc`` command, shaped like the reference tool:
+
+    ptqc [--chip NAME] quant -r convert -m model.onnx --save-dir out/ [--dump-ir] [-l 0..3]
+
+Every flag of the reference is parsed; a flag whose feature is not built yet exits 2 and
+says so.  Exit codes: 0 success, 2 bad input or configuration (one line naming the file,
+node or flag), 1 internal error.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import NoReturn, Sequence
+
+from ptqc.driver.config import (FRAMEWORKS, INPUT_DTYPES, MIX_STRATEGIES, QUANT_MODES, RUN_MODES,
+                                QuantConfig, from_cli)
+from ptqc.errors import ConfigError, PtqcError
+from ptqc.targets.families import chip_names, family_of
+
+# What each run mode can honour today; any other flag the user sets is refused by name.
+_COMMON = {"model", "chip", "run_mode", "framework", "save_dir", "log_level"}
+BUILT_FLAGS = {
+    "convert": _COMMON | {"dump_ir", "debug", "initializers"},
+    "infer": _COMMON | {"data", "input_shapes"},
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, exit 2 (argparse prints usage too)
+        print(f"ptqc: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="ptqc", allow_abbrev=False,
+                description="Post-training quantization compiler for ONNX models.")
+    p.add_argument("--chip", default=None, help="target chip or family (e.g. TX5368AV200); "
+                   f"known: {', '.join(chip_names())}")
+    p.add_argument("--version", action="version", version="ptqc 0.1.0")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    q = sub.add_parser("quant", allow_abbrev=False, help="quantize / convert / infer a model")
+    a = q.add_argument
+    a("-m", "--model", help="ONNX model file")
+    a("-f", "--framework", choices=FRAMEWORKS, help="framework of the model (default onnx)")
+    a("-r", "--run-mode", choices=RUN_MODES, help="quant (default), infer, convert, compare")
+    a("--save-dir", help="output folder (default ./ptqc_output)")
+    a("-d", "--data", help="calibration / input data folder")
+    a("-if", "--infer-func", help="infer function name (default infer_auto)")
+    a("-uds", "--user-defined-script", help="python script that registers infer functions")
+    a("-b", "--bit-width", type=int, help="8 or 16 (default 8)")
+    a("-i", "--iteration", type=int, nargs="+", help="inference iterations (several: one run each)")
+    a("-bs", "--batch-size", type=int, help="calibration batch size (default 1)")
+    a("-ib", "--ir-batch", type=int, help="batch size of the quantized model")
+    a("-qm", "--quant-mode", nargs="+", choices=QUANT_MODES, help="activation range method(s)")
+    a("-per", "--percent", type=float, help="percentile kept by -qm percentile (default 0.99999)")
+    a("-ll", "--lut-len", type=int, help="16-bit LUT length exponent 8..12 (default 10)")
+    a("-lt", "--layer-threshold", type=float, help="LayerNormalization input/output range")
+    a("-qid", "--quantize-input-dtype", nargs="+", choices=INPUT_DTYPES, help="quantized input dtypes")
+    a("-od", "--output-dequant", action="store_true", default=None, help="dequantize before outputs")
+    a("--mean", type=float, nargs="+", help="per-channel mean inserted after the first input")
+    a("--std", type=float, nargs="+", help="per-channel std inserted after the first input")
+    a("-is", "--input-shapes", type=int, nargs="+", action="append", help="input shape (repeat per input)")
+    a("-on", "--output-name", nargs="+", help="crop the model at these outputs")
+    a("-uis", "--unify-input-scale", action="store_true", default=None, help="one scale for Concat/Stack/ScatterND inputs")
+    a("-gsj", "--generate-scale-json", action="store_true", default=None, help="write the scale JSON")
+    a("-lsj", "--load-scale-json", help="load scales from this JSON")
+    a("-gt", "--generate-template", action="store_true", default=None, help="write a mixed-precision template")
+    a("-mc", "--mix-config", help="mixed-precision JSON")
+    a("-amr", "--auto-mix-ratio", type=float, help="low-bit ratio of the generated template (0.5)")
+    a("-ams", "--auto-mix-strategy", choices=MIX_STRATEGIES, help="template strategy (initial)")
+    a("-du", "--dump", action="store_true", default=None, help="dump every tensor")
+    a("-cn", "--cpu-num", type=int, help="calibration processes (default 5)")
+    a("-cd", "--cache-distribution", help="calibration cache file")
+    a("-rc", "--run-config", help="run-config JSON")
+    a("-w", "--weight", help="weights file (pytorch/caffe/paddle)")
+    a("-snn", "--start-node-names", nargs="+", help="tensorflow start nodes")
+    a("-enn", "--end-node-names", nargs="+", help="tensorflow end nodes")
+    a("-c2chw", "--convert2chw", action="store_true", default=None, help="tensorflow NHWC to NCHW")
+    a("-l", "--log-level", type=int, help="0 debug, 1 info, 2 warning, 3 error (default 3)")
+    a("--dump-ir", action="store_true", default=None, help="write steps/NN_<pass>.onnx after each pass")
+    a("--debug", action="store_true", default=None, help="verify the graph after every pass")
+    a("--initializers", action="store_true", default=None,
+      help="write constants as initializers (default: keep Constant nodes as they were)")
+    return p
+
+
+def _flag_names(parser: argparse.ArgumentParser) -> dict[str, str]:
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    names = {a.dest: "/".join(a.option_strings) for a in sub.choices["quant"]._actions if a.option_strings}
+    names["chip"] = "--chip"
+    return names
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        ns = parser.parse_args(argv)
+    except SystemExit as e:
+        return int(e.code or 0)
+    values = vars(ns)
+    level = values.get("log_level")
+    _configure_logging(3 if level is None else level)
+    try:
+        cfg = from_cli(values)
+        return _run(cfg, _flag_names(parser))
+    except PtqcError as e:
+        return _fail(e)
+    except Exception as e:  # noqa: BLE001 - the one place internal errors become exit 1
+        if _is_input_error(e):
+            return _fail(e)
+        print(f"ptqc: internal error: {type(e).__name__}: {e}".splitlines()[0]
+              + ("" if level == 0 else " (run with -l 0 for the traceback)"), file=sys.stderr)
+        if level == 0:
+            traceback.print_exc()
+        return 1
+
+
+def _is_input_error(e: Exception) -> bool:
+    from ptqc.runtime.reference import UnsupportedOpError
+
+    return isinstance(e, UnsupportedOpError)
+
+
+def _fail(e: Exception) -> int:
+    text = str(e).strip().splitlines()
+    print(f"ptqc: error: {text[0] if text else type(e).__name__}", file=sys.stderr)
+    return 2
+
+
+def _configure_logging(level: int) -> None:
+    logging.basicConfig(format="ptqc %(levelname)s: %(message)s", stream=sys.stderr,
+                        level=[logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR][level], force=True)
+
+
+def _run(cfg: QuantConfig, flags: dict[str, str]) -> int:
+    if cfg.chip and family_of(cfg.chip) is None:
+        raise ConfigError(f"--chip: unknown chip {cfg.chip!r} (known: {', '.join(chip_names())})")
+    built = BUILT_FLAGS.get(cfg.run_mode)
+    if built is None:
+        raise ConfigError(f"-r/--run-mode {cfg.run_mode}: not built yet in ptqc 0.1 "
+                          f"(available: {', '.join(BUILT_FLAGS)})")
+    refused = sorted(cfg.explicit - built)
+    if refused:
+        raise ConfigError(f"{flags.get(refused[0], refused[0])}: not built yet for -r {cfg.run_mode} "
+                          f"in ptqc 0.1")
+    if cfg.framework != "onnx":
+        raise ConfigError(f"-f/--framework {cfg.framework}: only onnx models are supported; convert "
+                          f"the model to ONNX first")
+    if cfg.model is None:
+        raise ConfigError("-m/--model is required")
+    save_dir = _prepare_save_dir(cfg.save_dir)
+    if cfg.run_mode == "convert":
+        return _convert(cfg, save_dir)
+    return _infer(cfg, save_dir)
+
+
+def _prepare_save_dir(path: Path) -> Path:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"--save-dir {path}: cannot create ({e.strerror or e})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"--save-dir {path}: not writable")
+    return path
+
+
+def _convert(cfg: QuantConfig, save_dir: Path) -> int:
+    from ptqc.driver.api import convert
+
+    output = save_dir / f"{cfg.model.stem}_convert.onnx"
+    report = convert(cfg.model, output, dump_ir=save_dir / "steps" if cfg.dump_ir else None,
+                     debug=cfg.debug, constants_as_initializers=cfg.initializers)
+    print(format_convert_summary(cfg.model, report))
+    return 0
+
+
+def format_convert_summary(model: Path, report) -> str:
+    before, after = report.counts_before, report.counts_after
+    lines = [f"ptqc convert: {model} -> {report.output}",
+             f"  nodes {sum(before.values())} -> {sum(after.values())}; "
+             f"BatchNormalization fused: {report.rewrites.get('fuse_batch_norm', 0)}, "
+             f"left: {after.get('BatchNormalization', 0)}"]
+    changed = [op for op in sorted(set(before) | set(after)) if before.get(op, 0) != after.get(op, 0)]
+    if changed:
+        lines.append(f"  {'op type':<24}{'before':>8}{'after':>8}")
+        lines += [f"  {op:<24}{before.get(op, 0):>8}{after.get(op, 0):>8}" for op in changed]
+    lines.append(f"  {'pass':<24}{'ms':>8}  changed")
+    lines += [f"  {t.name:<24}{t.seconds * 1e3:>8.1f}  {'yes' if t.modified else 'no'}" for t in report.timings]
+    s = report.seconds
+    lines.append(f"  total {sum(s.values()) * 1e3:.0f} ms (import {s['import'] * 1e3:.0f}, passes "
+                 f"{s['passes'] * 1e3:.0f}, export {s['export'] * 1e3:.0f})")
+    for rule, node, reason in report.not_fused:
+        if rule == "fold_batchnorm":
+            lines.append(f"  BatchNormalization {node!r} not fused: {reason}")
+    return "\n".join(lines)
+
+
+def _infer(cfg: QuantConfig, save_dir: Path) -> int:
+    import numpy as np
+
+    from ptqc.driver.api import infer_float, load_feeds, random_feeds
+    from ptqc.onnx_io import import_model
+
+    graph = import_model(cfg.model)
+    feeds = load_feeds(graph, cfg.data) if cfg.data else random_feeds(graph, cfg.input_shapes)
+    outputs = infer_float(graph, feeds)
+    out_dir = save_dir / "infer"
+    out_dir.mkdir(exist_ok=True)
+    for name, array in outputs.items():
+        safe = name.replace("/", "_").replace(os.sep, "_")
+        tmp = out_dir / f".{safe}.npy.tmp"
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+        os.replace(tmp, out_dir / f"{safe}.npy")
+        print(f"ptqc infer: {name} {array.dtype} {list(array.shape)} -> {out_dir / (safe + '.npy')}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,229 @@
+"""Passes, the pass manager, instruments, and anchored rewrite rules.
+
+A pass is a small object with ``name``, ``requires``/``produces`` (analyses it needs and
+establishes) and ``run(graph, ctx) -> PassResult``.  The :class:`PassManager` checks the
+requirements, runs the passes in order and calls instruments around each one: timing,
+``--dump-ir`` and verification live here, never inside a pass (TVM's PassInstrument).
+
+Rewrite rules follow onnxscript's rewriter: a rule is anchored at one op type, ``match``
+walks outward from the anchor and returns either the matched nodes or a :class:`Fail` that
+says why the rule did not fire; ``rewrite`` edits the graph.  Matching is linear in graph
+size.
+
+Imports nothing of ptqc but the core (``ptqc.ir``, ``ptqc.errors``).
+"""
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Iterable, Sequence
+
+from ptqc.errors import GraphError, PassOrderError
+from ptqc.ir import Graph, Node
+
+log = logging.getLogger("ptqc")
+
+
+@dataclass(frozen=True)
+class PassResult:
+    graph: Graph
+    modified: bool
+
+
+class AnalysisStore:
+    """Named analysis results that passes read and write; ``established`` lists the analyses
+    that are currently valid for the graph (the manager maintains it)."""
+
+    def __init__(self) -> None:
+        self.results: dict[str, Any] = {}
+        self.established: set[str] = set()
+
+    def __getitem__(self, key: str) -> Any:
+        return self.results[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.results[key] = value
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.results.get(key, default)
+
+    def setdefault(self, key: str, default: Any) -> Any:
+        return self.results.setdefault(key, default)
+
+
+@dataclass(frozen=True)
+class PassContext:
+    """What every pass may read: configuration, target, calibration data, logger, and the
+    store of analyses.  Frozen: a pass never swaps the configuration under the next one."""
+
+    config: Any = None
+    target: Any = None
+    data: Any = None
+    logger: logging.Logger = field(default_factory=lambda: log)
+    analyses: AnalysisStore = field(default_factory=AnalysisStore)
+
+
+class Pass:
+    """Base class.  Subclasses set ``requires``/``produces``/``preserves`` and implement run.
+
+    ``preserves`` lists analyses that stay valid when this pass modifies the graph; every
+    other established analysis is dropped after a modifying pass.
+    """
+
+    name: ClassVar[str] = ""
+    requires: ClassVar[tuple[str, ...]] = ()
+    produces: ClassVar[tuple[str, ...]] = ()
+    preserves: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        if not cls.__dict__.get("name"):
+            cls.name = re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).lower()
+
+    def run(self, graph: Graph, ctx: PassContext) -> PassResult:  # pragma: no cover - abstract
+        raise NotImplementedError(f"pass {self.name} has no run()")
+
+    def __call__(self, graph: Graph, ctx: PassContext | None = None) -> PassResult:
+        """Run this pass alone (a pass-level experiment); requirements are not checked."""
+        return self.run(graph, ctx or PassContext())
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class PassInstrument:
+    """Hooks around every pass; override what you need."""
+
+    def before_pass(self, p: Pass, graph: Graph, ctx: PassContext, index: int) -> None:
+        pass
+
+    def after_pass(self, p: Pass, result: PassResult, ctx: PassContext, index: int, seconds: float) -> None:
+        pass
+
+
+@dataclass
+class PassTiming:
+    name: str
+    seconds: float
+    modified: bool
+    nodes_after: int
+
+
+class TimingInstrument(PassInstrument):
+    """Records wall time per pass (``timings``)."""
+
+    def __init__(self) -> None:
+        self.timings: list[PassTiming] = []
+
+    def after_pass(self, p, result, ctx, index, seconds):
+        self.timings.append(PassTiming(p.name, seconds, result.modified, len(result.graph)))
+
+
+class VerifyInstrument(PassInstrument):
+    """Checks the graph after each modifying pass (debug mode); names the guilty pass."""
+
+    def after_pass(self, p, result, ctx, index, seconds):
+        if result.modified:
+            problems = result.graph.verify()
+            if problems:
+                raise GraphError(f"after pass {p.name}: {problems[0]}")
+
+
+class DumpIRInstrument(PassInstrument):
+    """Writes ``<folder>/NN_<pass>.onnx`` after each pass (``--dump-ir``)."""
+
+    def __init__(self, folder: str | Path, export) -> None:
+        self.folder = Path(folder)
+        self.export = export  # (graph, path) -> None; injected so the core knows no I/O policy
+
+    def after_pass(self, p, result, ctx, index, seconds):
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.export(result.graph, self.folder / f"{index:02d}_{p.name}.onnx")
+
+
+class PassManager:
+    """Runs an ordered list of passes with instruments attached from outside."""
+
+    def __init__(self, passes: Sequence[Pass], instruments: Iterable[PassInstrument] = ()):
+        self.passes = list(passes)
+        self.instruments = list(instruments)
+
+    def run(self, graph: Graph, ctx: PassContext | None = None) -> PassResult:
+        ctx = ctx or PassContext()
+        store = ctx.analyses
+        modified = False
+        for index, p in enumerate(self.passes, start=1):
+            missing = [a for a in p.requires if a not in store.established]
+            if missing:
+                raise PassOrderError(f"pass {p.name} requires {', '.join(missing)}, which no earlier "
+                                     f"pass established")
+            for ins in self.instruments:
+                ins.before_pass(p, graph, ctx, index)
+            start = time.perf_counter()
+            result = p.run(graph, ctx)
+            seconds = time.perf_counter() - start
+            if result.modified:
+                store.established &= set(p.preserves)
+            store.established |= set(p.produces)
+            ctx.logger.info("pass %-24s %8.1f ms  %s", p.name, seconds * 1e3,
+                            "modified" if result.modified else "unchanged")
+            for ins in self.instruments:
+                ins.after_pass(p, result, ctx, index, seconds)
+            graph, modified = result.graph, modified or result.modified
+        return PassResult(graph, modified)
+
+
+# ------------------------------------------------------------------ rewrite rules
+@dataclass(frozen=True)
+class Fail:
+    """Why a rule did not fire at a node (shown in the debug log and kept in the store)."""
+
+    reason: str
+
+
+class RewriteRule:
+    """A pattern anchored at ``anchor`` op types: ``match`` returns the matched nodes (a dict)
+    or a :class:`Fail`; ``rewrite`` edits the graph for a successful match."""
+
+    name: ClassVar[str] = ""
+    anchor: ClassVar[tuple[str, ...]] = ()
+
+    def match(self, graph: Graph, node: Node) -> dict[str, Any] | Fail:  # pragma: no cover
+        raise NotImplementedError
+
+    def rewrite(self, graph: Graph, match: dict[str, Any]) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+
+class RewritePass(Pass):
+    """Applies rules once over the nodes in topological order.  Every non-firing match is
+    logged at debug level and recorded in ``ctx.analyses["rewrite_failures"][pass]``."""
+
+    rules: ClassVar[tuple[RewriteRule, ...]] = ()
+
+    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
+        failures: list[tuple[str, str, str]] = []
+        fired = 0
+        by_op: dict[str, list[RewriteRule]] = {}
+        for rule in self.rules:
+            for op in rule.anchor:
+                by_op.setdefault(op, []).append(rule)
+        for node in graph.topological_order():
+            if not graph.has_node(node.id) or node.domain not in ("", "ai.onnx"):
+                continue
+            for rule in by_op.get(node.op_type, ()):
+                m = rule.match(graph, node)
+                if isinstance(m, Fail):
+                    failures.append((rule.name, node.name or f"#{node.id}", m.reason))
+                    ctx.logger.debug("%s: rule %s did not fire at %s %r: %s", self.name, rule.name,
+                                     node.op_type, node.name, m.reason)
+                    continue
+                rule.rewrite(graph, m)
+                fired += 1
+                break
+        ctx.analyses.setdefault("rewrite_failures", {})[self.name] = failures
+        ctx.analyses.setdefault("rewrite_counts", {})[self.name] = fired
+        return PassResult(graph, fired > 0)

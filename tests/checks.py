@@ -1,0 +1,42 @@
+"""Assertions shared by the pass tests: run models under onnxruntime and compare."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from ptqc.ir import Graph
+from ptqc.onnx_io import export_model, import_model
+from ptqc.pass_manager import Pass, PassContext, PassResult
+
+
+def ort_outputs(model: onnx.ModelProto | Graph, feeds: dict) -> list[np.ndarray]:
+    if isinstance(model, Graph):
+        model = export_model(model)
+    so = ort.SessionOptions()
+    so.log_severity_level = 4
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(model.SerializeToString(), so,
+                                providers=["CPUExecutionProvider"]).run(None, feeds)
+
+
+def relative_error(ref: np.ndarray, got: np.ndarray) -> float:
+    """max |got - ref| / max |ref|: the bound the issues state for float rewrites."""
+    ref, got = np.asarray(ref, np.float64), np.asarray(got, np.float64)
+    return float(np.max(np.abs(got - ref)) / max(np.max(np.abs(ref)), 1e-12)) if ref.size else 0.0
+
+
+def run_pass(model: onnx.ModelProto, p: Pass, ctx: PassContext | None = None) -> tuple[PassResult, PassContext]:
+    """Import ``model`` and run one pass alone on it, as a user's pass-level experiment."""
+    ctx = ctx or PassContext()
+    return p.run(import_model(model), ctx), ctx
+
+
+def assert_outputs_close(before: onnx.ModelProto, after: onnx.ModelProto | Graph, feeds: dict,
+                         bound: float = 1e-5) -> None:
+    a, b = ort_outputs(before, feeds), ort_outputs(after, feeds)
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert x.shape == y.shape and x.dtype == y.dtype
+        err = relative_error(x, y)
+        assert err <= bound, f"relative error {err:.3g} > {bound}"
