@@ -19,9 +19,10 @@ import onnx
 from ptqc.driver.pipeline import build_pipeline
 from ptqc.errors import ConfigError, ModelError
 from ptqc.ir import Graph
-from ptqc.onnx_io import export_model, import_model, read_model, save_model
+from ptqc.onnx_io import import_model, save_model
 from ptqc.pass_manager import (DumpIRInstrument, PassContext, PassManager, PassTiming,
                                TimingInstrument, VerifyInstrument)
+from ptqc.runtime import reference
 from ptqc.runtime.reference import ReferenceExecutor, UnsupportedOpError
 
 log = logging.getLogger("ptqc")
@@ -41,11 +42,14 @@ class ConvertReport:
     not_fused: list[tuple[str, str, str]] = field(default_factory=list)
 
 
-def op_counts(model: onnx.ModelProto) -> dict[str, int]:
-    """Top-level node counts per op type (custom domains as ``domain::Op``)."""
-    c = Counter(n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}::{n.op_type}"
-                for n in model.graph.node)
-    return dict(sorted(c.items()))
+def op_counts(graph: Graph, constants_as_initializers: bool = False) -> dict[str, int]:
+    """Node counts per op type of the model ``graph`` exports to: ops, plus the Constant
+    nodes its constants are written back as (custom domains as ``domain::Op``)."""
+    counts = Counter(graph.op_counts())
+    if not constants_as_initializers:
+        counts["Constant"] += sum(1 for v in graph.values() if v.const is not None and v.origin is not None
+                                  and v.origin.kind == "constant_node" and v.name not in graph.inputs)
+    return dict(sorted((k, c) for k, c in counts.items() if c))
 
 
 def convert(model: str | Path | onnx.ModelProto, output: str | Path | None = None, *,
@@ -59,8 +63,8 @@ def convert(model: str | Path | onnx.ModelProto, output: str | Path | None = Non
     """
     logger = logger or log
     t0 = time.perf_counter()
-    proto, _ = read_model(model)
     graph = import_model(model)
+    counts_before = op_counts(graph)
     t1 = time.perf_counter()
     timing = TimingInstrument()
     instruments = [timing]
@@ -72,12 +76,11 @@ def convert(model: str | Path | onnx.ModelProto, output: str | Path | None = Non
     ctx = PassContext(logger=logger)
     graph = PassManager(build_pipeline("convert"), instruments).run(graph, ctx).graph
     t2 = time.perf_counter()
-    exported = export_model(graph, constants_as_initializers=constants_as_initializers)
     if output is not None:
         save_model(graph, output, constants_as_initializers=constants_as_initializers)
     t3 = time.perf_counter()
-    return ConvertReport(graph, Path(output) if output is not None else None, op_counts(proto),
-                         op_counts(exported), timing.timings,
+    return ConvertReport(graph, Path(output) if output is not None else None, counts_before,
+                         op_counts(graph, constants_as_initializers), timing.timings,
                          {"import": t1 - t0, "passes": t2 - t1, "export": t3 - t2},
                          dict(ctx.analyses.get("rewrite_counts", {})),
                          [f for fs in ctx.analyses.get("rewrite_failures", {}).values() for f in fs])
@@ -90,7 +93,7 @@ def infer_float(model: str | Path | onnx.ModelProto | Graph, feeds: Mapping[str,
     graph = model if isinstance(model, Graph) else import_model(model)
     nodes = graph.topological_order()
     for n in nodes:
-        if n.domain not in ("", "ai.onnx") or not _supported(n.op_type):
+        if not reference.supports(n.op_type, n.domain):
             raise UnsupportedOpError(n.op_type, n.domain, n.name, opset=graph.opset)
     missing = [name for name in graph.inputs if graph.value(name).const is None and name not in feeds]
     if missing:
@@ -98,12 +101,6 @@ def infer_float(model: str | Path | onnx.ModelProto | Graph, feeds: Mapping[str,
     constants = {v.name: v.const for v in graph.values() if v.const is not None}
     executor = ReferenceExecutor(nodes, opset=graph.opset, constants=constants)
     return executor.run(dict(feeds), outputs or list(graph.outputs))
-
-
-def _supported(op_type: str) -> bool:
-    from ptqc.runtime import reference
-
-    return reference.supports(op_type)
 
 
 def random_feeds(graph: Graph, input_shapes: tuple[tuple[int, ...], ...] = (),

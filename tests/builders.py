@@ -1,0 +1,311 @@
+"""Tiny ONNX models for unit tests, built with onnx.helper (thin conveniences over it).
+
+Value specs may be given as ``(name, elem_type, shape)`` tuples anywhere a ValueInfoProto
+is accepted: ``elem_type`` is a TensorProto enum int or anything ``np.dtype`` accepts
+(``np.float32``, ``np.bool_``, ``"int64"``); ``shape`` is a list of ints (static dims),
+strings (symbolic dims, e.g. ``"N"``) or None (unknown dim), ``[]`` for a scalar, or
+None as a whole for a tensor of unknown rank.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, ValueInfoProto, helper, numpy_helper
+
+__all__ = [
+    "elem_type", "value_info", "tensor_input", "tensor_output", "initializer", "make_model", "check_model",
+    "conv_bn_relu_model", "random_feeds", "synthetic_model",
+]
+
+ValueSpec = ValueInfoProto | tuple
+
+
+def elem_type(dtype: Any) -> int:
+    """A TensorProto element type from an enum int, a numpy dtype/type, or a dtype name."""
+    if isinstance(dtype, (int, np.integer)) and not isinstance(dtype, bool):
+        return int(dtype)
+    return helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+
+
+def value_info(name: str, dtype: Any = np.float32, shape: Sequence[int | str | None] | None = None) -> ValueInfoProto:
+    """A tensor ValueInfoProto; ``shape=None`` means unknown rank, ``[]`` a scalar."""
+    return helper.make_tensor_value_info(name, elem_type(dtype), None if shape is None else list(shape))
+
+
+def tensor_input(name: str, shape: Sequence[int | str | None] | None, dtype: Any = np.float32) -> ValueInfoProto:
+    """A graph input (or output, or value_info entry) of the given shape and dtype."""
+    return value_info(name, dtype, shape)
+
+
+tensor_output = tensor_input
+
+
+def initializer(name: str, array: Any) -> TensorProto:
+    """A TensorProto initializer holding ``array`` (numpy scalars become 0-d tensors)."""
+    return numpy_helper.from_array(np.asarray(array), name)
+
+
+def _as_value_info(spec: ValueSpec) -> ValueInfoProto:
+    if isinstance(spec, ValueInfoProto):
+        return spec
+    if isinstance(spec, str):
+        return helper.make_empty_tensor_value_info(spec)
+    name, dtype, shape = spec
+    return value_info(name, dtype, shape)
+
+
+def _as_initializers(inits: Iterable[TensorProto | tuple] | Mapping[str, Any]) -> list[TensorProto]:
+    if isinstance(inits, Mapping):
+        return [initializer(k, v) for k, v in inits.items()]
+    return [t if isinstance(t, TensorProto) else initializer(*t) for t in inits]
+
+
+def _opset_imports(opset: int | Mapping[str, int]) -> list[onnx.OperatorSetIdProto]:
+    if isinstance(opset, Mapping):
+        return [helper.make_opsetid(d, v) for d, v in opset.items()]
+    return [helper.make_opsetid("", int(opset))]
+
+
+def make_model(nodes: Iterable[onnx.NodeProto], inputs: Iterable[ValueSpec], outputs: Iterable[ValueSpec],
+               initializers: Iterable[TensorProto | tuple] | Mapping[str, Any] = (), opset: int | Mapping[str, int] = 13,
+               value_info: Iterable[ValueSpec] = (), *, name: str = "test_graph", ir_version: int | None = None,
+               check: bool = True, full_check: bool = False, **kw: Any) -> onnx.ModelProto:
+    """A ModelProto from nodes and value specs, run through ``onnx.checker`` unless ``check=False``.
+
+    ``opset`` is the default-domain version, or a mapping ``{domain: version}``.
+    ``initializers`` are TensorProtos, ``(name, array)`` pairs, or a ``{name: array}`` mapping.
+    ``ir_version`` defaults to the lowest one the opsets allow, but at least 8 (so
+    initializers need not be graph inputs and any onnxruntime accepts it). Other keyword
+    arguments go to ``onnx.helper.make_model`` (``producer_name``, ``functions``, ...).
+    ``full_check=True`` also runs strict shape inference. Outputs (or inputs) of unknown
+    rank (shape None) pass the check; see ``check_model``.
+    """
+    opsets = _opset_imports(opset)
+    graph = helper.make_graph(list(nodes), name, [_as_value_info(s) for s in inputs],
+                              [_as_value_info(s) for s in outputs], _as_initializers(initializers),
+                              value_info=[_as_value_info(s) for s in value_info])
+    if ir_version is None:
+        ir_version = max(8, helper.find_min_ir_version_for(opsets, ignore_unknown=True))
+    model = helper.make_model(graph, opset_imports=opsets, ir_version=ir_version, **kw)
+    if check:
+        check_model(model, full_check=full_check)
+    return model
+
+
+def check_model(model: onnx.ModelProto, full_check: bool = False) -> None:
+    """``onnx.checker.check_model``, except that graph inputs/outputs of unknown rank
+    (``shape=None``) are allowed: the checker insists on a shape field there, though
+    onnxruntime and shape inference accept its absence. Such a model is checked as a copy
+    with those shapes marked present, and ``full_check`` then runs strict shape inference
+    on the original itself."""
+    shapeless = [vi for vi in (*model.graph.input, *model.graph.output)
+                 if vi.type.HasField("tensor_type") and not vi.type.tensor_type.HasField("shape")]
+    if not shapeless:
+        onnx.checker.check_model(model, full_check=full_check)
+        return
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    for vi in (*copy.graph.input, *copy.graph.output):
+        if vi.type.HasField("tensor_type") and not vi.type.tensor_type.HasField("shape"):
+            vi.type.tensor_type.shape.SetInParent()
+    onnx.checker.check_model(copy)
+    if full_check:
+        onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+
+
+def conv_bn_relu_model(in_channels: int = 3, out_channels: int = 4, hw: int | tuple[int, int] = 8,
+                       kernel: int = 3, batch: int | str = 1, *, conv_bias: bool = True, seed: int = 0,
+                       opset: int = 13, epsilon: float = 1e-5) -> onnx.ModelProto:
+    """x[batch,in,H,W] -> Conv(kernel, pad "same", with bias unless conv_bias=False) -> BatchNormalization -> Relu -> y.
+
+    Weights and BN parameters are random but valid: scale in +-[0.5, 1.5] (some negative),
+    var in [0.5, 2.0] (> 0), mean and bias N(0, 0.5). Initializer names: ``conv.weight``,
+    ``conv.bias``, ``bn.scale``, ``bn.bias``, ``bn.mean``, ``bn.var``; intermediate values
+    ``conv_out``, ``bn_out``.
+    """
+    rng = np.random.default_rng(seed)
+    h, w = (hw, hw) if isinstance(hw, int) else hw
+    pad = kernel // 2
+    fan_in = in_channels * kernel * kernel
+    inits = [initializer("conv.weight", (rng.standard_normal((out_channels, in_channels, kernel, kernel))
+                                         * np.sqrt(2.0 / fan_in)).astype(np.float32))]
+    conv_inputs = ["x", "conv.weight"]
+    if conv_bias:
+        inits.append(initializer("conv.bias", rng.normal(0, 0.1, out_channels).astype(np.float32)))
+        conv_inputs.append("conv.bias")
+    scale = rng.uniform(0.5, 1.5, out_channels) * rng.choice([-1.0, 1.0], out_channels, p=[0.25, 0.75])
+    inits += [initializer("bn.scale", scale.astype(np.float32)),
+              initializer("bn.bias", rng.normal(0, 0.5, out_channels).astype(np.float32)),
+              initializer("bn.mean", rng.normal(0, 0.5, out_channels).astype(np.float32)),
+              initializer("bn.var", rng.uniform(0.5, 2.0, out_channels).astype(np.float32))]
+    nodes = [
+        helper.make_node("Conv", conv_inputs, ["conv_out"], name="conv", kernel_shape=[kernel, kernel],
+                         pads=[pad, pad, pad, pad]),
+        helper.make_node("BatchNormalization", ["conv_out", "bn.scale", "bn.bias", "bn.mean", "bn.var"],
+                         ["bn_out"], name="bn", epsilon=epsilon),
+        helper.make_node("Relu", ["bn_out"], ["y"], name="relu"),
+    ]
+    out_hw = (h + 2 * pad - kernel + 1, w + 2 * pad - kernel + 1)
+    return make_model(nodes, [("x", np.float32, [batch, in_channels, h, w])],
+                      [("y", np.float32, [batch, out_channels, *out_hw])], inits, opset=opset,
+                      name="conv_bn_relu", full_check=True)
+
+
+def _random_array(rng: np.random.Generator, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+    if dtype == np.bool_:
+        return rng.random(shape) < 0.5
+    if dtype.kind in "iu":
+        return rng.integers(0, 10, shape).astype(dtype)
+    if dtype.kind == "f":
+        return rng.standard_normal(shape).astype(dtype)
+    if dtype.kind == "c":
+        return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(dtype)
+    raise TypeError(f"random_feeds: no random data for dtype {dtype}")
+
+
+def random_feeds(model: onnx.ModelProto, seed: int = 0, dims: Mapping[str, int] | None = None,
+                 default_dim: int | None = None) -> dict[str, np.ndarray]:
+    """Seeded random inputs for every graph input that is not an initializer.
+
+    Floats are standard normal, integers in [0, 10), bools fair coins. Static shapes are
+    used as they are; a symbolic dim is looked up in ``dims`` (by dim_param), else
+    ``default_dim`` is used, else ValueError (as for inputs of unknown rank).
+    """
+    rng = np.random.default_rng(seed)
+    init_names = {t.name for t in model.graph.initializer}
+    feeds: dict[str, np.ndarray] = {}
+    for vi in model.graph.input:
+        if vi.name in init_names:
+            continue  # IR < 4 models list their initializers as graph inputs too
+        tt = vi.type.tensor_type
+        if not vi.type.HasField("tensor_type"):
+            raise ValueError(f"random_feeds: input {vi.name!r} is not a tensor")
+        if not tt.HasField("shape"):
+            raise ValueError(f"random_feeds: input {vi.name!r} has unknown rank")
+        shape = []
+        for d in tt.shape.dim:
+            if d.HasField("dim_value") and d.dim_value > 0:
+                shape.append(d.dim_value)
+            elif dims and d.dim_param in dims:
+                shape.append(int(dims[d.dim_param]))
+            elif default_dim is not None:
+                shape.append(default_dim)
+            else:
+                raise ValueError(f"random_feeds: input {vi.name!r} has a dynamic dim "
+                                 f"{d.dim_param or '?'!r}; pass dims= or default_dim=")
+        dtype = helper.tensor_dtype_to_np_dtype(tt.elem_type)
+        feeds[vi.name] = _random_array(rng, np.dtype(dtype), tuple(shape))
+    return feeds
+
+
+# ---------------------------------------------------------------------------------------
+# synthetic_model: a large, realistic-for-cleanup-passes graph
+
+
+def _conv3x3(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """NCHW 3x3 pad-1 stride-1 convolution in numpy (float64), for BN calibration."""
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    win = np.lib.stride_tricks.sliding_window_view(xp, (3, 3), axis=(2, 3))  # N,C,H,W,3,3
+    return np.einsum("nchwij,fcij->nfhw", win, w, optimize=True) + b[None, :, None, None]
+
+
+def synthetic_model(n_nodes: int, seed: int = 0, channels: int = 4, hw: int = 8) -> onnx.ModelProto:
+    """A generated model with exactly ``n_nodes`` nodes (n_nodes >= 1), for cleanup-pass
+    tests and benchmarks (1k and 10k nodes are the benchmark sizes).
+
+    Input ``input`` [1,C,H,W] (default 1x4x8x8), output ``output`` of the same shape.
+    Body: blocks of Conv(C->C, 3x3, pad 1, with bias) -> BatchNormalization -> Relu, a
+    residual Add every 3 blocks, plus sprinkled
+      * Identity nodes (every 2nd stage) and Dropout nodes (every 3rd stage; single
+        output, so an inference-mode no-op),
+      * Constant-node weights: a Constant [1,C,1,1] feeding a Mul (every 5th stage),
+      * dead branches (every 7th stage): Conv with its own initializer -> Sigmoid, whose
+        outputs reach no graph output (so DCE must drop both nodes and the weight),
+    then Identity nodes pad the count to exactly n_nodes.
+
+    The BN statistics are calibrated by a numpy forward pass on a fixed input (running
+    mean/var near the true per-channel statistics, scale in [0.5, 1.5]), so activations
+    stay O(1) through thousands of layers and onnxruntime outputs are finite and
+    non-degenerate, as in a trained network. Builds 10k nodes in ~1-2 s; checker-clean.
+    """
+    if n_nodes < 1:
+        raise ValueError("synthetic_model: n_nodes must be >= 1")
+    rng = np.random.default_rng(seed)
+    c = channels
+    nodes: list[onnx.NodeProto] = []
+    inits: list[TensorProto] = []
+    counter = [0]
+
+    def fresh(prefix: str) -> str:
+        counter[0] += 1
+        return f"{prefix}_{counter[0]}"
+
+    def add(op: str, inputs: list[str], n_out: int = 1, **attrs: Any) -> list[str]:
+        outs = [fresh(op.lower()) for _ in range(n_out)]
+        nodes.append(helper.make_node(op, inputs, outs, name=fresh(f"n_{op}"), **attrs))
+        return outs
+
+    def init(prefix: str, arr: np.ndarray) -> str:
+        name = fresh(prefix)
+        inits.append(numpy_helper.from_array(np.asarray(arr, np.float32), name))
+        return name
+
+    # numpy shadow of the live value, to calibrate the BN statistics
+    sim = np.random.default_rng(seed + 1).standard_normal((1, c, hw, hw))
+    cur, cur_sim = "input", sim
+    block_in, block_in_sim = cur, cur_sim
+    blocks_done = stage = 0
+    remaining = lambda: n_nodes - len(nodes)  # noqa: E731
+
+    while remaining() >= 3:
+        # Conv -> BN -> Relu
+        w = rng.standard_normal((c, c, 3, 3)) * np.sqrt(2.0 / (c * 9))
+        b = rng.normal(0.0, 0.1, c)
+        z = _conv3x3(cur_sim, w, b)
+        mean, var = z.mean(axis=(0, 2, 3)), z.var(axis=(0, 2, 3)) + 1e-3
+        scale = rng.uniform(0.5, 1.5, c)
+        beta = rng.normal(0.1, 0.2, c)
+        r_mean = mean + rng.normal(0, 0.1, c) * np.sqrt(var)
+        r_var = var * rng.uniform(0.8, 1.25, c)
+        (conv_out,) = add("Conv", [cur, init("conv_w", w), init("conv_b", b)],
+                          kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+        (bn_out,) = add("BatchNormalization", [conv_out, init("bn_scale", scale), init("bn_bias", beta),
+                                               init("bn_mean", r_mean), init("bn_var", r_var)], epsilon=1e-5)
+        (cur,) = add("Relu", [bn_out])
+        cur_sim = np.maximum((z - r_mean[:, None, None]) / np.sqrt(r_var[:, None, None] + 1e-5)
+                             * scale[:, None, None] + beta[:, None, None], 0.0)
+        blocks_done += 1
+        if blocks_done % 3:
+            continue
+        # end of a stage of 3 blocks: residual Add and the extras, each only if it fits
+        stage += 1
+        if remaining() >= 1:
+            (cur,) = add("Add", [cur, block_in])
+            cur_sim = cur_sim + block_in_sim
+        if stage % 2 == 0 and remaining() >= 1:
+            (cur,) = add("Identity", [cur])
+        if stage % 3 == 0 and remaining() >= 1:
+            (cur,) = add("Dropout", [cur])
+        if stage % 5 == 0 and remaining() >= 2:
+            k = rng.uniform(0.5, 1.5, (1, c, 1, 1))
+            (kname,) = add("Constant", [], value=numpy_helper.from_array(k.astype(np.float32)))
+            (cur,) = add("Mul", [cur, kname])
+            cur_sim = cur_sim * k
+        if stage % 7 == 0 and remaining() >= 2:
+            wd = rng.standard_normal((c, c, 1, 1)).astype(np.float32)
+            (dead,) = add("Conv", [cur, init("dead_w", wd)], kernel_shape=[1, 1])
+            add("Sigmoid", [dead])
+        block_in, block_in_sim = cur, cur_sim
+
+    while remaining() > 0:
+        (cur,) = add("Identity", [cur])
+    for node in nodes:  # the live value becomes the graph output (a dead branch may come last)
+        for names in (node.input, node.output):
+            for i, v in enumerate(names):
+                if v == cur:
+                    names[i] = "output"
+    return make_model(nodes, [("input", np.float32, [1, c, hw, hw])], [("output", np.float32, [1, c, hw, hw])],
+                      inits, opset=13, name=f"synthetic_{n_nodes}", producer_name="ptqc-tests")

@@ -1,0 +1,430 @@
+"""Real models for tests, with no downloads.
+
+* ``train_digits_cnn``: a small CNN (Conv-BN-Relu-MaxPool-Conv-BN-Relu-Flatten-Gemm)
+  trained for real, in pure numpy, on scikit-learn's bundled 8x8 digits; exported to ONNX.
+* ``ppocr_model_paths`` / ``ppocr_sample_inputs``: the PP-OCRv4 det/rec and mobile cls
+  models that the PyPI package rapidocr-onnxruntime==1.4.4 ships
+  (``pip install --no-deps rapidocr-onnxruntime==1.4.4``).
+* ``light_model_paths`` / ``light_inputs``: the "light" real topologies that the onnx wheel
+  ships for its backend tests.
+* ``ort_run``: run a model under onnxruntime's CPUExecutionProvider.
+"""
+from __future__ import annotations
+
+import functools
+import importlib.util
+import pathlib
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+import builders
+
+__all__ = [
+    "DigitsCNN", "train_digits_cnn", "ppocr_model_paths", "ppocr_sample_inputs", "PPOCR_FILES",
+    "onnx_backend_data_dir", "light_model_paths", "light_inputs", "ort_run",
+]
+
+
+def ort_run(model: onnx.ModelProto | str | pathlib.Path, feeds: dict) -> list[np.ndarray]:
+    """All outputs of ``model`` on ``feeds`` under onnxruntime's CPUExecutionProvider.
+
+    A path is handed to onnxruntime as a path, so external data next to it loads.
+    Default graph optimizations; warnings (e.g. unused initializers) are silenced.
+    """
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    src = str(model) if isinstance(model, (str, pathlib.Path)) else model.SerializeToString()
+    sess = ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)
+
+
+# =======================================================================================
+# Digits CNN: trained in numpy on sklearn's bundled digits
+
+
+@dataclass(frozen=True, eq=False)
+class DigitsCNN:
+    """A trained digits classifier and its data split.
+
+    ``model``: ONNX opset 13, input ``input`` float32 [N,1,8,8] (pixels scaled to [0,1]),
+    output ``logits`` float32 [N,10]; weights are initializers. Nodes:
+    Conv(1->8,3x3,pad 1) -> BatchNormalization -> Relu -> MaxPool 2x2 -> Conv(8->16,3x3,pad 1)
+    -> BatchNormalization -> Relu -> Flatten -> Gemm(256->10). The convs have biases (as
+    PyTorch's default), which the following BN makes redundant: BN folding must merge them.
+    ``x_*``: float32 [N,1,8,8]; ``y_*``: int64 [N] (read-only arrays, shared across calls).
+    ``float_accuracy``: top-1 accuracy of ``model`` under onnxruntime on ``x_test``.
+    """
+
+    model: onnx.ModelProto
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    float_accuracy: float
+
+
+_EPS = 1e-5
+_BN_MOMENTUM = 0.1  # PyTorch convention: running = (1 - m) * running + m * batch
+
+
+def _im2col3(x: np.ndarray) -> np.ndarray:
+    """[N,C,H,W] -> [N*H*W, C*9] patches of a 3x3 pad-1 stride-1 conv, (c, kh, kw) order."""
+    n, c, h, w = x.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    win = np.lib.stride_tricks.sliding_window_view(xp, (3, 3), axis=(2, 3))  # N,C,H,W,3,3
+    return np.ascontiguousarray(win.transpose(0, 2, 3, 1, 4, 5)).reshape(n * h * w, c * 9)
+
+
+def _col2im3(dcols: np.ndarray, shape: tuple[int, int, int, int]) -> np.ndarray:
+    """Adjoint of _im2col3: scatter-add patch gradients back to [N,C,H,W]."""
+    n, c, h, w = shape
+    d = dcols.reshape(n, h, w, c, 3, 3)
+    dxp = np.zeros((n, c, h + 2, w + 2), dcols.dtype)
+    for i in range(3):
+        for j in range(3):
+            dxp[:, :, i:i + h, j:j + w] += d[:, :, :, :, i, j].transpose(0, 3, 1, 2)
+    return dxp[:, :, 1:-1, 1:-1]
+
+
+def _conv_fwd(x: np.ndarray, w: np.ndarray, b: np.ndarray):
+    n, _, h, wd = x.shape
+    f = w.shape[0]
+    cols = _im2col3(x)
+    out = cols @ w.reshape(f, -1).T + b
+    return out.reshape(n, h, wd, f).transpose(0, 3, 1, 2), cols
+
+
+def _conv_bwd(dout: np.ndarray, cols: np.ndarray, w: np.ndarray, x_shape, need_dx: bool):
+    f = w.shape[0]
+    d = dout.transpose(0, 2, 3, 1).reshape(-1, f)
+    dw = (d.T @ cols).reshape(w.shape)
+    db = d.sum(axis=0)
+    dx = _col2im3(d @ w.reshape(f, -1), x_shape) if need_dx else None
+    return dx, dw, db
+
+
+def _bn_train_fwd(z: np.ndarray, gamma: np.ndarray, beta: np.ndarray):
+    mu = z.mean(axis=(0, 2, 3))
+    var = z.var(axis=(0, 2, 3))
+    inv = 1.0 / np.sqrt(var + _EPS)
+    xhat = (z - mu[:, None, None]) * inv[:, None, None]
+    return xhat * gamma[:, None, None] + beta[:, None, None], (xhat, inv, mu, var)
+
+
+def _bn_train_bwd(dy: np.ndarray, gamma: np.ndarray, cache):
+    xhat, inv, _, _ = cache
+    m = dy.shape[0] * dy.shape[2] * dy.shape[3]
+    dgamma = (dy * xhat).sum(axis=(0, 2, 3))
+    dbeta = dy.sum(axis=(0, 2, 3))
+    dxhat = dy * gamma[:, None, None]
+    dz = (inv[:, None, None] / m) * (m * dxhat - dxhat.sum(axis=(0, 2, 3))[:, None, None]
+                                     - xhat * (dxhat * xhat).sum(axis=(0, 2, 3))[:, None, None])
+    return dz, dgamma, dbeta
+
+
+def _bn_infer(z, gamma, beta, mean, var):
+    return ((z - mean[:, None, None]) / np.sqrt(var[:, None, None] + _EPS)) * gamma[:, None, None] \
+        + beta[:, None, None]
+
+
+def _maxpool2_fwd(a: np.ndarray):
+    n, c, h, w = a.shape
+    r = a.reshape(n, c, h // 2, 2, w // 2, 2).transpose(0, 1, 2, 4, 3, 5).reshape(n, c, h // 2, w // 2, 4)
+    idx = r.argmax(axis=-1)
+    return np.take_along_axis(r, idx[..., None], axis=-1)[..., 0], idx
+
+
+def _maxpool2_bwd(dout: np.ndarray, idx: np.ndarray):
+    n, c, h2, w2 = dout.shape
+    d = np.zeros((n, c, h2, w2, 4), dout.dtype)
+    np.put_along_axis(d, idx[..., None], dout[..., None], axis=-1)
+    return d.reshape(n, c, h2, w2, 2, 2).transpose(0, 1, 2, 4, 3, 5).reshape(n, c, 2 * h2, 2 * w2)
+
+
+def _init_params(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    def kaiming(shape, fan_in):
+        return (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
+
+    def bias(n, fan_in):  # PyTorch's default conv/linear bias init
+        bound = 1.0 / np.sqrt(fan_in)
+        return rng.uniform(-bound, bound, n).astype(np.float32)
+
+    return {
+        "conv1.weight": kaiming((8, 1, 3, 3), 9), "conv1.bias": bias(8, 9),
+        "bn1.weight": np.ones(8, np.float32), "bn1.bias": np.zeros(8, np.float32),
+        "conv2.weight": kaiming((16, 8, 3, 3), 72), "conv2.bias": bias(16, 72),
+        "bn2.weight": np.ones(16, np.float32), "bn2.bias": np.zeros(16, np.float32),
+        "fc.weight": (rng.standard_normal((10, 256)) * np.sqrt(1.0 / 256)).astype(np.float32),
+        "fc.bias": np.zeros(10, np.float32),
+    }
+
+
+def _forward_infer(p: dict, stats: dict, x: np.ndarray) -> np.ndarray:
+    z1, _ = _conv_fwd(x, p["conv1.weight"], p["conv1.bias"])
+    a1 = np.maximum(_bn_infer(z1, p["bn1.weight"], p["bn1.bias"], stats["bn1.running_mean"],
+                              stats["bn1.running_var"]), 0)
+    p1, _ = _maxpool2_fwd(a1)
+    z2, _ = _conv_fwd(p1, p["conv2.weight"], p["conv2.bias"])
+    a2 = np.maximum(_bn_infer(z2, p["bn2.weight"], p["bn2.bias"], stats["bn2.running_mean"],
+                              stats["bn2.running_var"]), 0)
+    return a2.reshape(len(x), -1) @ p["fc.weight"].T + p["fc.bias"]
+
+
+def _train(x: np.ndarray, y: np.ndarray, seed: int, epochs: int = 30, batch: int = 32,
+           lr: float = 3e-3, weight_decay: float = 1e-4):
+    """Adam + cosine-decayed LR, minibatches, BN in training mode (batch statistics)."""
+    rng = np.random.default_rng(seed)
+    p = _init_params(rng)
+    stats = {"bn1.running_mean": np.zeros(8, np.float32), "bn1.running_var": np.ones(8, np.float32),
+             "bn2.running_mean": np.zeros(16, np.float32), "bn2.running_var": np.ones(16, np.float32)}
+    m = {k: np.zeros_like(v) for k, v in p.items()}
+    v = {k: np.zeros_like(v_) for k, v_ in p.items()}
+    b1, b2, step = 0.9, 0.999, 0
+    n = len(x)
+    steps_per_epoch = n // batch  # drop the ragged last batch (stable BN statistics)
+    total = epochs * steps_per_epoch
+    onehot = np.eye(10, dtype=np.float32)[y]
+
+    def update_running(prefix: str, mu: np.ndarray, var: np.ndarray, count: int):
+        stats[f"{prefix}.running_mean"] = ((1 - _BN_MOMENTUM) * stats[f"{prefix}.running_mean"]
+                                           + _BN_MOMENTUM * mu).astype(np.float32)
+        unbiased = var * count / (count - 1)
+        stats[f"{prefix}.running_var"] = ((1 - _BN_MOMENTUM) * stats[f"{prefix}.running_var"]
+                                          + _BN_MOMENTUM * unbiased).astype(np.float32)
+
+    for _ in range(epochs):
+        order = rng.permutation(n)
+        for s in range(steps_per_epoch):
+            idx = order[s * batch:(s + 1) * batch]
+            xb, tb = x[idx], onehot[idx]
+            nb = len(idx)
+            # forward
+            z1, cols1 = _conv_fwd(xb, p["conv1.weight"], p["conv1.bias"])
+            y1, c1 = _bn_train_fwd(z1, p["bn1.weight"], p["bn1.bias"])
+            a1 = np.maximum(y1, 0)
+            p1, pidx = _maxpool2_fwd(a1)
+            z2, cols2 = _conv_fwd(p1, p["conv2.weight"], p["conv2.bias"])
+            y2, c2 = _bn_train_fwd(z2, p["bn2.weight"], p["bn2.bias"])
+            a2 = np.maximum(y2, 0)
+            f = a2.reshape(nb, -1)
+            logits = f @ p["fc.weight"].T + p["fc.bias"]
+            update_running("bn1", c1[2], c1[3], nb * 64)
+            update_running("bn2", c2[2], c2[3], nb * 16)
+            # softmax cross-entropy
+            e = np.exp(logits - logits.max(axis=1, keepdims=True))
+            prob = e / e.sum(axis=1, keepdims=True)
+            dlogits = (prob - tb) / nb
+            # backward
+            g = {"fc.weight": dlogits.T @ f, "fc.bias": dlogits.sum(axis=0)}
+            da2 = (dlogits @ p["fc.weight"]).reshape(a2.shape) * (y2 > 0)
+            dz2, g["bn2.weight"], g["bn2.bias"] = _bn_train_bwd(da2, p["bn2.weight"], c2)
+            dp1, g["conv2.weight"], g["conv2.bias"] = _conv_bwd(dz2, cols2, p["conv2.weight"], p1.shape, True)
+            da1 = _maxpool2_bwd(dp1, pidx) * (y1 > 0)
+            dz1, g["bn1.weight"], g["bn1.bias"] = _bn_train_bwd(da1, p["bn1.weight"], c1)
+            _, g["conv1.weight"], g["conv1.bias"] = _conv_bwd(dz1, cols1, p["conv1.weight"], xb.shape, False)
+            # Adam (decoupled weight decay on weights only), cosine LR
+            step += 1
+            lr_t = lr * 0.5 * (1 + np.cos(np.pi * (step - 1) / total))
+            for k in p:
+                gk = g[k].astype(np.float32)
+                m[k] = b1 * m[k] + (1 - b1) * gk
+                v[k] = b2 * v[k] + (1 - b2) * gk * gk
+                mhat = m[k] / (1 - b1 ** step)
+                vhat = v[k] / (1 - b2 ** step)
+                upd = lr_t * mhat / (np.sqrt(vhat) + 1e-8)
+                if k.endswith("weight") and not k.startswith("bn"):
+                    upd = upd + lr_t * weight_decay * p[k]
+                p[k] = (p[k] - upd).astype(np.float32)
+    return p, stats
+
+
+def _export_digits(p: dict, stats: dict) -> onnx.ModelProto:
+    def f32(name: str, arr: np.ndarray) -> TensorProto:
+        return numpy_helper.from_array(np.asarray(arr, np.float32), name)
+
+    inits = [f32(k, v) for k, v in p.items()] + [f32(k, v) for k, v in stats.items()]
+    nodes = [
+        helper.make_node("Conv", ["input", "conv1.weight", "conv1.bias"], ["conv1_out"], name="conv1",
+                         kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[1, 1], dilations=[1, 1], group=1),
+        helper.make_node("BatchNormalization", ["conv1_out", "bn1.weight", "bn1.bias", "bn1.running_mean",
+                                                "bn1.running_var"], ["bn1_out"], name="bn1",
+                         epsilon=_EPS, momentum=1 - _BN_MOMENTUM),
+        helper.make_node("Relu", ["bn1_out"], ["relu1_out"], name="relu1"),
+        helper.make_node("MaxPool", ["relu1_out"], ["pool1_out"], name="pool1", kernel_shape=[2, 2],
+                         strides=[2, 2]),
+        helper.make_node("Conv", ["pool1_out", "conv2.weight", "conv2.bias"], ["conv2_out"], name="conv2",
+                         kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[1, 1], dilations=[1, 1], group=1),
+        helper.make_node("BatchNormalization", ["conv2_out", "bn2.weight", "bn2.bias", "bn2.running_mean",
+                                                "bn2.running_var"], ["bn2_out"], name="bn2",
+                         epsilon=_EPS, momentum=1 - _BN_MOMENTUM),
+        helper.make_node("Relu", ["bn2_out"], ["relu2_out"], name="relu2"),
+        helper.make_node("Flatten", ["relu2_out"], ["flat"], name="flatten", axis=1),
+        helper.make_node("Gemm", ["flat", "fc.weight", "fc.bias"], ["logits"], name="fc",
+                         alpha=1.0, beta=1.0, transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "digits_cnn", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8,
+                              producer_name="ptqc-tests", producer_version="1")
+    model.doc_string = "8x8 digits CNN trained in numpy on sklearn.datasets.load_digits"
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+@functools.lru_cache(maxsize=None)
+def _digits_cached(seed: int) -> tuple[bytes, np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+    from threadpoolctl import threadpool_limits
+
+    data = load_digits()  # bundled with scikit-learn: no download
+    x = (data.images / 16.0).astype(np.float32)[:, None, :, :]
+    y = data.target.astype(np.int64)
+    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.25, stratify=y, random_state=seed)
+    # one BLAS thread: the matrices are tiny, and a busy machine (pytest-xdist, other jobs)
+    # makes OpenBLAS's spinning threads pathologically slow; also keeps results bitwise stable
+    with threadpool_limits(limits=1, user_api="blas"):
+        params, stats = _train(x_tr, y_tr, seed)
+    model = _export_digits(params, stats)
+    logits = ort_run(model, {"input": x_te})[0]
+    acc = float((logits.argmax(axis=1) == y_te).mean())
+    arrays = [np.ascontiguousarray(a) for a in (x_tr, y_tr, x_te, y_te)]
+    for a in arrays:
+        a.setflags(write=False)
+    return (model.SerializeToString(), *arrays, acc)
+
+
+def train_digits_cnn(seed: int = 0) -> DigitsCNN:
+    """Train (once per process and seed; later calls hit an lru_cache) the digits CNN.
+
+    sklearn's bundled digits (1797 8x8 images, pixels /16 -> [0,1]), stratified 75/25
+    split with ``random_state=seed`` (1347 train / 450 test). Trained in numpy with
+    im2col convolutions, BN in training mode (batch statistics; running mean/var with
+    momentum 0.1 and unbiased variance, as PyTorch), Adam with cosine LR, minibatch 32,
+    30 epochs; deterministic for a seed. Each call returns a fresh copy of the ModelProto
+    (mutate it freely); the data arrays are shared and read-only.
+    """
+    blob, x_tr, y_tr, x_te, y_te, acc = _digits_cached(int(seed))
+    return DigitsCNN(onnx.load_model_from_string(blob), x_tr, y_tr, x_te, y_te, acc)
+
+
+# =======================================================================================
+# PP-OCR models shipped inside rapidocr-onnxruntime==1.4.4
+
+PPOCR_FILES = {
+    "det": "ch_PP-OCRv4_det_infer.onnx",
+    "rec": "ch_PP-OCRv4_rec_infer.onnx",
+    "cls": "ch_ppocr_mobile_v2.0_cls_infer.onnx",
+}
+PPOCR_PIP = "pip install --no-deps rapidocr-onnxruntime==1.4.4"
+_PPOCR_SHAPES = {"det": (1, 3, 64, 64), "rec": (1, 3, 48, 160), "cls": (1, 3, 48, 192)}
+
+
+def ppocr_model_paths() -> dict[str, pathlib.Path]:
+    """{"det", "rec", "cls"} -> paths of the PP-OCR ONNX files inside rapidocr_onnxruntime.
+
+    The package is located without importing it (its __init__ needs cv2). Returns {} if
+    the package is not installed or any of the three files is missing; install with
+    ``pip install --no-deps rapidocr-onnxruntime==1.4.4``.
+
+    What these files are (checked with onnx 1.23 / onnxruntime 1.32):
+      * det: PP-OCRv4 DB detector, IR 8, opset 12, 672 nodes, input ``x`` [?,3,?,?]
+        (symbolic dims ``p2o.DynamicDimension.*``), output ``sigmoid_0.tmp_0`` [?,1,H,W];
+      * rec: PP-OCRv4 SVTR-LCNet CTC recognizer, IR 8, opset 12, 860 nodes, input ``x``
+        [?,3,?,?] (H must be 48), output ``softmax_11.tmp_0`` [?, W/8, 6625];
+      * cls: mobile v2.0 angle classifier, IR 7, opset 11 (producer PaddlePaddle),
+        566 nodes, input ``x`` with dim_value -1 batch, output [?, 2].
+    None has a single initializer: every weight is a ``Constant`` node (342/420/308 of
+    them). All pass ``onnx.checker.check_model(full_check=True)``.
+    """
+    spec = importlib.util.find_spec("rapidocr_onnxruntime")
+    if spec is None or not spec.submodule_search_locations:
+        return {}
+    for root in spec.submodule_search_locations:
+        paths = {k: pathlib.Path(root) / "models" / f for k, f in PPOCR_FILES.items()}
+        if all(p.is_file() for p in paths.values()):
+            return paths
+    return {}
+
+
+def ppocr_sample_inputs(name: str, seed: int = 0) -> dict[str, np.ndarray]:
+    """{"x": float32 image} for the PP-OCR model ``name`` ("det", "rec" or "cls").
+
+    Shapes: det 1x3x64x64, rec 1x3x48x160, cls 1x3x48x192. The picture is synthetic but
+    text-like: a light, slightly shaded and noisy paper background with dark glyph-ish
+    strokes (one text line for rec/cls, a few lines for det), normalized as rapidocr
+    does for all three models: (pixel/255 - 0.5) / 0.5, so values lie in [-1, 1].
+    Deterministic for (name, seed).
+    """
+    if name not in _PPOCR_SHAPES:
+        raise KeyError(f"ppocr_sample_inputs: unknown model {name!r}; expected one of {sorted(_PPOCR_SHAPES)}")
+    _, _, h, w = _PPOCR_SHAPES[name]
+    rng = np.random.default_rng([seed, sorted(_PPOCR_SHAPES).index(name)])
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    paper = 225 + 15 * (xx / w) - 10 * (yy / h) + rng.normal(0, 4, (h, w))
+    ink = np.zeros((h, w))
+    line_h = 18 if name == "det" else int(h * 0.6)
+    tops = range(6, h - line_h, line_h + 6) if name == "det" else [(h - line_h) // 2]
+    for top in tops:
+        x = int(rng.integers(2, 10))
+        while x < w - 8:
+            gw = int(rng.integers(4, 10))  # one glyph: a few strokes in a gw x line_h box
+            for _ in range(int(rng.integers(2, 5))):
+                if rng.random() < 0.5:  # vertical stroke
+                    cx = x + int(rng.integers(0, gw))
+                    y0 = top + int(rng.integers(0, line_h // 3))
+                    ink[y0:top + line_h - int(rng.integers(0, line_h // 3)), cx:cx + 2] = 1
+                else:  # horizontal stroke
+                    cy = top + int(rng.integers(0, line_h))
+                    ink[cy:cy + 2, x:x + gw] = 1
+            x += gw + int(rng.integers(2, 6))
+            if rng.random() < 0.12:
+                x += int(rng.integers(6, 14))  # word gap
+    ink_color = rng.uniform(20, 60, 3)
+    img = np.stack([paper * (1 - ink) + ink_color[c] * ink + rng.normal(0, 3, (h, w)) for c in range(3)])
+    img = np.clip(img, 0, 255)
+    x = ((img / 255.0 - 0.5) / 0.5).astype(np.float32)[None]
+    return {"x": x}
+
+
+# =======================================================================================
+# onnx's own backend-test data: the "light" real topologies
+
+
+def onnx_backend_data_dir() -> pathlib.Path:
+    """The ``data/`` folder of the installed ``onnx.backend.test`` package."""
+    spec = importlib.util.find_spec("onnx.backend.test")
+    assert spec is not None and spec.submodule_search_locations, "onnx.backend.test not found"
+    return pathlib.Path(list(spec.submodule_search_locations)[0]) / "data"
+
+
+def light_model_paths() -> list[pathlib.Path]:
+    """Sorted paths of ``data/light/light_*.onnx``: with onnx 1.23 these 9 are bvlc_alexnet,
+    densenet121, inception_v1, inception_v2, resnet50, shufflenet, squeezenet, vgg19 and
+    zfnet512 ([] if the wheel has none). Cheap: safe at collection time.
+
+    What they contain (inspected with onnx 1.23): the real model-zoo topologies (IR 3,
+    opset 9; 38 to 1746 nodes; Conv, BatchNormalization, LRN, Gemm, Sum, Concat, Dropout,
+    Reshape, Softmax ...), but NOT real weights. Each large weight is replaced by an int64
+    ``<name>__SHAPE`` initializer feeding a ``ConstantOfShape`` node with value 0.02, so
+    every conv/gemm weight is the constant 0.02. Only small tensors (mostly biases and some
+    BN params, a few with what look like real values) remain as float initializers; the
+    files are 4-215 KB. As IR 3 models, every initializer is also listed in graph.input,
+    so the real image input is not necessarily ``graph.input[0]`` (use ``light_inputs``).
+    All are float32 [1,3,224,224] in, [1,1000](x1x1) out; outputs are near-uniform
+    softmaxes (all weights equal), the stored ``*_output_0.pb`` files likewise.
+    """
+    light = onnx_backend_data_dir() / "light"
+    return sorted(light.glob("light_*.onnx")) if light.is_dir() else []
+
+
+def light_inputs(path: str | pathlib.Path, seed: int = 0) -> dict[str, np.ndarray]:
+    """Seeded random feeds (standard normal floats) for the real, non-initializer inputs of
+    a light model (``builders.random_feeds``; symbolic dims, if any, become 1)."""
+    model = onnx.load(str(path), load_external_data=False)
+    return builders.random_feeds(model, seed=seed, default_dim=1)
