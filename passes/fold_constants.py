@@ -55,7 +55,8 @@ def _fold(graph: Graph, node: Node) -> list[np.ndarray] | Fail:
     if not reference.supports(node.op_type):
         return Fail(f"op {node.op_type} is not in the reference executor")
     try:
-        outs = reference.run_node(node.op_type, inputs, node.attrs, opset=graph.opset, name=node.name)
+        outs = reference.run_node(node.op_type, inputs, node.attrs, opset=graph.opset, name=node.name,
+                                 n_outputs=len(node.outputs))
     except (reference.UnsupportedOpError, reference.ReferenceRuntimeError) as e:
         return Fail(str(e))
     in_bytes = sum(a.nbytes for a in inputs if a is not None)
