@@ -4,13 +4,13 @@ from __future__ import annotations
 from typing import Callable
 
 from ptqc.pass_manager import Pass
-from ptqc.passes import (EliminateDeadCode, FoldConstants, FuseBatchNorm, InferShapes,
+from ptqc.passes import (EliminateDeadCode, FoldConstants, FuseBatchNorm, FuseBiasAdd, InferShapes,
                          LiftConstantNodes, MarkActivationFusion, RemoveIdentity)
 
 
 def convert_pipeline() -> list[Pass]:
     """``-r convert``: clean the float graph, quantize nothing."""
-    return [LiftConstantNodes(), InferShapes(), FoldConstants(), RemoveIdentity(), FuseBatchNorm(),
+    return [LiftConstantNodes(), InferShapes(), FoldConstants(), RemoveIdentity(), FuseBiasAdd(), FuseBatchNorm(),
             MarkActivationFusion(), EliminateDeadCode()]
 
 

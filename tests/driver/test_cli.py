@@ -45,15 +45,13 @@ def test_convert_ppocr_cls_fuses_every_batchnorm(ppocr, tmp_path):
 
 
 @pytest.mark.parametrize("name", ["det", "rec"])
-def test_convert_ppocr_det_rec_fuses_batchnorm_after_convs(ppocr, tmp_path, name):
+def test_convert_ppocr_det_rec_fuses_every_batchnorm(ppocr, tmp_path, name):
+    """det's third BN sits after ConvTranspose -> Add(bias): FuseBiasAdd opens the way."""
     from ptqc.driver.api import convert
 
     report = convert(ppocr[name], tmp_path / "m.onnx")
     g = report.graph
-    for n in g.nodes():
-        if n.op_type == "BatchNormalization":
-            producer = g.producer(n.inputs[0])
-            assert producer is None or producer.op_type not in ("Conv", "ConvTranspose"), n.name
+    assert "BatchNormalization" not in g.op_counts()
     feeds = models.ppocr_sample_inputs(name)
     for a, b in zip(ort_outputs(onnx.load(str(ppocr[name])), feeds), ort_outputs(g, feeds)):
         assert relative_error(a, b) <= 1e-4

@@ -1,0 +1,158 @@
+"""Quantization decisions as data: QuantParam and the three spec kinds.
+
+Affine convention: ``real = scale * (q - zero_point)``; quantization rounds half to even
+(the ONNX QuantizeLinear rule) and saturates to the dtype's range.  A spec says how a value
+gets its parameters (torch.ao's three kinds): :class:`PlainSpec` (observe this tensor),
+:class:`SharedSpec` (use that value's parameters: pass-through ops, Concat groups) and
+:class:`DerivedSpec` (bias: scale = input scale x weight scale, zero point 0).
+
+Imports nothing of ptqc (numpy only).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+log = logging.getLogger("ptqc")
+
+# Integer ranges; int8 weights use the symmetric [-127, 127] (DESIGN.md, ORT's convention).
+QRANGE = {
+    np.dtype(np.int8): (-128, 127),
+    np.dtype(np.uint8): (0, 255),
+    np.dtype(np.int16): (-32768, 32767),
+    np.dtype(np.uint16): (0, 65535),
+    np.dtype(np.int32): (-(2**31), 2**31 - 1),
+}
+SAFE_SCALE = 1.0  # the scale of a tensor whose range is exactly zero (onnxruntime's choice)
+
+
+@dataclass(frozen=True, eq=False)
+class QuantParam:
+    """Parameters of one quantized tensor.  ``scale``/``zero_point`` are 0-d for per-tensor
+    and 1-d along ``axis`` for per-channel."""
+
+    dtype: np.dtype
+    scale: np.ndarray
+    zero_point: np.ndarray
+    axis: int | None = None
+    bits: int = 8
+    method: str = "min_max"
+    rmin: np.ndarray | None = None
+    rmax: np.ndarray | None = None
+    symmetric: bool = False
+
+    @property
+    def qmin(self) -> int:
+        return _narrow(self.dtype, self.symmetric)[0]
+
+    @property
+    def qmax(self) -> int:
+        return _narrow(self.dtype, self.symmetric)[1]
+
+    def _view(self, a: np.ndarray, ndim: int) -> np.ndarray:
+        if self.axis is None or a.ndim == 0:
+            return a
+        shape = [1] * ndim
+        shape[self.axis] = -1
+        return a.reshape(shape)
+
+    def quantize(self, x: np.ndarray) -> np.ndarray:
+        """QuantizeLinear: round half to even, saturate (full dtype range, as ONNX does)."""
+        x = np.asarray(x, np.float32)
+        s = self._view(self.scale.astype(np.float32), x.ndim)
+        zp = self._view(self.zero_point.astype(np.int64), x.ndim)
+        lo, hi = QRANGE[np.dtype(self.dtype)]
+        return np.clip(np.rint(x / s) + zp, lo, hi).astype(self.dtype)
+
+    def dequantize(self, q: np.ndarray) -> np.ndarray:
+        s = self._view(self.scale.astype(np.float32), q.ndim)
+        zp = self._view(self.zero_point.astype(np.int64), q.ndim)
+        return ((q.astype(np.int64) - zp).astype(np.float32) * s).astype(np.float32)
+
+    def fake_quantize(self, x: np.ndarray) -> np.ndarray:
+        return self.dequantize(self.quantize(x))
+
+    def to_json(self) -> dict:
+        return {"dtype": str(np.dtype(self.dtype)), "scale": np.asarray(self.scale).tolist(),
+                "zero_point": np.asarray(self.zero_point).tolist(), "axis": self.axis, "bits": self.bits,
+                "method": self.method, "symmetric": self.symmetric,
+                "rmin": None if self.rmin is None else np.asarray(self.rmin).tolist(),
+                "rmax": None if self.rmax is None else np.asarray(self.rmax).tolist()}
+
+
+def _narrow(dtype: np.dtype, symmetric: bool) -> tuple[int, int]:
+    lo, hi = QRANGE[np.dtype(dtype)]
+    if symmetric and lo < 0:
+        lo = -hi  # int8 symmetric: [-127, 127], so the range is centred and -128 never occurs
+    return lo, hi
+
+
+def qparam_from_range(rmin, rmax, dtype, *, symmetric: bool, axis: int | None = None,
+                      method: str = "min_max", name: str = "") -> QuantParam:
+    """Scale and zero point covering [rmin, rmax] (widened to include 0).
+
+    Symmetric: ``scale = max|r| / qmax``, zero point 0 (or the midpoint for unsigned types).
+    Asymmetric: ``scale = (rmax - rmin) / (qmax - qmin)``, ``zp = round(qmin - rmin / scale)``.
+    A zero-width range gets scale 1 and a warning naming the tensor; infinite bounds are
+    clamped to the float32 range first (attention masks), also with a warning.
+    """
+    dtype = np.dtype(dtype)
+    lo = np.minimum(np.asarray(rmin, np.float64), 0.0)
+    hi = np.maximum(np.asarray(rmax, np.float64), 0.0)
+    if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
+        log.warning("tensor %r has an infinite range; clamped to the float32 range", name)
+        big = float(np.finfo(np.float32).max) / 4
+        lo, hi = np.clip(lo, -big, 0.0), np.clip(hi, 0.0, big)
+    qmin, qmax = _narrow(dtype, symmetric)
+    if symmetric:
+        absmax = np.maximum(-lo, hi)
+        if qmin < 0:
+            scale = absmax / qmax
+            zp = np.zeros_like(scale)
+        else:  # unsigned symmetric: centre the range on the middle code
+            scale = 2 * absmax / (qmax - qmin)
+            zp = np.full_like(scale, (qmin + qmax + 1) // 2)
+        lo, hi = -absmax, absmax
+    else:
+        scale = (hi - lo) / (qmax - qmin)
+        zp = np.zeros_like(scale)
+        ok = scale > 0
+        zp[ok] = np.clip(np.rint(qmin - lo[ok] / scale[ok]), qmin, qmax) if np.ndim(scale) else \
+            np.clip(np.rint(qmin - lo / scale), qmin, qmax)
+    degenerate = ~(scale > 0)
+    if np.any(degenerate):
+        log.warning("tensor %r has a zero range; using scale %g", name, SAFE_SCALE)
+        scale = np.where(degenerate, SAFE_SCALE, scale)
+        if not symmetric:
+            zp = np.where(degenerate, np.clip(0, qmin, qmax), zp)
+    return QuantParam(dtype, np.asarray(scale, np.float32), np.asarray(zp).astype(dtype), axis,
+                      bits=dtype.itemsize * 8, method=method, rmin=np.asarray(lo, np.float32),
+                      rmax=np.asarray(hi, np.float32), symmetric=symmetric)
+
+
+# ------------------------------------------------------------------------------ specs
+@dataclass(frozen=True)
+class PlainSpec:
+    """Observe this value and derive its parameters from the observed range."""
+
+    dtype: np.dtype
+    symmetric: bool
+    axis: int | None = None  # per-channel axis (weights), None per-tensor
+
+
+@dataclass(frozen=True)
+class SharedSpec:
+    """Use the parameters of value ``source`` (resolved by union-find)."""
+
+    source: str
+
+
+@dataclass(frozen=True)
+class DerivedSpec:
+    """Parameters computed from other values' parameters: bias scale = x scale * w scale."""
+
+    sources: tuple[str, ...]
+    dtype: np.dtype = field(default=np.dtype(np.int32))
+    axis: int | None = None
