@@ -156,3 +156,64 @@ class DerivedSpec:
     sources: tuple[str, ...]
     dtype: np.dtype = field(default=np.dtype(np.int32))
     axis: int | None = None
+
+
+# ------------------------------------------------------------------------------ sharing
+class UnionFind:
+    """Groups of value names that share one set of parameters.  Deterministic: the root of
+    a group is its member added first, so group names and output files never depend on
+    hashing or on the order unions happen in."""
+
+    def __init__(self) -> None:
+        self._parent: dict[str, str] = {}
+        self._rank: dict[str, int] = {}  # insertion index: the smaller one becomes the root
+
+    def add(self, x: str) -> None:
+        if x not in self._parent:
+            self._parent[x] = x
+            self._rank[x] = len(self._rank)
+
+    def find(self, x: str) -> str:
+        self.add(x)
+        root = x
+        while self._parent[root] != root:
+            root = self._parent[root]
+        while self._parent[x] != root:  # path compression
+            self._parent[x], x = root, self._parent[x]
+        return root
+
+    def union(self, a: str, b: str) -> str:
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return ra
+        if self._rank[rb] < self._rank[ra]:
+            ra, rb = rb, ra
+        self._parent[rb] = ra
+        return ra
+
+    def groups(self) -> dict[str, list[str]]:
+        """root -> members, both in insertion order."""
+        out: dict[str, list[str]] = {}
+        for x in self._parent:
+            out.setdefault(self.find(x), []).append(x)
+        return out
+
+
+@dataclass(frozen=True)
+class QuantScheme:
+    """What to quantize and how: the data the spec pass works from.  The driver builds it from
+    the QuantConfig and the target; a pass run alone gets the default (onnxruntime's QDQ
+    defaults: asymmetric uint8 activations, symmetric int8 per-channel weights)."""
+
+    activation_dtype: np.dtype = np.dtype(np.uint8)
+    activation_symmetric: bool = False
+    weight_dtype: np.dtype = np.dtype(np.int8)
+    per_channel: bool = True
+    op_types: frozenset[str] | None = None  # None: every op ptqc can quantize
+    nodes_to_quantize: frozenset[str] | None = None  # None: every node
+    nodes_to_exclude: frozenset[str] = frozenset()
+    unify_concat: bool = False  # -uis: Concat/Stack/ScatterND inputs and output share one scale
+
+    @property
+    def bits(self) -> int:
+        return np.dtype(self.activation_dtype).itemsize * 8

@@ -1,13 +1,21 @@
 """ptqc.passes: one module per pass.  Each pass runs alone on any graph:
 ``FuseBatchNorm().run(graph, PassContext())``."""
+from ptqc.passes.assign_quant_specs import AssignQuantSpecs
+from ptqc.passes.calibrate import Calibrate
+from ptqc.passes.crop_outputs import CropOutputs
 from ptqc.passes.eliminate_dead_code import EliminateDeadCode
 from ptqc.passes.fold_constants import FoldConstants
 from ptqc.passes.fuse_activations import MarkActivationFusion
 from ptqc.passes.fuse_batchnorm import FuseBatchNorm
 from ptqc.passes.fuse_bias_add import FuseBiasAdd
 from ptqc.passes.infer_shapes import InferShapes
+from ptqc.passes.insert_normalization import InsertNormalization
+from ptqc.passes.insert_qdq import InsertQDQ
 from ptqc.passes.lift_constants import LiftConstantNodes
+from ptqc.passes.propagate_ranges import PropagateRanges
 from ptqc.passes.remove_identity import RemoveIdentity
+from ptqc.passes.upgrade_opset import UpgradeOpset
 
-__all__ = ["EliminateDeadCode", "FoldConstants", "FuseBatchNorm", "FuseBiasAdd", "InferShapes",
-           "LiftConstantNodes", "MarkActivationFusion", "RemoveIdentity"]
+__all__ = ["AssignQuantSpecs", "Calibrate", "CropOutputs", "EliminateDeadCode", "FoldConstants", "FuseBatchNorm",
+           "FuseBiasAdd", "InferShapes", "InsertNormalization", "InsertQDQ", "LiftConstantNodes",
+           "MarkActivationFusion", "PropagateRanges", "RemoveIdentity", "UpgradeOpset"]

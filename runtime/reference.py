@@ -79,8 +79,15 @@ def _op(*names: str) -> Callable[[_Impl], _Impl]:
     return register
 
 
+# onnxruntime's contrib Q/DQ (domain com.microsoft) carry 16-bit types before opset 21; their
+# semantics are the default-domain ops'.
+_MS_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
+
+
 def supports(op_type: str, domain: str = "") -> bool:
-    """Whether :func:`run_node` implements ``op_type`` (default domain only)."""
+    """Whether :func:`run_node` implements ``op_type`` (default domain, plus com.microsoft Q/DQ)."""
+    if domain == "com.microsoft":
+        return op_type in _MS_OPS
     return domain in ("", "ai.onnx") and op_type in _OPS
 
 

@@ -1,8 +1,9 @@
 """The Python API: what the CLI runs, callable from a notebook.
 
-``convert`` runs the cleanup pipeline (``-r convert``); ``infer_float`` runs a model with the
-numpy reference executor (``-r infer`` on a float model).  Quantization (``quantize``,
-``quantize_static``) joins here with its pipeline.
+``quantize`` is ``-r quant``; ``quantize_static`` is onnxruntime's function of the same name
+and arguments, so an onnxruntime user changes one import; ``convert`` runs the cleanup
+pipeline (``-r convert``); ``infer_float`` runs a model with the numpy reference executor;
+``infer`` runs a user's infer function on a float or QDQ model (``-r infer``).
 """
 from __future__ import annotations
 
@@ -162,5 +163,8 @@ def load_feeds(graph: Graph, folder: Path) -> dict[str, np.ndarray]:
     return feeds
 
 
-__all__ = ["ConvertReport", "convert", "infer_float", "load_feeds", "op_counts", "random_feeds",
-           "ModelError"]
+from ptqc.driver.quantize import (QuantReport, infer, quantize, quantize_static)  # noqa: E402
+from ptqc.driver.data import onnx_infer_func  # noqa: E402
+
+__all__ = ["ConvertReport", "QuantReport", "convert", "infer", "infer_float", "load_feeds", "onnx_infer_func",
+           "op_counts", "quantize", "quantize_static", "random_feeds", "ModelError"]

@@ -1,6 +1,8 @@
 """The ``ptqc`` command, shaped like the reference tool:
 
+    ptqc [--chip NAME] quant -m model.onnx [-d data/ | -uds s.py -if f] [-qm min_max] --save-dir out/
     ptqc [--chip NAME] quant -r convert -m model.onnx --save-dir out/ [--dump-ir] [-l 0..3]
+    ptqc quant -r infer -m model_quantize.onnx -uds s.py -if f
 
 Every flag of the reference is parsed; a flag whose feature is not built yet exits 2 and
 says so.  Exit codes: 0 success, 2 bad input or configuration (one line naming the file,
@@ -23,9 +25,13 @@ from ptqc.targets.families import chip_names, family_of
 
 # What each run mode can honour today; any other flag the user sets is refused by name.
 _COMMON = {"model", "chip", "run_mode", "framework", "save_dir", "log_level"}
+_DATA = {"data", "input_shapes", "infer_func", "user_defined_script", "iteration", "batch_size"}
 BUILT_FLAGS = {
+    "quant": _COMMON | _DATA | {"bit_width", "quant_mode", "quantize_input_dtype", "output_dequant", "mean", "std",
+                                "output_name", "unify_input_scale", "generate_scale_json", "load_scale_json",
+                                "dump_ir", "debug"},
     "convert": _COMMON | {"dump_ir", "debug", "initializers"},
-    "infer": _COMMON | {"data", "input_shapes"},
+    "infer": _COMMON | _DATA,
 }
 
 
@@ -155,6 +161,10 @@ def _run(cfg: QuantConfig, flags: dict[str, str]) -> int:
     save_dir = _prepare_save_dir(cfg.save_dir)
     if cfg.run_mode == "convert":
         return _convert(cfg, save_dir)
+    if cfg.run_mode == "quant":
+        return _quant(cfg, save_dir)
+    if cfg.user_defined_script is not None or "infer_func" in cfg.explicit:
+        return _infer_with_function(cfg)
     return _infer(cfg, save_dir)
 
 
@@ -197,6 +207,40 @@ def format_convert_summary(model: Path, report) -> str:
         if rule == "fold_batchnorm":
             lines.append(f"  BatchNormalization {node!r} not fused: {reason}")
     return "\n".join(lines)
+
+
+def _quant(cfg: QuantConfig, save_dir: Path) -> int:
+    from ptqc.driver.quantize import quantize
+
+    output = save_dir / f"{cfg.model.stem}_quantize.onnx"
+    report = quantize(cfg.model, output, config=cfg)
+    print(format_quant_summary(cfg, report))
+    return 0
+
+
+def format_quant_summary(cfg: QuantConfig, report) -> str:
+    s = report.seconds
+    lines = [f"ptqc quant: {cfg.model} -> {report.output}",
+             f"  method {report.method}, {cfg.bit_width}-bit, chip {cfg.chip}; time {sum(s.values()):.2f} s "
+             f"(prepare {s['prepare']:.2f}, quantize {s['quantize']:.2f}, export {s['export']:.2f}, "
+             f"evaluate {s['evaluate']:.2f})"]
+    if report.scale_json:
+        lines.append(f"  scales: {report.scale_json}")
+    lines.append(f"  {'output':<32}{'min cosine':>12}{'mean cosine':>13}")
+    lines += [f"  {name:<32}{lo:>12.6f}{mean:>13.6f}" for name, (lo, mean) in report.cosine.items()]
+    if report.float_metric is not None and report.quant_metric is not None:
+        lines.append(f"  infer-function metric: float {report.float_metric:.6g}, quantized {report.quant_metric:.6g}")
+    if report.float_ops:
+        lines.append("  left in float: " + ", ".join(f"{op} x{len(names)}" for op, names in sorted(report.float_ops.items())))
+    return "\n".join(lines)
+
+
+def _infer_with_function(cfg: QuantConfig) -> int:
+    from ptqc.driver.quantize import infer
+
+    metric = infer(cfg.model, config=cfg)
+    print(f"ptqc infer: {cfg.model}: infer function {cfg.infer_func!r} returned {metric:.6g}")
+    return 0
 
 
 def _infer(cfg: QuantConfig, save_dir: Path) -> int:

@@ -3,15 +3,40 @@ from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
+
 from ptqc.pass_manager import Pass
-from ptqc.passes import (EliminateDeadCode, FoldConstants, FuseBatchNorm, FuseBiasAdd, InferShapes,
-                         LiftConstantNodes, MarkActivationFusion, RemoveIdentity)
+from ptqc.passes import (AssignQuantSpecs, Calibrate, CropOutputs, EliminateDeadCode, FoldConstants,
+                         FuseBatchNorm, FuseBiasAdd, InferShapes, InsertNormalization, InsertQDQ,
+                         LiftConstantNodes, MarkActivationFusion, PropagateRanges, RemoveIdentity,
+                         UpgradeOpset)
+from ptqc.quant import QuantScheme
 
 
 def convert_pipeline() -> list[Pass]:
     """``-r convert``: clean the float graph, quantize nothing."""
     return [LiftConstantNodes(), InferShapes(), FoldConstants(), RemoveIdentity(), FuseBiasAdd(), FuseBatchNorm(),
             MarkActivationFusion(), EliminateDeadCode()]
+
+
+def prepare_pipeline(output_names: tuple[str, ...] = (), mean: tuple[float, ...] = (),
+                     std: tuple[float, ...] = ()) -> list[Pass]:
+    """The float half of ``-r quant``: opset 13 (per-channel QDQ needs it), crop at ``-on``,
+    ``--mean/--std`` after the first input, then the convert cleanup.  Its output is the float
+    model the quantized one is compared against."""
+    return [UpgradeOpset(13), LiftConstantNodes(), CropOutputs(output_names), InsertNormalization(mean, std),
+            *convert_pipeline()]
+
+
+def quantize_pipeline(scheme: QuantScheme, *, method: str = "min_max", calibrate: bool = True,
+                      output_dequant: bool = True, input_dtypes: dict[str, np.dtype] | None = None,
+                      executor: str = "onnxruntime") -> list[Pass]:
+    """The quantizing half: specs, calibration (skipped when a scale JSON is loaded), one
+    union-find over all sharing, Q/DQ materialization."""
+    return [AssignQuantSpecs(scheme),
+            *([Calibrate(method, executor)] if calibrate else []),
+            PropagateRanges(unify=scheme.unify_concat),
+            InsertQDQ(output_dequant=output_dequant, input_dtypes=input_dtypes)]
 
 
 PIPELINES: dict[str, Callable[[], list[Pass]]] = {"convert": convert_pipeline}

@@ -1,0 +1,410 @@
+"""Calibration data sources, all spoken through the reference tool's infer-function protocol.
+
+A user script registers ``@onnx_infer_func.register("name")`` on a function taking an
+:class:`Executor`; the function feeds its own data with ``executor.forward(x1, x2, ...)`` (one
+numpy array per model input, in input order), stops after ``executor.iteration`` batches or
+when ``executor.early_stop_flag`` is set, and returns a metric (1 if it has none).  The built-in
+sources are infer functions too: seeded random data (:func:`make_infer_auto`, registered as
+``"infer_auto"``), a ``-d`` folder of ``.npy`` files (:func:`make_npy_folder_func`) and an
+onnxruntime ``CalibrationDataReader`` (:func:`make_reader_func`).  :func:`load_infer_function`
+imports a ``-uds`` script and :func:`run_infer_function` runs one, turning a crash in user code
+into a one-line error naming the user's file and line.
+
+Imports numpy, the standard library and ``ptqc.errors``; nothing else of ptqc.
+"""
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import itertools
+import logging
+import numbers
+import site
+import sys
+import sysconfig
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, TypeVar
+
+import numpy as np
+
+from ptqc.errors import ConfigError, PtqcError
+
+log = logging.getLogger("ptqc")
+
+F = TypeVar("F", bound=Callable)
+InferFunction = Callable[["Executor"], Any]
+
+
+class DataError(ConfigError):
+    """Calibration data does not fit the model: wrong count, shape, dtype, NaN, bad file."""
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One model input as the data must match it.  A dim is an int (static) or None/str
+    (dynamic, any size accepted); ``shape`` None means the rank is unknown."""
+    name: str
+    dtype: np.dtype
+    shape: tuple
+
+
+class InferFuncRegistry:
+    """Infer functions by name; user scripts fill it with ``@onnx_infer_func.register(name)``."""
+
+    def __init__(self) -> None:
+        self._functions: dict[str, Callable] = {}
+
+    def register(self, name: str) -> Callable[[F], F]:
+        def decorate(fn: F) -> F:
+            self._functions[name] = fn  # re-registering replaces: rerunning a script is harmless
+            return fn
+        return decorate
+
+    def get(self, name: str) -> Callable:
+        if name not in self._functions:
+            raise ConfigError(f"infer function {name!r} is not registered "
+                              f"(registered: {', '.join(self.names()) or 'none'})")
+        return self._functions[name]
+
+    def names(self) -> list[str]:
+        return sorted(self._functions)
+
+
+onnx_infer_func = InferFuncRegistry()
+
+
+class Executor:
+    """What an infer function sees: run settings, the model's inputs, and ``forward``, which
+    checks every batch against the inputs before running the model on it."""
+
+    def __init__(self, run: Callable[[dict[str, np.ndarray]], list[np.ndarray]],
+                 inputs: list[InputSpec], *, iteration: int = 1, batch_size: int = 1,
+                 dataset: str | None = None, node_of_output: dict[str, str] | None = None):
+        if iteration < 1:
+            raise ConfigError(f"-i/--iteration must be at least 1, got {iteration}")
+        if batch_size < 1:
+            raise ConfigError(f"-bs/--batch-size must be at least 1, got {batch_size}")
+        self._run = run
+        self._node_of_output = dict(node_of_output or {})
+        self.inputs = list(inputs)
+        self.input_nodes = [spec.name for spec in self.inputs]
+        self.iteration = iteration
+        self.batch_size = batch_size
+        self.dataset = dataset
+        self.early_stop_flag = False
+        self.calls = 0
+
+    def forward(self, *inputs) -> list[np.ndarray]:
+        if len(inputs) != len(self.inputs):
+            raise DataError(f"forward got {len(inputs)} arrays, model has {len(self.inputs)} "
+                            f"inputs ({', '.join(self.input_nodes)})")
+        batch = self.calls + 1
+        feeds = {spec.name: check_array(array, spec, f"input {spec.name!r} of batch {batch}")
+                 for spec, array in zip(self.inputs, inputs)}
+        outputs = list(self._run(feeds))
+        self.calls += 1
+        if self.calls >= self.iteration:
+            self.early_stop_flag = True
+        return outputs
+
+    def output_name_to_node_name(self) -> dict[str, str]:
+        return dict(self._node_of_output)
+
+
+def check_array(array: Any, spec: InputSpec, where: str, batch_dim: bool = True) -> np.ndarray:
+    """``array`` checked against ``spec`` (float64 cast to a float32 spec); ``where`` starts the
+    error message.  ``batch_dim=False`` leaves dim 0 unchecked (one sample of a batch)."""
+    if not isinstance(array, np.ndarray):
+        raise DataError(f"{where} is a {type(array).__name__}, not a numpy array")
+    if spec.shape is not None and (array.ndim != len(spec.shape) or any(
+            _is_static(d) and d != s for i, (d, s) in enumerate(zip(spec.shape, array.shape))
+            if batch_dim or i)):
+        raise DataError(f"{where} has shape {list(array.shape)}, model wants {_show_shape(spec.shape)}")
+    if array.dtype != spec.dtype:
+        # Images are often loaded as float64; casting them is what every user would do.
+        if not (array.dtype == np.float64 and spec.dtype == np.float32):
+            raise DataError(f"{where} has dtype {array.dtype}, model wants {np.dtype(spec.dtype)}")
+        array = array.astype(np.float32)
+    if array.dtype.kind == "f" and np.isnan(array).any():
+        raise DataError(f"{where} contains NaN")
+    return array
+
+
+def _is_static(dim: Any) -> bool:
+    return isinstance(dim, int) and dim >= 0
+
+
+def _show_shape(shape: tuple | None) -> str:
+    if shape is None:
+        return "[unknown rank]"
+    return "[" + ", ".join(str(d) if _is_static(d) or isinstance(d, str) else "?" for d in shape) + "]"
+
+
+# --- random data -------------------------------------------------------------------------
+
+def make_infer_auto(input_shapes: tuple[tuple[int, ...], ...] = ()) -> InferFunction:
+    """The built-in default: ``executor.iteration`` batches of seeded random data.  A dynamic
+    batch dim (dim 0) becomes ``executor.batch_size``; ``input_shapes`` (``-is``, one shape per
+    input in order) replaces the model's shapes.  Reruns draw identical data."""
+    def infer_auto(executor: Executor) -> float:
+        shapes = _resolve_auto_shapes(executor.inputs, input_shapes, executor.batch_size)
+        rng = np.random.default_rng(0)
+        for _ in range(executor.iteration):
+            executor.forward(*(_draw_random(rng, spec, shape)
+                               for spec, shape in zip(executor.inputs, shapes)))
+            if executor.early_stop_flag:  # also set from outside when calibration converges
+                break
+        return 1.0
+    return infer_auto
+
+
+def _resolve_auto_shapes(specs: list[InputSpec], input_shapes: tuple, batch_size: int) -> list[tuple]:
+    if input_shapes and len(input_shapes) != len(specs):
+        raise ConfigError(f"-is/--input-shapes: {len(input_shapes)} shapes given, model has "
+                          f"{len(specs)} inputs")
+    shapes = []
+    for i, spec in enumerate(specs):
+        if input_shapes:
+            shape = tuple(input_shapes[i])
+            if spec.shape is not None and len(shape) != len(spec.shape):
+                raise ConfigError(f"-is/--input-shapes: input {spec.name!r} has rank "
+                                  f"{len(spec.shape)}, got {list(shape)}")
+        elif spec.shape is not None:
+            shape = tuple(batch_size if j == 0 and not _is_static(d) else d
+                          for j, d in enumerate(spec.shape))
+        else:
+            shape = None
+        if shape is None or not all(map(_is_static, shape)):
+            raise ConfigError(f"input {spec.name!r} has dynamic shape {_show_shape(spec.shape)}; "
+                              "give it with -is/--input-shapes")
+        shapes.append(shape)
+    return shapes
+
+
+def _draw_random(rng: np.random.Generator, spec: InputSpec, shape: tuple) -> np.ndarray:
+    kind = np.dtype(spec.dtype).kind
+    if kind == "f":
+        return rng.standard_normal(shape).astype(spec.dtype)
+    if kind in "iub":
+        return rng.integers(0, 2, size=shape).astype(spec.dtype)
+    raise ConfigError(f"input {spec.name!r}: cannot generate random data of type {spec.dtype}")
+
+
+infer_auto = onnx_infer_func.register("infer_auto")(make_infer_auto())
+
+
+# --- a folder of .npy files --------------------------------------------------------------
+
+def make_npy_folder_func(folder: Path) -> InferFunction:
+    """``-d`` as an infer function.  Layouts: subfolders (sorted), each one sample holding
+    ``<input_name>.npy`` per input; or flat files: every ``*.npy`` (sorted) is one sample of a
+    one-input model, and a multi-input model reads ``<input_name>.npy`` once.  A sample has the
+    input's full rank or one less (then it is one row).  Consecutive samples are joined along
+    axis 0 into batches of ``executor.batch_size``; the last, shorter batch runs too unless an
+    input's batch dim is static.  Files are read one batch at a time."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ConfigError(f"-d/--data {folder}: no such folder")
+    if not any(folder.glob("*.npy")) and not any(folder.glob("*/*.npy")):
+        raise ConfigError(f"-d/--data {folder}: no .npy files")
+
+    def infer_npy_folder(executor: Executor) -> float:
+        samples = _list_samples(folder, executor.input_nodes)
+        used = 0
+        for first_file, arrays in _batch_samples(samples, executor.inputs, executor.batch_size):
+            try:
+                executor.forward(*arrays)
+            except DataError as e:
+                raise DataError(f"{first_file}: {e}") from None
+            used += 1
+            if used == executor.iteration or executor.early_stop_flag:
+                break
+        if used < executor.iteration:
+            log.warning("-d/--data %s: only %d batches of up to %d samples for %d iterations; "
+                        "using %d", folder, used, executor.batch_size, executor.iteration, used)
+        return 1.0
+    return infer_npy_folder
+
+
+def _list_samples(folder: Path, names: list[str]) -> list[dict[str, Path]]:
+    """The samples of a ``-d`` folder, each ``{input name: .npy path}``, in order."""
+    subfolders = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if subfolders:
+        return [{name: _require_file(sub, name) for name in names} for sub in subfolders]
+    if len(names) == 1:
+        return [{names[0]: path} for path in sorted(folder.glob("*.npy"))]
+    return [{name: _require_file(folder, name) for name in names}]
+
+
+def _require_file(folder: Path, name: str) -> Path:
+    path = folder / f"{name}.npy"
+    if not path.is_file():
+        raise DataError(f"{folder}: no file {name}.npy for input {name!r}")
+    return path
+
+
+def _batch_samples(samples: list[dict[str, Path]], specs: list[InputSpec],
+                   batch_size: int) -> Iterator[tuple[Path, list[np.ndarray]]]:
+    """(first file, one array per input) per batch; holds at most a batch plus one sample."""
+    pending: list[list[np.ndarray]] = [[] for _ in specs]
+    rows, first_file = 0, None
+    for sample in samples:
+        arrays = [_load_sample(sample[spec.name], spec) for spec in specs]
+        sizes = {a.shape[0] for a in arrays}
+        if len(sizes) > 1:
+            raise DataError(f"{sample[specs[0].name].parent}: sample files have different batch "
+                            f"sizes {[a.shape[0] for a in arrays]} for inputs {[s.name for s in specs]}")
+        for queue, array in zip(pending, arrays):
+            queue.append(array)
+        first_file = first_file or sample[specs[0].name]
+        rows += sizes.pop()
+        while rows >= batch_size:
+            joined = [np.concatenate(queue) for queue in pending]
+            yield first_file, [a[:batch_size] for a in joined]
+            # copy: a view of the remainder would keep the whole joined batch alive
+            pending = [[a[batch_size:].copy()] for a in joined]
+            rows -= batch_size
+            first_file = sample[specs[0].name] if rows else None
+    if rows:
+        static = [s.name for s in specs if s.shape and _is_static(s.shape[0]) and s.shape[0] != rows]
+        if static:
+            log.warning("-d/--data: dropping the last %d samples: input %r has a static batch dim",
+                        rows, static[0])
+            return
+        yield first_file, [np.concatenate(queue) for queue in pending]
+
+
+def _load_sample(path: Path, spec: InputSpec) -> np.ndarray:
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise DataError(f"{path}: unreadable .npy file for input {spec.name!r} ({_one_line(e)})") from None
+    if not isinstance(array, np.ndarray):  # an .npz archive saved under a .npy name
+        raise DataError(f"{path}: not a .npy array (input {spec.name!r})")
+    if spec.shape == ():
+        raise DataError(f"{path}: input {spec.name!r} is a scalar, so its samples cannot be batched")
+    if spec.shape is not None and array.ndim == len(spec.shape) - 1:
+        array = array[np.newaxis]
+    return check_array(array, spec, f"{path}: input {spec.name!r}", batch_dim=False)
+
+
+# --- onnxruntime CalibrationDataReader ---------------------------------------------------
+
+def make_reader_func(reader: Any, limit: int | None = None) -> InferFunction:
+    """An onnxruntime ``CalibrationDataReader`` (``get_next()`` -> {input name: array} or None)
+    as an infer function: every batch it gives is run, or ``limit`` batches; the executor's
+    ``iteration`` does not cut it short.  A reader with ``rewind()`` is rewound first, so it
+    can serve calibration and then evaluation; one without is used up by the first run, and
+    later runs see zero batches."""
+    def infer_reader(executor: Executor) -> float:
+        rewind = getattr(reader, "rewind", None)
+        if callable(rewind):
+            rewind()
+        batches = 0
+        while limit is None or batches < limit:
+            feeds = reader.get_next()
+            if feeds is None:
+                break
+            for key in feeds:
+                if key not in executor.input_nodes:
+                    raise DataError(f"calibration data reader gave {key!r}, which is not a model "
+                                    f"input (inputs: {', '.join(executor.input_nodes)})")
+            for name in executor.input_nodes:
+                if name not in feeds:
+                    raise DataError(f"calibration data reader gave no array for input {name!r} "
+                                    f"in batch {batches + 1}")
+            executor.forward(*(feeds[name] for name in executor.input_nodes))
+            batches += 1
+        return 1.0
+    return infer_reader
+
+
+# --- user scripts ------------------------------------------------------------------------
+
+_script_ids = itertools.count()
+
+
+def load_infer_function(script: Path | None, name: str) -> Callable:
+    """The infer function ``name`` (``-if``), after importing ``script`` (``-uds``) so that its
+    ``@onnx_infer_func.register`` decorators run.  The script's folder is importable while it
+    loads, so it may import modules next to it."""
+    if script is None:
+        if name not in onnx_infer_func.names():
+            raise ConfigError(f"-if/--infer-func {name}: not registered "
+                              f"(registered: {', '.join(onnx_infer_func.names())})")
+        return onnx_infer_func.get(name)
+    script = Path(script)
+    if not script.is_file():
+        raise ConfigError(f"-uds/--user-defined-script {script}: no such file")
+    before = {n: onnx_infer_func.get(n) for n in onnx_infer_func.names()}
+    module_name = f"ptqc_user_script_{next(_script_ids)}_{script.stem}"
+    # An explicit loader, so that a script not named *.py still loads.
+    loader = importlib.machinery.SourceFileLoader(module_name, str(script))
+    module = importlib.util.module_from_spec(
+        importlib.util.spec_from_file_location(module_name, script, loader=loader))
+    folder = str(script.resolve().parent)
+    sys.modules[module_name] = module
+    sys.path.insert(0, folder)
+    try:
+        loader.exec_module(module)
+    except (Exception, SystemExit) as e:
+        del sys.modules[module_name]
+        file, line = _locate_user_code(e) or (script, "?")
+        raise ConfigError(f"-uds/--user-defined-script {script}: import failed at {file}:{line}: "
+                          f"{type(e).__name__}: {_one_line(e)}") from e
+    finally:
+        if folder in sys.path:
+            sys.path.remove(folder)
+    if name not in onnx_infer_func.names():
+        registered = [n for n in onnx_infer_func.names() if before.get(n) is not onnx_infer_func.get(n)]
+        raise ConfigError(f"-if/--infer-func {name}: not registered by {script.name} "
+                          f"(registered: {', '.join(registered) or 'none'})")
+    return onnx_infer_func.get(name)
+
+
+def run_infer_function(fn: InferFunction, executor: Executor, name: str = "") -> float:
+    """``fn(executor)`` as a float metric (1.0 if it returns no number).  A crash in user code
+    becomes a one-line ConfigError naming the user's file and line; ptqc's own errors, and
+    crashes inside ptqc, pass through unchanged."""
+    name = name or getattr(fn, "__name__", "?")
+    try:
+        metric = fn(executor)
+    except PtqcError:
+        raise
+    except (Exception, SystemExit) as e:
+        where = _locate_user_code(e)
+        if where is None:
+            raise
+        raise ConfigError(f"infer function {name!r} failed at {where[0]}:{where[1]}: "
+                          f"{type(e).__name__}: {_one_line(e)}") from e
+    if isinstance(metric, numbers.Real):
+        return float(metric)
+    log.debug("infer function %r returned %r, not a number; metric taken as 1.0", name, metric)
+    return 1.0
+
+
+_LIBRARY_DIRS = tuple({*(sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")),
+                       *site.getsitepackages(), site.getusersitepackages()})
+
+
+def _locate_user_code(error: BaseException) -> tuple[str, int] | None:
+    """(file, line) of the innermost frame of user code that ``error`` passed through, skipping
+    Python's and installed libraries' frames (an np.load failure is the caller's line); None if
+    that frame is ptqc's own, i.e. the error is not the user's."""
+    if isinstance(error, SyntaxError) and error.filename:
+        return error.filename, error.lineno
+    for frame, line in reversed(list(traceback.walk_tb(error.__traceback__))):
+        filename = frame.f_code.co_filename
+        if filename.startswith("<") or filename.startswith(_LIBRARY_DIRS):
+            continue
+        module = frame.f_globals.get("__name__", "")
+        return None if module == "ptqc" or module.startswith("ptqc.") else (filename, line)
+    return None
+
+
+def _one_line(error: BaseException) -> str:
+    if isinstance(error, SyntaxError):
+        return error.msg
+    return " ".join(str(error).split())

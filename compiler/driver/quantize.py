@@ -1,0 +1,309 @@
+"""``-r quant`` and ``-r infer`` as functions: :func:`quantize`, onnxruntime's
+:func:`quantize_static` signature on top of it, and :func:`infer`.
+
+A quantize run: import -> the float half of the pipeline (the model the result is compared
+against) -> specs, calibration, range propagation, Q/DQ -> checked export, written
+atomically -> optional scale JSON -> an evaluation pass over the same data that runs the
+float and the quantized model side by side (per-output cosine; the infer function's metric
+for both).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import onnx
+
+from ptqc.driver.config import QuantConfig
+from ptqc.driver.data import (Executor, InputSpec, load_infer_function, make_infer_auto, make_npy_folder_func,
+                              make_reader_func, run_infer_function)
+from ptqc.driver.pipeline import prepare_pipeline, quantize_pipeline
+from ptqc.driver.scale_json import load_scale_json, scale_table, write_scale_json
+from ptqc.errors import ConfigError, ModelError
+from ptqc.ir import Graph
+from ptqc.onnx_io import check_model, export_model, import_model, save_model
+from ptqc.pass_manager import (DumpIRInstrument, PassContext, PassManager, PassTiming, TimingInstrument,
+                               VerifyInstrument)
+from ptqc.passes.calibration import OBSERVERS
+from ptqc.quant import QuantParam, QuantScheme
+from ptqc.runtime.ort import OrtRunner
+from ptqc.targets.families import ChipFamily, chip_names, family_of
+
+log = logging.getLogger("ptqc")
+
+
+@dataclass
+class QuantReport:
+    """What a quantize run produced and measured."""
+
+    model: onnx.ModelProto  # the QDQ model
+    float_model: onnx.ModelProto  # the float model it is compared against (after -on/--mean/cleanup)
+    output: Path | None
+    scale_json: Path | None = None
+    cosine: dict[str, tuple[float, float]] = field(default_factory=dict)  # output -> (min, mean) over batches
+    float_metric: float | None = None
+    quant_metric: float | None = None
+    float_ops: dict[str, list[str]] = field(default_factory=dict)
+    output_params: dict[str, QuantParam] = field(default_factory=dict)
+    input_params: dict[str, QuantParam] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    timings: list[PassTiming] = field(default_factory=list)
+    method: str = "min_max"
+
+
+# ------------------------------------------------------------------------ settings
+def target_of(config: QuantConfig) -> ChipFamily:
+    family = family_of(config.chip or "generic")
+    if family is None:
+        raise ConfigError(f"--chip: unknown chip {config.chip!r} (known: {', '.join(chip_names())})")
+    family.check_bit_width(config.bit_width)
+    return family
+
+
+def scheme_of(config: QuantConfig, family: ChipFamily) -> QuantScheme:
+    """Activations: asymmetric uint8 on ``generic`` (onnxruntime's default), symmetric int8
+    on the TX5xxx families; 16-bit is symmetric int16.  Weights symmetric per channel."""
+    bits = config.bit_width
+    symmetric = family.activation_symmetric or bits == 16
+    act = {8: np.int8 if symmetric else np.uint8, 16: np.int16}[bits]
+    return QuantScheme(activation_dtype=np.dtype(act), activation_symmetric=symmetric,
+                       weight_dtype=np.dtype(np.int8 if bits == 8 else np.int16), per_channel=True,
+                       unify_concat=config.unify_input_scale)
+
+
+def method_of(config: QuantConfig) -> str:
+    if len(config.iteration) > 1:
+        raise ConfigError("-i/--iteration: several values (ranked multi-runs) are not built yet; give one")
+    if not config.quant_mode:
+        if config.bit_width == 8:
+            log.warning("-qm not given: the 8-bit default kl is not built yet in this version; "
+                        "calibrating with min_max")
+        return "min_max"
+    modes = config.effective_quant_modes
+    if len(modes) > 1:
+        raise ConfigError(f"-qm/--quant-mode {' '.join(config.quant_mode)}: several methods (ranked "
+                          "multi-runs) are not built yet; give one")
+    if modes[0] not in OBSERVERS:
+        raise ConfigError(f"-qm/--quant-mode {modes[0]}: not built yet in this version "
+                          f"(available: {', '.join(OBSERVERS)})")
+    return modes[0]
+
+
+def input_dtypes_of(config: QuantConfig, inputs: list[str]) -> dict[str, np.dtype]:
+    """``-qid``: one value for every input, or one per input; float32/None keep the input float."""
+    given = config.quantize_input_dtype
+    if not given:
+        return {}
+    if len(given) == 1:
+        given = given * len(inputs)
+    if len(given) != len(inputs):
+        raise ConfigError(f"-qid/--quantize-input-dtype: {len(given)} values for {len(inputs)} inputs")
+    return {n: np.dtype(d) for n, d in zip(inputs, given) if d not in ("float32", "None")}
+
+
+# ------------------------------------------------------------------------ data
+def infer_function_of(data: Any, config: QuantConfig) -> tuple[Callable, str]:
+    """The infer function that drives the model over the data: ``data`` (a folder of .npy, an
+    onnxruntime CalibrationDataReader, or an infer function) or, when None, the config's
+    ``-uds/-if``, ``-d`` or the built-in ``infer_auto``."""
+    if data is None:
+        if config.user_defined_script is not None or config.infer_func != "infer_auto":
+            return load_infer_function(config.user_defined_script, config.infer_func), config.infer_func
+        if config.data is not None:
+            return make_npy_folder_func(Path(config.data)), "npy folder"
+        return make_infer_auto(config.input_shapes), "infer_auto"
+    if isinstance(data, (str, Path)):
+        return make_npy_folder_func(Path(data)), "npy folder"
+    if hasattr(data, "get_next"):
+        limit = config.iteration[0] if "iteration" in config.explicit else None
+        return make_reader_func(data, limit), type(data).__name__
+    if callable(data):
+        return data, getattr(data, "__name__", "infer function")
+    raise ConfigError(f"calibration data of type {type(data).__name__}: give a folder of .npy files, a "
+                      "CalibrationDataReader or an infer function")
+
+
+def input_specs(graph: Graph) -> list[InputSpec]:
+    specs = []
+    for name in graph.inputs:
+        v = graph.value(name)
+        if v.const is None:
+            specs.append(InputSpec(name, v.dtype or np.dtype(np.float32), tuple(v.shape) if v.shape is not None else None))
+    return specs
+
+
+def make_drive(fn: Callable, name: str, specs: list[InputSpec], config: QuantConfig,
+               node_of_output: dict[str, str] | None = None) -> Callable[[Callable], float]:
+    """``drive(run)``: run the infer function with an executor whose forward calls ``run``."""
+    def drive(run: Callable[[dict], list]) -> float:
+        executor = Executor(run, specs, iteration=config.iteration[0], batch_size=config.batch_size,
+                            dataset=str(config.data) if config.data is not None else None,
+                            node_of_output=node_of_output)
+        return run_infer_function(fn, executor, name)
+    return drive
+
+
+# ------------------------------------------------------------------------ quantize
+def quantize(model: str | Path | onnx.ModelProto, output: str | Path | None = None, data: Any = None,
+             config: QuantConfig | None = None, *, scheme: QuantScheme | None = None, evaluate: bool = True,
+             external_data: bool | None = None, logger: logging.Logger | None = None) -> QuantReport:
+    """Quantize ``model`` to QDQ and (with ``output``) save it atomically.
+
+    ``data``: a folder of .npy files, an onnxruntime ``CalibrationDataReader``, an infer
+    function ``f(executor) -> metric``, or None to use the config's ``-uds/-if``, ``-d`` or
+    random data (``infer_auto``).  ``scheme`` overrides what the config and chip decide.
+    """
+    config = config or QuantConfig()
+    logger = logger or log
+    family = target_of(config)
+    scheme = scheme or scheme_of(config, family)
+    method = method_of(config) if config.load_scale_json is None else "loaded"
+    fn, fn_name = infer_function_of(data, config)
+    t0 = time.perf_counter()
+    graph = import_model(model)
+    timing = TimingInstrument()
+    instruments: list = [timing]
+    if config.debug:
+        instruments.append(VerifyInstrument())
+    if config.dump_ir:
+        instruments.append(DumpIRInstrument(Path(config.save_dir) / "steps", lambda g, p: save_model(g, p)))
+    ctx = PassContext(config=config, target=family, logger=logger)
+    graph = PassManager(prepare_pipeline(config.output_name, config.mean, config.std), instruments).run(graph, ctx).graph
+    float_model = export_model(graph, constants_as_initializers=True)
+    t1 = time.perf_counter()
+    specs = input_specs(graph)
+    node_of_output = {o: n.name for n in graph.nodes() for o in n.outputs if o}
+    drive = make_drive(fn, fn_name, specs, config, node_of_output)
+    ctx = PassContext(config=config, target=family, data=drive, logger=logger, analyses=ctx.analyses)
+    if config.load_scale_json is not None:
+        ctx.analyses["loaded_params"] = load_scale_json(Path(config.load_scale_json), graph)
+    passes = quantize_pipeline(scheme, method=method, calibrate=config.load_scale_json is None,
+                               output_dequant=config.output_dequant,
+                               input_dtypes=input_dtypes_of(config, [s.name for s in specs]))
+    graph = PassManager(passes, instruments).run(graph, ctx).graph
+    t2 = time.perf_counter()
+    qmodel = export_model(graph, constants_as_initializers=True)
+    try:
+        check_model(qmodel, "quantized model")
+    except ModelError as e:  # our bug, not the user's: say so
+        raise RuntimeError(f"ptqc produced an invalid QDQ model: {e}") from None
+    input_params = {n: graph.value(n).meta["quant"] for n in input_dtypes_of(config, [s.name for s in specs])}
+    report = QuantReport(qmodel, float_model, None, float_ops=dict(ctx.analyses.get("float_ops", {})),
+                         output_params=dict(ctx.analyses.get("output_params", {})), input_params=input_params,
+                         timings=timing.timings, method=method, float_metric=ctx.analyses.get("float_metric"))
+    if output is not None:
+        report.output = save_model(qmodel, output, external_data=external_data)
+        if config.generate_scale_json:
+            path = Path(output).parent / f"{Path(output).name.removesuffix('.onnx').removesuffix('_quantize')}_scale.json"
+            report.scale_json = write_scale_json(scale_table(graph, ctx.analyses.get("weight_params")), path)
+    t3 = time.perf_counter()
+    if evaluate:
+        report.cosine, report.quant_metric = compare_outputs(float_model, qmodel, drive, report)
+    report.seconds = {"prepare": t1 - t0, "quantize": t2 - t1, "export": t3 - t2,
+                      "evaluate": time.perf_counter() - t3}
+    return report
+
+
+def compare_outputs(float_model: onnx.ModelProto, qmodel: onnx.ModelProto, drive: Callable,
+                    report: QuantReport) -> tuple[dict[str, tuple[float, float]], float]:
+    """Run both models on every batch the infer function feeds; per output, the min and mean
+    cosine over batches.  The infer function sees the quantized outputs (as floats), so the
+    metric it returns is the quantized model's."""
+    f_run = OrtRunner(float_model.SerializeToString())
+    q_run = OrtRunner(qmodel.SerializeToString())
+    names = f_run.outputs
+    stats: dict[str, list[float]] = {n: [] for n in names}
+
+    def run(feeds: dict) -> list:
+        ref = f_run.run(feeds)
+        qfeeds = {k: (report.input_params[k].quantize(x) if k in report.input_params else x) for k, x in feeds.items()}
+        got = q_run.run(qfeeds)
+        outs = []
+        for n in names:
+            y = got[n]
+            if n in report.output_params:
+                y = report.output_params[n].dequantize(y)
+            stats[n].append(cosine(ref[n], y))
+            outs.append(y)
+        return outs
+
+    metric = drive(run)
+    return {n: (min(c), float(np.mean(c))) for n, c in stats.items() if c}, metric
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a = np.asarray(a, np.float64).ravel()
+    b = np.asarray(b, np.float64).ravel()
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    if na == 0 or nb == 0:
+        return 1.0 if na == nb else 0.0
+    return float(a @ b / (na * nb))
+
+
+# ------------------------------------------------------------------------ infer
+def infer(model: str | Path | onnx.ModelProto, data: Any = None, config: QuantConfig | None = None) -> float:
+    """``-r infer``: run the infer function (``-uds/-if``, ``-d`` or ``infer_auto``) on a float or
+    QDQ model with onnxruntime; returns the function's metric."""
+    config = config or QuantConfig()
+    fn, fn_name = infer_function_of(data, config)
+    graph = import_model(model)
+    runner = OrtRunner(export_model(graph, constants_as_initializers=True).SerializeToString())
+    node_of_output = {o: n.name for n in graph.nodes() for o in n.outputs if o}
+    drive = make_drive(fn, fn_name, input_specs(graph), config, node_of_output)
+    return drive(lambda feeds: [runner.run(feeds)[n] for n in runner.outputs])
+
+
+# ------------------------------------------------------------------------ onnxruntime's API
+_EXTRA_OPTIONS = {"ActivationSymmetric", "WeightSymmetric", "QuantizeBias"}
+
+
+def _enum_name(value: Any) -> str:
+    return getattr(value, "name", str(value)).split(".")[-1]
+
+
+def quantize_static(model_input, model_output, calibration_data_reader, quant_format="QDQ",
+                    op_types_to_quantize=None, per_channel=False, reduce_range=False,
+                    activation_type="QInt8", weight_type="QInt8", nodes_to_quantize=None,
+                    nodes_to_exclude=None, use_external_data_format=False, calibrate_method="MinMax",
+                    extra_options=None) -> QuantReport:
+    """onnxruntime's ``quantize_static``, same arguments (its enums or their names as strings).
+
+    Supported: QDQ format, MinMax calibration, (U)Int8/(U)Int16 activations, Int8/Int16
+    symmetric weights, per-tensor or per-channel, op/node selection, external data, and the
+    extra options ActivationSymmetric, WeightSymmetric (True), QuantizeBias (True).  Anything
+    else raises a ConfigError naming the option.
+    """
+    fmt = _enum_name(quant_format)
+    if fmt != "QDQ":
+        raise ConfigError(f"quant_format {fmt}: ptqc writes QDQ models only; use QuantFormat.QDQ")
+    if reduce_range:
+        raise ConfigError("reduce_range=True: not supported (7-bit weights); ptqc uses the full symmetric range")
+    method = _enum_name(calibrate_method)
+    if method != "MinMax":
+        raise ConfigError(f"calibrate_method {method}: not built yet in this version (available: MinMax)")
+    extra = dict(extra_options or {})
+    unknown = sorted(set(extra) - _EXTRA_OPTIONS)
+    if unknown:
+        raise ConfigError(f"extra_options {unknown[0]!r}: not supported (supported: {', '.join(sorted(_EXTRA_OPTIONS))})")
+    if not extra.get("WeightSymmetric", True) or not extra.get("QuantizeBias", True):
+        raise ConfigError("extra_options WeightSymmetric/QuantizeBias False: not supported (weights are symmetric, "
+                          "biases int32)")
+    types = {"QInt8": np.int8, "QUInt8": np.uint8, "QInt16": np.int16, "QUInt16": np.uint16}
+    act, wt = _enum_name(activation_type), _enum_name(weight_type)
+    if act not in types:
+        raise ConfigError(f"activation_type {act}: not supported (use QInt8, QUInt8, QInt16 or QUInt16)")
+    if wt not in ("QInt8", "QInt16"):
+        raise ConfigError(f"weight_type {wt}: not supported; weights are symmetric signed (use QInt8 or QInt16)")
+    scheme = QuantScheme(activation_dtype=np.dtype(types[act]),
+                         activation_symmetric=bool(extra.get("ActivationSymmetric", False)),
+                         weight_dtype=np.dtype(types[wt]), per_channel=bool(per_channel),
+                         op_types=frozenset(op_types_to_quantize) if op_types_to_quantize else None,
+                         nodes_to_quantize=frozenset(nodes_to_quantize) if nodes_to_quantize else None,
+                         nodes_to_exclude=frozenset(nodes_to_exclude or ()))
+    config = QuantConfig(bit_width=16 if act.endswith("16") else 8, output_dequant=True, quant_mode=("min_max",))
+    return quantize(model_input, model_output, calibration_data_reader, config, scheme=scheme, evaluate=False,
+                    external_data=True if use_external_data_format else None)

@@ -1,0 +1,195 @@
+"""AssignQuantSpecs: decide which ops run quantized and put a quant spec on every tensor they
+read or write (``value.meta["qspec"]``): plain (observe it), shared (pass-through ops use
+their input's parameters) or derived (bias = input scale x weight scale).
+
+The op table below is data: for each op, which inputs are activations, which is the weight
+(and its per-channel axis), which is the bias, and whether the output has its own range,
+shares its input's, or (Concat) may be unified with its inputs.  Ops not in the table stay
+float and are listed in ``ctx.analyses["float_ops"]``.  The graph itself is unchanged.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from ptqc.ir import Graph, Node
+from ptqc.pass_manager import Pass, PassContext, PassResult
+from ptqc.quant import DerivedSpec, PlainSpec, QuantScheme, SharedSpec
+
+FLOAT = onnx.TensorProto.FLOAT
+
+
+@dataclass(frozen=True)
+class OpRole:
+    output: str  # "own": observed range; "shared": input 0's parameters; "concat": own, or unified by -uis
+    data: tuple[int, ...] | None = (0,)  # activation inputs; None = every float input
+    weight: int | None = None
+    bias: int | None = None
+
+
+_OWN = OpRole("own")
+_OWN_ALL = OpRole("own", None)
+_SHARED = OpRole("shared")
+OP_ROLES: dict[str, OpRole] = {
+    "Conv": OpRole("own", (0,), weight=1, bias=2),
+    "ConvTranspose": OpRole("own", (0,), weight=1, bias=2),
+    "Gemm": OpRole("own", (0,), weight=1, bias=2),
+    "MatMul": OpRole("own", (0, 1)),  # input 1 becomes a weight when constant (see _weight_axis)
+    **dict.fromkeys(["Add", "Sub", "Mul"], _OWN_ALL),
+    **dict.fromkeys(["Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh",
+                     "Softmax", "AveragePool", "GlobalAveragePool", "ReduceMean"], _OWN),
+    "PRelu": OpRole("own", (0, 1)),
+    **dict.fromkeys(["Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Slice", "Gather",
+                     "Split", "MaxPool", "GlobalMaxPool", "Identity", "DepthToSpace", "SpaceToDepth",
+                     "Expand", "Tile"], _SHARED),
+    "Pad": _SHARED,  # own range when it pads with a non-zero constant (_role)
+    "Resize": _SHARED,  # own range unless nearest (_role)
+    "Concat": OpRole("concat", None),
+    "ScatterND": OpRole("concat", (0, 2)),
+}
+UNIFY_OPS = frozenset({"Concat", "Stack", "ScatterND"})
+
+
+class AssignQuantSpecs(Pass):
+    """Mark the ops that run quantized and the spec of every tensor they touch."""
+
+    produces = ("quant_specs",)
+    preserves = ("shapes", "activation_groups", "quant_specs")
+
+    def __init__(self, scheme: QuantScheme | None = None):
+        self.scheme = scheme or QuantScheme()
+
+    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
+        s = self.scheme
+        act = PlainSpec(np.dtype(s.activation_dtype), s.activation_symmetric)
+        quantized: set[int] = set()
+        float_ops: dict[str, list[str]] = {}
+        order = graph.topological_order()
+        for node in order:
+            role = _role(graph, node)
+            why = self._refusal(graph, node, role)
+            if not why and role.output == "shared":
+                why = _follows_quantized(graph, node, quantized)
+            if why:
+                if why != "not float":
+                    float_ops.setdefault(node.op_type, []).append(node.name)
+                    ctx.logger.debug("assign_quant_specs: %s %r stays float: %s", node.op_type, node.name, why)
+                continue
+            quantized.add(node.id)
+            node.meta["quantized"] = True
+        for node in order:
+            if node.id in quantized:
+                self._spec_node(graph, node, _role(graph, node), act, quantized)
+        ctx.analyses["float_ops"] = float_ops
+        if float_ops:
+            ctx.logger.info("ops left in float: %s", ", ".join(f"{op} x{len(n)}" for op, n in sorted(float_ops.items())))
+        return PassResult(graph, False)
+
+    def _refusal(self, graph: Graph, node: Node, role: OpRole | None) -> str:
+        s = self.scheme
+        if role is None or node.domain not in ("", "ai.onnx"):
+            return "ptqc does not quantize this op"
+        if s.op_types is not None and node.op_type not in s.op_types:
+            return "op type not in op_types_to_quantize"
+        if node.name in s.nodes_to_exclude:
+            return "in nodes_to_exclude"
+        if s.nodes_to_quantize is not None and node.name not in s.nodes_to_quantize:
+            return "not in nodes_to_quantize"
+        data = _data_inputs(graph, node, role)
+        if not data or any(graph.value(x).elem_type != FLOAT for x in data):
+            return "not float"
+        return ""
+
+    def _spec_node(self, graph: Graph, node: Node, role: OpRole, act: PlainSpec, quantized: set[int]) -> None:
+        internal = _fused_internal(graph, node, quantized)
+        for x in _data_inputs(graph, node, role):
+            v = graph.value(x)
+            if x in internal or "qspec" in v.meta:
+                continue
+            if v.const is not None and node.op_type not in UNIFY_OPS:
+                v.meta["qspec"] = PlainSpec(np.dtype(self.scheme.weight_dtype), True, _weight_axis(graph, node, x, self.scheme))
+            else:
+                v.meta["qspec"] = act
+        if role.weight is not None and len(node.inputs) > role.weight and node.inputs[role.weight]:
+            w = graph.value(node.inputs[role.weight])
+            if "qspec" not in w.meta:
+                axis = _weight_axis(graph, node, w.name, self.scheme) if w.const is not None else None
+                w.meta["qspec"] = PlainSpec(np.dtype(self.scheme.weight_dtype), True, axis) if w.const is not None else act
+            if role.bias is not None and len(node.inputs) > role.bias and node.inputs[role.bias]:
+                b = graph.value(node.inputs[role.bias])
+                if b.const is not None and "qspec" not in b.meta and _is_bias(graph, node, b.const):
+                    b.meta["qspec"] = DerivedSpec((node.inputs[0], w.name), axis=0 if w.meta["qspec"].axis is not None else None)
+        for i, out in enumerate(node.outputs):
+            if not out or out in internal or graph.value(out).elem_type not in (FLOAT, 0):
+                continue
+            v = graph.value(out)
+            v.meta["qspec"] = SharedSpec(node.inputs[0]) if role.output == "shared" else act
+
+
+def _role(graph: Graph, node: Node) -> OpRole | None:
+    role = OP_ROLES.get(node.op_type)
+    if node.op_type == "Resize" and node.attrs.get("mode", "nearest") != "nearest":
+        return _OWN
+    if node.op_type == "Pad" and node.attrs.get("mode", "constant") == "constant":
+        pad_value = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else None
+        if pad_value and (graph.constant(pad_value) is None or np.any(graph.constant(pad_value) != 0)):
+            return _OWN
+        if node.attrs.get("value", 0.0) != 0.0:
+            return _OWN
+    return role
+
+
+def _follows_quantized(graph: Graph, node: Node, quantized: set[int]) -> str:
+    """A pass-through op runs quantized only behind a quantized tensor (nodes are decided in
+    topological order, so its producer is already decided)."""
+    src = graph.value(node.inputs[0])
+    if src.const is not None:
+        return "its input is a constant"
+    producer = graph.producer(src)
+    if src.name in graph.inputs or (producer is not None and producer.id in quantized):
+        return ""
+    return "its input is not quantized"
+
+
+def _data_inputs(graph: Graph, node: Node, role: OpRole) -> list[str]:
+    if role.data is None:
+        return [x for x in node.inputs if x and graph.value(x).elem_type == FLOAT]
+    return [node.inputs[i] for i in role.data if i < len(node.inputs) and node.inputs[i]]
+
+
+def _fused_internal(graph: Graph, node: Node, quantized: set[int]) -> set[str]:
+    """The tensor between a producer and its fused activation, when both run quantized: it
+    never leaves the accumulator, so it gets no Q/DQ (the activation's range covers both)."""
+    if "fused_activation" in node.meta and node.meta["fused_activation"] in quantized:
+        return {node.outputs[0]}
+    if "fused_into" in node.meta and node.meta["fused_into"] in quantized:
+        return {node.inputs[0]}
+    return set()
+
+
+def _weight_axis(graph: Graph, node: Node, name: str, scheme: QuantScheme) -> int | None:
+    """Per output channel: Conv axis 0, ConvTranspose axis 1 (one group), Gemm/MatMul the
+    output features; None (per tensor) for anything else or when per-channel is off."""
+    w = graph.constant(name)
+    if not scheme.per_channel or w is None or w.ndim < 2:
+        return None
+    if node.op_type == "Conv" and name == node.inputs[1]:
+        return 0
+    if node.op_type == "ConvTranspose" and name == node.inputs[1]:
+        return 1 if node.attrs.get("group", 1) == 1 else None
+    if node.op_type == "Gemm" and name == node.inputs[1]:
+        return 0 if node.attrs.get("transB", 0) else 1
+    if node.op_type == "MatMul" and len(node.inputs) > 1 and name == node.inputs[1] and w.ndim == 2:
+        return 1
+    return None
+
+
+def _is_bias(graph: Graph, node: Node, b: np.ndarray) -> bool:
+    """A 1-D per-output-channel vector added with weight 1: then its scale is derived."""
+    if b.ndim != 1 or b.dtype != np.float32:
+        return False
+    if node.op_type == "Gemm":
+        return node.attrs.get("alpha", 1.0) == 1.0 and node.attrs.get("beta", 1.0) == 1.0
+    return True

@@ -1,0 +1,117 @@
+"""Calibrate: run the float model over the calibration data and feed one observer per
+activation tensor that has a plain quant spec.  The graph is unchanged.
+
+The data source is ``ctx.data``: a callable that takes ``run(feeds) -> [outputs]`` and
+drives it over the data (the infer-function protocol: the user's function calls
+``executor.forward`` once per batch), returning the function's metric.  Every batch runs the
+model once, with all observed tensors as extra outputs of that one run; each observer takes
+its tensor and the batch is dropped (memory does not grow with the number of batches).
+Observers land in ``ctx.analyses["observers"]``; the metric in ``["float_metric"]``.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import numpy as np
+import onnx
+
+from ptqc.errors import PtqcError
+from ptqc.ir import Graph
+from ptqc.onnx_io import export_model
+from ptqc.pass_manager import Pass, PassContext, PassResult
+from ptqc.passes.calibration import make_observer
+from ptqc.quant import PlainSpec
+
+Run = Callable[[dict], list]
+
+
+class Calibrate(Pass):
+    """Observe every activation with a plain spec over the calibration data."""
+
+    requires = ("quant_specs",)
+    produces = ("observers",)
+    preserves = ("shapes", "activation_groups", "quant_specs", "observers")
+
+    def __init__(self, method: str = "min_max", executor: str = "onnxruntime"):
+        if executor not in ("onnxruntime", "reference"):
+            raise PtqcError(f"calibration executor {executor!r}: use onnxruntime or reference")
+        self.method, self.executor = method, executor
+
+    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
+        names = observed_values(graph)
+        observers = {n: make_observer(self.method, n) for n in names}
+        run_model = self._runner(graph, names)
+        n_out = len(graph.outputs)
+        stats = {"batches": 0, "samples": 0}
+
+        def run(feeds: dict) -> list:
+            values = run_model(feeds)
+            for n, obs in observers.items():
+                obs.observe(feeds[n] if n in feeds else values[n])
+            stats["batches"] += 1
+            stats["samples"] += _batch_len(feeds)
+            return [values[o] for o in graph.outputs[:n_out]]
+
+        drive = ctx.data or random_data(graph)
+        start = time.perf_counter()
+        metric = drive(run)
+        seconds = time.perf_counter() - start
+        if stats["batches"] == 0:
+            raise PtqcError("calibration ran no batch: the data source gave no data")
+        ctx.logger.info("calibrate: %d batches, %d samples in %.2f s (%.1f samples/s), %d tensors observed",
+                        stats["batches"], stats["samples"], seconds, stats["samples"] / max(seconds, 1e-9), len(names))
+        ctx.analyses["observers"] = observers
+        ctx.analyses["float_metric"] = metric
+        ctx.analyses["calibration_batches"] = stats["batches"]
+        return PassResult(graph, False)
+
+    def _runner(self, graph: Graph, names: list[str]) -> Callable[[dict], dict]:
+        wanted = list(dict.fromkeys(list(graph.outputs) + [n for n in names if n not in graph.inputs]))
+        if self.executor == "reference":
+            from ptqc.runtime.reference import ReferenceExecutor
+
+            constants = {v.name: v.const for v in graph.values() if v.const is not None}
+            ex = ReferenceExecutor(graph.topological_order(), opset=graph.opset, constants=constants)
+            return lambda feeds: ex.run(feeds, wanted)
+        from ptqc.runtime.ort import OrtRunner
+
+        model = export_model(graph, constants_as_initializers=True)
+        declared = {o.name for o in model.graph.output}
+        for n in wanted:
+            if n not in declared:
+                model.graph.output.append(onnx.helper.make_tensor_value_info(n, graph.value(n).elem_type, None))
+        runner = OrtRunner(model.SerializeToString(), wanted)
+        return runner.run
+
+
+def observed_values(graph: Graph) -> list[str]:
+    """Tensors computed at run time (or fed) whose spec asks for an observer, in a stable order."""
+    return [v.name for v in graph.values()
+            if isinstance(v.meta.get("qspec"), PlainSpec) and v.const is None]
+
+
+def random_data(graph: Graph, batches: int = 1, seed: int = 0) -> Callable[[Run], float]:
+    """The fallback source when a pass runs alone: seeded standard-normal batches for inputs of
+    static shape (the reference tool's ``infer_auto`` without -is)."""
+    feeds_spec = []
+    for name in graph.inputs:
+        v = graph.value(name)
+        if v.const is not None:
+            continue
+        if v.static_shape is None or v.dtype is None:
+            raise PtqcError(f"calibration has no data and input {name!r} has no static shape")
+        feeds_spec.append((name, v.static_shape, v.dtype))
+
+    def drive(run: Run) -> float:
+        rng = np.random.default_rng(seed)
+        for _ in range(batches):
+            run({n: rng.standard_normal(s).astype(d) for n, s, d in feeds_spec})
+        return 1.0
+    return drive
+
+
+def _batch_len(feeds: dict) -> int:
+    for x in feeds.values():
+        return int(x.shape[0]) if getattr(x, "ndim", 0) else 1
+    return 0

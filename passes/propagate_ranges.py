@@ -1,0 +1,146 @@
+"""PropagateRanges: turn specs and observed ranges into one QuantParam per tensor
+(``value.meta["quant"]``), resolving every kind of sharing in one union-find.
+
+Groups: a shared spec joins its source (Reshape, MaxPool, Split... use their input's
+parameters); with ``unify`` the inputs and output of each quantized Concat/Stack/ScatterND
+join one group, chains and inputs feeding several Concats included.  A group's range is the
+union of its members' ranges (observer ranges; constants' own min/max), so every member gets
+identical parameters.  Weights get symmetric per-channel parameters from their data; biases
+get scale = input scale x weight scale in int32.
+
+With ``ctx.analyses["loaded_params"]`` (``-lsj``) the loaded parameters replace calibration;
+the members of a group must agree, or the run stops naming the two tensors.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ptqc.errors import PtqcError
+from ptqc.ir import Graph
+from ptqc.pass_manager import Pass, PassContext, PassResult
+from ptqc.passes.assign_quant_specs import UNIFY_OPS
+from ptqc.quant import QRANGE, DerivedSpec, PlainSpec, QuantParam, SharedSpec, UnionFind, qparam_from_range
+
+
+class PropagateRanges(Pass):
+    """Resolve sharing and compute the parameters of every specced tensor."""
+
+    requires = ("quant_specs",)
+    produces = ("quant_params",)
+    preserves = ("shapes", "activation_groups", "quant_specs", "observers", "quant_params")
+
+    def __init__(self, unify: bool = False):
+        self.unify = unify
+
+    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
+        groups = share_groups(graph, self.unify)
+        observers = ctx.analyses.get("observers") or {}
+        loaded = ctx.analyses.get("loaded_params")
+        for root, members in groups.items():
+            spec = graph.value(root).meta["qspec"]
+            if loaded is not None and graph.value(root).const is None:
+                param = _loaded_group_param(members, loaded)
+            else:
+                param = _group_param(graph, members, spec, observers)
+            for m in members:
+                graph.value(m).meta["quant"] = param
+        for v in graph.values():
+            spec = v.meta.get("qspec")
+            if isinstance(spec, DerivedSpec):
+                v.meta["quant"] = _bias_param(graph, v.name, spec)
+        ctx.analyses["quant_groups"] = groups
+        return PassResult(graph, False)
+
+
+def share_groups(graph: Graph, unify: bool) -> dict[str, list[str]]:
+    """root -> members for every value with a plain or shared spec."""
+    uf = UnionFind()
+    for v in graph.values():
+        spec = v.meta.get("qspec")
+        if isinstance(spec, PlainSpec):
+            uf.add(v.name)
+        elif isinstance(spec, SharedSpec):
+            uf.union(_plain_root(graph, spec.source), v.name)
+    if unify:
+        for node in graph.topological_order():
+            if node.op_type in UNIFY_OPS and node.meta.get("quantized"):
+                members = [x for x in list(node.inputs) + list(node.outputs)
+                           if x and isinstance(graph.value(x).meta.get("qspec"), (PlainSpec, SharedSpec))
+                           and _axis(graph, x) is None]
+                for x in members[1:]:
+                    uf.union(members[0], x)
+    return uf.groups()
+
+
+def _plain_root(graph: Graph, name: str) -> str:
+    spec = graph.value(name).meta.get("qspec")
+    while isinstance(spec, SharedSpec):
+        name = spec.source
+        spec = graph.value(name).meta.get("qspec")
+    return name
+
+
+def _axis(graph: Graph, name: str) -> int | None:
+    return getattr(graph.value(_plain_root(graph, name)).meta.get("qspec"), "axis", None)
+
+
+def _group_param(graph: Graph, members: list[str], spec: PlainSpec, observers: dict) -> QuantParam:
+    lo = hi = None
+    for m in members:
+        r = _member_range(graph, m, spec, observers)
+        if r is None:
+            continue
+        lo = r[0] if lo is None else np.minimum(lo, r[0])
+        hi = r[1] if hi is None else np.maximum(hi, r[1])
+    if lo is None:
+        raise PtqcError(f"tensor {members[0]!r} has no observed range: run calibration (or load a scale JSON) first")
+    method = "weight" if graph.value(members[0]).const is not None else next(
+        (observers[m].method for m in members if m in observers), "min_max")
+    return qparam_from_range(lo, hi, spec.dtype, symmetric=spec.symmetric, axis=spec.axis,
+                             method=method, name=members[0])
+
+
+def _member_range(graph: Graph, name: str, spec: PlainSpec, observers: dict):
+    v = graph.value(name)
+    if v.const is not None:
+        w = np.asarray(v.const, np.float32)
+        if not np.all(np.isfinite(w)):
+            raise PtqcError(f"weight {name!r} contains NaN or Inf")
+        if spec.axis is None:
+            return (w.min(), w.max()) if w.size else None
+        moved = np.moveaxis(w, spec.axis, 0).reshape(w.shape[spec.axis], -1)
+        return moved.min(axis=1), moved.max(axis=1)
+    obs = observers.get(name)
+    return None if obs is None else obs.range()
+
+
+def _loaded_group_param(members: list[str], loaded: dict[str, QuantParam]) -> QuantParam:
+    have = [m for m in members if m in loaded]
+    if not have:
+        raise PtqcError(f"scale JSON has no entry for tensor {members[0]!r}")
+    first = loaded[have[0]]
+    for m in have[1:]:
+        p = loaded[m]
+        if p.dtype != first.dtype or not (np.array_equal(p.scale, first.scale)
+                                          and np.array_equal(p.zero_point, first.zero_point)):
+            raise PtqcError(f"scale JSON: tensors {have[0]!r} and {m!r} must share one scale and zero "
+                            f"point (rule: shared quantization group)")
+    return first
+
+
+def _bias_param(graph: Graph, name: str, spec: DerivedSpec) -> QuantParam:
+    x, w = (graph.value(s).meta.get("quant") for s in spec.sources)
+    if x is None or w is None:
+        raise PtqcError(f"bias {name!r}: its input or weight has no parameters")
+    scale = (np.asarray(x.scale, np.float64) * np.asarray(w.scale, np.float64)).astype(np.float32)
+    if spec.axis is None:
+        scale = scale.reshape(())
+    scale = np.where(scale > 0, scale, np.float32(1.0)).astype(np.float32)
+    b = graph.value(name).const
+    lo, hi = QRANGE[np.dtype(np.int32)]
+    q = np.rint(b.astype(np.float64) / scale)
+    if np.any((q < lo) | (q > hi)):
+        from logging import getLogger
+        getLogger("ptqc").warning("bias %r does not fit int32 at scale %g; saturated", name, float(np.min(scale)))
+    return QuantParam(np.dtype(np.int32), scale, np.zeros(scale.shape, np.int32), spec.axis, bits=32,
+                      method="derived", rmin=None, rmax=None, symmetric=True)
