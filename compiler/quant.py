@@ -25,7 +25,11 @@ QRANGE = {
     np.dtype(np.uint16): (0, 65535),
     np.dtype(np.int32): (-(2**31), 2**31 - 1),
 }
-SAFE_SCALE = 1.0  # the scale of a tensor whose range is exactly zero (onnxruntime's choice)
+# A tensor whose observed range is exactly zero is quantized as if its range were [0, 1]
+# ([-1, 1] symmetric).  onnxruntime uses scale 1 there, which turns a value of 0.5 the
+# calibration data never showed into a whole unit (a threshold): on PP-OCR det one such SE
+# vector made the quantized map swing by 80 steps on a one-step input change.
+UNIT_RANGE = 1.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -117,16 +121,20 @@ def qparam_from_range(rmin, rmax, dtype, *, symmetric: bool, axis: int | None = 
         lo, hi = -absmax, absmax
     else:
         scale = (hi - lo) / (qmax - qmin)
-        zp = np.zeros_like(scale)
-        ok = scale > 0
-        zp[ok] = np.clip(np.rint(qmin - lo[ok] / scale[ok]), qmin, qmax) if np.ndim(scale) else \
-            np.clip(np.rint(qmin - lo / scale), qmin, qmax)
-    degenerate = ~(scale > 0)
+        safe = np.where(scale >= np.finfo(np.float32).tiny, scale, 1.0)
+        zp = np.clip(np.rint(qmin - lo / safe), qmin, qmax)
+    degenerate = ~(scale >= np.finfo(np.float32).tiny)  # zero, subnormal or NaN: no usable step
     if np.any(degenerate):
-        log.warning("tensor %r has a zero range; using scale %g", name, SAFE_SCALE)
-        scale = np.where(degenerate, SAFE_SCALE, scale)
-        if not symmetric:
-            zp = np.where(degenerate, np.clip(0, qmin, qmax), zp)
+        log.warning("tensor %r has a zero range; quantized as if its range were [%s, %g]", name,
+                    -UNIT_RANGE if symmetric else 0, UNIT_RANGE)
+        if symmetric:
+            unit = UNIT_RANGE / qmax if qmin < 0 else 2 * UNIT_RANGE / (qmax - qmin)
+            lo, hi = np.where(degenerate, -UNIT_RANGE, lo), np.where(degenerate, UNIT_RANGE, hi)
+        else:
+            unit = UNIT_RANGE / (qmax - qmin)
+            zp = np.where(degenerate, qmin, zp)
+            hi = np.where(degenerate, UNIT_RANGE, hi)
+        scale = np.where(degenerate, unit, scale)
     return QuantParam(dtype, np.asarray(scale, np.float32), np.asarray(zp).astype(dtype), axis,
                       bits=dtype.itemsize * 8, method=method, rmin=np.asarray(lo, np.float32),
                       rmax=np.asarray(hi, np.float32), symmetric=symmetric)
@@ -213,6 +221,10 @@ class QuantScheme:
     nodes_to_quantize: frozenset[str] | None = None  # None: every node
     nodes_to_exclude: frozenset[str] = frozenset()
     unify_concat: bool = False  # -uis: Concat/Stack/ScatterND inputs and output share one scale
+    # False (-od): a graph output computed by Conv/ConvTranspose/Gemm/MatMul leaves as its int32
+    # accumulator times its scale, with no 8-bit requantization: how an NPU hands back a
+    # dequantized output layer, and it keeps close logits apart.
+    requantize_outputs: bool = True
 
     @property
     def bits(self) -> int:

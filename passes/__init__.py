@@ -4,10 +4,13 @@ from ptqc.passes.assign_quant_specs import AssignQuantSpecs
 from ptqc.passes.calibrate import Calibrate
 from ptqc.passes.crop_outputs import CropOutputs
 from ptqc.passes.eliminate_dead_code import EliminateDeadCode
+from ptqc.passes.fold_affine_into_conv import FoldAffineIntoConv
 from ptqc.passes.fold_constants import FoldConstants
 from ptqc.passes.fuse_activations import MarkActivationFusion
 from ptqc.passes.fuse_batchnorm import FuseBatchNorm
 from ptqc.passes.fuse_bias_add import FuseBiasAdd
+from ptqc.passes.fuse_conv_scale import FuseConvScale
+from ptqc.passes.fuse_hardswish import FuseHardSwish
 from ptqc.passes.infer_shapes import InferShapes
 from ptqc.passes.insert_normalization import InsertNormalization
 from ptqc.passes.insert_qdq import InsertQDQ
@@ -16,6 +19,6 @@ from ptqc.passes.propagate_ranges import PropagateRanges
 from ptqc.passes.remove_identity import RemoveIdentity
 from ptqc.passes.upgrade_opset import UpgradeOpset
 
-__all__ = ["AssignQuantSpecs", "Calibrate", "CropOutputs", "EliminateDeadCode", "FoldConstants", "FuseBatchNorm",
-           "FuseBiasAdd", "InferShapes", "InsertNormalization", "InsertQDQ", "LiftConstantNodes",
+__all__ = ["AssignQuantSpecs", "Calibrate", "CropOutputs", "EliminateDeadCode", "FoldAffineIntoConv", "FoldConstants", "FuseBatchNorm",
+           "FuseBiasAdd", "FuseConvScale", "FuseHardSwish", "InferShapes", "InsertNormalization", "InsertQDQ", "LiftConstantNodes",
            "MarkActivationFusion", "PropagateRanges", "RemoveIdentity", "UpgradeOpset"]

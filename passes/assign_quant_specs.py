@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
+from ptqc.errors import PtqcError
 from ptqc.ir import Graph, Node
 from ptqc.pass_manager import Pass, PassContext, PassResult
 from ptqc.quant import DerivedSpec, PlainSpec, QuantScheme, SharedSpec
@@ -114,6 +115,7 @@ class AssignQuantSpecs(Pass):
                 v.meta["qspec"] = act
         if role.weight is not None and len(node.inputs) > role.weight and node.inputs[role.weight]:
             w = graph.value(node.inputs[role.weight])
+            _check_finite(graph, node, role)
             if "qspec" not in w.meta:
                 axis = _weight_axis(graph, node, w.name, self.scheme) if w.const is not None else None
                 w.meta["qspec"] = PlainSpec(np.dtype(self.scheme.weight_dtype), True, axis) if w.const is not None else act
@@ -121,11 +123,40 @@ class AssignQuantSpecs(Pass):
                 b = graph.value(node.inputs[role.bias])
                 if b.const is not None and "qspec" not in b.meta and _is_bias(graph, node, b.const):
                     b.meta["qspec"] = DerivedSpec((node.inputs[0], w.name), axis=0 if w.meta["qspec"].axis is not None else None)
+        accumulator_out = not self.scheme.requantize_outputs and (
+            role.weight is not None or node.op_type == "MatMul" or node.meta.get("fused_into") in quantized)
         for i, out in enumerate(node.outputs):
             if not out or out in internal or graph.value(out).elem_type not in (FLOAT, 0):
                 continue
+            if accumulator_out and out in graph.outputs and len(graph.consumers(out)) == 0:
+                continue
             v = graph.value(out)
             v.meta["qspec"] = SharedSpec(node.inputs[0]) if role.output == "shared" else act
+
+
+def _check_finite(graph: Graph, node: Node, role: OpRole) -> None:
+    for i in (role.weight, role.bias):
+        if i is not None and i < len(node.inputs) and node.inputs[i]:
+            _check_constant(graph, node, node.inputs[i])
+
+
+def _check_constant(graph: Graph, node: Node, name: str) -> None:
+    w = graph.constant(name)
+    if w is not None and w.dtype.kind == "f" and not np.isfinite(w).all():
+        bad = "NaN" if np.isnan(w).any() else "Inf"
+        raise PtqcError(f"weight {name!r} of {node.op_type} {node.name!r} contains {bad}")
+
+
+def check_weights(graph: Graph) -> None:
+    """NaN/Inf in a weight, bias or BatchNormalization parameter is bad input (run before BN
+    folding renames them, so the message names the model's own tensor)."""
+    for node in graph.nodes():
+        role = OP_ROLES.get(node.op_type)
+        if node.op_type == "BatchNormalization":
+            for name in node.inputs[1:]:
+                _check_constant(graph, node, name)
+        elif role is not None:
+            _check_finite(graph, node, role)
 
 
 def _role(graph: Graph, node: Node) -> OpRole | None:

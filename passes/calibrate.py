@@ -80,7 +80,9 @@ class Calibrate(Pass):
         declared = {o.name for o in model.graph.output}
         for n in wanted:
             if n not in declared:
-                model.graph.output.append(onnx.helper.make_tensor_value_info(n, graph.value(n).elem_type, None))
+                # specs are only put on float tensors; an untyped one (no shape inference ran) is float too
+                elem_type = graph.value(n).elem_type or onnx.TensorProto.FLOAT
+                model.graph.output.append(onnx.helper.make_tensor_value_info(n, elem_type, None))
         runner = OrtRunner(model.SerializeToString(), wanted)
         return runner.run
 

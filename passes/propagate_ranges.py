@@ -128,19 +128,35 @@ def _loaded_group_param(members: list[str], loaded: dict[str, QuantParam]) -> Qu
     return first
 
 
+def _widen_weight_scale_for_bias(graph: Graph, weight: str, w: QuantParam, x: QuantParam,
+                                 bias: np.ndarray) -> QuantParam:
+    """A weight channel of near-zero values gets a tiny scale, and the bias of that channel
+    then overflows int32 at scale s_x * s_w.  Widen such channels' weight scale until the bias
+    fits (their weights are tiny, so nothing is lost), as onnxruntime does."""
+    limit = float(QRANGE[np.dtype(np.int32)][1])
+    need = np.abs(bias.astype(np.float64)) / (np.asarray(x.scale, np.float64) * limit)
+    scale = np.asarray(w.scale, np.float64)
+    if w.axis is None:
+        need = need.max(initial=0.0)
+    if not np.any(need > scale):
+        return w
+    wider = np.maximum(scale, need * (1 + 1e-6)).astype(np.float32).reshape(np.shape(w.scale))
+    new = QuantParam(w.dtype, wider, w.zero_point, w.axis, bits=w.bits, method=w.method, rmin=w.rmin, rmax=w.rmax,
+                     symmetric=w.symmetric)
+    for v in graph.values():
+        if v.meta.get("quant") is w:
+            v.meta["quant"] = new
+    return new
+
+
 def _bias_param(graph: Graph, name: str, spec: DerivedSpec) -> QuantParam:
     x, w = (graph.value(s).meta.get("quant") for s in spec.sources)
     if x is None or w is None:
         raise PtqcError(f"bias {name!r}: its input or weight has no parameters")
+    w = _widen_weight_scale_for_bias(graph, spec.sources[1], w, x, graph.value(name).const)
     scale = (np.asarray(x.scale, np.float64) * np.asarray(w.scale, np.float64)).astype(np.float32)
     if spec.axis is None:
         scale = scale.reshape(())
     scale = np.where(scale > 0, scale, np.float32(1.0)).astype(np.float32)
-    b = graph.value(name).const
-    lo, hi = QRANGE[np.dtype(np.int32)]
-    q = np.rint(b.astype(np.float64) / scale)
-    if np.any((q < lo) | (q > hi)):
-        from logging import getLogger
-        getLogger("ptqc").warning("bias %r does not fit int32 at scale %g; saturated", name, float(np.min(scale)))
     return QuantParam(np.dtype(np.int32), scale, np.zeros(scale.shape, np.int32), spec.axis, bits=32,
                       method="derived", rmin=None, rmax=None, symmetric=True)

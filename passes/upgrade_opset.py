@@ -24,6 +24,10 @@ class UpgradeOpset(Pass):
         before = graph.opset
         try:
             model = version_converter.convert_version(export_model(graph), self.target)
+            # the converter keeps the IR version; opset 13 needs IR 7 (initializers need no
+            # graph input from IR 4 on, which the new scales and zero points rely on)
+            model.ir_version = max(model.ir_version, onnx.helper.find_min_ir_version_for(
+                list(model.opset_import), ignore_unknown=True))
             onnx.checker.check_model(model)
         except Exception as e:  # noqa: BLE001 - the converter raises bare RuntimeErrors
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

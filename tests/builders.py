@@ -309,3 +309,40 @@ def synthetic_model(n_nodes: int, seed: int = 0, channels: int = 4, hw: int = 8)
                     names[i] = "output"
     return make_model(nodes, [("input", np.float32, [1, c, hw, hw])], [("output", np.float32, [1, c, hw, hw])],
                       inits, opset=13, name=f"synthetic_{n_nodes}", producer_name="ptqc-tests")
+
+
+def concat_heavy_model(seed: int = 0) -> onnx.ModelProto:
+    """A float model full of Concats, for scale unification (-uis).  x[1,2,6,6] feeds three
+    Convs: ``ra = Relu(Conv_a(x))``, ``b_out = Conv_b(x)``, ``m = 4 * Conv_d(x)``; then
+
+        c1 = Concat(ra, b_out)      c2 = Concat(c1, m)   (a chain c1 -> c2)
+        c3 = Concat(m, b_out)       (b_out and m each feed two Concats)
+        y1 = MaxPool(Reshape(c2))   y2 = Conv_e(c3)
+
+    The branches' ranges differ a lot (the x4), so unification is visible: with -uis, ra,
+    b_out, m, c1, c2, c3 (and the pass-through r, y1) form one group.
+    """
+    rng = np.random.default_rng(seed)
+
+    def w(o, i):
+        return (rng.standard_normal((o, i, 3, 3)) * 0.3).astype(np.float32)
+
+    inits = {"wa": w(3, 2), "wb": w(3, 2), "wd": w(2, 2), "we": w(2, 5), "four": np.array(4.0, np.float32),
+             "shape": np.array([1, 8, 6, 6], np.int64)}
+    conv = dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    nodes = [
+        helper.make_node("Conv", ["x", "wa"], ["a_out"], name="conv_a", **conv),
+        helper.make_node("Relu", ["a_out"], ["ra"], name="relu_a"),
+        helper.make_node("Conv", ["x", "wb"], ["b_out"], name="conv_b", **conv),
+        helper.make_node("Conv", ["x", "wd"], ["d_out"], name="conv_d", **conv),
+        helper.make_node("Mul", ["d_out", "four"], ["m"], name="mul"),
+        helper.make_node("Concat", ["ra", "b_out"], ["c1"], name="concat1", axis=1),
+        helper.make_node("Concat", ["c1", "m"], ["c2"], name="concat2", axis=1),
+        helper.make_node("Concat", ["m", "b_out"], ["c3"], name="concat3", axis=1),
+        helper.make_node("Reshape", ["c2", "shape"], ["r"], name="reshape"),
+        helper.make_node("MaxPool", ["r"], ["y1"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Conv", ["c3", "we"], ["y2"], name="conv_e", **conv),
+    ]
+    return make_model(nodes, [("x", np.float32, [1, 2, 6, 6])],
+                      [("y1", np.float32, [1, 8, 3, 3]), ("y2", np.float32, [1, 2, 6, 6])], inits,
+                      name="concat_heavy")

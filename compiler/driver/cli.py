@@ -109,6 +109,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(e.code or 0)
     values = vars(ns)
     level = values.get("log_level")
+    if level is not None and not 0 <= level <= 3:
+        print(f"ptqc: error: -l/--log-level: {level} is outside 0..3", file=sys.stderr)
+        return 2
     _configure_logging(3 if level is None else level)
     try:
         cfg = from_cli(values)

@@ -127,8 +127,8 @@ def check_array(array: Any, spec: InputSpec, where: str, batch_dim: bool = True)
         if not (array.dtype == np.float64 and spec.dtype == np.float32):
             raise DataError(f"{where} has dtype {array.dtype}, model wants {np.dtype(spec.dtype)}")
         array = array.astype(np.float32)
-    if array.dtype.kind == "f" and np.isnan(array).any():
-        raise DataError(f"{where} contains NaN")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise DataError(f"{where} contains {'NaN' if np.isnan(array).any() else 'Inf'}")
     return array
 
 
@@ -371,6 +371,11 @@ def run_infer_function(fn: InferFunction, executor: Executor, name: str = "") ->
     name = name or getattr(fn, "__name__", "?")
     try:
         metric = fn(executor)
+    except DataError as e:  # a bad batch handed to forward: say where the user's code did it
+        where = _user_frame(e)
+        if where is None:  # ptqc's own sources (npy folder, readers) name the file themselves
+            raise
+        raise DataError(f"infer function {name!r} at {where[0]}:{where[1]}: {e}") from None
     except PtqcError:
         raise
     except (Exception, SystemExit) as e:
@@ -401,6 +406,18 @@ def _locate_user_code(error: BaseException) -> tuple[str, int] | None:
             continue
         module = frame.f_globals.get("__name__", "")
         return None if module == "ptqc" or module.startswith("ptqc.") else (filename, line)
+    return None
+
+
+def _user_frame(error: BaseException) -> tuple[str, int] | None:
+    """(file, line) of the innermost frame outside ptqc and the libraries, if any."""
+    for frame, line in reversed(list(traceback.walk_tb(error.__traceback__))):
+        filename = frame.f_code.co_filename
+        module = frame.f_globals.get("__name__", "")
+        if filename.startswith("<") or filename.startswith(_LIBRARY_DIRS) or module == "ptqc" \
+                or module.startswith("ptqc."):
+            continue
+        return filename, line
     return None
 
 

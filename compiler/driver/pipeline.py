@@ -6,8 +6,9 @@ from typing import Callable
 import numpy as np
 
 from ptqc.pass_manager import Pass
-from ptqc.passes import (AssignQuantSpecs, Calibrate, CropOutputs, EliminateDeadCode, FoldConstants,
-                         FuseBatchNorm, FuseBiasAdd, InferShapes, InsertNormalization, InsertQDQ,
+from ptqc.passes import (AssignQuantSpecs, Calibrate, CropOutputs, EliminateDeadCode, FoldAffineIntoConv,
+                         FoldConstants,
+                         FuseBatchNorm, FuseBiasAdd, FuseConvScale, FuseHardSwish, InferShapes, InsertNormalization, InsertQDQ,
                          LiftConstantNodes, MarkActivationFusion, PropagateRanges, RemoveIdentity,
                          UpgradeOpset)
 from ptqc.quant import QuantScheme
@@ -15,16 +16,16 @@ from ptqc.quant import QuantScheme
 
 def convert_pipeline() -> list[Pass]:
     """``-r convert``: clean the float graph, quantize nothing."""
-    return [LiftConstantNodes(), InferShapes(), FoldConstants(), RemoveIdentity(), FuseBiasAdd(), FuseBatchNorm(),
-            MarkActivationFusion(), EliminateDeadCode()]
+    return [LiftConstantNodes(), InferShapes(), FoldConstants(), RemoveIdentity(), FuseConvScale(), FuseBiasAdd(),
+            FuseBatchNorm(), FuseHardSwish(), FoldAffineIntoConv(), MarkActivationFusion(), EliminateDeadCode()]
 
 
 def prepare_pipeline(output_names: tuple[str, ...] = (), mean: tuple[float, ...] = (),
                      std: tuple[float, ...] = ()) -> list[Pass]:
-    """The float half of ``-r quant``: opset 13 (per-channel QDQ needs it), crop at ``-on``,
+    """The float half of ``-r quant``: opset 14 (per-channel QDQ needs 13, HardSwish 14), crop at ``-on``,
     ``--mean/--std`` after the first input, then the convert cleanup.  Its output is the float
     model the quantized one is compared against."""
-    return [UpgradeOpset(13), LiftConstantNodes(), CropOutputs(output_names), InsertNormalization(mean, std),
+    return [UpgradeOpset(14), LiftConstantNodes(), CropOutputs(output_names), InsertNormalization(mean, std),
             *convert_pipeline()]
 
 

@@ -28,6 +28,7 @@ from ptqc.ir import Graph
 from ptqc.onnx_io import check_model, export_model, import_model, save_model
 from ptqc.pass_manager import (DumpIRInstrument, PassContext, PassManager, PassTiming, TimingInstrument,
                                VerifyInstrument)
+from ptqc.passes.assign_quant_specs import check_weights
 from ptqc.passes.calibration import OBSERVERS
 from ptqc.quant import QuantParam, QuantScheme
 from ptqc.runtime.ort import OrtRunner
@@ -72,7 +73,7 @@ def scheme_of(config: QuantConfig, family: ChipFamily) -> QuantScheme:
     act = {8: np.int8 if symmetric else np.uint8, 16: np.int16}[bits]
     return QuantScheme(activation_dtype=np.dtype(act), activation_symmetric=symmetric,
                        weight_dtype=np.dtype(np.int8 if bits == 8 else np.int16), per_channel=True,
-                       unify_concat=config.unify_input_scale)
+                       unify_concat=config.unify_input_scale, requantize_outputs=not config.output_dequant)
 
 
 def method_of(config: QuantConfig) -> str:
@@ -161,10 +162,13 @@ def quantize(model: str | Path | onnx.ModelProto, output: str | Path | None = No
     logger = logger or log
     family = target_of(config)
     scheme = scheme or scheme_of(config, family)
-    method = method_of(config) if config.load_scale_json is None else "loaded"
+    method = method_of(config)  # validated even with -lsj: an unbuilt -qm is refused, never ignored
+    if config.load_scale_json is not None:
+        method = "loaded"
     fn, fn_name = infer_function_of(data, config)
     t0 = time.perf_counter()
     graph = import_model(model)
+    check_weights(graph)
     timing = TimingInstrument()
     instruments: list = [timing]
     if config.debug:
@@ -195,16 +199,18 @@ def quantize(model: str | Path | onnx.ModelProto, output: str | Path | None = No
     report = QuantReport(qmodel, float_model, None, float_ops=dict(ctx.analyses.get("float_ops", {})),
                          output_params=dict(ctx.analyses.get("output_params", {})), input_params=input_params,
                          timings=timing.timings, method=method, float_metric=ctx.analyses.get("float_metric"))
-    if output is not None:
-        report.output = save_model(qmodel, output, external_data=external_data)
-        if config.generate_scale_json:
-            path = Path(output).parent / f"{Path(output).name.removesuffix('.onnx').removesuffix('_quantize')}_scale.json"
-            report.scale_json = write_scale_json(scale_table(graph, ctx.analyses.get("weight_params")), path)
     t3 = time.perf_counter()
-    if evaluate:
+    if evaluate:  # before anything is written: a failing infer function leaves no output behind
         report.cosine, report.quant_metric = compare_outputs(float_model, qmodel, drive, report)
-    report.seconds = {"prepare": t1 - t0, "quantize": t2 - t1, "export": t3 - t2,
-                      "evaluate": time.perf_counter() - t3}
+    t4 = time.perf_counter()
+    if output is not None:
+        table = scale_table(graph, ctx.analyses.get("weight_params")) if config.generate_scale_json else None
+        report.output = save_model(qmodel, output, external_data=external_data)
+        if table is not None:
+            stem = Path(output).name.removesuffix(".onnx").removesuffix("_quantize")
+            report.scale_json = write_scale_json(table, Path(output).parent / f"{stem}_scale.json")
+    report.seconds = {"prepare": t1 - t0, "quantize": t2 - t1, "evaluate": t4 - t3,
+                      "export": (t3 - t2) + (time.perf_counter() - t4)}
     return report
 
 
@@ -232,6 +238,9 @@ def compare_outputs(float_model: onnx.ModelProto, qmodel: onnx.ModelProto, drive
         return outs
 
     metric = drive(run)
+    if not any(stats.values()):
+        log.warning("the evaluation run saw no data (a CalibrationDataReader without rewind() is used up by "
+                    "calibration); no cosine to report")
     return {n: (min(c), float(np.mean(c))) for n, c in stats.items() if c}, metric
 
 
@@ -254,7 +263,30 @@ def infer(model: str | Path | onnx.ModelProto, data: Any = None, config: QuantCo
     runner = OrtRunner(export_model(graph, constants_as_initializers=True).SerializeToString())
     node_of_output = {o: n.name for n in graph.nodes() for o in n.outputs if o}
     drive = make_drive(fn, fn_name, input_specs(graph), config, node_of_output)
-    return drive(lambda feeds: [runner.run(feeds)[n] for n in runner.outputs])
+    dequantize = output_dequantizers(graph)
+
+    def run(feeds: dict) -> list:
+        out = runner.run(feeds)
+        return [dequantize[n](out[n]) if n in dequantize else out[n] for n in runner.outputs]
+    return drive(run)
+
+
+def output_dequantizers(graph: Graph) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+    """For graph outputs a QuantizeLinear produces (a quantized model without -od): the
+    dequantization its scale and zero point define, so infer functions always see floats."""
+    out = {}
+    for name in graph.outputs:
+        q = graph.producer(name)
+        if q is None or q.op_type != "QuantizeLinear":
+            continue
+        scale = graph.constant(q.inputs[1])
+        zp = graph.constant(q.inputs[2]) if len(q.inputs) > 2 and q.inputs[2] else None
+        if scale is None:
+            continue
+        p = QuantParam(np.dtype(zp.dtype if zp is not None else np.uint8), np.asarray(scale, np.float32),
+                       np.asarray(zp if zp is not None else 0), q.attrs.get("axis", 1) if np.ndim(scale) else None)
+        out[name] = p.dequantize
+    return out
 
 
 # ------------------------------------------------------------------------ onnxruntime's API
@@ -303,7 +335,7 @@ def quantize_static(model_input, model_output, calibration_data_reader, quant_fo
                          weight_dtype=np.dtype(types[wt]), per_channel=bool(per_channel),
                          op_types=frozenset(op_types_to_quantize) if op_types_to_quantize else None,
                          nodes_to_quantize=frozenset(nodes_to_quantize) if nodes_to_quantize else None,
-                         nodes_to_exclude=frozenset(nodes_to_exclude or ()))
+                         nodes_to_exclude=frozenset(nodes_to_exclude or ()), requantize_outputs=False)
     config = QuantConfig(bit_width=16 if act.endswith("16") else 8, output_dequant=True, quant_mode=("min_max",))
     return quantize(model_input, model_output, calibration_data_reader, config, scheme=scheme, evaluate=False,
                     external_data=True if use_external_data_format else None)

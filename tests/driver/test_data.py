@@ -434,12 +434,14 @@ def test_a_crash_in_user_code_names_the_script_line(tmp_path):
                             "ZeroDivisionError: float division by zero")
 
 
-def test_ptqc_errors_and_crashes_inside_ptqc_pass_through_unchanged(tmp_path):
+def test_bad_batches_name_the_users_line_and_crashes_inside_ptqc_pass_through_unchanged(tmp_path):
     def feed_a_list(executor):
         executor.forward([1.0, 2.0, 3.0])
 
     executor, _ = make_executor()
-    with pytest.raises(DataError, match=r"^input 'x' of batch 1 is a list"):
+    line = feed_a_list.__code__.co_firstlineno + 1
+    with pytest.raises(DataError, match=rf"^infer function 'feed_a_list' at {__file__}:{line}: "
+                                        r"input 'x' of batch 1 is a list"):
         run_infer_function(feed_a_list, executor)
 
     # A model runner living in a ptqc module: its crash is a ptqc bug, not the user's fault.

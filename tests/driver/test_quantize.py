@@ -1,0 +1,179 @@
+"""quantize / quantize_static on real models: valid QDQ that onnxruntime runs, agreeing with
+our reference semantics, at least as accurate as onnxruntime's own quantizer."""
+import logging
+
+import numpy as np
+import onnx
+import pytest
+
+import builders
+import models
+from ptqc.driver.config import QuantConfig
+from ptqc.driver.quantize import cosine, quantize, quantize_static
+from ptqc.errors import ConfigError
+from ptqc.onnx_io import import_model
+from ptqc.runtime.reference import ReferenceExecutor
+
+CALIBRATION = 20  # as tools/bench.py quant
+# onnxruntime (its fused integer kernels) vs our reference running the same QDQ graph: the
+# share of output elements within one quantization step.  det falls short of 99.9 %: its
+# Conv+HardSwish groups expose float rounding differences of the Conv (BLAS vs MLAS
+# accumulation order) to the next QuantizeLinear, which flips ~0.03 % of one tensor by one
+# step, and 60 layers amplify that to ~1.2 % of the output map (measured 98.8 %).  With
+# onnxruntime's graph optimizations off the same holds; an integer simulator that both sides
+# follow bit for bit is what closes it.
+AGREEMENT = {"cls": 0.999, "rec": 0.999, "det": 0.98}
+
+
+def _feeds(name, seeds):
+    return [models.ppocr_sample_inputs(name, seed=s) for s in seeds]
+
+
+def _reader(feeds):
+    class Reader:  # onnxruntime's CalibrationDataReader protocol, with rewind for the evaluation run
+        def __init__(self):
+            self.rewind()
+
+        def rewind(self):
+            self.it = iter(feeds)
+
+        def get_next(self):
+            return next(self.it, None)
+    return Reader()
+
+
+def _reference_outputs(model, feeds):
+    g = import_model(model)
+    ex = ReferenceExecutor(g.topological_order(), opset=g.opset,
+                           constants={v.name: v.const for v in g.values() if v.const is not None})
+    out = ex.run(feeds, list(g.outputs))
+    return [out[o] for o in g.outputs]
+
+
+def test_digits_accuracy_drops_at_most_two_tenths_of_a_point(digits, tmp_path):
+    x = digits.x_train
+
+    def calibrate(executor):
+        for i in range(0, len(x), 64):
+            executor.forward(np.ascontiguousarray(x[i:i + 64]))
+        return 1.0
+
+    report = quantize(digits.model, tmp_path / "digits_quantize.onnx", calibrate,
+                      QuantConfig(output_dequant=True, quant_mode=("min_max",)))
+    model = onnx.load(str(report.output))
+    onnx.checker.check_model(model)
+    logits = models.ort_run(model, {"input": digits.x_test})[0]
+    accuracy = float((logits.argmax(1) == digits.y_test).mean())
+    assert digits.float_accuracy - accuracy <= 0.002, (digits.float_accuracy, accuracy)
+    assert report.cosine["logits"][0] > 0.999
+
+
+@pytest.mark.parametrize("name", ["cls", "det", "rec"])
+def test_ppocr_quantizes_runs_and_agrees_with_the_reference(ppocr, name):
+    report = quantize(ppocr[name], None, _reader(_feeds(name, range(CALIBRATION))),
+                      QuantConfig(quant_mode=("min_max",)), evaluate=False)
+    onnx.checker.check_model(report.model)
+    assert report.model.opset_import[0].version >= 13
+    feeds = models.ppocr_sample_inputs(name, seed=100)
+    got = models.ort_run(report.model, feeds)
+    ref = _reference_outputs(report.model, feeds)
+    for a, b in zip(got, ref):
+        assert a.dtype.kind in "iu" and a.dtype == b.dtype  # integer outputs: steps of the output scale
+        within_one_step = (np.abs(a.astype(np.int64) - b.astype(np.int64)) <= 1).mean()
+        assert within_one_step >= AGREEMENT[name], within_one_step
+
+
+@pytest.mark.parametrize("name", ["cls", "det", "rec"])
+def test_ppocr_min_cosine_is_at_least_onnxruntimes(ppocr, name, tmp_path):
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
+    from onnxruntime.quantization import quantize_static as ort_quantize_static
+
+    calib, test = _feeds(name, range(CALIBRATION)), _feeds(name, range(1000, 1008))
+    args = dict(quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
+    quantize_static(str(ppocr[name]), str(tmp_path / "ptqc.onnx"), _reader(calib), **args)
+    logging.getLogger().setLevel(logging.ERROR)
+    ort_quantize_static(str(ppocr[name]), str(tmp_path / "ort.onnx"), _reader(calib), **args)
+    ours, theirs = [], []
+    for f in test:
+        ref = models.ort_run(ppocr[name], f)[0]
+        ours.append(cosine(ref, models.ort_run(tmp_path / "ptqc.onnx", f)[0]))
+        theirs.append(cosine(ref, models.ort_run(tmp_path / "ort.onnx", f)[0]))
+    assert min(ours) >= min(theirs), (ours, theirs)
+
+
+def test_det_fpn_concats_share_one_scale_with_uis(ppocr):
+    report = quantize(ppocr["det"], None, _reader(_feeds("det", range(2))),
+                      QuantConfig(quant_mode=("min_max",), unify_input_scale=True), evaluate=False)
+    g = report.model.graph
+    produced = {o: n for n in g.node for o in n.output}
+    concats = [n for n in g.node if n.op_type == "Concat"]
+    assert concats  # the FPN's 4-way Concat
+    checked = 0
+    for c in concats:
+        scales = set()
+        for x in c.input:
+            dq = produced.get(x)
+            if dq is not None and dq.op_type == "DequantizeLinear":
+                scales.add(dq.input[1])
+        consumers = [n for n in g.node if c.output[0] in n.input and n.op_type == "QuantizeLinear"]
+        scales |= {n.input[1] for n in consumers}
+        if scales:
+            assert len(scales) == 1, f"Concat {c.name} inputs keep their own scales: {scales}"
+            checked += 1
+    assert checked == len(concats)
+
+
+def test_pytorch_converted_conv_and_linear_models_quantize():
+    root = models.onnx_backend_data_dir() / "pytorch-converted"
+    folders = sorted(p for p in root.iterdir() if p.name.startswith(("test_Conv", "test_Linear")))
+    assert folders
+    for folder in folders:
+        model = onnx.load(str(folder / "model.onnx"))
+        feeds = [builders.random_feeds(model, seed=i) for i in range(4)]
+        report = quantize(model, None, _reader(feeds), QuantConfig(quant_mode=("min_max",), output_dequant=True))
+        onnx.checker.check_model(report.model)
+        assert models.ort_run(report.model, feeds[0])
+        assert min(lo for lo, _ in report.cosine.values()) > 0.99, (folder.name, report.cosine)
+
+
+def test_same_inputs_give_byte_identical_models(tmp_path, digits):
+    data = [{"input": digits.x_train[i:i + 8]} for i in range(0, 64, 8)]
+    for out in ("a.onnx", "b.onnx"):
+        quantize(digits.model, tmp_path / out, _reader(data), QuantConfig(quant_mode=("min_max",)), evaluate=False)
+    assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
+
+
+def test_quantize_static_accepts_strings_and_refuses_what_it_cannot_do(tmp_path, digits):
+    data = [{"input": digits.x_train[:16]}]
+    quantize_static(digits.model, tmp_path / "q.onnx", _reader(data), quant_format="QDQ",
+                    activation_type="QUInt8", weight_type="QInt8", per_channel=True)
+    onnx.checker.check_model(onnx.load(str(tmp_path / "q.onnx")))
+    refusals = [({"quant_format": "QOperator"}, "use QuantFormat.QDQ"),
+                ({"calibrate_method": "Entropy"}, "calibrate_method Entropy"),
+                ({"reduce_range": True}, "reduce_range"),
+                ({"extra_options": {"CalibTensorRangeSymmetric": True}}, "CalibTensorRangeSymmetric"),
+                ({"weight_type": "QUInt8"}, "weight_type QUInt8")]
+    for kwargs, needle in refusals:
+        with pytest.raises(ConfigError, match=needle):
+            quantize_static(digits.model, tmp_path / "r.onnx", _reader(data), **kwargs)
+    assert not (tmp_path / "r.onnx").exists()
+
+
+@pytest.mark.parametrize("name", ["cls", "det", "rec"])
+def test_float_half_of_the_pipeline_keeps_ppocr_outputs(ppocr, name):
+    """Opset upgrade, BN/scale/bias/affine folding and HardSwish fusion change no output
+    (beyond float rounding), and leave no BatchNormalization or decomposed hard-swish."""
+    from ptqc.driver.pipeline import prepare_pipeline
+    from ptqc.onnx_io import export_model
+    from ptqc.pass_manager import PassContext, PassManager
+
+    graph = PassManager(prepare_pipeline()).run(import_model(ppocr[name]), PassContext()).graph
+    counts = graph.op_counts()
+    assert "BatchNormalization" not in counts and "Div" not in counts or name == "rec"  # rec: LayerNorm's Div
+    assert counts["HardSwish"] == {"cls": 18, "det": 24, "rec": 28}[name]
+    for seed in (0, 1):
+        feeds = models.ppocr_sample_inputs(name, seed=seed)
+        ref = models.ort_run(ppocr[name], feeds)[0]
+        got = models.ort_run(export_model(graph), feeds)[0]
+        assert np.abs(got - ref).max() / np.abs(ref).max() <= 1e-4

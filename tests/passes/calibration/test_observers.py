@@ -1,0 +1,49 @@
+"""The min_max observer: streams, merges exactly, refuses NaN."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from ptqc.errors import PtqcError
+from ptqc.passes.calibration import MinMaxObserver, make_observer
+
+
+@settings(max_examples=40, deadline=None)
+@given(hnp.arrays(np.float32, st.tuples(st.integers(2, 6), st.integers(1, 5)),
+                  elements=st.floats(-1e6, 1e6, width=32)), st.integers(1, 5), st.booleans())
+def test_merge_of_halves_is_bit_identical_to_one_observer(x, cut, per_channel):
+    cut = min(cut, len(x) - 1)
+    axis = 1 if per_channel else None
+    whole, a, b = MinMaxObserver("t", axis), MinMaxObserver("t", axis), MinMaxObserver("t", axis)
+    for row in x:
+        whole.observe(row[None])
+    for row in x[:cut]:
+        a.observe(row[None])
+    for row in x[cut:]:
+        b.observe(row[None])
+    a.merge(b)
+    for dtype, sym in ((np.uint8, False), (np.int8, True), (np.int16, True)):
+        p, q = whole.qparams(dtype, symmetric=sym), a.qparams(dtype, symmetric=sym)
+        assert p.scale.tobytes() == q.scale.tobytes() and p.zero_point.tobytes() == q.zero_point.tobytes()
+
+
+def test_range_is_the_min_and_max_seen():
+    obs = MinMaxObserver("t")
+    obs.observe(np.array([[1.0, -2.0]], np.float32))
+    obs.observe(np.array([[5.0, 0.0]], np.float32))
+    assert obs.range() == (-2.0, 5.0)
+    obs.reset()
+    assert obs.range() is None
+
+
+def test_nan_is_an_error_naming_the_tensor():
+    obs = MinMaxObserver("conv3_out")
+    with pytest.raises(PtqcError, match="conv3_out.*NaN"):
+        obs.observe(np.array([1.0, np.nan], np.float32))
+
+
+def test_methods_not_built_are_refused_by_name():
+    assert isinstance(make_observer("min_max"), MinMaxObserver)
+    with pytest.raises(PtqcError, match="-qm/--quant-mode kl: not built yet"):
+        make_observer("kl")

@@ -1,0 +1,63 @@
+"""AssignQuantSpecs: which ops run quantized and the spec of each tensor they touch."""
+import numpy as np
+from onnx import helper
+
+import builders
+from checks import run_pass
+from ptqc.onnx_io import import_model
+from ptqc.pass_manager import PassContext, PassManager
+from ptqc.passes import AssignQuantSpecs, FuseBatchNorm, InferShapes, MarkActivationFusion
+from ptqc.quant import DerivedSpec, PlainSpec, QuantScheme, SharedSpec
+
+
+def _specced(model, scheme=None):
+    ctx = PassContext()
+    g = PassManager([InferShapes(), FuseBatchNorm(), MarkActivationFusion(), AssignQuantSpecs(scheme)]).run(
+        import_model(model), ctx).graph
+    return g, ctx
+
+
+def test_conv_relu_group_has_no_qdq_between_and_weights_per_channel():
+    g, _ = _specced(builders.conv_bn_relu_model())
+    (conv,) = [n for n in g.nodes() if n.op_type == "Conv"]
+    assert "qspec" not in g.value(conv.outputs[0]).meta  # inside the fused Conv+Relu
+    assert g.value("x").meta["qspec"] == PlainSpec(np.dtype(np.uint8), False)
+    assert g.value("y").meta["qspec"] == PlainSpec(np.dtype(np.uint8), False)
+    assert g.value(conv.inputs[1]).meta["qspec"] == PlainSpec(np.dtype(np.int8), True, 0)
+    bias = g.value(conv.inputs[2]).meta["qspec"]
+    assert isinstance(bias, DerivedSpec) and bias.sources == ("x", conv.inputs[1]) and bias.axis == 0
+
+
+def test_pass_through_ops_share_their_input_and_unknown_ops_stay_float():
+    model = builders.make_model(
+        [helper.make_node("Relu", ["x"], ["r"], name="relu"),
+         helper.make_node("Transpose", ["r"], ["t"], name="tr", perm=[1, 0]),
+         helper.make_node("Erf", ["t"], ["e"], name="erf"),
+         helper.make_node("Reshape", ["e", "shape"], ["y"], name="reshape")],
+        [("x", np.float32, [2, 3])], [("y", np.float32, [6])], {"shape": np.array([6], np.int64)})
+    g, ctx = _specced(model)
+    assert g.value("t").meta["qspec"] == SharedSpec("r")
+    assert "qspec" not in g.value("y").meta  # a Reshape behind the float Erf stays float
+    assert ctx.analyses["float_ops"] == {"Erf": ["erf"], "Reshape": ["reshape"]}
+
+
+def test_gemm_weight_axis_follows_transB_and_node_exclusion_is_honoured():
+    rng = np.random.default_rng(0)
+    model = builders.make_model(
+        [helper.make_node("Gemm", ["x", "w", "b"], ["h"], name="fc1", transB=1),
+         helper.make_node("Gemm", ["h", "w2"], ["y"], name="fc2")],
+        [("x", np.float32, [1, 4])], [("y", np.float32, [1, 2])],
+        {"w": rng.standard_normal((3, 4)).astype(np.float32), "b": np.zeros(3, np.float32),
+         "w2": rng.standard_normal((3, 2)).astype(np.float32)})
+    g, _ = _specced(model)
+    assert g.value("w").meta["qspec"].axis == 0 and g.value("w2").meta["qspec"].axis == 1
+    g, ctx = _specced(model, QuantScheme(nodes_to_exclude=frozenset({"fc2"})))
+    assert "qspec" not in g.value("w2").meta and ctx.analyses["float_ops"] == {"Gemm": ["fc2"]}
+    g, _ = _specced(model, QuantScheme(per_channel=False))
+    assert g.value("w").meta["qspec"].axis is None
+
+
+def test_pass_runs_alone_and_leaves_the_graph_unchanged():
+    model = builders.conv_bn_relu_model()
+    result, _ = run_pass(model, AssignQuantSpecs())
+    assert not result.modified and result.graph.op_counts() == {"BatchNormalization": 1, "Conv": 1, "Relu": 1}
