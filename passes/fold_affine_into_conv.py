@@ -44,6 +44,19 @@ def _per_input_channel(c: np.ndarray, channels: int, rank: int) -> np.ndarray | 
     return np.broadcast_to(c.reshape(-1), (channels,)).astype(np.float64)
 
 
+def _affine_step(graph: Graph, x: str, op: str, channels: int, rank: int):
+    """(node, its other input, its constant per input channel) when ``x`` is a single-use
+    ``op`` by a constant; (None, x, None) when it is not; a Fail when the constant does not fit."""
+    node = _producer(graph, x, op)
+    found = _operand(graph, node) if node is not None else None
+    if found is None:
+        return None, x, None
+    vector = _per_input_channel(found[1], channels, rank)
+    if vector is None:
+        return Fail(f"{op} constant of shape {found[1].shape} is not per input channel"), x, None
+    return node, found[0], vector
+
+
 class _FoldAffine(RewriteRule):
     name = "fold_affine_into_conv"
     anchor = ("Conv",)
@@ -57,23 +70,14 @@ class _FoldAffine(RewriteRule):
         if bias_name and bias is None:
             return Fail("bias is not a constant")
         channels = w.shape[1] * conv.attrs.get("group", 1)
-        x, a, b = conv.inputs[0], np.ones(channels), np.zeros(channels)
-        add = _producer(graph, x, "Add")
-        found = _operand(graph, add) if add is not None else None
-        if found is None:
-            add = None
-        else:
-            x, b = found[0], _per_input_channel(found[1], channels, w.ndim)
-            if b is None:
-                return Fail(f"Add constant of shape {found[1].shape} is not per input channel")
-        mul = _producer(graph, x, "Mul")
-        found = _operand(graph, mul) if mul is not None else None
-        if found is None:
-            mul = None
-        else:
-            x, a = found[0], _per_input_channel(found[1], channels, w.ndim)
-            if a is None:
-                return Fail(f"Mul constant of shape {found[1].shape} is not per input channel")
+        add, x, b = _affine_step(graph, conv.inputs[0], "Add", channels, w.ndim)
+        if isinstance(add, Fail):
+            return add
+        mul, x, a = _affine_step(graph, x, "Mul", channels, w.ndim)
+        if isinstance(mul, Fail):
+            return mul
+        a = np.ones(channels) if a is None else a
+        b = np.zeros(channels) if b is None else b
         if mul is None and add is None:
             return Fail("input is not a single-use Mul/Add by a constant")
         padded = any(conv.attrs.get("pads", [])) or conv.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID")

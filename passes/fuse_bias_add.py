@@ -18,25 +18,10 @@ class _FoldAddIntoBias(RewriteRule):
     anchor = ("Add",)
 
     def match(self, graph: Graph, add: Node):
-        for side in (0, 1):
-            conv = graph.producer(add.inputs[side])
-            const = graph.constant(add.inputs[1 - side])
-            if conv is not None and const is not None and conv.op_type in ("Conv", "ConvTranspose", "Gemm"):
-                break
-        else:
-            return Fail("not Add(Conv/ConvTranspose/Gemm, constant)")
-        if conv.domain not in ("", "ai.onnx"):
-            return Fail(f"{conv.op_type} is not in the default domain")
-        out = conv.outputs[0]
-        if len(graph.consumers(out)) != 1 or out in graph.outputs or graph.is_captured(out):
-            return Fail(f"{conv.op_type} output {out!r} has other consumers")
-        weight = graph.constant(conv.inputs[1]) if len(conv.inputs) > 1 and conv.inputs[1] else None
-        if weight is None or weight.dtype.kind != "f" or const.dtype != weight.dtype:
-            return Fail(f"{conv.op_type} weight is not a constant of the Add's dtype")
-        bias_name = conv.inputs[2] if len(conv.inputs) > 2 else ""
-        bias = graph.constant(bias_name) if bias_name else None
-        if bias_name and bias is None:
-            return Fail(f"{conv.op_type} bias is not a constant")
+        found = match_conv_then_constant(graph, add)
+        if isinstance(found, Fail):
+            return found
+        conv, const, weight, bias = found
         vector = _per_channel(conv, weight, const)
         if vector is None:
             return Fail(f"constant of shape {const.shape} is not per output channel of {conv.op_type}")
@@ -56,6 +41,31 @@ class _FoldAddIntoBias(RewriteRule):
         graph.remove_node(add)
         graph.set_input(conv, 2, name)
         graph.set_output(conv, 0, y)
+
+
+def match_conv_then_constant(graph: Graph, node: Node):
+    """``node(conv(x), c)`` with a constant ``c``, where the conv's output feeds only ``node``
+    and its weight (and bias, if any) are constants: (conv, c, weight, bias), or a Fail."""
+    for side in (0, 1):
+        conv = graph.producer(node.inputs[side])
+        const = graph.constant(node.inputs[1 - side])
+        if conv is not None and const is not None and conv.op_type in ("Conv", "ConvTranspose", "Gemm"):
+            break
+    else:
+        return Fail(f"not {node.op_type}(Conv/ConvTranspose/Gemm, constant)")
+    if conv.domain not in ("", "ai.onnx"):
+        return Fail(f"{conv.op_type} is not in the default domain")
+    out = conv.outputs[0]
+    if len(graph.consumers(out)) != 1 or out in graph.outputs or graph.is_captured(out):
+        return Fail(f"{conv.op_type} output {out!r} has other consumers")
+    weight = graph.constant(conv.inputs[1]) if len(conv.inputs) > 1 and conv.inputs[1] else None
+    if weight is None or weight.dtype.kind != "f" or const.dtype != weight.dtype:
+        return Fail(f"{conv.op_type} weight is not a constant of the {node.op_type}'s dtype")
+    bias_name = conv.inputs[2] if len(conv.inputs) > 2 else ""
+    bias = graph.constant(bias_name) if bias_name else None
+    if bias_name and bias is None:
+        return Fail(f"{conv.op_type} bias is not a constant")
+    return conv, const, weight, bias
 
 
 def _per_channel(conv: Node, w: np.ndarray, c: np.ndarray) -> np.ndarray | None:

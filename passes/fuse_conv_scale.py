@@ -11,7 +11,7 @@ import numpy as np
 
 from ptqc.ir import Graph, Node
 from ptqc.pass_manager import Fail, RewritePass, RewriteRule
-from ptqc.passes.fuse_bias_add import _per_channel
+from ptqc.passes.fuse_bias_add import _per_channel, match_conv_then_constant
 
 
 class _FoldMulIntoWeights(RewriteRule):
@@ -19,27 +19,12 @@ class _FoldMulIntoWeights(RewriteRule):
     anchor = ("Mul",)
 
     def match(self, graph: Graph, mul: Node):
-        for side in (0, 1):
-            conv = graph.producer(mul.inputs[side])
-            const = graph.constant(mul.inputs[1 - side])
-            if conv is not None and const is not None and conv.op_type in ("Conv", "ConvTranspose", "Gemm"):
-                break
-        else:
-            return Fail("not Mul(Conv/ConvTranspose/Gemm, constant)")
-        if conv.domain not in ("", "ai.onnx"):
-            return Fail(f"{conv.op_type} is not in the default domain")
-        out = conv.outputs[0]
-        if len(graph.consumers(out)) != 1 or out in graph.outputs or graph.is_captured(out):
-            return Fail(f"{conv.op_type} output {out!r} has other consumers")
-        weight = graph.constant(conv.inputs[1]) if len(conv.inputs) > 1 and conv.inputs[1] else None
-        if weight is None or weight.dtype.kind != "f" or const.dtype != weight.dtype:
-            return Fail(f"{conv.op_type} weight is not a constant of the Mul's dtype")
+        found = match_conv_then_constant(graph, mul)
+        if isinstance(found, Fail):
+            return found
+        conv, const, weight, bias = found
         if len(graph.consumers(conv.inputs[1])) != 1:
             return Fail(f"{conv.op_type} weight is shared with other ops")
-        bias_name = conv.inputs[2] if len(conv.inputs) > 2 else ""
-        bias = graph.constant(bias_name) if bias_name else None
-        if bias_name and bias is None:
-            return Fail(f"{conv.op_type} bias is not a constant")
         vector = _per_channel(conv, weight, const)
         if vector is None:
             return Fail(f"constant of shape {const.shape} is not per output channel of {conv.op_type}")

@@ -1,6 +1,9 @@
 """Assertions shared by the pass tests: run models under onnxruntime and compare."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -40,3 +43,20 @@ def assert_outputs_close(before: onnx.ModelProto, after: onnx.ModelProto | Graph
         assert x.shape == y.shape and x.dtype == y.dtype
         err = relative_error(x, y)
         assert err <= bound, f"relative error {err:.3g} > {bound}"
+
+
+def ptqc(*args, cwd=None) -> tuple[int, str, str]:
+    """Run the ``ptqc`` command in a subprocess: (exit code, stdout, stderr)."""
+    proc = subprocess.run([sys.executable, "-m", "ptqc", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def assert_bad_input(code: int, err: str, *needles: str) -> None:
+    """Exit 2, no traceback, one stderr line ``ptqc: error: ...`` containing every needle."""
+    assert code == 2, err
+    assert "Traceback" not in err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("ptqc: error: "), err
+    for needle in needles:
+        assert needle in lines[0], lines[0]

@@ -151,12 +151,14 @@ def make_drive(fn: Callable, name: str, specs: list[InputSpec], config: QuantCon
 # ------------------------------------------------------------------------ quantize
 def quantize(model: str | Path | onnx.ModelProto, output: str | Path | None = None, data: Any = None,
              config: QuantConfig | None = None, *, scheme: QuantScheme | None = None, evaluate: bool = True,
-             external_data: bool | None = None, logger: logging.Logger | None = None) -> QuantReport:
+             executor: str = "onnxruntime", external_data: bool | None = None,
+             logger: logging.Logger | None = None) -> QuantReport:
     """Quantize ``model`` to QDQ and (with ``output``) save it atomically.
 
     ``data``: a folder of .npy files, an onnxruntime ``CalibrationDataReader``, an infer
     function ``f(executor) -> metric``, or None to use the config's ``-uds/-if``, ``-d`` or
-    random data (``infer_auto``).  ``scheme`` overrides what the config and chip decide.
+    random data (``infer_auto``).  ``scheme`` overrides what the config and chip decide;
+    ``executor`` runs calibration on ``"onnxruntime"`` or on ptqc's numpy ``"reference"``.
     """
     config = config or QuantConfig()
     logger = logger or log
@@ -185,7 +187,7 @@ def quantize(model: str | Path | onnx.ModelProto, output: str | Path | None = No
     ctx = PassContext(config=config, target=family, data=drive, logger=logger, analyses=ctx.analyses)
     if config.load_scale_json is not None:
         ctx.analyses["loaded_params"] = load_scale_json(Path(config.load_scale_json), graph)
-    passes = quantize_pipeline(scheme, method=method, calibrate=config.load_scale_json is None,
+    passes = quantize_pipeline(scheme, method=method, calibrate=config.load_scale_json is None, executor=executor,
                                output_dequant=config.output_dequant,
                                input_dtypes=input_dtypes_of(config, [s.name for s in specs]))
     graph = PassManager(passes, instruments).run(graph, ctx).graph

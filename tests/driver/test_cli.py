@@ -1,7 +1,4 @@
 """The ptqc command: convert end to end, and every bad input exits 2 with one line."""
-import subprocess
-import sys
-
 import numpy as np
 import onnx
 import pytest
@@ -9,22 +6,7 @@ from onnx import helper
 
 import builders
 import models
-from checks import ort_outputs, relative_error
-
-
-def ptqc(*args, cwd=None):
-    proc = subprocess.run([sys.executable, "-m", "ptqc", *map(str, args)], capture_output=True,
-                          text=True, cwd=cwd)
-    return proc.returncode, proc.stdout, proc.stderr
-
-
-def assert_bad_input(code, err, *needles):
-    assert code == 2, err
-    assert "Traceback" not in err
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("ptqc: error: "), err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
+from checks import assert_bad_input, ort_outputs, ptqc, relative_error
 
 
 def test_convert_ppocr_cls_fuses_every_batchnorm(ppocr, tmp_path):

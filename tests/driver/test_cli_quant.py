@@ -3,8 +3,6 @@ must refuse with exit 2, one ``ptqc: error:`` line naming the file, tensor, flag
 fault, no traceback, and no ``<model>_quantize.onnx`` / ``<model>_scale.json`` left behind."""
 import json
 import re
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import numpy as np
@@ -12,24 +10,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from checks import ort_outputs
+from checks import assert_bad_input, ort_outputs, ptqc
 
 # ------------------------------------------------------------------------------ helpers
-
-
-def ptqc(*args, cwd=None):
-    proc = subprocess.run([sys.executable, "-m", "ptqc", *map(str, args)], capture_output=True,
-                          text=True, cwd=cwd)
-    return proc.returncode, proc.stdout, proc.stderr
-
-
-def assert_bad_input(code, err, *needles):
-    assert code == 2, err
-    assert "Traceback" not in err
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("ptqc: error: "), err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 def quant(save_dir, *args, chip=None):

@@ -177,3 +177,15 @@ def test_float_half_of_the_pipeline_keeps_ppocr_outputs(ppocr, name):
         ref = models.ort_run(ppocr[name], feeds)[0]
         got = models.ort_run(export_model(graph), feeds)[0]
         assert np.abs(got - ref).max() / np.abs(ref).max() <= 1e-4
+
+
+def test_reference_executor_calibrates_to_the_same_model(digits):
+    data = [{"input": digits.x_train[i:i + 16]} for i in range(0, 64, 16)]
+    a = quantize(digits.model, None, _reader(data), QuantConfig(quant_mode=("min_max",)), evaluate=False)
+    b = quantize(digits.model, None, _reader(data), QuantConfig(quant_mode=("min_max",)), evaluate=False,
+                 executor="reference")
+    scales = [{t.name: onnx.numpy_helper.to_array(t) for t in m.model.graph.initializer if "scale" in t.name}
+              for m in (a, b)]
+    assert scales[0].keys() == scales[1].keys()
+    for k in scales[0]:
+        np.testing.assert_allclose(scales[0][k], scales[1][k], rtol=1e-5)

@@ -63,3 +63,29 @@ def test_runs_alone_on_random_data_when_no_source_is_given():
     AssignQuantSpecs().run(graph, ctx)
     Calibrate().run(graph, ctx)
     assert ctx.analyses["observers"]["x"].range() is not None
+
+
+def test_memory_does_not_grow_with_the_number_of_batches():
+    """Streaming: peak Python/numpy memory of calibrating 40 batches is that of 4 (the reference
+    executor's arrays are numpy, so tracemalloc sees every activation)."""
+    import tracemalloc
+
+    def peak(n):
+        graph = import_model(builders.concat_heavy_model())
+        ctx = PassContext()
+        PassManager([InferShapes(), AssignQuantSpecs()]).run(graph, ctx)
+        rng = np.random.default_rng(0)
+
+        def drive(run):
+            for _ in range(n):
+                run({"x": rng.standard_normal((1, 2, 6, 6)).astype(np.float32)})
+            return 1.0
+
+        tracemalloc.start()
+        Calibrate(executor="reference").run(graph, PassContext(data=drive, analyses=ctx.analyses))
+        _, top = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        return top
+
+    small, large = peak(4), peak(40)
+    assert large <= small * 1.2 + 64 * 1024, (small, large)
