@@ -135,13 +135,14 @@ class VerifyInstrument(PassInstrument):
 class DumpIRInstrument(PassInstrument):
     """Writes ``<folder>/NN_<pass>.onnx`` after each pass (``--dump-ir``)."""
 
-    def __init__(self, folder: str | Path, export) -> None:
+    def __init__(self, folder: str | Path, export, first: int = 1) -> None:
         self.folder = Path(folder)
         self.export = export  # (graph, path) -> None; injected so the core knows no I/O policy
+        self.first = first  # the number of the first pass (a pipeline run in two managers)
 
     def after_pass(self, p, result, ctx, index, seconds):
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.export(result.graph, self.folder / f"{index:02d}_{p.name}.onnx")
+        self.export(result.graph, self.folder / f"{index + self.first - 1:02d}_{p.name}.onnx")
 
 
 class PassManager:

@@ -26,6 +26,7 @@ MS_DOMAIN = "com.microsoft"
 class InsertQDQ(Pass):
     """Turn every ``value.meta["quant"]`` into Q/DQ nodes and quantized constants."""
 
+    name = "insert_qdq"
     requires = ("quant_params",)
 
     def __init__(self, output_dequant: bool = True, input_dtypes: dict[str, np.dtype] | None = None):

@@ -168,6 +168,9 @@ def _run(cfg: QuantConfig, flags: dict[str, str]) -> int:
         return _quant(cfg, save_dir)
     if cfg.user_defined_script is not None or "infer_func" in cfg.explicit:
         return _infer_with_function(cfg)
+    if {"iteration", "batch_size"} & cfg.explicit:
+        raise ConfigError("-i/-bs with -r infer need an infer function (-uds/-if); without one the "
+                          "reference executor runs the -d inputs once")
     return _infer(cfg, save_dir)
 
 

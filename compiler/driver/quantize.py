@@ -172,13 +172,13 @@ def quantize(model: str | Path | onnx.ModelProto, output: str | Path | None = No
     graph = import_model(model)
     check_weights(graph)
     timing = TimingInstrument()
-    instruments: list = [timing]
-    if config.debug:
-        instruments.append(VerifyInstrument())
-    if config.dump_ir:
-        instruments.append(DumpIRInstrument(Path(config.save_dir) / "steps", lambda g, p: save_model(g, p)))
+    instruments: list = [timing] + ([VerifyInstrument()] if config.debug else [])
+    prepare = prepare_pipeline(config.output_name, config.mean, config.std)
+    steps = Path(config.save_dir) / "steps"  # --dump-ir numbers the two halves as one pipeline
+    dumps = ([DumpIRInstrument(steps, save_model, 1)], [DumpIRInstrument(steps, save_model, len(prepare) + 1)]) \
+        if config.dump_ir else ([], [])
     ctx = PassContext(config=config, target=family, logger=logger)
-    graph = PassManager(prepare_pipeline(config.output_name, config.mean, config.std), instruments).run(graph, ctx).graph
+    graph = PassManager(prepare, instruments + dumps[0]).run(graph, ctx).graph
     float_model = export_model(graph, constants_as_initializers=True)
     t1 = time.perf_counter()
     specs = input_specs(graph)
@@ -190,7 +190,7 @@ def quantize(model: str | Path | onnx.ModelProto, output: str | Path | None = No
     passes = quantize_pipeline(scheme, method=method, calibrate=config.load_scale_json is None, executor=executor,
                                output_dequant=config.output_dequant,
                                input_dtypes=input_dtypes_of(config, [s.name for s in specs]))
-    graph = PassManager(passes, instruments).run(graph, ctx).graph
+    graph = PassManager(passes, instruments + dumps[1]).run(graph, ctx).graph
     t2 = time.perf_counter()
     qmodel = export_model(graph, constants_as_initializers=True)
     try:

@@ -391,3 +391,17 @@ def test_errors_found_after_calibration_leave_no_files(ws, gsj, tmp_path, case):
         result = quant(save, "-m", ws.model, "-uds", ws.script, "-if", "fails_on_second_run", "-gsj")
         needles = ("'fails_on_second_run'", f"{ws.script}:{line_of('# SECOND')}", "second run refused")
     assert_refused(result, save, *needles)
+
+
+def test_dump_ir_numbers_every_pass_of_both_halves_once(ws, tmp_path):
+    assert_ok(quant(tmp_path, "-m", ws.model, "-d", ws.data, "--dump-ir"))
+    steps = sorted(p.name for p in (tmp_path / "steps").glob("*.onnx"))
+    numbers = [int(name.split("_")[0]) for name in steps]
+    assert numbers == list(range(1, len(steps) + 1))
+    assert steps[0].endswith("upgrade_opset.onnx") and steps[-1].endswith("insert_qdq.onnx")
+    assert onnx.load(str(tmp_path / "steps" / steps[-1])).graph.node  # each step is a model
+
+
+def test_iteration_without_an_infer_function_is_refused_for_infer(ws, tmp_path):
+    code, _, err = ptqc("quant", "-r", "infer", "-m", ws.model, "-d", ws.data, "-i", "3", "--save-dir", tmp_path)
+    assert_bad_input(code, err, "-i/-bs with -r infer")
