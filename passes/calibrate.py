@@ -33,14 +33,14 @@ class Calibrate(Pass):
     produces = ("observers",)
     preserves = ("shapes", "activation_groups", "quant_specs", "observers")
 
-    def __init__(self, method: str = "min_max", executor: str = "onnxruntime"):
+    def __init__(self, method: str = "min_max", executor: str = "onnxruntime", **options):
         if executor not in ("onnxruntime", "reference"):
             raise PtqcError(f"calibration executor {executor!r}: use onnxruntime or reference")
-        self.method, self.executor = method, executor
+        self.method, self.executor, self.options = method, executor, options
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         names = observed_values(graph)
-        observers = {n: make_observer(self.method, n) for n in names}
+        observers = {n: make_observer(self.method, n, **self.options) for n in names}
         run_model = self._runner(graph, names)
         n_out = len(graph.outputs)
         stats = {"batches": 0, "samples": 0}

@@ -111,7 +111,7 @@ def _member_range(graph: Graph, name: str, spec: PlainSpec, observers: dict):
         moved = np.moveaxis(w, spec.axis, 0).reshape(w.shape[spec.axis], -1)
         return moved.min(axis=1), moved.max(axis=1)
     obs = observers.get(name)
-    return None if obs is None else obs.range()
+    return None if obs is None else obs.range(spec.dtype, spec.symmetric)
 
 
 def _loaded_group_param(members: list[str], loaded: dict[str, QuantParam]) -> QuantParam:

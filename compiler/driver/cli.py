@@ -18,20 +18,21 @@ import traceback
 from pathlib import Path
 from typing import NoReturn, Sequence
 
-from ptqc.driver.config import (FRAMEWORKS, INPUT_DTYPES, MIX_STRATEGIES, QUANT_MODES, RUN_MODES,
-                                QuantConfig, from_cli)
+from ptqc.driver.config import (FOLDER_FLAGS, FRAMEWORKS, IMAGE_FLAGS, IMAGE_FORMATS, INPUT_DTYPES, MIX_STRATEGIES,
+                                QUANT_MODES, RESIZE_METHODS, RUN_MODES, QuantConfig, from_cli)
 from ptqc.errors import ConfigError, PtqcError
 from ptqc.targets.families import chip_names, family_of
 
 # What each run mode can honour today; any other flag the user sets is refused by name.
 _COMMON = {"model", "chip", "run_mode", "framework", "save_dir", "log_level"}
 _DATA = {"data", "input_shapes", "infer_func", "user_defined_script", "iteration", "batch_size"}
+_IMAGES = set(IMAGE_FLAGS) | set(FOLDER_FLAGS)  # -d folders: image preprocessing, calibrate_size
 BUILT_FLAGS = {
     "quant": _COMMON | _DATA | {"bit_width", "quant_mode", "quantize_input_dtype", "output_dequant", "mean", "std",
                                 "output_name", "unify_input_scale", "generate_scale_json", "load_scale_json",
-                                "dump_ir", "debug"},
+                                "dump_ir", "debug"} | _IMAGES,
     "convert": _COMMON | {"dump_ir", "debug", "initializers"},
-    "infer": _COMMON | _DATA,
+    "infer": _COMMON | _DATA | _IMAGES,
 }
 
 
@@ -69,6 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     a("-od", "--output-dequant", action="store_true", default=None, help="dequantize before outputs")
     a("--mean", type=float, nargs="+", help="per-channel mean inserted after the first input")
     a("--std", type=float, nargs="+", help="per-channel std inserted after the first input")
+    a("--image-format", choices=IMAGE_FORMATS, help="channel order of image -d data (default RGB)")
+    a("--resize", type=int, nargs=2, metavar=("W", "H"), help="resize image -d data (default: the input's W H)")
+    a("--resize-method", choices=RESIZE_METHODS, help="image resize: LINEAR (default), NEAREST, CUBIC")
+    a("--center-crop", type=int, nargs=2, metavar=("W", "H"), help="center-crop image -d data after resizing")
+    a("--image-mean", type=float, nargs="+", help="normalize image -d data: (x - mean) / std, x in 0..255")
+    a("--image-std", type=float, nargs="+", help="normalize image -d data (with --image-mean)")
+    a("--calibrate-size", type=int, help="read at most N samples of -d (also capped by -i x -bs)")
     a("-is", "--input-shapes", type=int, nargs="+", action="append", help="input shape (repeat per input)")
     a("-on", "--output-name", nargs="+", help="crop the model at these outputs")
     a("-uis", "--unify-input-scale", action="store_true", default=None, help="one scale for Concat/Stack/ScatterND inputs")
@@ -168,9 +176,13 @@ def _run(cfg: QuantConfig, flags: dict[str, str]) -> int:
         return _quant(cfg, save_dir)
     if cfg.user_defined_script is not None or "infer_func" in cfg.explicit:
         return _infer_with_function(cfg)
-    if {"iteration", "batch_size"} & cfg.explicit:
-        raise ConfigError("-i/-bs with -r infer need an infer function (-uds/-if); without one the "
-                          "reference executor runs the -d inputs once")
+    from ptqc.driver.config import FOLDER_FLAGS, IMAGE_FLAGS
+
+    needs_function = sorted(({"iteration", "batch_size"} | set(IMAGE_FLAGS) | set(FOLDER_FLAGS)) & cfg.explicit)
+    if needs_function:
+        raise ConfigError(f"{flags.get(needs_function[0], needs_function[0])} with -r infer needs an infer function "
+                          "(-uds/-if, or -if infer_auto); without one the reference executor runs the -d .npy "
+                          "inputs once")
     return _infer(cfg, save_dir)
 
 

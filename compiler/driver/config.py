@@ -13,10 +13,16 @@ from typing import Any
 from ptqc.errors import ConfigError
 
 RUN_MODES = ("quant", "infer", "convert", "compare")
-QUANT_MODES = ("kl", "min_max", "mse", "percentile", "kl_v2", "all")
+QUANT_MODES = ("kl", "min_max", "mse", "percentile", "kl_v2", "removal_outlier", "all")
 INPUT_DTYPES = ("float32", "int8", "uint8", "int16", "None")
 MIX_STRATEGIES = ("HAWQ", "IOhigh", "initial")
 FRAMEWORKS = ("onnx", "pytorch", "caffe", "paddle", "tensorflow")
+IMAGE_FORMATS = ("RGB", "BGR", "GRAY")
+RESIZE_METHODS = ("LINEAR", "NEAREST", "CUBIC")
+# Options that only an image -d folder honours, and the one every -d folder honours.
+IMAGE_FLAGS = {"image_format": "--image-format", "resize": "--resize", "resize_method": "--resize-method",
+               "center_crop": "--center-crop", "image_mean": "--image-mean", "image_std": "--image-std"}
+FOLDER_FLAGS = {"calibrate_size": "--calibrate-size"}
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,15 @@ class QuantConfig:
     dump_ir: bool = False
     debug: bool = False
     initializers: bool = False
+    # image -d folders, MindSpore Lite's [data_preprocess_param]; image_mean/std normalize the
+    # data, whereas --mean/--std put a normalization into the model
+    image_format: str = "RGB"
+    resize: tuple[int, ...] = ()  # (W, H); () = the model input's size
+    resize_method: str = "LINEAR"
+    center_crop: tuple[int, ...] = ()  # (W, H); () = no crop
+    image_mean: tuple[float, ...] = ()
+    image_std: tuple[float, ...] = ()
+    calibrate_size: int | None = None  # at most this many samples of a -d folder
     explicit: frozenset[str] = field(default_factory=frozenset)
 
     @property
@@ -118,3 +133,29 @@ def _validate(cfg: QuantConfig) -> None:
         raise ConfigError("-gsj and -lsj are mutually exclusive")
     if cfg.load_scale_json and cfg.mix_config:
         raise ConfigError("-lsj and -mc are mutually exclusive")
+    _validate_images(cfg)
+
+
+def _validate_images(cfg: QuantConfig) -> None:
+    if cfg.image_format not in IMAGE_FORMATS:
+        raise ConfigError(f"--image-format: {cfg.image_format!r} is not one of {', '.join(IMAGE_FORMATS)}")
+    if cfg.resize_method not in RESIZE_METHODS:
+        raise ConfigError(f"--resize-method: {cfg.resize_method!r} is not one of {', '.join(RESIZE_METHODS)}")
+    for key in ("resize", "center_crop"):
+        sizes = getattr(cfg, key)
+        if sizes and len(sizes) != 2:
+            raise ConfigError(f"{IMAGE_FLAGS[key]}: give two values W H, got {len(sizes)}")
+        if any(v < 1 for v in sizes):
+            raise ConfigError(f"{IMAGE_FLAGS[key]}: sizes must be positive, got {' '.join(map(str, sizes))}")
+    if bool(cfg.image_mean) != bool(cfg.image_std):
+        raise ConfigError("--image-mean and --image-std must be given together")
+    channels = 1 if cfg.image_format == "GRAY" else 3
+    for key in ("image_mean", "image_std"):
+        values = getattr(cfg, key)
+        if values and len(values) not in (1, channels):
+            raise ConfigError(f"{IMAGE_FLAGS[key]}: {len(values)} values; give 1 or {channels} "
+                              f"(--image-format {cfg.image_format})")
+    if any(v == 0 for v in cfg.image_std):
+        raise ConfigError("--image-std: values must be nonzero")
+    if cfg.calibrate_size is not None and cfg.calibrate_size < 1:
+        raise ConfigError(f"--calibrate-size: must be >= 1, got {cfg.calibrate_size}")

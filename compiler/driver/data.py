@@ -5,12 +5,15 @@ A user script registers ``@onnx_infer_func.register("name")`` on a function taki
 numpy array per model input, in input order), stops after ``executor.iteration`` batches or
 when ``executor.early_stop_flag`` is set, and returns a metric (1 if it has none).  The built-in
 sources are infer functions too: seeded random data (:func:`make_infer_auto`, registered as
-``"infer_auto"``), a ``-d`` folder of ``.npy`` files (:func:`make_npy_folder_func`) and an
+``"infer_auto"``), a ``-d`` folder of ``.npy`` files (:func:`make_npy_folder_func`), of images
+with MindSpore's preprocessing (:func:`make_image_folder_func`) or of raw ``.bin`` buffers
+(:func:`make_bin_folder_func`) -- :func:`make_folder_func` tells which from the files -- and an
 onnxruntime ``CalibrationDataReader`` (:func:`make_reader_func`).  :func:`load_infer_function`
 imports a ``-uds`` script and :func:`run_infer_function` runs one, turning a crash in user code
 into a one-line error naming the user's file and line.
 
-Imports numpy, the standard library and ``ptqc.errors``; nothing else of ptqc.
+Imports numpy, the standard library and ``ptqc.errors`` (Pillow when an image folder is read);
+nothing else of ptqc.
 """
 from __future__ import annotations
 
@@ -197,61 +200,81 @@ infer_auto = onnx_infer_func.register("infer_auto")(make_infer_auto())
 
 # --- a folder of .npy files --------------------------------------------------------------
 
-def make_npy_folder_func(folder: Path) -> InferFunction:
+def make_npy_folder_func(folder: Path, limit: int | None = None) -> InferFunction:
     """``-d`` as an infer function.  Layouts: subfolders (sorted), each one sample holding
     ``<input_name>.npy`` per input; or flat files: every ``*.npy`` (sorted) is one sample of a
     one-input model, and a multi-input model reads ``<input_name>.npy`` once.  A sample has the
     input's full rank or one less (then it is one row).  Consecutive samples are joined along
     axis 0 into batches of ``executor.batch_size``; the last, shorter batch runs too unless an
-    input's batch dim is static.  Files are read one batch at a time."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ConfigError(f"-d/--data {folder}: no such folder")
+    input's batch dim is static.  Files are read one batch at a time.  ``limit`` (MindSpore's
+    ``calibrate_size``) caps the samples read, on top of ``executor.iteration`` batches."""
+    folder = _check_folder(folder)
     if not any(folder.glob("*.npy")) and not any(folder.glob("*/*.npy")):
         raise ConfigError(f"-d/--data {folder}: no .npy files")
 
     def infer_npy_folder(executor: Executor) -> float:
-        samples = _list_samples(folder, executor.input_nodes)
-        used = 0
-        for first_file, arrays in _batch_samples(samples, executor.inputs, executor.batch_size):
-            try:
-                executor.forward(*arrays)
-            except DataError as e:
-                raise DataError(f"{first_file}: {e}") from None
-            used += 1
-            if used == executor.iteration or executor.early_stop_flag:
-                break
-        if used < executor.iteration:
-            log.warning("-d/--data %s: only %d batches of up to %d samples for %d iterations; "
-                        "using %d", folder, used, executor.batch_size, executor.iteration, used)
-        return 1.0
+        return _feed_folder(executor, folder, _list_samples(folder, executor.input_nodes), _load_sample, limit)
     return infer_npy_folder
 
 
-def _list_samples(folder: Path, names: list[str]) -> list[dict[str, Path]]:
-    """The samples of a ``-d`` folder, each ``{input name: .npy path}``, in order."""
+def _check_folder(folder: Path) -> Path:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ConfigError(f"-d/--data {folder}: no such folder")
+    return folder
+
+
+def _feed_folder(executor: Executor, folder: Path, samples: list[dict[str, Path]],
+                 load: Callable[[Path, InputSpec], np.ndarray], limit: int | None) -> float:
+    """Feed ``samples`` (at most ``limit``) in batches until ``executor.iteration`` batches ran
+    or the early-stop flag rose; a batch the model rejects names its first file."""
+    reach = executor.iteration * executor.batch_size
+    if limit is not None and limit > reach and len(samples) > reach:
+        log.warning("-d/--data %s: --calibrate-size %d, but -i %d x -bs %d reads at most %d samples; "
+                    "raise -i to use more", folder, limit, executor.iteration, executor.batch_size, reach)
+    samples = samples if limit is None else samples[:limit]
+    used = 0
+    for first_file, arrays in _batch_samples(samples, executor.inputs, executor.batch_size, load):
+        try:
+            executor.forward(*arrays)
+        except DataError as e:
+            raise DataError(f"{first_file}: {e}") from None
+        used += 1
+        if used == executor.iteration or executor.early_stop_flag:
+            break
+    if used < executor.iteration and (limit is None or limit > used * executor.batch_size):
+        log.warning("-d/--data %s: only %d batches of up to %d samples for %d iterations; "
+                    "using %d", folder, used, executor.batch_size, executor.iteration, used)
+    return 1.0
+
+
+def _list_samples(folder: Path, names: list[str], suffix: str = ".npy") -> list[dict[str, Path]]:
+    """The samples of a ``-d`` folder, each ``{input name: file path}``, in order."""
     subfolders = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if subfolders:
-        return [{name: _require_file(sub, name) for name in names} for sub in subfolders]
+        return [{name: _require_file(sub, name, suffix) for name in names} for sub in subfolders]
     if len(names) == 1:
-        return [{names[0]: path} for path in sorted(folder.glob("*.npy"))]
-    return [{name: _require_file(folder, name) for name in names}]
+        return [{names[0]: path} for path in sorted(folder.glob(f"*{suffix}"))]
+    return [{name: _require_file(folder, name, suffix) for name in names}]
 
 
-def _require_file(folder: Path, name: str) -> Path:
-    path = folder / f"{name}.npy"
+def _require_file(folder: Path, name: str, suffix: str = ".npy") -> Path:
+    path = folder / f"{name}{suffix}"
     if not path.is_file():
-        raise DataError(f"{folder}: no file {name}.npy for input {name!r}")
+        raise DataError(f"{folder}: no file {name}{suffix} for input {name!r}")
     return path
 
 
-def _batch_samples(samples: list[dict[str, Path]], specs: list[InputSpec],
-                   batch_size: int) -> Iterator[tuple[Path, list[np.ndarray]]]:
-    """(first file, one array per input) per batch; holds at most a batch plus one sample."""
+def _batch_samples(samples: list[dict[str, Path]], specs: list[InputSpec], batch_size: int,
+                   load: Callable[[Path, InputSpec], np.ndarray] | None = None
+                   ) -> Iterator[tuple[Path, list[np.ndarray]]]:
+    """(first file, one array per input) per batch; holds at most a batch plus one sample.
+    ``load(path, spec)`` reads one sample (default: a .npy file)."""
+    load = load or _load_sample
     pending: list[list[np.ndarray]] = [[] for _ in specs]
     rows, first_file = 0, None
     for sample in samples:
-        arrays = [_load_sample(sample[spec.name], spec) for spec in specs]
+        arrays = [load(sample[spec.name], spec) for spec in specs]
         sizes = {a.shape[0] for a in arrays}
         if len(sizes) > 1:
             raise DataError(f"{sample[specs[0].name].parent}: sample files have different batch "
@@ -288,6 +311,241 @@ def _load_sample(path: Path, spec: InputSpec) -> np.ndarray:
     if spec.shape is not None and array.ndim == len(spec.shape) - 1:
         array = array[np.newaxis]
     return check_array(array, spec, f"{path}: input {spec.name!r}", batch_dim=False)
+
+
+# --- a folder of images (MindSpore Lite's preprocessing) -----------------------------------
+
+IMAGE_SUFFIXES = (".bmp", ".jpg", ".jpeg", ".png")
+IMAGE_FORMATS = ("RGB", "BGR", "GRAY")
+RESIZE_METHODS = ("LINEAR", "NEAREST", "CUBIC")
+
+
+@dataclass(frozen=True)
+class ImagePreprocess:
+    """MindSpore Lite's ``[data_preprocess_param]`` for image calibration data, applied in its
+    order: load (Pillow, as RGB, or L for GRAY), resize to ``resize_width`` x ``resize_height``
+    with ``resize_method`` (0: the model input's W/H; with only a center crop given, no resize),
+    center crop (0: none), float32 pixel values 0..255, channel order ``image_to_format``,
+    ``(x - normalize_mean) / normalize_std`` (per channel or one value; none when empty, so the
+    model sees raw 0..255 values, as when ``--mean/--std`` put the normalization into the
+    model), then the model input's layout, NCHW or NHWC."""
+
+    image_to_format: str = "RGB"
+    normalize_mean: tuple[float, ...] = ()
+    normalize_std: tuple[float, ...] = ()
+    resize_width: int = 0
+    resize_height: int = 0
+    resize_method: str = "LINEAR"
+    center_crop_width: int = 0
+    center_crop_height: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "normalize_mean", tuple(float(v) for v in self.normalize_mean))
+        object.__setattr__(self, "normalize_std", tuple(float(v) for v in self.normalize_std))
+        if self.image_to_format not in IMAGE_FORMATS:
+            raise ConfigError(f"image_to_format {self.image_to_format!r}: not one of {', '.join(IMAGE_FORMATS)}")
+        if self.resize_method not in RESIZE_METHODS:
+            raise ConfigError(f"resize_method {self.resize_method!r}: not one of {', '.join(RESIZE_METHODS)}")
+        if bool(self.normalize_mean) != bool(self.normalize_std):
+            raise ConfigError("normalize_mean and normalize_std must be given together")
+        for key in ("normalize_mean", "normalize_std"):
+            values = getattr(self, key)
+            if values and len(values) not in (1, self.channels):
+                raise ConfigError(f"{key}: {len(values)} values; give 1 or {self.channels} "
+                                  f"(image_to_format {self.image_to_format})")
+        if 0.0 in self.normalize_std:
+            raise ConfigError("normalize_std: values must be nonzero")
+        for key in ("resize_width", "resize_height", "center_crop_width", "center_crop_height"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"{key}: {getattr(self, key)} is negative")
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.image_to_format == "GRAY" else 3
+
+
+@dataclass(frozen=True)
+class _ImagePlan:
+    """How the images of one input become its arrays: layout, resize size (W, H) or None."""
+    nchw: bool
+    size: tuple[int, int] | None
+    dtype: np.dtype
+
+
+def make_image_folder_func(folder: Path, preprocess: ImagePreprocess | None = None,
+                           limit: int | None = None) -> InferFunction:
+    """``-d`` holding images (``.bmp .jpg .jpeg .png``, any case, sorted by name) for a model
+    with one rank-4 image input, as an infer function: each image goes through ``preprocess``
+    and ``executor.batch_size`` of them make a batch; at most ``executor.iteration`` batches
+    and at most ``limit`` images (MindSpore's ``calibrate_size``) are read, one batch at a time.
+    A multi-input model needs .npy (or .bin) subfolders instead."""
+    folder = _check_folder(folder)
+    preprocess = preprocess or ImagePreprocess()
+    _pillow()
+    if not _image_files(folder):
+        raise DataError(f"-d/--data {folder}: no image files ({', '.join(IMAGE_SUFFIXES)})")
+
+    def infer_image_folder(executor: Executor) -> float:
+        if len(executor.inputs) != 1:
+            raise ConfigError(f"-d/--data {folder}: an image folder feeds a model with one image input; this "
+                              f"model has {len(executor.inputs)} inputs ({', '.join(executor.input_nodes)}): give "
+                              "one subfolder per sample holding <input_name>.npy for every input")
+        spec = executor.inputs[0]
+        plan = _image_plan(spec, preprocess)
+        samples = [{spec.name: path} for path in _image_files(folder)]
+        return _feed_folder(executor, folder, samples,
+                            lambda path, s: _load_image(path, s, preprocess, plan), limit)
+    return infer_image_folder
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir()
+                  if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file())
+
+
+def _image_plan(spec: InputSpec, pre: ImagePreprocess) -> _ImagePlan:
+    """Layout from the input's shape: dim 1 of 1 or 3 -> NCHW, else last dim of 1 or 3 -> NHWC,
+    else (dynamic or ambiguous) NCHW."""
+    shape = spec.shape
+    if shape is None or len(shape) != 4:
+        raise DataError(f"input {spec.name!r} has shape {_show_shape(shape)}; an image folder feeds a rank-4 "
+                        "(NCHW or NHWC) input")
+    _, d1, d2, d3 = shape
+    nhwc = not (_is_static(d1) and d1 in (1, 3)) and _is_static(d3) and d3 in (1, 3)
+    channels, height, width = (d3, d1, d2) if nhwc else (d1, d2, d3)
+    if _is_static(channels) and channels != pre.channels:
+        raise DataError(f"input {spec.name!r} {_show_shape(shape)} has {channels} channels; image format "
+                        f"{pre.image_to_format} gives {pre.channels} (--image-format)")
+    size = None
+    if pre.resize_width or pre.resize_height or not (pre.center_crop_width or pre.center_crop_height):
+        w, h = pre.resize_width or width, pre.resize_height or height
+        if not (_is_static(w) and _is_static(h)):
+            raise DataError(f"input {spec.name!r} {_show_shape(shape)} has a dynamic height or width; give the "
+                            "image size with --resize W H (resize_width/resize_height)")
+        size = (w, h)
+    dtype = np.dtype(spec.dtype)
+    if dtype.kind != "f" and not (dtype == np.uint8 and not pre.normalize_mean):
+        raise DataError(f"input {spec.name!r} has dtype {dtype}; images give float32 (or uint8 without "
+                        "normalization)")
+    return _ImagePlan(not nhwc, size, dtype)
+
+
+def _load_image(path: Path, spec: InputSpec, pre: ImagePreprocess, plan: _ImagePlan) -> np.ndarray:
+    image_module = _pillow()
+    try:
+        with image_module.open(path) as opened:
+            image = opened.convert("L" if pre.image_to_format == "GRAY" else "RGB")
+    except Exception as e:  # noqa: BLE001 - Pillow raises OSError, SyntaxError, ValueError... on bad files
+        raise DataError(f"{path}: unreadable image for input {spec.name!r} ({_one_line(e)})") from None
+    if plan.size is not None and image.size != plan.size:
+        resample = getattr(image_module, "Resampling", image_module)
+        image = image.resize(plan.size, {"LINEAR": resample.BILINEAR, "NEAREST": resample.NEAREST,
+                                         "CUBIC": resample.BICUBIC}[pre.resize_method])
+    crop_w, crop_h = pre.center_crop_width or image.width, pre.center_crop_height or image.height
+    if crop_w > image.width or crop_h > image.height:
+        raise DataError(f"{path}: image {image.width}x{image.height} is smaller than the center crop "
+                        f"{crop_w}x{crop_h} (input {spec.name!r})")
+    if (crop_w, crop_h) != image.size:
+        left, top = (image.width - crop_w) // 2, (image.height - crop_h) // 2
+        image = image.crop((left, top, left + crop_w, top + crop_h))
+    x = np.asarray(image, dtype=np.float32)
+    if x.ndim == 2:
+        x = x[..., np.newaxis]
+    if pre.image_to_format == "BGR":
+        x = x[..., ::-1]
+    if pre.normalize_mean:
+        x = (x - np.asarray(pre.normalize_mean, np.float32)) / np.asarray(pre.normalize_std, np.float32)
+    if plan.nchw:
+        x = x.transpose(2, 0, 1)
+    x = np.ascontiguousarray(x[np.newaxis], dtype=plan.dtype)
+    return check_array(x, spec, f"{path}: input {spec.name!r}", batch_dim=False)
+
+
+def _pillow():
+    try:
+        from PIL import Image
+    except ImportError:
+        raise ConfigError("image calibration data needs Pillow: pip install pillow") from None
+    return Image
+
+
+# --- a folder of raw .bin buffers --------------------------------------------------------
+
+def make_bin_folder_func(folder: Path, limit: int | None = None) -> InferFunction:
+    """``-d`` holding raw little-endian ``.bin`` buffers, as an infer function: each file is one
+    sample (batch dim 1) whose dtype and shape come from the model input, so every dim but the
+    batch must be static.  Layouts as for .npy: flat ``*.bin`` (sorted) for a one-input model,
+    or one subfolder per sample holding ``<input_name>.bin`` per input.  Batching, ``limit``
+    and ``executor.iteration`` as for .npy folders."""
+    folder = _check_folder(folder)
+    if not any(folder.glob("*.bin")) and not any(folder.glob("*/*.bin")):
+        raise DataError(f"-d/--data {folder}: no .bin files")
+
+    def infer_bin_folder(executor: Executor) -> float:
+        for spec in executor.inputs:
+            _bin_shape(spec)
+        return _feed_folder(executor, folder, _list_samples(folder, executor.input_nodes, ".bin"), _load_bin, limit)
+    return infer_bin_folder
+
+
+def _bin_shape(spec: InputSpec) -> tuple[int, ...]:
+    shape = spec.shape
+    if not shape or not all(_is_static(d) for d in shape[1:]):
+        raise DataError(f"input {spec.name!r} has shape {_show_shape(shape)}; .bin files need every dim but the "
+                        "batch static (use .npy files)")
+    if np.dtype(spec.dtype).kind not in "biufc":
+        raise DataError(f"input {spec.name!r} has dtype {spec.dtype}; .bin files hold numbers")
+    return (1, *shape[1:])
+
+
+def _load_bin(path: Path, spec: InputSpec) -> np.ndarray:
+    shape = _bin_shape(spec)
+    dtype = np.dtype(spec.dtype).newbyteorder("<")
+    expected = int(np.prod(shape)) * dtype.itemsize
+    try:
+        size = path.stat().st_size
+        if size == expected:
+            array = np.fromfile(path, dtype=dtype)
+    except OSError as e:
+        raise DataError(f"{path}: unreadable .bin file for input {spec.name!r} ({_one_line(e)})") from None
+    if size != expected:
+        raise DataError(f"{path}: {size} bytes; input {spec.name!r} ({np.dtype(spec.dtype)} "
+                        f"{_show_shape(shape)}) needs {expected}")
+    array = array.reshape(shape).astype(spec.dtype, copy=False)
+    return check_array(array, spec, f"{path}: input {spec.name!r}", batch_dim=False)
+
+
+# --- which folder source ------------------------------------------------------------------
+
+def make_folder_func(folder: Path, preprocess: ImagePreprocess | None = None,
+                     limit: int | None = None) -> tuple[InferFunction, str]:
+    """``-d``: (infer function, its name) for the kind of files the folder and its subfolders
+    hold: images -> :func:`make_image_folder_func`, ``.bin`` -> :func:`make_bin_folder_func`,
+    ``.npy`` -> :func:`make_npy_folder_func`.  Other files are ignored; no known files, or
+    several kinds, is an error listing what was found."""
+    folder = _check_folder(folder)
+    found: dict[str, list[Path]] = {}
+    subfolders = [p for p in folder.iterdir() if not p.name.startswith(".") and p.is_dir()]
+    for path in sorted([*folder.iterdir(), *(q for sub in subfolders for q in sub.iterdir())]):
+        kind = path.suffix if path.suffix in (".npy", ".bin") else \
+            "image" if path.suffix.lower() in IMAGE_SUFFIXES else None
+        if kind and not path.name.startswith(".") and path.is_file():
+            found.setdefault(kind, []).append(path)
+    if not found:
+        raise DataError(f"-d/--data {folder}: no calibration files (.npy, .bin, or images "
+                        f"{' '.join(IMAGE_SUFFIXES)})")
+    if len(found) > 1:
+        listing = "; ".join(
+            f"{len(paths)} {kind} file{'s' if len(paths) > 1 else ''} "
+            f"({', '.join(str(p.relative_to(folder)) for p in paths[:2])}{', ...' if len(paths) > 2 else ''})"
+            for kind, paths in sorted(found.items()))
+        raise DataError(f"-d/--data {folder}: mixed calibration files: {listing}; keep one kind per folder")
+    kind = next(iter(found))
+    if kind == "image":
+        return make_image_folder_func(folder, preprocess, limit), "image folder"
+    if kind == ".bin":
+        return make_bin_folder_func(folder, limit), "bin folder"
+    return make_npy_folder_func(folder, limit), "npy folder"
 
 
 # --- onnxruntime CalibrationDataReader ---------------------------------------------------

@@ -29,15 +29,26 @@ def prepare_pipeline(output_names: tuple[str, ...] = (), mean: tuple[float, ...]
             *convert_pipeline()]
 
 
+def observe_pipeline(scheme: QuantScheme, *, method: str = "min_max", calibrate: bool = True,
+                     executor: str = "onnxruntime", **options) -> list[Pass]:
+    """Specs, then calibration (skipped when a scale JSON is loaded)."""
+    return [AssignQuantSpecs(scheme), *([Calibrate(method, executor, **options)] if calibrate else [])]
+
+
+def materialize_pipeline(scheme: QuantScheme, *, output_dequant: bool = True,
+                         input_dtypes: dict[str, np.dtype] | None = None) -> list[Pass]:
+    """One union-find over all sharing, then Q/DQ.  Runs once per method when one calibration
+    serves several (-qm all)."""
+    return [PropagateRanges(unify=scheme.unify_concat), InsertQDQ(output_dequant=output_dequant,
+                                                                  input_dtypes=input_dtypes)]
+
+
 def quantize_pipeline(scheme: QuantScheme, *, method: str = "min_max", calibrate: bool = True,
                       output_dequant: bool = True, input_dtypes: dict[str, np.dtype] | None = None,
-                      executor: str = "onnxruntime") -> list[Pass]:
-    """The quantizing half: specs, calibration (skipped when a scale JSON is loaded), one
-    union-find over all sharing, Q/DQ materialization."""
-    return [AssignQuantSpecs(scheme),
-            *([Calibrate(method, executor)] if calibrate else []),
-            PropagateRanges(unify=scheme.unify_concat),
-            InsertQDQ(output_dequant=output_dequant, input_dtypes=input_dtypes)]
+                      executor: str = "onnxruntime", **options) -> list[Pass]:
+    """The quantizing half: specs, calibration, range propagation, Q/DQ materialization."""
+    return [*observe_pipeline(scheme, method=method, calibrate=calibrate, executor=executor, **options),
+            *materialize_pipeline(scheme, output_dequant=output_dequant, input_dtypes=input_dtypes)]
 
 
 PIPELINES: dict[str, Callable[[], list[Pass]]] = {"convert": convert_pipeline}

@@ -9,6 +9,8 @@ for both).
 """
 from __future__ import annotations
 
+import copy
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -19,14 +21,14 @@ import numpy as np
 import onnx
 
 from ptqc.driver.config import QuantConfig
-from ptqc.driver.data import (Executor, InputSpec, load_infer_function, make_infer_auto, make_npy_folder_func,
-                              make_reader_func, run_infer_function)
-from ptqc.driver.pipeline import prepare_pipeline, quantize_pipeline
+from ptqc.driver.data import (Executor, InputSpec, load_infer_function, make_infer_auto, make_reader_func,
+                              run_infer_function)
+from ptqc.driver.pipeline import materialize_pipeline, observe_pipeline, prepare_pipeline
 from ptqc.driver.scale_json import load_scale_json, scale_table, write_scale_json
 from ptqc.errors import ConfigError, ModelError
 from ptqc.ir import Graph
 from ptqc.onnx_io import check_model, export_model, import_model, save_model
-from ptqc.pass_manager import (DumpIRInstrument, PassContext, PassManager, PassTiming, TimingInstrument,
+from ptqc.pass_manager import (AnalysisStore, DumpIRInstrument, PassContext, PassManager, PassTiming, TimingInstrument,
                                VerifyInstrument)
 from ptqc.passes.assign_quant_specs import check_weights
 from ptqc.passes.calibration import OBSERVERS
@@ -54,6 +56,7 @@ class QuantReport:
     seconds: dict[str, float] = field(default_factory=dict)
     timings: list[PassTiming] = field(default_factory=list)
     method: str = "min_max"
+    ranking: list["QuantReport"] = field(default_factory=list)  # several -qm: every method's, best first
 
 
 # ------------------------------------------------------------------------ settings
@@ -76,22 +79,16 @@ def scheme_of(config: QuantConfig, family: ChipFamily) -> QuantScheme:
                        unify_concat=config.unify_input_scale, requantize_outputs=not config.output_dequant)
 
 
-def method_of(config: QuantConfig) -> str:
+def methods_of(config: QuantConfig) -> tuple[str, ...]:
+    """``-qm``: kl at 8 bit and min_max at 16 bit by default (the reference tool's defaults);
+    several values, or ``all``, quantize once per method from one calibration run."""
     if len(config.iteration) > 1:
         raise ConfigError("-i/--iteration: several values (ranked multi-runs) are not built yet; give one")
-    if not config.quant_mode:
-        if config.bit_width == 8:
-            log.warning("-qm not given: the 8-bit default kl is not built yet in this version; "
-                        "calibrating with min_max")
-        return "min_max"
     modes = config.effective_quant_modes
-    if len(modes) > 1:
-        raise ConfigError(f"-qm/--quant-mode {' '.join(config.quant_mode)}: several methods (ranked "
-                          "multi-runs) are not built yet; give one")
-    if modes[0] not in OBSERVERS:
-        raise ConfigError(f"-qm/--quant-mode {modes[0]}: not built yet in this version "
-                          f"(available: {', '.join(OBSERVERS)})")
-    return modes[0]
+    unknown = [m for m in modes if m not in OBSERVERS]
+    if unknown:
+        raise ConfigError(f"-qm/--quant-mode {unknown[0]}: unknown method (available: {', '.join(OBSERVERS)})")
+    return tuple(dict.fromkeys(modes))
 
 
 def input_dtypes_of(config: QuantConfig, inputs: list[str]) -> dict[str, np.dtype]:
@@ -108,24 +105,49 @@ def input_dtypes_of(config: QuantConfig, inputs: list[str]) -> dict[str, np.dtyp
 
 # ------------------------------------------------------------------------ data
 def infer_function_of(data: Any, config: QuantConfig) -> tuple[Callable, str]:
-    """The infer function that drives the model over the data: ``data`` (a folder of .npy, an
-    onnxruntime CalibrationDataReader, or an infer function) or, when None, the config's
-    ``-uds/-if``, ``-d`` or the built-in ``infer_auto``."""
-    if data is None:
+    """The infer function that drives the model over the data: ``data`` (a folder of .npy, .bin
+    or image files, an onnxruntime CalibrationDataReader, or an infer function) or, when None,
+    the config's ``-uds/-if``, ``-d`` or the built-in ``infer_auto``.  A folder's files decide
+    its kind (:func:`~ptqc.driver.data.make_folder_func`); an image flag the user set for any
+    other source, or --calibrate-size for a source that is no folder, is refused by name."""
+    from ptqc.driver.config import FOLDER_FLAGS, IMAGE_FLAGS
+    from ptqc.driver.data import ImagePreprocess, make_folder_func
+
+    folder = Path(data) if isinstance(data, (str, Path)) else None
+    if data is None and config.user_defined_script is None and config.infer_func == "infer_auto" \
+            and config.data is not None:
+        folder = Path(config.data)
+    if folder is not None:
+        resize, crop = config.resize or (0, 0), config.center_crop or (0, 0)
+        preprocess = ImagePreprocess(image_to_format=config.image_format, normalize_mean=config.image_mean,
+                                     normalize_std=config.image_std, resize_width=resize[0], resize_height=resize[1],
+                                     resize_method=config.resize_method, center_crop_width=crop[0],
+                                     center_crop_height=crop[1])
+        fn, name = make_folder_func(folder, preprocess, config.calibrate_size)
+    elif data is None:
         if config.user_defined_script is not None or config.infer_func != "infer_auto":
-            return load_infer_function(config.user_defined_script, config.infer_func), config.infer_func
-        if config.data is not None:
-            return make_npy_folder_func(Path(config.data)), "npy folder"
-        return make_infer_auto(config.input_shapes), "infer_auto"
-    if isinstance(data, (str, Path)):
-        return make_npy_folder_func(Path(data)), "npy folder"
-    if hasattr(data, "get_next"):
+            fn, name = load_infer_function(config.user_defined_script, config.infer_func), config.infer_func
+        else:
+            fn, name = make_infer_auto(config.input_shapes), "infer_auto"
+    elif hasattr(data, "get_next"):
         limit = config.iteration[0] if "iteration" in config.explicit else None
-        return make_reader_func(data, limit), type(data).__name__
-    if callable(data):
-        return data, getattr(data, "__name__", "infer function")
-    raise ConfigError(f"calibration data of type {type(data).__name__}: give a folder of .npy files, a "
-                      "CalibrationDataReader or an infer function")
+        fn, name = make_reader_func(data, limit), type(data).__name__
+    elif callable(data):
+        fn, name = data, getattr(data, "__name__", "infer function")
+    else:
+        raise ConfigError(f"calibration data of type {type(data).__name__}: give a folder of .npy, .bin or image "
+                          "files, a CalibrationDataReader or an infer function")
+    honoured = set(FOLDER_FLAGS) if folder is not None else set()
+    if name == "image folder":
+        honoured |= set(IMAGE_FLAGS)
+    flags = {**IMAGE_FLAGS, **FOLDER_FLAGS}
+    refused = sorted(set(flags) & config.explicit - honoured)
+    if refused:
+        what = "an image -d folder" if refused[0] in IMAGE_FLAGS else "a -d folder"
+        source = f"{name} {folder}" if folder is not None else f"{name!r}"
+        raise ConfigError(f"{flags[refused[0]]}: applies only to {what}; the calibration data here comes from "
+                          f"{source}")
+    return fn, name
 
 
 def input_specs(graph: Graph) -> list[InputSpec]:
@@ -159,14 +181,20 @@ def quantize(model: str | Path | onnx.ModelProto, output: str | Path | None = No
     function ``f(executor) -> metric``, or None to use the config's ``-uds/-if``, ``-d`` or
     random data (``infer_auto``).  ``scheme`` overrides what the config and chip decide;
     ``executor`` runs calibration on ``"onnxruntime"`` or on ptqc's numpy ``"reference"``.
+
+    With several methods (``-qm kl mse``, ``-qm all``) one calibration run fills one histogram
+    per tensor that every method reads its range from; each method writes its own model
+    (``<model>_<method>_quantize.onnx``) and the report returned is the best ranked (mean over
+    outputs of the min cosine), every method's report in ``ranking``.
     """
     config = config or QuantConfig()
     logger = logger or log
     family = target_of(config)
     scheme = scheme or scheme_of(config, family)
-    method = method_of(config)  # validated even with -lsj: an unbuilt -qm is refused, never ignored
-    if config.load_scale_json is not None:
-        method = "loaded"
+    methods = methods_of(config)  # validated even with -lsj: a bad -qm is refused, never ignored
+    loaded = config.load_scale_json is not None
+    if loaded:
+        methods = ("loaded",)
     fn, fn_name = infer_function_of(data, config)
     t0 = time.perf_counter()
     graph = import_model(model)
@@ -174,45 +202,88 @@ def quantize(model: str | Path | onnx.ModelProto, output: str | Path | None = No
     timing = TimingInstrument()
     instruments: list = [timing] + ([VerifyInstrument()] if config.debug else [])
     prepare = prepare_pipeline(config.output_name, config.mean, config.std)
-    steps = Path(config.save_dir) / "steps"  # --dump-ir numbers the two halves as one pipeline
-    dumps = ([DumpIRInstrument(steps, save_model, 1)], [DumpIRInstrument(steps, save_model, len(prepare) + 1)]) \
-        if config.dump_ir else ([], [])
+    observe = observe_pipeline(scheme, method=methods[0] if len(methods) == 1 else "kl", calibrate=not loaded,
+                               executor=executor, percent=config.percent)
+    steps = Path(config.save_dir) / "steps"  # --dump-ir numbers the halves as one pipeline
+    dump = (lambda first, folder=steps: [DumpIRInstrument(folder, save_model, first)] if config.dump_ir else [])
     ctx = PassContext(config=config, target=family, logger=logger)
-    graph = PassManager(prepare, instruments + dumps[0]).run(graph, ctx).graph
+    graph = PassManager(prepare, instruments + dump(1)).run(graph, ctx).graph
     float_model = export_model(graph, constants_as_initializers=True)
     t1 = time.perf_counter()
     specs = input_specs(graph)
-    node_of_output = {o: n.name for n in graph.nodes() for o in n.outputs if o}
-    drive = make_drive(fn, fn_name, specs, config, node_of_output)
+    drive = make_drive(fn, fn_name, specs, config, {o: n.name for n in graph.nodes() for o in n.outputs if o})
     ctx = PassContext(config=config, target=family, data=drive, logger=logger, analyses=ctx.analyses)
-    if config.load_scale_json is not None:
+    if loaded:
         ctx.analyses["loaded_params"] = load_scale_json(Path(config.load_scale_json), graph)
-    passes = quantize_pipeline(scheme, method=method, calibrate=config.load_scale_json is None, executor=executor,
-                               output_dequant=config.output_dequant,
-                               input_dtypes=input_dtypes_of(config, [s.name for s in specs]))
-    graph = PassManager(passes, instruments + dumps[1]).run(graph, ctx).graph
-    t2 = time.perf_counter()
+    graph = PassManager(observe, instruments + dump(len(prepare) + 1)).run(graph, ctx).graph
+    observers = ctx.analyses.get("observers") or {}
+    seconds = {"prepare": t1 - t0, "calibrate": time.perf_counter() - t1}
+    input_dtypes = input_dtypes_of(config, [s.name for s in specs])
+    reports = []
+    for method in methods:
+        t2 = time.perf_counter()
+        g, analyses = graph, ctx.analyses
+        if len(methods) > 1:
+            g, analyses = copy.deepcopy(graph), AnalysisStore()
+            analyses.results, analyses.established = dict(ctx.analyses.results), set(ctx.analyses.established)
+            analyses["observers"] = {n: o.with_method(method) for n, o in observers.items()}
+        mctx = dataclasses.replace(ctx, analyses=analyses)
+        first = len(prepare) + len(observe) + 1
+        folder = steps if len(methods) == 1 else steps / method
+        g = PassManager(materialize_pipeline(scheme, output_dequant=config.output_dequant, input_dtypes=input_dtypes),
+                        instruments + dump(first, folder)).run(g, mctx).graph
+        report = _finish(g, float_model, mctx, drive, method, config, evaluate,
+                         _method_path(output, method, len(methods) > 1), external_data)
+        report.timings = timing.timings
+        report.seconds = {**seconds, "quantize": time.perf_counter() - t2 - report.seconds.get("evaluate", 0.0),
+                          **report.seconds}
+        reports.append(report)
+    ranked = sorted(reports, key=lambda r: -_score(r)) if evaluate else reports
+    ranked[0].ranking = ranked
+    return ranked[0]
+
+
+def _score(report: QuantReport) -> float:
+    return float(np.mean([lo for lo, _ in report.cosine.values()])) if report.cosine else -1.0
+
+
+def _method_path(output: str | Path | None, method: str, several: bool) -> Path | None:
+    if output is None or not several:
+        return None if output is None else Path(output)
+    output = Path(output)
+    name = output.name
+    if name.endswith("_quantize.onnx"):
+        return output.with_name(name[: -len("_quantize.onnx")] + f"_{method}_quantize.onnx")
+    return output.with_name(f"{output.stem}_{method}{output.suffix}")
+
+
+def _finish(graph: Graph, float_model: onnx.ModelProto, ctx: PassContext, drive: Callable, method: str,
+            config: QuantConfig, evaluate: bool, output: Path | None, external_data: bool | None) -> QuantReport:
+    """Export and check, evaluate (before anything is written: a failing infer function leaves
+    no output behind), then save the model and the scale JSON."""
+    t0 = time.perf_counter()
     qmodel = export_model(graph, constants_as_initializers=True)
     try:
         check_model(qmodel, "quantized model")
     except ModelError as e:  # our bug, not the user's: say so
         raise RuntimeError(f"ptqc produced an invalid QDQ model: {e}") from None
-    input_params = {n: graph.value(n).meta["quant"] for n in input_dtypes_of(config, [s.name for s in specs])}
+    input_params = {n: graph.value(n).meta["quant"] for n in graph.inputs
+                    if "quant" in graph.value(n).meta and graph.value(n).dtype is not None
+                    and graph.value(n).dtype.kind in "iu"}
     report = QuantReport(qmodel, float_model, None, float_ops=dict(ctx.analyses.get("float_ops", {})),
                          output_params=dict(ctx.analyses.get("output_params", {})), input_params=input_params,
-                         timings=timing.timings, method=method, float_metric=ctx.analyses.get("float_metric"))
-    t3 = time.perf_counter()
-    if evaluate:  # before anything is written: a failing infer function leaves no output behind
+                         method=method, float_metric=ctx.analyses.get("float_metric"))
+    t1 = time.perf_counter()
+    if evaluate:
         report.cosine, report.quant_metric = compare_outputs(float_model, qmodel, drive, report)
-    t4 = time.perf_counter()
+    t2 = time.perf_counter()
     if output is not None:
         table = scale_table(graph, ctx.analyses.get("weight_params")) if config.generate_scale_json else None
         report.output = save_model(qmodel, output, external_data=external_data)
         if table is not None:
-            stem = Path(output).name.removesuffix(".onnx").removesuffix("_quantize")
-            report.scale_json = write_scale_json(table, Path(output).parent / f"{stem}_scale.json")
-    report.seconds = {"prepare": t1 - t0, "quantize": t2 - t1, "evaluate": t4 - t3,
-                      "export": (t3 - t2) + (time.perf_counter() - t4)}
+            stem = output.name.removesuffix(".onnx").removesuffix("_quantize")
+            report.scale_json = write_scale_json(table, output.parent / f"{stem}_scale.json")
+    report.seconds = {"evaluate": t2 - t1, "export": (t1 - t0) + (time.perf_counter() - t2)}
     return report
 
 

@@ -1,9 +1,16 @@
-"""The observer protocol and the ``min_max`` observer.
+"""The observer protocol, the ``min_max`` observer and the histogram observers (``kl``,
+``kl_v2``, ``mse``, ``percentile``, ``removal_outlier``).
 
 An observer is fed batches (``observe``), merges with another observer of the same kind
 fed other batches (``merge``: how calibration is split over processes or machines), and
-answers with a range (``range``) that :func:`ptqc.quant.qparam_from_range` turns into
-parameters (``qparams``).  It keeps fixed-size state, never the activations.
+answers with a range (``range(dtype, symmetric)``: the range depends on how many levels the
+target type has) that :func:`ptqc.quant.qparam_from_range` turns into parameters
+(``qparams``).  It keeps fixed-size state, never the activations.
+
+Merging is exact for every observer here: min_max keeps min and max; the histogram
+observers share the power-of-two histogram of :mod:`.histogram`, whose merge is
+bit-identical to one observer fed everything, in any order.  So the bound "within one
+histogram bin" that a re-binning histogram would need is zero here, and tests check equality.
 """
 from __future__ import annotations
 
@@ -12,6 +19,7 @@ from typing import Callable, Protocol
 import numpy as np
 
 from ptqc.errors import PtqcError
+from ptqc.passes.calibration import histogram
 from ptqc.quant import QuantParam, qparam_from_range
 
 
@@ -24,7 +32,7 @@ class Observer(Protocol):
 
     def observe(self, x: np.ndarray) -> None: ...
     def merge(self, other: "Observer") -> None: ...
-    def range(self) -> tuple[np.ndarray, np.ndarray] | None: ...
+    def range(self, dtype=None, symmetric: bool = False) -> tuple[np.ndarray, np.ndarray] | None: ...
     def qparams(self, dtype, *, symmetric: bool) -> QuantParam: ...
     def reset(self) -> None: ...
 
@@ -74,7 +82,7 @@ class MinMaxObserver:
             self.min, self.max = np.minimum(self.min, other.min), np.maximum(self.max, other.max)
         self.batches += other.batches
 
-    def range(self) -> tuple[np.ndarray, np.ndarray] | None:
+    def range(self, dtype=None, symmetric: bool = False) -> tuple[np.ndarray, np.ndarray] | None:
         return None if self.min is None else (self.min, self.max)
 
     def qparams(self, dtype, *, symmetric: bool) -> QuantParam:
@@ -84,16 +92,205 @@ class MinMaxObserver:
                                  method=self.method, name=self.name)
 
 
-# Factories keyed by the CLI's -qm names.  kl, kl_v2, mse, percentile and removal_outlier are
-# histogram observers that come with the calibration issue; asking for them is refused by
-# name (make_observer), never silently replaced.
-OBSERVERS: dict[str, Callable[..., Observer]] = {"min_max": MinMaxObserver}
+class HistogramObserver:
+    """Exact min/max plus the mergeable power-of-two histogram; ``method`` picks how a range
+    is read from it (one inference can serve every method: :meth:`with_method`).
+
+    * ``percentile``: keep ``percent`` of the values (the reference tool's ``-per``): the
+      ``percent`` quantile of |x| when symmetric, else (1 - percent) / 2 cut at each end.
+    * ``removal_outlier`` (MindSpore's REMOVAL_OUTLIER): cut ``outlier_ratio`` of the values
+      at each end separately, whatever the symmetry, then cover what is left.
+    * ``mse``: the clipping range minimizing the expected squared error, clipping error from
+      the histogram plus rounding noise ``step**2 / 12`` inside; candidates scale both ends by
+      one factor in (0, 1] (200 steps).
+    * ``kl``: TensorRT's entropy calibration on the histogram of |x| with as many levels as the
+      target has on that side (128 for int8, 256 for uint8 data that is never negative).
+    * ``kl_v2``: ``kl`` with two fixes for the cases where it is known to clip too hard: the
+      bin of exact zeros (ReLU output, padding) is left out of both distributions, since a
+      spike there makes every wide threshold look costly; and the threshold never goes below
+      the 0.999 quantile of |x|, so a heavy but meaningful tail keeps its values.
+    With more levels than |x| bins (16-bit), kl and kl_v2 keep the whole range.
+    """
+
+    def __init__(self, name: str = "", axis: int | None = None, *, method: str = "kl", bins: int = 4096,
+                 percent: float = 0.99999, outlier_ratio: float = 1e-4):
+        if axis is not None:
+            raise PtqcError(f"tensor {name!r}: histogram observers are per tensor, not per channel")
+        if bins < 16 or bins & (bins - 1):
+            raise PtqcError(f"histogram bins must be a power of two >= 16, got {bins}")
+        self.name, self.axis, self.method, self.bins = name, None, method, bins
+        self.percent, self.outlier_ratio = percent, outlier_ratio
+        self.reset()
+
+    def reset(self) -> None:
+        self.counts = np.zeros(self.bins, np.int64)
+        self.exponent = -126
+        self.min: float | None = None
+        self.max: float | None = None
+        self.batches = 0
+
+    def with_method(self, method: str) -> "HistogramObserver":
+        other = HistogramObserver(self.name, method=method, bins=self.bins, percent=self.percent,
+                                  outlier_ratio=self.outlier_ratio)
+        other.counts, other.exponent, other.min, other.max, other.batches = (
+            self.counts.copy(), self.exponent, self.min, self.max, self.batches)
+        return other
+
+    def observe(self, x: np.ndarray) -> None:
+        x = np.asarray(x)
+        if x.size == 0:
+            return
+        lo, hi = float(np.min(x)), float(np.max(x))
+        if np.isnan(lo) or np.isnan(hi):
+            raise CalibrationDataError(f"tensor {self.name!r} contains NaN during calibration "
+                                       f"(batch {self.batches + 1}); check the calibration data")
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            x = np.clip(x, -np.finfo(np.float32).max / 4, np.finfo(np.float32).max / 4)  # masks: kept in range
+            lo, hi = float(np.min(x)), float(np.max(x))
+        self._grow(histogram.exponent_for(max(abs(lo), abs(hi))))
+        histogram.accumulate(x, self.counts, self.exponent)
+        self.min = lo if self.min is None else min(self.min, lo)
+        self.max = hi if self.max is None else max(self.max, hi)
+        self.batches += 1
+
+    def _grow(self, exponent: int) -> None:
+        if exponent > self.exponent:
+            self.counts = histogram.coarsen(self.counts, exponent - self.exponent)
+            self.exponent = exponent
+
+    def merge(self, other: "HistogramObserver") -> None:
+        if other.min is None:
+            return
+        self._grow(other.exponent)
+        counts = histogram.coarsen(other.counts, self.exponent - other.exponent)
+        self.counts = self.counts + counts
+        self.min = other.min if self.min is None else min(self.min, other.min)
+        self.max = other.max if self.max is None else max(self.max, other.max)
+        self.batches += other.batches
+
+    # -------------------------------------------------------------- reading a range
+    @property
+    def width(self) -> float:
+        return 2.0 * 2.0 ** self.exponent / self.bins
+
+    def _abs_hist(self) -> np.ndarray:
+        half = self.bins // 2
+        return self.counts[half:] + self.counts[:half][::-1]  # bin m holds |x| in [m, m+1) widths
+
+    def _quantile_edges(self, cut_low: float, cut_high: float) -> tuple[float, float]:
+        """Lower edge of the bin where the cdf passes ``cut_low``, upper edge where it reaches
+        ``1 - cut_high`` (fractions of the count cut at each end)."""
+        cdf = np.cumsum(self.counts) / self.counts.sum()
+        half, w = self.bins // 2, self.width
+        k_lo = int(np.searchsorted(cdf, cut_low, side="right"))
+        k_hi = int(np.searchsorted(cdf, 1.0 - cut_high, side="left"))
+        return (k_lo - half) * w, (min(k_hi, self.bins - 1) - half + 1) * w
+
+    def _abs_quantile(self, q: float) -> float:
+        cdf = np.cumsum(self._abs_hist()) / self.counts.sum()
+        return (int(np.searchsorted(cdf, q, side="left")) + 1) * self.width
+
+    def range(self, dtype=None, symmetric: bool = False) -> tuple[np.ndarray, np.ndarray] | None:
+        if self.min is None:
+            return None
+        lo, hi = self.min, self.max
+        if self.counts.sum() and lo != hi:
+            lo, hi = self._clipped(np.dtype(dtype) if dtype is not None else np.dtype(np.uint8), symmetric)
+        lo, hi = max(lo, self.min), min(hi, self.max)
+        return np.float32(min(lo, 0.0) if self.min <= 0 else lo), np.float32(max(hi, 0.0) if self.max >= 0 else hi)
+
+    def _clipped(self, dtype: np.dtype, symmetric: bool) -> tuple[float, float]:
+        m = self.method
+        if m == "min_max":  # one calibration serving several methods reads min_max here too
+            return self.min, self.max
+        if m == "percentile":
+            if symmetric:
+                t = self._abs_quantile(self.percent)
+                return -t, t
+            cut = (1.0 - self.percent) / 2
+            return self._quantile_edges(cut, cut)
+        if m == "removal_outlier":
+            return self._quantile_edges(self.outlier_ratio, self.outlier_ratio)
+        if m == "mse":
+            return self._mse_range(dtype, symmetric)
+        if m in ("kl", "kl_v2"):
+            return self._kl_range(dtype, symmetric, m == "kl_v2")
+        raise PtqcError(f"unknown histogram method {m!r}")
+
+    def _levels(self, dtype: np.dtype, symmetric: bool) -> int:
+        qmin, qmax = _qrange(dtype, symmetric)
+        levels = qmax - qmin + 1
+        return levels // 2 if (symmetric or self.min < 0) else levels
+
+    def _kl_range(self, dtype: np.dtype, symmetric: bool, v2: bool) -> tuple[float, float]:
+        abs_hist = self._abs_hist()
+        used = int(np.nonzero(abs_hist)[0].max()) + 1  # search only where data is
+        keep = histogram.kl_threshold(abs_hist[:used], self._levels(dtype, symmetric), skip_zero=v2)
+        t = keep * self.width
+        if v2:
+            t = max(t, self._abs_quantile(0.999))
+        return -t, t
+
+    def _mse_range(self, dtype: np.dtype, symmetric: bool) -> tuple[float, float]:
+        qmin, qmax = _qrange(dtype, symmetric)
+        half, w = self.bins // 2, self.width
+        centers = (np.arange(self.bins) - half + 0.5) * w
+        nz = self.counts > 0
+        c, n = centers[nz], self.counts[nz].astype(np.float64)
+        lo0, hi0 = min(self.min, 0.0), max(self.max, 0.0)
+        if symmetric:
+            lo0, hi0 = -max(-lo0, hi0), max(-lo0, hi0)
+        best, best_err = (lo0, hi0), np.inf
+        for a in np.linspace(1.0, 0.005, 200):
+            lo, hi = lo0 * a, hi0 * a
+            step = (hi - lo) / (qmax - qmin)
+            if step <= 0:
+                continue
+            clipped = np.clip(c, lo, hi)
+            err = float(np.sum(n * (c - clipped) ** 2) + np.sum(n[(c >= lo) & (c <= hi)]) * step * step / 12)
+            if err < best_err:
+                best, best_err = (lo, hi), err
+        return best
 
 
-def make_observer(method: str, name: str = "", axis: int | None = None) -> Observer:
+def _histogram_qparams(self, dtype, *, symmetric: bool) -> QuantParam:
+    r = self.range(dtype, symmetric)
+    if r is None:
+        raise CalibrationDataError(f"tensor {self.name!r} was never observed: calibration ran no batch")
+    return qparam_from_range(r[0], r[1], dtype, symmetric=symmetric, method=self.method, name=self.name)
+
+
+HistogramObserver.qparams = _histogram_qparams
+
+
+def _qrange(dtype: np.dtype, symmetric: bool) -> tuple[int, int]:
+    from ptqc.quant import _narrow
+
+    return _narrow(dtype, symmetric)
+
+
+def _histogram_factory(method: str) -> Callable[..., Observer]:
+    def make(name: str = "", axis: int | None = None, **options) -> Observer:
+        return HistogramObserver(name, axis, method=method, **options)
+    make.__name__ = f"{method}_observer"
+    return make
+
+
+# Factories keyed by the CLI's -qm names (plus MindSpore's removal_outlier).
+OBSERVERS: dict[str, Callable[..., Observer]] = {
+    "min_max": MinMaxObserver,
+    **{m: _histogram_factory(m) for m in ("kl", "kl_v2", "mse", "percentile", "removal_outlier")},
+}
+HISTOGRAM_METHODS = frozenset(OBSERVERS) - {"min_max"}
+
+
+def make_observer(method: str, name: str = "", axis: int | None = None, **options) -> Observer:
+    """An observer for ``method``; ``options`` (``percent``, ``bins``...) go to histogram ones."""
     try:
         factory = OBSERVERS[method]
     except KeyError:
-        raise PtqcError(f"-qm/--quant-mode {method}: not built yet in this version "
+        raise PtqcError(f"-qm/--quant-mode {method}: unknown method "
                         f"(available: {', '.join(OBSERVERS)})") from None
-    return factory(name=name, axis=axis)
+    if method == "min_max":
+        return factory(name=name, axis=axis)
+    return factory(name=name, axis=axis, **options)

@@ -158,7 +158,7 @@ def gsj(ws):
 def uds(ws):
     """A ``-uds s.py -if accuracy`` run (no -d): its output and model."""
     save = ws.root / "uds"
-    out = assert_ok(quant(save, "-m", ws.model, "-uds", ws.script, "-if", "accuracy"))
+    out = assert_ok(quant(save, "-m", ws.model, "-uds", ws.script, "-if", "accuracy", "-qm", "min_max"))
     return SimpleNamespace(save=save, out=out, model=save / "digits_quantize.onnx")
 
 
@@ -339,11 +339,10 @@ def test_non_finite_weights_name_the_weight(ws, tmp_path, weight, value):
 @pytest.mark.parametrize("chip, args, needles", [
     ("TX9999", (), ("--chip", "TX9999")),
     ("TX510x", ("-b", "16"), ("bit-width", "TX510x", "16")),
-    *[(None, ("-qm", mode), ("-qm/--quant-mode", mode, "not built yet"))
-      for mode in ("kl", "mse", "percentile", "kl_v2", "all")],
+    (None, ("-gt",), ("-gt/--generate-template", "not built yet")),
+    (None, ("-amr", "0.3"), ("-amr/--auto-mix-ratio", "not built yet")),
     (None, ("-on", "no_such_tensor"), ("-on", "no_such_tensor")),
-], ids=["unknown-chip", "bit-width-rule", "qm-kl", "qm-mse", "qm-percentile", "qm-kl_v2", "qm-all",
-        "on-no-tensor"])
+], ids=["unknown-chip", "bit-width-rule", "gt-not-built", "amr-not-built", "on-no-tensor"])
 def test_target_and_feature_refusals(ws, tmp_path, chip, args, needles):
     save = tmp_path / "out"
     assert_refused(quant(save, "-m", ws.model, "-d", ws.data, *args, chip=chip), save, *needles)
@@ -404,4 +403,4 @@ def test_dump_ir_numbers_every_pass_of_both_halves_once(ws, tmp_path):
 
 def test_iteration_without_an_infer_function_is_refused_for_infer(ws, tmp_path):
     code, _, err = ptqc("quant", "-r", "infer", "-m", ws.model, "-d", ws.data, "-i", "3", "--save-dir", tmp_path)
-    assert_bad_input(code, err, "-i/-bs with -r infer")
+    assert_bad_input(code, err, "-i/--iteration with -r infer needs an infer function")

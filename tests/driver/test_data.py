@@ -200,6 +200,16 @@ def test_folder_stops_at_iteration_batches(tmp_path, caplog):
     assert len(model.feeds) == 2 and caplog.text == ""
 
 
+def test_folder_limit_caps_the_samples_read(tmp_path, caplog):
+    for i in range(5):
+        save(tmp_path / f"img{i}.npy", np.full(3, i, np.float32))
+    executor, model = make_executor(iteration=10, batch_size=2)
+    with caplog.at_level(logging.WARNING, logger="ptqc"):
+        make_npy_folder_func(tmp_path, limit=3)(executor)
+    assert [f["x"][:, 0].tolist() for f in model.feeds] == [[0, 1], [2]]
+    assert caplog.text == ""  # fewer batches than -i because the user asked for fewer samples
+
+
 def test_full_rank_samples_are_split_and_joined_into_batches(tmp_path):
     save(tmp_path / "a.npy", np.arange(9, dtype=np.float32).reshape(3, 3))
     save(tmp_path / "b.npy", np.arange(9, 18, dtype=np.float32).reshape(3, 3))

@@ -43,7 +43,7 @@ def test_nan_is_an_error_naming_the_tensor():
         obs.observe(np.array([1.0, np.nan], np.float32))
 
 
-def test_methods_not_built_are_refused_by_name():
+def test_unknown_methods_are_refused_by_name():
     assert isinstance(make_observer("min_max"), MinMaxObserver)
-    with pytest.raises(PtqcError, match="-qm/--quant-mode kl: not built yet"):
-        make_observer("kl")
+    with pytest.raises(PtqcError, match="-qm/--quant-mode entropy: unknown method"):
+        make_observer("entropy")
