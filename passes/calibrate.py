@@ -15,6 +15,7 @@ from typing import Callable
 
 import numpy as np
 import onnx
+from tqdm import tqdm
 
 from ptqc.errors import PtqcError
 from ptqc.ir import Graph
@@ -45,17 +46,23 @@ class Calibrate(Pass):
         n_out = len(graph.outputs)
         stats = {"batches": 0, "samples": 0}
 
+        bar = tqdm(desc="calibrate", unit="batch", disable=None, leave=False)  # silent unless a terminal
+
         def run(feeds: dict) -> list:
             values = run_model(feeds)
             for n, obs in observers.items():
                 obs.observe(feeds[n] if n in feeds else values[n])
             stats["batches"] += 1
             stats["samples"] += _batch_len(feeds)
+            bar.update(1)
             return [values[o] for o in graph.outputs[:n_out]]
 
         drive = ctx.data or random_data(graph)
         start = time.perf_counter()
-        metric = drive(run)
+        try:
+            metric = drive(run)
+        finally:
+            bar.close()
         seconds = time.perf_counter() - start
         if stats["batches"] == 0:
             raise PtqcError("calibration ran no batch: the data source gave no data")

@@ -2,6 +2,7 @@
 
     python tools/bench.py convert [--repeat 3]
     python tools/bench.py quant [--samples 20] [--models NAME ...]
+    python tools/bench.py calib [--samples 20 200] [--models det rec] [--methods MinMax ...] [--timeout 900]
 
 ``convert``: ptqc's import + cleanup pipeline + export, against onnxruntime's own offline
 graph optimization of the same model (session creation at ORT_ENABLE_EXTENDED writing the
@@ -17,14 +18,28 @@ quantized model is run under onnxruntime on held-out test feeds against the floa
 per output, the min (and mean) cosine over test samples; wall time of each quantize call
 (calibration included) and the ratios; top-1 accuracy on the digits test set.  ``--models``
 keeps the models whose name contains one of the given substrings.
+
+``calib``: calibration alone, ptqc's ``calibrate`` (float cleanup, quant specs, one
+calibration run) against onnxruntime's calibrator called the way its ``quantize_static``
+calls it (``create_calibrator`` over quantize_static's op types, with its default extra
+options -> ``collect_data`` -> ``compute_data``), per method (MinMax/min_max,
+Entropy/kl, Percentile/percentile at 99.999 % on both sides) on PP-OCR det [1,3,96,96] and
+rec [1,3,48,320] with the same standard-normal feeds (sample i from
+``np.random.default_rng(i)``, made on the fly by a reader: no list of samples), at each
+``--samples`` count.  Every run is its own subprocess (``--timeout`` each): wall time of the
+calibration (model load included) and the ratio ptqc/onnxruntime, peak RSS of each and its
+growth from the fewest to the most samples; then the issue's done-when checks.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import re
+import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -46,10 +61,14 @@ import models  # noqa: E402
 from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,  # noqa: E402
                                       QuantType)
 from onnxruntime.quantization import quantize_static as ort_quantize_static  # noqa: E402
+from onnxruntime.quantization.calibrate import create_calibrator  # noqa: E402
+from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry  # noqa: E402
 from onnx.reference import ReferenceEvaluator  # noqa: E402
 from onnxruntime.quantization.shape_inference import quant_pre_process  # noqa: E402
 
+from ptqc.driver.config import QuantConfig  # noqa: E402
 from ptqc.driver.pipeline import build_pipeline  # noqa: E402
+from ptqc.driver.quantize import calibrate as ptqc_calibrate  # noqa: E402
 from ptqc.driver.quantize import quantize_static as ptqc_quantize_static  # noqa: E402
 from ptqc.onnx_io import export_model, import_model  # noqa: E402
 from ptqc.pass_manager import PassContext, PassManager, TimingInstrument  # noqa: E402
@@ -387,19 +406,220 @@ def bench_quant(samples: int, patterns: list[str] | None) -> None:
     print(f"total {time.perf_counter() - t_start:.1f} s")
 
 
+# ------------------------------------------------------------------------------- calib
+CALIB_METHODS = {"MinMax": "min_max", "Entropy": "kl", "Percentile": "percentile"}  # onnxruntime -> ptqc
+_CALIB_SHAPES = {"det": (1, 3, 96, 96), "rec": (1, 3, 48, 320)}  # input "x" of both
+_CALIB_TOOLS = ("ptqc", "ort")
+_NUMBA_PROBE = ("import time; t0 = time.perf_counter(); import numpy as np; "
+                "from ptqc.passes.calibration.observers import make_observer; t1 = time.perf_counter(); "
+                "make_observer('kl').observe(np.ones(10, np.float32)); "
+                "print(t1 - t0, time.perf_counter() - t1)")
+
+
+class _RandomReader(CalibrationDataReader):
+    """``samples`` standard-normal float32 feeds for input ``x``, sample i from
+    ``np.random.default_rng(i)``, each made when asked for (memory does not grow with samples)."""
+
+    def __init__(self, shape: tuple[int, ...], samples: int):
+        self.shape, self.samples, self.given = shape, samples, 0
+
+    def get_next(self):
+        if self.given == self.samples:
+            return None
+        x = np.random.default_rng(self.given).standard_normal(self.shape, dtype=np.float32)
+        self.given += 1
+        return {"x": x}
+
+
+def calib_worker(tool: str, model: str, method: str, samples: int) -> None:
+    """One calibration in this fresh process; prints one JSON line: ``seconds`` (the calibration,
+    model load included), ``peak_kb`` (ru_maxrss at the end), ``base_kb`` (ru_maxrss before it),
+    ``read`` (samples the reader gave), ``tensors`` (ranges computed), or ``error``."""
+    path = models.ppocr_model_paths()[model]
+    reader = _RandomReader(_CALIB_SHAPES[model], samples)
+    out: dict = {"base_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
+    try:
+        if tool == "ptqc":
+            config = QuantConfig(quant_mode=(CALIB_METHODS[method],), percent=0.99999)
+            t0 = time.perf_counter()
+            observers, _ = ptqc_calibrate(str(path), reader, config)
+            out["seconds"] = time.perf_counter() - t0
+            out["tensors"] = len(observers)
+        else:
+            # as quantize_static: its op types, and its calib extra options hold only what the
+            # user set (nothing), so create_calibrator's defaults; CalibPercentile spelled out
+            op_types = list(set(QLinearOpsRegistry) | set(QDQRegistry))
+            extra = {"percentile": 99.999} if method == "Percentile" else {}
+            ort.set_default_logger_severity(3)
+            with tempfile.TemporaryDirectory(prefix="ort.quant.") as tmp, _quiet_ort():
+                t0 = time.perf_counter()
+                calibrator = create_calibrator(Path(path), op_types,
+                                               augmented_model_path=str(Path(tmp) / "augmented_model.onnx"),
+                                               calibrate_method=CalibrationMethod[method],
+                                               use_external_data_format=False, extra_options=extra)
+                calibrator.collect_data(reader)
+                ranges = calibrator.compute_data()
+                out["seconds"] = time.perf_counter() - t0
+                out["tensors"] = len(ranges.data)
+    except Exception as exc:  # noqa: BLE001 - reported in the table
+        out["error"] = _one_line(exc)
+    out["read"] = reader.given
+    out["peak_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps(out))
+
+
+def _calib_run(args: list[str], timeout: float) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "calib-worker", *args]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": "timeout"}
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode or not lines:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        killed = " (SIGKILL: out of memory?)" if proc.returncode == -9 else ""
+        return {"error": f"worker exit code {proc.returncode}{killed}: {tail}"}
+    return json.loads(lines[-1])
+
+
+def bench_calib(samples: list[int], names: list[str], methods: list[str], timeout: float) -> None:
+    t_start = time.perf_counter()
+    if not models.ppocr_model_paths():
+        print(f"note: PP-OCR models not found ({models.PPOCR_PIP})")
+        return
+    samples = sorted(set(samples))
+    probe = subprocess.run([sys.executable, "-c", _NUMBA_PROBE], capture_output=True, text=True)
+    numba = probe.stdout.split() if probe.returncode == 0 else None
+    res: dict[tuple[str, str, str, int], dict] = {}
+    for model in names:
+        for method in methods:
+            for n in samples:
+                for tool in _CALIB_TOOLS:
+                    r = res[tool, model, method, n] = _calib_run([tool, model, method, str(n)], timeout)
+                    print(f"[calib] {tool} {model} {method} {n}: "
+                          + (r["error"] if "error" in r else f"{r['seconds']:.2f} s, {r['peak_kb'] / 1024:.0f} MB"),
+                          file=sys.stderr)
+
+    errors: list[str] = []
+
+    def cell(r: dict, key: str, fmt: str) -> str:
+        if "error" in r:
+            if r["error"] == "timeout":
+                return "timeout"
+            if r["error"] not in errors:
+                errors.append(r["error"])
+            return f"ERR[{errors.index(r['error']) + 1}]"
+        return format(r[key] / 1024 if key == "peak_kb" else r[key], fmt)
+
+    def ratio(model: str, method: str, n: int) -> float | None:
+        p, o = res["ptqc", model, method, n], res["ort", model, method, n]
+        return p["seconds"] / o["seconds"] if "error" not in p and "error" not in o else None
+
+    print("calibration only, PP-OCR det [1,3,96,96] / rec [1,3,48,320], standard-normal feeds; "
+          "one subprocess per run; peak RSS = ru_maxrss of the run's process")
+    header = (f"{'model':<7}{'method':<12}{'samples':>8}{'ptqc s':>10}{'ort s':>10}{'ptqc/ort':>10}"
+              f"{'ptqc peak MB':>14}{'ort peak MB':>13}")
+    print(header)
+    print("-" * len(header))
+    for model in names:
+        for method in methods:
+            for n in samples:
+                p, o = res["ptqc", model, method, n], res["ort", model, method, n]
+                q = ratio(model, method, n)
+                print(f"{model:<7}{method:<12}{n:>8}{cell(p, 'seconds', '.2f'):>10}{cell(o, 'seconds', '.2f'):>10}"
+                      f"{'-' if q is None else f'{q:.3f}':>10}{cell(p, 'peak_kb', '.0f'):>14}"
+                      f"{cell(o, 'peak_kb', '.0f'):>13}")
+
+    lo, hi = samples[0], samples[-1]
+
+    def growth(tool: str, model: str, method: str) -> float | None:
+        a, b = res[tool, model, method, lo], res[tool, model, method, hi]
+        return b["peak_kb"] / a["peak_kb"] - 1 if "error" not in a and "error" not in b else None
+
+    if hi != lo:
+        print(f"\npeak RSS growth, {hi} vs {lo} samples (MB above the process's RSS before calibrating, "
+              f"at {lo} -> {hi})")
+        header = f"{'tool':<6}{'model':<7}{'method':<12}{'growth':>9}{'calib MB':>22}"
+        print(header)
+        print("-" * len(header))
+        for tool in _CALIB_TOOLS:
+            for model in names:
+                for method in methods:
+                    g = growth(tool, model, method)
+                    a, b = res[tool, model, method, lo], res[tool, model, method, hi]
+                    above = "-" if g is None else \
+                        f"{(a['peak_kb'] - a['base_kb']) / 1024:.0f} -> {(b['peak_kb'] - b['base_kb']) / 1024:.0f}"
+                    print(f"{tool:<6}{model:<7}{method:<12}{'-' if g is None else f'{g * 100:+.1f} %':>9}{above:>22}")
+
+    notes = []
+    if numba:
+        notes.append(f"numba load (fresh process): import ptqc observers {float(numba[0]):.2f} s, first kl observe "
+                     f"{float(numba[1]):.2f} s (a ptqc run's time includes its own numba first calls)")
+    else:
+        notes.append(f"numba load probe failed: {(probe.stderr.strip().splitlines() or ['?'])[-1]}")
+    for model in names:
+        counts = {t: sorted({r["tensors"] for (tt, m, _, _), r in res.items() if tt == t and m == model
+                             and "tensors" in r}) for t in _CALIB_TOOLS}
+        notes.append(f"{model}: tensors calibrated: ptqc {counts['ptqc'] or '-'}, ort {counts['ort'] or '-'}")
+    short = [f"{t} {m} {me} {n}: read {r['read']}" for (t, m, me, n), r in res.items()
+             if "read" in r and r["read"] != n]
+    if short:
+        notes.append("reader not fully read: " + "; ".join(short))
+    print("\nnotes:")
+    for line in notes:
+        print(f"  {line}")
+    if errors:
+        print("\nerrors:")
+        for i, msg in enumerate(errors, 1):
+            print(f"  [{i}] {msg}")
+
+    # the issue's done-when checks
+    print()
+    if "rec" in names and "Percentile" in methods and hi != lo:
+        g = growth("ptqc", "rec", "Percentile")
+        a, b = res["ptqc", "rec", "Percentile", lo], res["ptqc", "rec", "Percentile", hi]
+        figures = "n/a" if g is None else \
+            f"{b['peak_kb'] / 1024:.0f} MB vs {a['peak_kb'] / 1024:.0f} MB, {g * 100:+.1f} %"
+        print(f"ptqc PP-OCR rec percentile: peak RSS at {hi} samples within 10 % of peak RSS at {lo}: "
+              f"{'yes' if g is not None and abs(g) <= 0.10 else 'no'} ({figures})")
+    limits = {"MinMax": 0.5, "Entropy": 0.1, "Percentile": 0.1}
+    checks = [(m, me, ratio(m, me, hi), limits[me]) for m in ("det", "rec") if m in names
+              for me in methods]
+    if checks:
+        ok = len(checks) == 6 and all(q is not None and q <= lim for _, _, q, lim in checks)
+        figures = ", ".join(f"{m} {me} {'n/a' if q is None else f'{q:.3f}'}" for m, me, q, _ in checks)
+        print(f"ptqc/ort time at {hi} samples <= 0.5 MinMax, <= 0.1 Entropy and Percentile, det and rec: "
+              f"{'yes' if ok else 'no'} ({figures})")
+    print(f"total {time.perf_counter() - t_start:.1f} s")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="what", required=True)
+    sub = ap.add_subparsers(dest="what", required=True, metavar="{convert,quant,calib}")
     c = sub.add_parser("convert", help="import + cleanup + export vs onnxruntime graph optimization")
     c.add_argument("--repeat", type=int, default=3)
     q = sub.add_parser("quant", help="ptqc quantize_static vs onnxruntime's (accuracy and time)")
     q.add_argument("--samples", type=int, default=20, help="calibration samples per model")
     q.add_argument("--models", nargs="+", metavar="NAME", help="keep models whose name contains one of these")
+    k = sub.add_parser("calib", help="ptqc calibration vs onnxruntime's calibrator (time and peak RSS)")
+    k.add_argument("--samples", type=int, nargs="+", default=[20, 200], help="calibration sample counts")
+    k.add_argument("--models", nargs="+", choices=sorted(_CALIB_SHAPES), default=sorted(_CALIB_SHAPES))
+    k.add_argument("--methods", nargs="+", choices=list(CALIB_METHODS), default=list(CALIB_METHODS))
+    k.add_argument("--timeout", type=float, default=900, help="seconds per subprocess")
+    w = sub.add_parser("calib-worker")  # one run of ``calib``, in its own process; no help: not listed
+    w.add_argument("tool", choices=_CALIB_TOOLS)
+    w.add_argument("model", choices=sorted(_CALIB_SHAPES))
+    w.add_argument("method", choices=list(CALIB_METHODS))
+    w.add_argument("samples", type=int)
     args = ap.parse_args(argv)
     if args.what == "convert":
         bench_convert(args.repeat)
     elif args.what == "quant":
         bench_quant(args.samples, args.models)
+    elif args.what == "calib":
+        bench_calib(args.samples, args.models, args.methods, args.timeout)
+    elif args.what == "calib-worker":
+        calib_worker(args.tool, args.model, args.method, args.samples)
     return 0
 
 

@@ -28,7 +28,7 @@ _COMMON = {"model", "chip", "run_mode", "framework", "save_dir", "log_level"}
 _DATA = {"data", "input_shapes", "infer_func", "user_defined_script", "iteration", "batch_size"}
 _IMAGES = set(IMAGE_FLAGS) | set(FOLDER_FLAGS)  # -d folders: image preprocessing, calibrate_size
 BUILT_FLAGS = {
-    "quant": _COMMON | _DATA | {"bit_width", "quant_mode", "quantize_input_dtype", "output_dequant", "mean", "std",
+    "quant": _COMMON | _DATA | {"bit_width", "quant_mode", "percent", "cache_distribution", "quantize_input_dtype", "output_dequant", "mean", "std",
                                 "output_name", "unify_input_scale", "generate_scale_json", "load_scale_json",
                                 "dump_ir", "debug"} | _IMAGES,
     "convert": _COMMON | {"dump_ir", "debug", "initializers"},
@@ -237,17 +237,24 @@ def _quant(cfg: QuantConfig, save_dir: Path) -> int:
 
 
 def format_quant_summary(cfg: QuantConfig, report) -> str:
+    import numpy as np
+
     s = report.seconds
     lines = [f"ptqc quant: {cfg.model} -> {report.output}",
              f"  method {report.method}, {cfg.bit_width}-bit, chip {cfg.chip}; time {sum(s.values()):.2f} s "
-             f"(prepare {s['prepare']:.2f}, quantize {s['quantize']:.2f}, export {s['export']:.2f}, "
-             f"evaluate {s['evaluate']:.2f})"]
+             f"(prepare {s['prepare']:.2f}, calibrate {s['calibrate']:.2f}, quantize {s['quantize']:.2f}, "
+             f"export {s['export']:.2f}, evaluate {s['evaluate']:.2f})"]
     if report.scale_json:
         lines.append(f"  scales: {report.scale_json}")
     lines.append(f"  {'output':<32}{'min cosine':>12}{'mean cosine':>13}")
     lines += [f"  {name:<32}{lo:>12.6f}{mean:>13.6f}" for name, (lo, mean) in report.cosine.items()]
     if report.float_metric is not None and report.quant_metric is not None:
         lines.append(f"  infer-function metric: float {report.float_metric:.6g}, quantized {report.quant_metric:.6g}")
+    if len(report.ranking) > 1:
+        lines.append(f"  ranked by min cosine (mean over outputs), {len(report.ranking)} methods from one calibration run:")
+        for r in report.ranking:
+            score = np.mean([lo for lo, _ in r.cosine.values()]) if r.cosine else float("nan")
+            lines.append(f"    {r.method:<16}{score:>10.6f}  {r.output or ''}")
     if report.float_ops:
         lines.append("  left in float: " + ", ".join(f"{op} x{len(names)}" for op, names in sorted(report.float_ops.items())))
     return "\n".join(lines)

@@ -30,7 +30,9 @@ from ptqc.ir import Graph
 from ptqc.onnx_io import check_model, export_model, import_model, save_model
 from ptqc.pass_manager import (AnalysisStore, DumpIRInstrument, PassContext, PassManager, PassTiming, TimingInstrument,
                                VerifyInstrument)
+from ptqc.passes import Calibrate
 from ptqc.passes.assign_quant_specs import check_weights
+from ptqc.passes.calibrate import observed_values
 from ptqc.passes.calibration import OBSERVERS
 from ptqc.quant import QuantParam, QuantScheme
 from ptqc.runtime.ort import OrtRunner
@@ -215,7 +217,10 @@ def quantize(model: str | Path | onnx.ModelProto, output: str | Path | None = No
     ctx = PassContext(config=config, target=family, data=drive, logger=logger, analyses=ctx.analyses)
     if loaded:
         ctx.analyses["loaded_params"] = load_scale_json(Path(config.load_scale_json), graph)
-    graph = PassManager(observe, instruments + dump(len(prepare) + 1)).run(graph, ctx).graph
+    if config.cache_distribution is not None and not loaded:
+        graph = _observe_with_cache(graph, ctx, scheme, methods, data, config, instruments, executor)
+    else:
+        graph = PassManager(observe, instruments + dump(len(prepare) + 1)).run(graph, ctx).graph
     observers = ctx.analyses.get("observers") or {}
     seconds = {"prepare": t1 - t0, "calibrate": time.perf_counter() - t1}
     input_dtypes = input_dtypes_of(config, [s.name for s in specs])
@@ -226,14 +231,14 @@ def quantize(model: str | Path | onnx.ModelProto, output: str | Path | None = No
         if len(methods) > 1:
             g, analyses = copy.deepcopy(graph), AnalysisStore()
             analyses.results, analyses.established = dict(ctx.analyses.results), set(ctx.analyses.established)
-            analyses["observers"] = {n: o.with_method(method) for n, o in observers.items()}
+            analyses["observers"] = {n: o.with_method(method, percent=config.percent) for n, o in observers.items()}
         mctx = dataclasses.replace(ctx, analyses=analyses)
         first = len(prepare) + len(observe) + 1
         folder = steps if len(methods) == 1 else steps / method
         g = PassManager(materialize_pipeline(scheme, output_dequant=config.output_dequant, input_dtypes=input_dtypes),
                         instruments + dump(first, folder)).run(g, mctx).graph
         report = _finish(g, float_model, mctx, drive, method, config, evaluate,
-                         _method_path(output, method, len(methods) > 1), external_data)
+                         _method_path(output, method, len(methods) > 1), external_data, data)
         report.timings = timing.timings
         report.seconds = {**seconds, "quantize": time.perf_counter() - t2 - report.seconds.get("evaluate", 0.0),
                           **report.seconds}
@@ -241,6 +246,54 @@ def quantize(model: str | Path | onnx.ModelProto, output: str | Path | None = No
     ranked = sorted(reports, key=lambda r: -_score(r)) if evaluate else reports
     ranked[0].ranking = ranked
     return ranked[0]
+
+
+def _observe_with_cache(graph: Graph, ctx: PassContext, scheme: QuantScheme, methods: tuple[str, ...], data: Any,
+                        config: QuantConfig, instruments: list, executor: str) -> Graph:
+    """``-cd``: specs, then the cached observer states when the key matches, else calibration
+    and a new cache."""
+    from ptqc.driver import cache
+
+    path = Path(config.cache_distribution)
+    fingerprint = cache.data_fingerprint(config, data)  # refuses unfingerprintable data before any work
+    kind = "min_max" if methods == ("min_max",) else "histogram"
+    graph = PassManager(observe_pipeline(scheme, calibrate=False), instruments).run(graph, ctx).graph
+    observed = observed_values(graph)
+    key = cache.cache_key(export_model(graph).SerializeToString(), observed, kind, fingerprint)
+    hit = cache.load(path, key)
+    if hit is not None:
+        observers, ctx.analyses["float_metric"] = hit
+        if kind == "histogram":  # the cache keeps the histogram; this run reads it its own way
+            observers = {n: o.with_method(methods[0], percent=config.percent) for n, o in observers.items()}
+        ctx.analyses["observers"] = observers
+        return graph
+    calibrate_pass = Calibrate(methods[0] if len(methods) == 1 else "kl", executor, percent=config.percent)
+    graph = PassManager([calibrate_pass], instruments).run(graph, ctx).graph
+    cache.save(path, key, ctx.analyses["observers"], ctx.analyses.get("float_metric"))
+    return graph
+
+
+def calibrate(model: str | Path | onnx.ModelProto, data: Any = None, config: QuantConfig | None = None, *,
+              scheme: QuantScheme | None = None, executor: str = "onnxruntime",
+              logger: logging.Logger | None = None) -> tuple[dict, dict[str, tuple[float, float]]]:
+    """Calibration alone (what ``tools/bench.py calib`` times): the float half of the pipeline,
+    specs, one calibration run with the first ``-qm`` method; returns the observers and each
+    observed tensor's range as that method reads it."""
+    config = config or QuantConfig()
+    family = target_of(config)
+    scheme = scheme or scheme_of(config, family)
+    method = methods_of(config)[0]
+    fn, fn_name = infer_function_of(data, config)
+    graph = import_model(model)
+    ctx = PassContext(config=config, target=family, logger=logger or log)
+    graph = PassManager(prepare_pipeline(config.output_name, config.mean, config.std)).run(graph, ctx).graph
+    drive = make_drive(fn, fn_name, input_specs(graph), config)
+    ctx = dataclasses.replace(ctx, data=drive)
+    PassManager(observe_pipeline(scheme, method=method, executor=executor, percent=config.percent)).run(graph, ctx)
+    observers = ctx.analyses["observers"]
+    ranges = {n: tuple(float(v) for v in o.range(scheme.activation_dtype, scheme.activation_symmetric))
+              for n, o in observers.items() if o.range() is not None}
+    return observers, ranges
 
 
 def _score(report: QuantReport) -> float:
@@ -257,8 +310,26 @@ def _method_path(output: str | Path | None, method: str, several: bool) -> Path 
     return output.with_name(f"{output.stem}_{method}{output.suffix}")
 
 
+def _evaluate(float_model: onnx.ModelProto, qmodel: onnx.ModelProto, drive: Callable, report: QuantReport,
+              config: QuantConfig, data: Any):
+    """compare_outputs, or with -cd the stored result for these very model bytes and data."""
+    if config.cache_distribution is None:
+        return compare_outputs(float_model, qmodel, drive, report)
+    from ptqc.driver import cache
+
+    path, fingerprint = Path(config.cache_distribution), cache.data_fingerprint(config, data)
+    blob = qmodel.SerializeToString()
+    stored = cache.load_evaluation(path, blob, fingerprint)
+    if stored is not None:
+        return {k: tuple(v) for k, v in stored["cosine"].items()}, stored["metric"]
+    cos, metric = compare_outputs(float_model, qmodel, drive, report)
+    cache.save_evaluation(path, blob, fingerprint, {"cosine": cos, "metric": metric})
+    return cos, metric
+
+
 def _finish(graph: Graph, float_model: onnx.ModelProto, ctx: PassContext, drive: Callable, method: str,
-            config: QuantConfig, evaluate: bool, output: Path | None, external_data: bool | None) -> QuantReport:
+            config: QuantConfig, evaluate: bool, output: Path | None, external_data: bool | None,
+            data: Any = None) -> QuantReport:
     """Export and check, evaluate (before anything is written: a failing infer function leaves
     no output behind), then save the model and the scale JSON."""
     t0 = time.perf_counter()
@@ -275,7 +346,7 @@ def _finish(graph: Graph, float_model: onnx.ModelProto, ctx: PassContext, drive:
                          method=method, float_metric=ctx.analyses.get("float_metric"))
     t1 = time.perf_counter()
     if evaluate:
-        report.cosine, report.quant_metric = compare_outputs(float_model, qmodel, drive, report)
+        report.cosine, report.quant_metric = _evaluate(float_model, qmodel, drive, report, config, data)
     t2 = time.perf_counter()
     if output is not None:
         table = scale_table(graph, ctx.analyses.get("weight_params")) if config.generate_scale_json else None

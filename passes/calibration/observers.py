@@ -129,9 +129,11 @@ class HistogramObserver:
         self.max: float | None = None
         self.batches = 0
 
-    def with_method(self, method: str) -> "HistogramObserver":
-        other = HistogramObserver(self.name, method=method, bins=self.bins, percent=self.percent,
-                                  outlier_ratio=self.outlier_ratio)
+    def with_method(self, method: str, **options) -> "HistogramObserver":
+        """The same histogram read by ``method`` (``options``: percent, outlier_ratio)."""
+        other = HistogramObserver(self.name, method=method, bins=self.bins,
+                                  percent=options.get("percent", self.percent),
+                                  outlier_ratio=options.get("outlier_ratio", self.outlier_ratio))
         other.counts, other.exponent, other.min, other.max, other.batches = (
             self.counts.copy(), self.exponent, self.min, self.max, self.batches)
         return other
