@@ -3,6 +3,7 @@ same bytes; changed data or model invalidates the cache and says so."""
 import logging
 
 import numpy as np
+import onnx
 import pytest
 
 from ptqc.driver.config import QuantConfig
@@ -48,7 +49,8 @@ def test_changed_data_or_model_invalidates_and_says_so(tmp_path, digits, data, c
         _run(digits.model, tmp_path / "b.onnx", data, cache)
     assert "made for another model, data or method" in caplog.text
     caplog.clear()
-    model = digits.model
+    model = onnx.ModelProto()
+    model.CopyFrom(digits.model)  # the session fixture stays untouched
     model.graph.initializer[0].float_data[:] = []  # same shape, other weights
     w = np.frombuffer(model.graph.initializer[0].raw_data, np.float32).copy() * 1.5
     model.graph.initializer[0].raw_data = w.tobytes()
