@@ -11,6 +11,7 @@ Observers land in ``ctx.analyses["observers"]``; the metric in ``["float_metric"
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -34,12 +35,16 @@ class Calibrate(Pass):
     produces = ("observers",)
     preserves = ("shapes", "activation_groups", "quant_specs", "observers")
 
-    def __init__(self, method: str = "min_max", executor: str = "onnxruntime", **options):
+    def __init__(self, method: str = "min_max", executor: str = "onnxruntime", *, workers: int = 1,
+                 client=None, **options):
         if executor not in ("onnxruntime", "reference"):
             raise PtqcError(f"calibration executor {executor!r}: use onnxruntime or reference")
         self.method, self.executor, self.options = method, executor, options
+        self.workers, self.client = workers, client
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
+        if self.workers > 1 or self.client is not None:
+            return self._run_sharded(graph, ctx)
         names = observed_values(graph)
         observers = {n: make_observer(self.method, n, **self.options) for n in names}
         run_model = self._runner(graph, names)
@@ -73,6 +78,49 @@ class Calibrate(Pass):
         ctx.analyses["calibration_batches"] = stats["batches"]
         return PassResult(graph, False)
 
+    def _run_sharded(self, graph: Graph, ctx: PassContext) -> PassResult:
+        """-cn N (forked worker processes) or a Dask client: worker k of n runs batches k, k+n,
+        ... of a built-in data source with its own model session and observers, and returns
+        their state; the states merge in worker order (exactly: see the observers)."""
+        shard_of = getattr(ctx.data, "shard", None)
+        if shard_of is None:
+            raise PtqcError("-cn/--cpu-num and --dask-scheduler split built-in data sources (-d folders, "
+                            "infer_auto); an infer function (-uds/-if) drives its own loop in one process")
+        names = observed_values(graph)
+        fetch = list(dict.fromkeys(list(graph.outputs) + [n for n in names if n not in graph.inputs]))
+        job = _ShardJob(_model_with_outputs(graph, fetch), list(graph.outputs), fetch, names, self.method,
+                        self.options, shard_of)
+        start = time.perf_counter()
+        if self.client is not None:
+            n = max(1, len(self.client.scheduler_info().get("workers", {})))
+            futures = [self.client.submit(_observe_shard, job, k, n, pure=False) for k in range(n)]
+            results = self.client.gather(futures)
+        else:
+            import multiprocessing
+
+            n = self.workers
+            global _FORKED_JOB
+            _FORKED_JOB = job  # inherited by the forked workers: closures need no pickling
+            try:
+                with multiprocessing.get_context("fork").Pool(n) as pool:
+                    results = pool.starmap(_observe_forked_shard, [(k, n) for k in range(n)])
+            finally:
+                _FORKED_JOB = None
+        observers = results[0][0]
+        for other, _ in results[1:]:
+            for name, obs in observers.items():
+                obs.merge(other[name])
+        batches = sum(b for _, b in results)
+        if batches == 0:
+            raise PtqcError("calibration ran no batch: the data source gave no data")
+        seconds = time.perf_counter() - start
+        ctx.logger.info("calibrate: %d batches over %d workers in %.2f s, %d tensors observed", batches, n,
+                        seconds, len(names))
+        ctx.analyses["observers"] = observers
+        ctx.analyses["float_metric"] = None
+        ctx.analyses["calibration_batches"] = batches
+        return PassResult(graph, False)
+
     def _runner(self, graph: Graph, names: list[str]) -> Callable[[dict], dict]:
         wanted = list(dict.fromkeys(list(graph.outputs) + [n for n in names if n not in graph.inputs]))
         if self.executor == "reference":
@@ -83,15 +131,59 @@ class Calibrate(Pass):
             return lambda feeds: ex.run(feeds, wanted)
         from ptqc.runtime.ort import OrtRunner
 
-        model = export_model(graph, constants_as_initializers=True)
-        declared = {o.name for o in model.graph.output}
-        for n in wanted:
-            if n not in declared:
-                # specs are only put on float tensors; an untyped one (no shape inference ran) is float too
-                elem_type = graph.value(n).elem_type or onnx.TensorProto.FLOAT
-                model.graph.output.append(onnx.helper.make_tensor_value_info(n, elem_type, None))
-        runner = OrtRunner(model.SerializeToString(), wanted)
+        runner = OrtRunner(_model_with_outputs(graph, wanted), wanted)
         return runner.run
+
+
+def _model_with_outputs(graph: Graph, names: list[str]) -> bytes:
+    """The model with every tensor of ``names`` as a graph output: one run gives them all."""
+    model = export_model(graph, constants_as_initializers=True)
+    declared = {o.name for o in model.graph.output}
+    for n in names:
+        if n not in declared:
+            # specs are only put on float tensors; an untyped one (no shape inference ran) is float too
+            elem_type = graph.value(n).elem_type or onnx.TensorProto.FLOAT
+            model.graph.output.append(onnx.helper.make_tensor_value_info(n, elem_type, None))
+    return model.SerializeToString()
+
+
+@dataclass(frozen=True)
+class _ShardJob:
+    model: bytes
+    outputs: list[str]
+    fetch: list[str]
+    names: list[str]
+    method: str
+    options: dict
+    shard_of: Callable
+
+
+_FORKED_JOB: _ShardJob | None = None
+
+
+def _observe_forked_shard(k: int, n: int):
+    return _observe_shard(_FORKED_JOB, k, n)
+
+
+def _observe_shard(job: _ShardJob, k: int, n: int):
+    """One worker's share: (observer states, batches run).  Runs in another process."""
+    import os
+
+    from ptqc.runtime.ort import OrtRunner
+
+    runner = OrtRunner(job.model, job.fetch, threads=max(1, (os.cpu_count() or 1) // n))
+    observers = {name: make_observer(job.method, name, **job.options) for name in job.names}
+    count = [0]
+
+    def run(feeds: dict) -> list:
+        values = runner.run(feeds)
+        for name, obs in observers.items():
+            obs.observe(feeds[name] if name in feeds else values[name])
+        count[0] += 1
+        return [values[o] for o in job.outputs]
+
+    job.shard_of(k, n)(run)
+    return observers, count[0]
 
 
 def observed_values(graph: Graph) -> list[str]:

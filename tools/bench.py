@@ -483,8 +483,9 @@ def _proc_kb(pid: int | str, key: str) -> int:
 
 
 def _calib_run(args: list[str], timeout: float, max_rss_kb: int) -> dict:
-    """One ``calib-worker`` run.  Stopped past ``timeout`` s or ``max_rss_kb`` RSS (before the
-    kernel's OOM killer picks a process, maybe another one): then ``stopped`` says why,
+    """One ``calib-worker`` run.  Stopped past ``timeout`` s, ``max_rss_kb`` RSS or with less than
+    1 GB left available (before the kernel's OOM killer picks a process, maybe another one's):
+    then ``stopped`` says why,
     ``after`` how long its calibration had run (a lower bound of its time) and ``peak_kb``
     its peak RSS so far (VmHWM, a lower bound)."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "calib-worker", *args]
@@ -495,8 +496,8 @@ def _calib_run(args: list[str], timeout: float, max_rss_kb: int) -> dict:
             hwm = max(hwm, _proc_kb(proc.pid, "VmHWM"))
             if time.monotonic() - t0 > timeout:
                 stopped = "timeout"
-            elif _proc_kb(proc.pid, "VmRSS") > max_rss_kb:
-                stopped = "rss"
+            elif _proc_kb(proc.pid, "VmRSS") > max_rss_kb or _proc_kb("meminfo", "MemAvailable") < 2**20:
+                stopped = "memory"
             if stopped:
                 proc.kill()
                 proc.wait()
@@ -561,7 +562,8 @@ def bench_calib(samples: list[int], names: list[str], methods: list[str], timeou
         return "-" if q is None else f"{q[0]}{q[1]:.3f}"
 
     print("calibration only, PP-OCR det [1,3,96,96] / rec [1,3,48,320], standard-normal feeds; one subprocess per "
-          f"run, stopped past {timeout:.0f} s or {max_rss_kb / 2**20:.1f} GB RSS; peak RSS = ru_maxrss of its process")
+          f"run, stopped past {timeout:.0f} s or {max_rss_kb / 2**20:.1f} GB RSS (or < 1 GB available); peak RSS = "
+          "ru_maxrss of its process")
     header = (f"{'model':<7}{'method':<12}{'samples':>8}{'ptqc s':>10}{'ort s':>10}{'ptqc/ort':>10}"
               f"{'ptqc peak MB':>14}{'ort peak MB':>13}")
     print(header)

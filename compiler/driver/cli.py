@@ -28,7 +28,8 @@ _COMMON = {"model", "chip", "run_mode", "framework", "save_dir", "log_level"}
 _DATA = {"data", "input_shapes", "infer_func", "user_defined_script", "iteration", "batch_size"}
 _IMAGES = set(IMAGE_FLAGS) | set(FOLDER_FLAGS)  # -d folders: image preprocessing, calibrate_size
 BUILT_FLAGS = {
-    "quant": _COMMON | _DATA | {"bit_width", "quant_mode", "percent", "cache_distribution", "quantize_input_dtype", "output_dequant", "mean", "std",
+    "quant": _COMMON | _DATA | {"bit_width", "quant_mode", "percent", "cache_distribution", "cpu_num",
+                                "dask_scheduler", "quantize_input_dtype", "output_dequant", "mean", "std",
                                 "output_name", "unify_input_scale", "generate_scale_json", "load_scale_json",
                                 "dump_ir", "debug"} | _IMAGES,
     "convert": _COMMON | {"dump_ir", "debug", "initializers"},
@@ -87,8 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("-amr", "--auto-mix-ratio", type=float, help="low-bit ratio of the generated template (0.5)")
     a("-ams", "--auto-mix-strategy", choices=MIX_STRATEGIES, help="template strategy (initial)")
     a("-du", "--dump", action="store_true", default=None, help="dump every tensor")
-    a("-cn", "--cpu-num", type=int, help="calibration processes (default 5)")
+    a("-cn", "--cpu-num", type=int, help="calibration worker processes (default 1; the reference tool's 5 is not assumed)")
     a("-cd", "--cache-distribution", help="calibration cache file")
+    a("--dask-scheduler", help="calibrate on this Dask cluster (pip install ptqc[dask]), e.g. tcp://host:8786")
     a("-rc", "--run-config", help="run-config JSON")
     a("-w", "--weight", help="weights file (pytorch/caffe/paddle)")
     a("-snn", "--start-node-names", nargs="+", help="tensorflow start nodes")

@@ -60,7 +60,8 @@ class QuantConfig:
     auto_mix_ratio: float = 0.5
     auto_mix_strategy: str = "initial"
     dump: bool = False
-    cpu_num: int = 5
+    cpu_num: int | None = None  # the reference defaults to 5; ptqc shards only when asked (quantize.workers_of)
+    dask_scheduler: str | None = None
     cache_distribution: Path | None = None
     run_config: Path | None = None
     weight: Path | None = None
@@ -127,6 +128,8 @@ def _validate(cfg: QuantConfig) -> None:
         raise ConfigError("-i/--iteration: every value must be >= 1")
     if cfg.batch_size < 1:
         raise ConfigError("-bs/--batch-size: must be >= 1")
+    if cfg.cpu_num is not None and cfg.cpu_num < 1:
+        raise ConfigError(f"-cn/--cpu-num: {cfg.cpu_num} is not >= 1")
     if bool(cfg.mean) != bool(cfg.std):
         raise ConfigError("--mean and --std must be given together")
     if cfg.generate_scale_json and cfg.load_scale_json:

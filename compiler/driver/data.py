@@ -84,7 +84,8 @@ class Executor:
 
     def __init__(self, run: Callable[[dict[str, np.ndarray]], list[np.ndarray]],
                  inputs: list[InputSpec], *, iteration: int = 1, batch_size: int = 1,
-                 dataset: str | None = None, node_of_output: dict[str, str] | None = None):
+                 dataset: str | None = None, node_of_output: dict[str, str] | None = None,
+                 shard: tuple[int, int] | None = None):
         if iteration < 1:
             raise ConfigError(f"-i/--iteration must be at least 1, got {iteration}")
         if batch_size < 1:
@@ -98,6 +99,9 @@ class Executor:
         self.dataset = dataset
         self.early_stop_flag = False
         self.calls = 0
+        # (k, n): this executor runs batches k, k + n, ... and skips the rest (returning no
+        # outputs): one of n workers sharing a built-in data source, which ignores outputs.
+        self.shard = shard
 
     def forward(self, *inputs) -> list[np.ndarray]:
         if len(inputs) != len(self.inputs):
@@ -106,7 +110,8 @@ class Executor:
         batch = self.calls + 1
         feeds = {spec.name: check_array(array, spec, f"input {spec.name!r} of batch {batch}")
                  for spec, array in zip(self.inputs, inputs)}
-        outputs = list(self._run(feeds))
+        mine = self.shard is None or self.calls % self.shard[1] == self.shard[0]
+        outputs = list(self._run(feeds)) if mine else []
         self.calls += 1
         if self.calls >= self.iteration:
             self.early_stop_flag = True

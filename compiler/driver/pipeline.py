@@ -30,9 +30,11 @@ def prepare_pipeline(output_names: tuple[str, ...] = (), mean: tuple[float, ...]
 
 
 def observe_pipeline(scheme: QuantScheme, *, method: str = "min_max", calibrate: bool = True,
-                     executor: str = "onnxruntime", **options) -> list[Pass]:
-    """Specs, then calibration (skipped when a scale JSON is loaded)."""
-    return [AssignQuantSpecs(scheme), *([Calibrate(method, executor, **options)] if calibrate else [])]
+                     executor: str = "onnxruntime", workers: int = 1, client=None, **options) -> list[Pass]:
+    """Specs, then calibration (skipped when a scale JSON is loaded; over ``workers``
+    processes or a Dask ``client`` when given)."""
+    return [AssignQuantSpecs(scheme),
+            *([Calibrate(method, executor, workers=workers, client=client, **options)] if calibrate else [])]
 
 
 def materialize_pipeline(scheme: QuantScheme, *, output_dequant: bool = True,

@@ -30,7 +30,6 @@ from ptqc.ir import Graph
 from ptqc.onnx_io import check_model, export_model, import_model, save_model
 from ptqc.pass_manager import (AnalysisStore, DumpIRInstrument, PassContext, PassManager, PassTiming, TimingInstrument,
                                VerifyInstrument)
-from ptqc.passes import Calibrate
 from ptqc.passes.assign_quant_specs import check_weights
 from ptqc.passes.calibrate import observed_values
 from ptqc.passes.calibration import OBSERVERS
@@ -79,6 +78,22 @@ def scheme_of(config: QuantConfig, family: ChipFamily) -> QuantScheme:
     return QuantScheme(activation_dtype=np.dtype(act), activation_symmetric=symmetric,
                        weight_dtype=np.dtype(np.int8 if bits == 8 else np.int16), per_channel=True,
                        unify_concat=config.unify_input_scale, requantize_outputs=not config.output_dequant)
+
+
+def workers_of(config: QuantConfig, client=None):
+    """(worker processes, Dask client) for calibration: -cn N when given (the reference's
+    default of 5 processes is not applied implicitly: on a small machine, or for an infer
+    function, which cannot be split, one process is right), --dask-scheduler or an API client."""
+    if client is None and config.dask_scheduler:
+        try:
+            from dask.distributed import Client
+        except ImportError:
+            raise ConfigError("--dask-scheduler: Dask is not installed (pip install ptqc[dask])") from None
+        try:
+            client = Client(config.dask_scheduler, timeout="5s")
+        except OSError as e:
+            raise ConfigError(f"--dask-scheduler {config.dask_scheduler}: cannot connect ({e})") from None
+    return config.cpu_num or 1, client
 
 
 def methods_of(config: QuantConfig) -> tuple[str, ...]:
@@ -161,28 +176,37 @@ def input_specs(graph: Graph) -> list[InputSpec]:
     return specs
 
 
+SHARDABLE = ("infer_auto", "npy folder", "image folder", "bin folder")  # built-in sources ignore outputs
+
+
 def make_drive(fn: Callable, name: str, specs: list[InputSpec], config: QuantConfig,
-               node_of_output: dict[str, str] | None = None) -> Callable[[Callable], float]:
-    """``drive(run)``: run the infer function with an executor whose forward calls ``run``."""
+               node_of_output: dict[str, str] | None = None,
+               shard: tuple[int, int] | None = None) -> Callable[[Callable], float]:
+    """``drive(run)``: run the infer function with an executor whose forward calls ``run``.
+    A built-in source's drive also has ``drive.shard(k, n)``: the drive of worker k of n
+    (-cn, Dask), which runs every n-th batch."""
     def drive(run: Callable[[dict], list]) -> float:
         executor = Executor(run, specs, iteration=config.iteration[0], batch_size=config.batch_size,
                             dataset=str(config.data) if config.data is not None else None,
-                            node_of_output=node_of_output)
+                            node_of_output=node_of_output, shard=shard)
         return run_infer_function(fn, executor, name)
+    if name in SHARDABLE and shard is None:
+        drive.shard = lambda k, n: make_drive(fn, name, specs, config, node_of_output, (k, n))
     return drive
 
 
 # ------------------------------------------------------------------------ quantize
 def quantize(model: str | Path | onnx.ModelProto, output: str | Path | None = None, data: Any = None,
              config: QuantConfig | None = None, *, scheme: QuantScheme | None = None, evaluate: bool = True,
-             executor: str = "onnxruntime", external_data: bool | None = None,
+             executor: str = "onnxruntime", external_data: bool | None = None, client=None,
              logger: logging.Logger | None = None) -> QuantReport:
     """Quantize ``model`` to QDQ and (with ``output``) save it atomically.
 
     ``data``: a folder of .npy files, an onnxruntime ``CalibrationDataReader``, an infer
     function ``f(executor) -> metric``, or None to use the config's ``-uds/-if``, ``-d`` or
     random data (``infer_auto``).  ``scheme`` overrides what the config and chip decide;
-    ``executor`` runs calibration on ``"onnxruntime"`` or on ptqc's numpy ``"reference"``.
+    ``executor`` runs calibration on ``"onnxruntime"`` or on ptqc's numpy ``"reference"``;
+    ``client`` (a ``dask.distributed.Client``) spreads it over a Dask cluster.
 
     With several methods (``-qm kl mse``, ``-qm all``) one calibration run fills one histogram
     per tensor that every method reads its range from; each method writes its own model
@@ -198,6 +222,7 @@ def quantize(model: str | Path | onnx.ModelProto, output: str | Path | None = No
     if loaded:
         methods = ("loaded",)
     fn, fn_name = infer_function_of(data, config)
+    workers, client = workers_of(config, client)
     t0 = time.perf_counter()
     graph = import_model(model)
     check_weights(graph)
@@ -205,7 +230,7 @@ def quantize(model: str | Path | onnx.ModelProto, output: str | Path | None = No
     instruments: list = [timing] + ([VerifyInstrument()] if config.debug else [])
     prepare = prepare_pipeline(config.output_name, config.mean, config.std)
     observe = observe_pipeline(scheme, method=methods[0] if len(methods) == 1 else "kl", calibrate=not loaded,
-                               executor=executor, percent=config.percent)
+                               executor=executor, workers=workers, client=client, percent=config.percent)
     steps = Path(config.save_dir) / "steps"  # --dump-ir numbers the halves as one pipeline
     dump = (lambda first, folder=steps: [DumpIRInstrument(folder, save_model, first)] if config.dump_ir else [])
     ctx = PassContext(config=config, target=family, logger=logger)
@@ -218,7 +243,7 @@ def quantize(model: str | Path | onnx.ModelProto, output: str | Path | None = No
     if loaded:
         ctx.analyses["loaded_params"] = load_scale_json(Path(config.load_scale_json), graph)
     if config.cache_distribution is not None and not loaded:
-        graph = _observe_with_cache(graph, ctx, scheme, methods, data, config, instruments, executor)
+        graph = _observe_with_cache(graph, ctx, observe, methods, data, config, instruments)
     else:
         graph = PassManager(observe, instruments + dump(len(prepare) + 1)).run(graph, ctx).graph
     observers = ctx.analyses.get("observers") or {}
@@ -248,8 +273,8 @@ def quantize(model: str | Path | onnx.ModelProto, output: str | Path | None = No
     return ranked[0]
 
 
-def _observe_with_cache(graph: Graph, ctx: PassContext, scheme: QuantScheme, methods: tuple[str, ...], data: Any,
-                        config: QuantConfig, instruments: list, executor: str) -> Graph:
+def _observe_with_cache(graph: Graph, ctx: PassContext, observe: list, methods: tuple[str, ...], data: Any,
+                        config: QuantConfig, instruments: list) -> Graph:
     """``-cd``: specs, then the cached observer states when the key matches, else calibration
     and a new cache."""
     from ptqc.driver import cache
@@ -257,7 +282,8 @@ def _observe_with_cache(graph: Graph, ctx: PassContext, scheme: QuantScheme, met
     path = Path(config.cache_distribution)
     fingerprint = cache.data_fingerprint(config, data)  # refuses unfingerprintable data before any work
     kind = "min_max" if methods == ("min_max",) else "histogram"
-    graph = PassManager(observe_pipeline(scheme, calibrate=False), instruments).run(graph, ctx).graph
+    specs_pass, calibrate_pass = observe
+    graph = PassManager([specs_pass], instruments).run(graph, ctx).graph
     observed = observed_values(graph)
     key = cache.cache_key(export_model(graph).SerializeToString(), observed, kind, fingerprint)
     hit = cache.load(path, key)
@@ -267,7 +293,6 @@ def _observe_with_cache(graph: Graph, ctx: PassContext, scheme: QuantScheme, met
             observers = {n: o.with_method(methods[0], percent=config.percent) for n, o in observers.items()}
         ctx.analyses["observers"] = observers
         return graph
-    calibrate_pass = Calibrate(methods[0] if len(methods) == 1 else "kl", executor, percent=config.percent)
     graph = PassManager([calibrate_pass], instruments).run(graph, ctx).graph
     cache.save(path, key, ctx.analyses["observers"], ctx.analyses.get("float_metric"))
     return graph

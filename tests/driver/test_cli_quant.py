@@ -404,3 +404,13 @@ def test_dump_ir_numbers_every_pass_of_both_halves_once(ws, tmp_path):
 def test_iteration_without_an_infer_function_is_refused_for_infer(ws, tmp_path):
     code, _, err = ptqc("quant", "-r", "infer", "-m", ws.model, "-d", ws.data, "-i", "3", "--save-dir", tmp_path)
     assert_bad_input(code, err, "-i/--iteration with -r infer needs an infer function")
+
+
+def test_cpu_num_shards_and_bad_parallel_settings_are_refused(ws, tmp_path):
+    assert_ok(quant(tmp_path / "cn", "-m", ws.model, "-d", ws.data, "-cn", "2"))
+    assert (tmp_path / "cn" / "digits_quantize.onnx").exists()
+    save = tmp_path / "bad"
+    assert_refused(quant(save, "-m", ws.model, "-d", ws.data, "-cn", "0"), save, "-cn/--cpu-num")
+    assert_refused(quant(save, "-m", ws.model, "-uds", ws.script, "-if", "accuracy", "-cn", "2"), save, "-cn/--cpu-num")
+    assert_refused(quant(save, "-m", ws.model, "-d", ws.data, "--dask-scheduler", "tcp://127.0.0.1:9"), save,
+                   "--dask-scheduler", "cannot connect")
