@@ -7,6 +7,10 @@ drives it over the data (the infer-function protocol: the user's function calls
 model once, with all observed tensors as extra outputs of that one run; each observer takes
 its tensor and the batch is dropped (memory does not grow with the number of batches).
 Observers land in ``ctx.analyses["observers"]``; the metric in ``["float_metric"]``.
+
+With ``workers > 1`` (``-cn``) or a Dask ``client``, a built-in data source (whose drive has
+``shard(k, n)``) is split: worker k of n runs batches k, k + n, ... with its own model session
+and observers, and the observer states merge exactly, in worker order.
 """
 from __future__ import annotations
 
@@ -48,7 +52,6 @@ class Calibrate(Pass):
         names = observed_values(graph)
         observers = {n: make_observer(self.method, n, **self.options) for n in names}
         run_model = self._runner(graph, names)
-        n_out = len(graph.outputs)
         stats = {"batches": 0, "samples": 0}
 
         bar = tqdm(desc="calibrate", unit="batch", disable=None, leave=False)  # silent unless a terminal
@@ -60,7 +63,7 @@ class Calibrate(Pass):
             stats["batches"] += 1
             stats["samples"] += _batch_len(feeds)
             bar.update(1)
-            return [values[o] for o in graph.outputs[:n_out]]
+            return [values[o] for o in graph.outputs]
 
         drive = ctx.data or random_data(graph)
         start = time.perf_counter()

@@ -485,9 +485,8 @@ def _proc_kb(pid: int | str, key: str) -> int:
 def _calib_run(args: list[str], timeout: float, max_rss_kb: int) -> dict:
     """One ``calib-worker`` run.  Stopped past ``timeout`` s, ``max_rss_kb`` RSS or with less than
     1 GB left available (before the kernel's OOM killer picks a process, maybe another one's):
-    then ``stopped`` says why,
-    ``after`` how long its calibration had run (a lower bound of its time) and ``peak_kb``
-    its peak RSS so far (VmHWM, a lower bound)."""
+    then ``stopped`` says why, ``after`` how long its calibration had run (a lower bound of its
+    time) and ``peak_kb`` its peak RSS so far (VmHWM, a lower bound)."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "calib-worker", *args]
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
