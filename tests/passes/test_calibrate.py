@@ -87,5 +87,6 @@ def test_memory_does_not_grow_with_the_number_of_batches():
         tracemalloc.stop()
         return top
 
-    small, large = peak(4), peak(40)
+    peak(2)  # warm-up: one-time imports and caches are not the calibration's memory
+    small, large = min(peak(4), peak(4)), min(peak(40), peak(40))
     assert large <= small * 1.2 + 64 * 1024, (small, large)
