@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterator, TypeVar
 
 import numpy as np
 
+from ptqc.driver.config import IMAGE_FORMATS, RESIZE_METHODS
 from ptqc.errors import ConfigError, PtqcError
 
 log = logging.getLogger("ptqc")
@@ -321,8 +322,6 @@ def _load_sample(path: Path, spec: InputSpec) -> np.ndarray:
 # --- a folder of images (MindSpore Lite's preprocessing) -----------------------------------
 
 IMAGE_SUFFIXES = (".bmp", ".jpg", ".jpeg", ".png")
-IMAGE_FORMATS = ("RGB", "BGR", "GRAY")
-RESIZE_METHODS = ("LINEAR", "NEAREST", "CUBIC")
 
 
 @dataclass(frozen=True)

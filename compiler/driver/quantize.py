@@ -316,8 +316,11 @@ def calibrate(model: str | Path | onnx.ModelProto, data: Any = None, config: Qua
     ctx = dataclasses.replace(ctx, data=drive)
     PassManager(observe_pipeline(scheme, method=method, executor=executor, percent=config.percent)).run(graph, ctx)
     observers = ctx.analyses["observers"]
-    ranges = {n: tuple(float(v) for v in o.range(scheme.activation_dtype, scheme.activation_symmetric))
-              for n, o in observers.items() if o.range() is not None}
+    ranges = {}
+    for n, o in observers.items():
+        r = o.range(scheme.activation_dtype, scheme.activation_symmetric)
+        if r is not None:
+            ranges[n] = (float(r[0]), float(r[1]))
     return observers, ranges
 
 

@@ -29,6 +29,30 @@ def _accumulate(x, counts, inv_width, half):  # pragma: no cover - compiled
         counts[k] += 1
 
 
+@numba.njit(cache=True)
+def _min_max(x):  # pragma: no cover - compiled
+    lo = np.inf
+    hi = -np.inf
+    for i in range(x.shape[0]):
+        v = x[i]
+        if v != v:  # NaN
+            return np.nan, np.nan
+        if v < lo:
+            lo = v
+        if v > hi:
+            hi = v
+    return lo, hi
+
+
+def min_max(x: np.ndarray) -> tuple[float, float]:
+    """(min, max) in one pass; (nan, nan) if any value is NaN."""
+    flat = np.ascontiguousarray(x).reshape(-1)
+    if flat.dtype not in (np.float32, np.float64):
+        flat = flat.astype(np.float64)
+    lo, hi = _min_max(flat)
+    return float(lo), float(hi)
+
+
 def accumulate(x: np.ndarray, counts: np.ndarray, exponent: int) -> None:
     """Add the values of ``x`` (any shape, finite) to ``counts`` over ``[-2**exponent, 2**exponent)``."""
     bins = counts.shape[0]

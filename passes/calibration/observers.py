@@ -142,7 +142,7 @@ class HistogramObserver:
         x = np.asarray(x)
         if x.size == 0:
             return
-        lo, hi = float(np.min(x)), float(np.max(x))
+        lo, hi = histogram.min_max(x)
         if np.isnan(lo) or np.isnan(hi):
             raise CalibrationDataError(f"tensor {self.name!r} contains NaN during calibration "
                                        f"(batch {self.batches + 1}); check the calibration data")
