@@ -14,6 +14,7 @@ and observers, and the observer states merge exactly, in worker order.
 """
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -40,11 +41,15 @@ class Calibrate(Pass):
     preserves = ("shapes", "activation_groups", "quant_specs", "observers")
 
     def __init__(self, method: str = "min_max", executor: str = "onnxruntime", *, workers: int = 1,
-                 client=None, **options):
+                 client=None, snapshots: tuple[int, ...] = (), **options):
         if executor not in ("onnxruntime", "reference"):
             raise PtqcError(f"calibration executor {executor!r}: use onnxruntime or reference")
+        if snapshots and (workers > 1 or client is not None):
+            raise PtqcError("several -i values with -cn/--dask-scheduler: not built yet; give one -i")
         self.method, self.executor, self.options = method, executor, options
         self.workers, self.client = workers, client
+        # batch counts after which a copy of every observer is kept (several -i from one run)
+        self.snapshots = tuple(sorted(set(snapshots)))
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         if self.workers > 1 or self.client is not None:
@@ -55,6 +60,7 @@ class Calibrate(Pass):
         stats = {"batches": 0, "samples": 0}
 
         bar = tqdm(desc="calibrate", unit="batch", disable=None, leave=False)  # silent unless a terminal
+        snapshots: dict[int, dict] = {}
 
         def run(feeds: dict) -> list:
             values = run_model(feeds)
@@ -62,6 +68,8 @@ class Calibrate(Pass):
                 obs.observe(feeds[n] if n in feeds else values[n])
             stats["batches"] += 1
             stats["samples"] += _batch_len(feeds)
+            if stats["batches"] in self.snapshots:
+                snapshots[stats["batches"]] = copy.deepcopy(observers)
             bar.update(1)
             return [values[o] for o in graph.outputs]
 
@@ -79,6 +87,9 @@ class Calibrate(Pass):
         ctx.analyses["observers"] = observers
         ctx.analyses["float_metric"] = metric
         ctx.analyses["calibration_batches"] = stats["batches"]
+        if self.snapshots:
+            snapshots[stats["batches"]] = observers
+            ctx.analyses["observer_snapshots"] = snapshots  # batches seen -> observers then
         return PassResult(graph, False)
 
     def _run_sharded(self, graph: Graph, ctx: PassContext) -> PassResult:

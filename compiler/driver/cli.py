@@ -253,10 +253,11 @@ def format_quant_summary(cfg: QuantConfig, report) -> str:
     if report.float_metric is not None and report.quant_metric is not None:
         lines.append(f"  infer-function metric: float {report.float_metric:.6g}, quantized {report.quant_metric:.6g}")
     if len(report.ranking) > 1:
-        lines.append(f"  ranked by min cosine (mean over outputs), {len(report.ranking)} methods from one calibration run:")
+        lines.append(f"  ranked by min cosine (mean over outputs), {len(report.ranking)} runs from one calibration run:")
+        lines.append(f"    {'method':<16}{'-i':>5}{'min cosine':>12}  model")
         for r in report.ranking:
             score = np.mean([lo for lo, _ in r.cosine.values()]) if r.cosine else float("nan")
-            lines.append(f"    {r.method:<16}{score:>10.6f}  {r.output or ''}")
+            lines.append(f"    {r.method:<16}{r.iteration:>5}{score:>12.6f}  {r.output or ''}")
     if report.float_ops:
         lines.append("  left in float: " + ", ".join(f"{op} x{len(names)}" for op, names in sorted(report.float_ops.items())))
     return "\n".join(lines)

@@ -30,11 +30,14 @@ def prepare_pipeline(output_names: tuple[str, ...] = (), mean: tuple[float, ...]
 
 
 def observe_pipeline(scheme: QuantScheme, *, method: str = "min_max", calibrate: bool = True,
-                     executor: str = "onnxruntime", workers: int = 1, client=None, **options) -> list[Pass]:
+                     executor: str = "onnxruntime", workers: int = 1, client=None, snapshots: tuple[int, ...] = (),
+                     **options) -> list[Pass]:
     """Specs, then calibration (skipped when a scale JSON is loaded; over ``workers``
-    processes or a Dask ``client`` when given)."""
+    processes or a Dask ``client`` when given; keeping observer copies after ``snapshots``
+    batches for several -i values)."""
     return [AssignQuantSpecs(scheme),
-            *([Calibrate(method, executor, workers=workers, client=client, **options)] if calibrate else [])]
+            *([Calibrate(method, executor, workers=workers, client=client, snapshots=snapshots, **options)]
+              if calibrate else [])]
 
 
 def materialize_pipeline(scheme: QuantScheme, *, output_dequant: bool = True,

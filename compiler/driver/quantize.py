@@ -57,7 +57,8 @@ class QuantReport:
     seconds: dict[str, float] = field(default_factory=dict)
     timings: list[PassTiming] = field(default_factory=list)
     method: str = "min_max"
-    ranking: list["QuantReport"] = field(default_factory=list)  # several -qm: every method's, best first
+    ranking: list["QuantReport"] = field(default_factory=list)  # several -qm/-i: every run's, best first
+    iteration: int = 1  # batches its calibration saw
 
 
 # ------------------------------------------------------------------------ settings
@@ -99,8 +100,6 @@ def workers_of(config: QuantConfig, client=None):
 def methods_of(config: QuantConfig) -> tuple[str, ...]:
     """``-qm``: kl at 8 bit and min_max at 16 bit by default (the reference tool's defaults);
     several values, or ``all``, quantize once per method from one calibration run."""
-    if len(config.iteration) > 1:
-        raise ConfigError("-i/--iteration: several values (ranked multi-runs) are not built yet; give one")
     modes = config.effective_quant_modes
     unknown = [m for m in modes if m not in OBSERVERS]
     if unknown:
@@ -147,7 +146,7 @@ def infer_function_of(data: Any, config: QuantConfig) -> tuple[Callable, str]:
         else:
             fn, name = make_infer_auto(config.input_shapes), "infer_auto"
     elif hasattr(data, "get_next"):
-        limit = config.iteration[0] if "iteration" in config.explicit else None
+        limit = max(config.iteration) if "iteration" in config.explicit else None
         fn, name = make_reader_func(data, limit), type(data).__name__
     elif callable(data):
         fn, name = data, getattr(data, "__name__", "infer function")
@@ -186,7 +185,7 @@ def make_drive(fn: Callable, name: str, specs: list[InputSpec], config: QuantCon
     A built-in source's drive also has ``drive.shard(k, n)``: the drive of worker k of n
     (-cn, Dask), which runs every n-th batch."""
     def drive(run: Callable[[dict], list]) -> float:
-        executor = Executor(run, specs, iteration=config.iteration[0], batch_size=config.batch_size,
+        executor = Executor(run, specs, iteration=max(config.iteration), batch_size=config.batch_size,
                             dataset=str(config.data) if config.data is not None else None,
                             node_of_output=node_of_output, shard=shard)
         return run_infer_function(fn, executor, name)
@@ -209,18 +208,23 @@ def quantize(model: str | Path | onnx.ModelProto, output: str | Path | None = No
     ``client`` (a ``dask.distributed.Client``) spreads it over a Dask cluster.
 
     With several methods (``-qm kl mse``, ``-qm all``) one calibration run fills one histogram
-    per tensor that every method reads its range from; each method writes its own model
-    (``<model>_<method>_quantize.onnx``) and the report returned is the best ranked (mean over
-    outputs of the min cosine), every method's report in ``ranking``.
+    per tensor that every method reads its range from; with several ``-i`` values the same run
+    goes to the largest and keeps a copy of every observer after each smaller count.  Each
+    (method, iteration) writes its own model (``<model>_<method>_i<N>_quantize.onnx``) and the
+    report returned is the best ranked (mean over outputs of the min cosine; all evaluated on
+    the same, largest data), every run's report in ``ranking``.
     """
     config = config or QuantConfig()
     logger = logger or log
     family = target_of(config)
     scheme = scheme or scheme_of(config, family)
     methods = methods_of(config)  # validated even with -lsj: a bad -qm is refused, never ignored
+    iterations = tuple(sorted(set(config.iteration)))
     loaded = config.load_scale_json is not None
     if loaded:
-        methods = ("loaded",)
+        methods, iterations = ("loaded",), iterations[-1:]
+    if len(iterations) > 1 and config.cache_distribution is not None:
+        raise ConfigError("-cd/--cache-distribution with several -i values: not built yet; give one -i")
     fn, fn_name = infer_function_of(data, config)
     workers, client = workers_of(config, client)
     t0 = time.perf_counter()
@@ -230,7 +234,8 @@ def quantize(model: str | Path | onnx.ModelProto, output: str | Path | None = No
     instruments: list = [timing] + ([VerifyInstrument()] if config.debug else [])
     prepare = prepare_pipeline(config.output_name, config.mean, config.std)
     observe = observe_pipeline(scheme, method=methods[0] if len(methods) == 1 else "kl", calibrate=not loaded,
-                               executor=executor, workers=workers, client=client, percent=config.percent)
+                               executor=executor, workers=workers, client=client, snapshots=iterations[:-1],
+                               percent=config.percent)
     steps = Path(config.save_dir) / "steps"  # --dump-ir numbers the halves as one pipeline
     dump = (lambda first, folder=steps: [DumpIRInstrument(folder, save_model, first)] if config.dump_ir else [])
     ctx = PassContext(config=config, target=family, logger=logger)
@@ -246,24 +251,29 @@ def quantize(model: str | Path | onnx.ModelProto, output: str | Path | None = No
         graph = _observe_with_cache(graph, ctx, observe, methods, data, config, instruments)
     else:
         graph = PassManager(observe, instruments + dump(len(prepare) + 1)).run(graph, ctx).graph
-    observers = ctx.analyses.get("observers") or {}
+    snapshots = ctx.analyses.get("observer_snapshots") or {iterations[-1]: ctx.analyses.get("observers") or {}}
     seconds = {"prepare": t1 - t0, "calibrate": time.perf_counter() - t1}
     input_dtypes = input_dtypes_of(config, [s.name for s in specs])
+    runs = [(m, i) for i in iterations for m in methods]
     reports = []
-    for method in methods:
+    for method, iteration in runs:
         t2 = time.perf_counter()
+        label = "_".join([method] * (len(methods) > 1) + [f"i{iteration}"] * (len(iterations) > 1))
         g, analyses = graph, ctx.analyses
-        if len(methods) > 1:
+        if len(runs) > 1:
+            observers = snapshots.get(iteration, snapshots[max(snapshots)])  # the data ran out before i batches
             g, analyses = copy.deepcopy(graph), AnalysisStore()
             analyses.results, analyses.established = dict(ctx.analyses.results), set(ctx.analyses.established)
-            analyses["observers"] = {n: o.with_method(method, percent=config.percent) for n, o in observers.items()}
+            analyses["observers"] = {n: o.with_method(method, percent=config.percent) if len(methods) > 1 else o
+                                     for n, o in observers.items()}
         mctx = dataclasses.replace(ctx, analyses=analyses)
         first = len(prepare) + len(observe) + 1
-        folder = steps if len(methods) == 1 else steps / method
+        folder = steps if len(runs) == 1 else steps / label
         g = PassManager(materialize_pipeline(scheme, output_dequant=config.output_dequant, input_dtypes=input_dtypes),
                         instruments + dump(first, folder)).run(g, mctx).graph
         report = _finish(g, float_model, mctx, drive, method, config, evaluate,
-                         _method_path(output, method, len(methods) > 1), external_data, data)
+                         _method_path(output, label, len(runs) > 1), external_data, data)
+        report.iteration = iteration
         report.timings = timing.timings
         report.seconds = {**seconds, "quantize": time.perf_counter() - t2 - report.seconds.get("evaluate", 0.0),
                           **report.seconds}

@@ -414,3 +414,13 @@ def test_cpu_num_shards_and_bad_parallel_settings_are_refused(ws, tmp_path):
     assert_refused(quant(save, "-m", ws.model, "-uds", ws.script, "-if", "accuracy", "-cn", "2"), save, "-cn/--cpu-num")
     assert_refused(quant(save, "-m", ws.model, "-d", ws.data, "--dask-scheduler", "tcp://127.0.0.1:9"), save,
                    "--dask-scheduler", "cannot connect")
+
+
+def test_several_methods_and_iterations_print_a_ranked_table_of_every_run(ws, tmp_path):
+    out = assert_ok(quant(tmp_path, "-m", ws.model, "-d", ws.data, "-qm", "kl", "min_max", "mse",
+                          "-i", "1", "2", "-bs", "2"))
+    rows = re.findall(r"^\s+(kl|min_max|mse)\s+([12])\s+([0-9.]+)\s+(\S+_quantize\.onnx)$", out, re.M)
+    assert sorted((m, i) for m, i, _, _ in rows) == [(m, i) for m in ("kl", "min_max", "mse") for i in "12"]
+    scores = [float(s) for _, _, s, _ in rows]
+    assert scores == sorted(scores, reverse=True)
+    assert len(list(tmp_path.glob("digits_*_i[12]_quantize.onnx"))) == 6

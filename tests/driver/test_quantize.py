@@ -189,3 +189,27 @@ def test_reference_executor_calibrates_to_the_same_model(digits):
     assert scales[0].keys() == scales[1].keys()
     for k in scales[0]:
         np.testing.assert_allclose(scales[0][k], scales[1][k], rtol=1e-5)
+
+
+def test_several_methods_and_iterations_come_from_one_run_and_equal_single_runs(tmp_path, digits):
+    """-qm min_max mse -i 2 4: four models from one calibration run; each is the model a run
+    with that one method and -i gives, byte for byte, and the ranking holds all four."""
+    data = [{"input": digits.x_train[i:i + 8]} for i in range(0, 32, 8)]
+    calls = []
+
+    def feed(executor):
+        for i, f in enumerate(data[:executor.iteration]):
+            calls.append(i)
+            executor.forward(f["input"])
+        return 1.0
+
+    report = quantize(digits.model, tmp_path / "d_quantize.onnx", feed,
+                      QuantConfig(quant_mode=("min_max", "mse"), iteration=(2, 4)))
+    assert sorted((r.method, r.iteration) for r in report.ranking) == [("min_max", 2), ("min_max", 4),
+                                                                        ("mse", 2), ("mse", 4)]
+    assert calls[:4] == [0, 1, 2, 3]  # calibration saw each batch once
+    for method, i in (("mse", 2), ("min_max", 4)):
+        single = quantize(digits.model, None, feed, QuantConfig(quant_mode=(method,), iteration=(i,)),
+                          evaluate=False)
+        written = (tmp_path / f"d_{method}_i{i}_quantize.onnx").read_bytes()
+        assert written == single.model.SerializeToString(), (method, i)
