@@ -9,7 +9,10 @@ identical parameters.  Weights get symmetric per-channel parameters from their d
 get scale = input scale x weight scale in int32.
 
 With ``ctx.analyses["loaded_params"]`` (``-lsj``) the loaded parameters replace calibration;
-the members of a group must agree, or the run stops naming the two tensors.
+the members of a group must agree, or the run stops naming the two tensors.  With
+``ctx.analyses["range_overrides"]`` (an nncase quant scheme: tensor -> (dtype or None, min,
+max)) a group holding an overridden tensor takes that range and type, and a float type (None)
+keeps the whole group float.
 """
 from __future__ import annotations
 
@@ -36,18 +39,27 @@ class PropagateRanges(Pass):
         groups = share_groups(graph, self.unify)
         observers = ctx.analyses.get("observers") or {}
         loaded = ctx.analyses.get("loaded_params")
+        overrides = ctx.analyses.get("range_overrides") or {}
         for root, members in groups.items():
             spec = graph.value(root).meta["qspec"]
-            if loaded is not None and graph.value(root).const is None:
+            override = next((overrides[m] for m in members if m in overrides), None)
+            if override is not None:
+                param = _override_param(members, spec, override)
+            elif loaded is not None and graph.value(root).const is None:
                 param = _loaded_group_param(members, loaded)
             else:
                 param = _group_param(graph, members, spec, observers)
             for m in members:
-                graph.value(m).meta["quant"] = param
+                if param is None:
+                    graph.value(m).meta.pop("quant", None)
+                else:
+                    graph.value(m).meta["quant"] = param
         for v in graph.values():
             spec = v.meta.get("qspec")
             if isinstance(spec, DerivedSpec):
-                v.meta["quant"] = _bias_param(graph, v.name, spec)
+                param = _bias_param(graph, v.name, spec)
+                if param is not None:
+                    v.meta["quant"] = param
         ctx.analyses["quant_groups"] = groups
         return PassResult(graph, False)
 
@@ -149,10 +161,18 @@ def _widen_weight_scale_for_bias(graph: Graph, weight: str, w: QuantParam, x: Qu
     return new
 
 
-def _bias_param(graph: Graph, name: str, spec: DerivedSpec) -> QuantParam:
+def _override_param(members: list[str], spec: PlainSpec, override) -> QuantParam | None:
+    dtype, lo, hi = override
+    if dtype is None:  # the scheme asks for float: the group is not quantized
+        return None
+    return qparam_from_range(np.asarray(lo, np.float64), np.asarray(hi, np.float64), dtype, symmetric=spec.symmetric,
+                             axis=spec.axis if np.ndim(lo) else None, method="override", name=members[0])
+
+
+def _bias_param(graph: Graph, name: str, spec: DerivedSpec) -> QuantParam | None:
     x, w = (graph.value(s).meta.get("quant") for s in spec.sources)
-    if x is None or w is None:
-        raise PtqcError(f"bias {name!r}: its input or weight has no parameters")
+    if x is None or w is None:  # its input or weight stays float (an override): so does the bias
+        return None
     w = _widen_weight_scale_for_bias(graph, spec.sources[1], w, x, graph.value(name).const)
     scale = (np.asarray(x.scale, np.float64) * np.asarray(w.scale, np.float64)).astype(np.float32)
     if spec.axis is None:

@@ -29,7 +29,7 @@ _DATA = {"data", "input_shapes", "infer_func", "user_defined_script", "iteration
 _IMAGES = set(IMAGE_FLAGS) | set(FOLDER_FLAGS)  # -d folders: image preprocessing, calibrate_size
 BUILT_FLAGS = {
     "quant": _COMMON | _DATA | {"bit_width", "quant_mode", "percent", "cache_distribution", "cpu_num",
-                                "dask_scheduler", "quantize_input_dtype", "output_dequant", "mean", "std",
+                                "dask_scheduler", "quant_scheme", "export_quant_scheme", "quantize_input_dtype", "output_dequant", "mean", "std",
                                 "output_name", "unify_input_scale", "generate_scale_json", "load_scale_json",
                                 "dump_ir", "debug"} | _IMAGES,
     "convert": _COMMON | {"dump_ir", "debug", "initializers"},
@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("-du", "--dump", action="store_true", default=None, help="dump every tensor")
     a("-cn", "--cpu-num", type=int, help="calibration worker processes (default 1; the reference tool's 5 is not assumed)")
     a("-cd", "--cache-distribution", help="calibration cache file")
+    a("--quant-scheme", help="nncase quant scheme JSON: its ranges and types override calibration")
+    a("--export-quant-scheme", action="store_true", default=None,
+      help="write {save_dir}/{model}_quant_scheme.json (nncase format)")
     a("--dask-scheduler", help="calibrate on this Dask cluster (pip install ptqc[dask]), e.g. tcp://host:8786")
     a("-rc", "--run-config", help="run-config JSON")
     a("-w", "--weight", help="weights file (pytorch/caffe/paddle)")

@@ -62,6 +62,8 @@ class QuantConfig:
     dump: bool = False
     cpu_num: int | None = None  # the reference defaults to 5; ptqc shards only when asked (quantize.workers_of)
     dask_scheduler: str | None = None
+    quant_scheme: Path | None = None  # nncase quant scheme JSON read as range/type overrides
+    export_quant_scheme: bool = False  # write {model}_quant_scheme.json (nncase format)
     cache_distribution: Path | None = None
     run_config: Path | None = None
     weight: Path | None = None

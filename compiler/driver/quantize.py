@@ -59,6 +59,7 @@ class QuantReport:
     method: str = "min_max"
     ranking: list["QuantReport"] = field(default_factory=list)  # several -qm/-i: every run's, best first
     iteration: int = 1  # batches its calibration saw
+    quant_scheme: Path | None = None  # the nncase scheme written (--export-quant-scheme)
 
 
 # ------------------------------------------------------------------------ settings
@@ -247,6 +248,10 @@ def quantize(model: str | Path | onnx.ModelProto, output: str | Path | None = No
     ctx = PassContext(config=config, target=family, data=drive, logger=logger, analyses=ctx.analyses)
     if loaded:
         ctx.analyses["loaded_params"] = load_scale_json(Path(config.load_scale_json), graph)
+    if config.quant_scheme is not None:
+        from ptqc.driver.nncase_scheme import load_scheme
+
+        ctx.analyses["range_overrides"] = load_scheme(Path(config.quant_scheme), graph)
     if config.cache_distribution is not None and not loaded:
         graph = _observe_with_cache(graph, ctx, observe, methods, data, config, instruments)
     else:
@@ -389,9 +394,14 @@ def _finish(graph: Graph, float_model: onnx.ModelProto, ctx: PassContext, drive:
     if output is not None:
         table = scale_table(graph, ctx.analyses.get("weight_params")) if config.generate_scale_json else None
         report.output = save_model(qmodel, output, external_data=external_data)
+        stem = output.name.removesuffix(".onnx").removesuffix("_quantize")
         if table is not None:
-            stem = output.name.removesuffix(".onnx").removesuffix("_quantize")
             report.scale_json = write_scale_json(table, output.parent / f"{stem}_scale.json")
+        if config.export_quant_scheme:
+            from ptqc.driver.nncase_scheme import export_scheme
+
+            report.quant_scheme = export_scheme(graph, ctx.analyses.get("weight_params") or {},
+                                                output.parent / f"{stem}_quant_scheme.json")
     report.seconds = {"evaluate": t2 - t1, "export": (t1 - t0) + (time.perf_counter() - t2)}
     return report
 

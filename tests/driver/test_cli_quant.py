@@ -424,3 +424,14 @@ def test_several_methods_and_iterations_print_a_ranked_table_of_every_run(ws, tm
     scores = [float(s) for _, _, s, _ in rows]
     assert scores == sorted(scores, reverse=True)
     assert len(list(tmp_path.glob("digits_*_i[12]_quantize.onnx"))) == 6
+
+
+def test_nncase_quant_scheme_export_then_import_from_the_command_line(ws, tmp_path):
+    assert_ok(quant(tmp_path / "a", "-m", ws.model, "-d", ws.data, "--export-quant-scheme"))
+    scheme = tmp_path / "a" / "digits_quant_scheme.json"
+    assert json.loads(scheme.read_text())["Outputs"]
+    assert_ok(quant(tmp_path / "b", "-m", ws.model, "-d", ws.data, "--quant-scheme", scheme))
+    assert (tmp_path / "a" / "digits_quantize.onnx").read_bytes() == (tmp_path / "b" / "digits_quantize.onnx").read_bytes()
+    save = tmp_path / "c"
+    assert_refused(quant(save, "-m", ws.model, "-d", ws.data, "--quant-scheme", tmp_path / "none.json"), save,
+                   "--quant-scheme", "no such file")
