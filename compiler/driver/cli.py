@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import NoReturn, Sequence
 
 from ptqc.driver.config import (FOLDER_FLAGS, FRAMEWORKS, IMAGE_FLAGS, IMAGE_FORMATS, INPUT_DTYPES, MIX_STRATEGIES,
-                                QUANT_MODES, RESIZE_METHODS, RUN_MODES, QuantConfig, from_cli)
+                                QUANT_MODES, RESIZE_METHODS, RUN_MODES, QuantConfig, from_cli, with_ini)
 from ptqc.errors import ConfigError, PtqcError
 from ptqc.targets.families import chip_names, family_of
 
@@ -29,7 +29,8 @@ _DATA = {"data", "input_shapes", "infer_func", "user_defined_script", "iteration
 _IMAGES = set(IMAGE_FLAGS) | set(FOLDER_FLAGS)  # -d folders: image preprocessing, calibrate_size
 BUILT_FLAGS = {
     "quant": _COMMON | _DATA | {"bit_width", "quant_mode", "percent", "cache_distribution", "cpu_num",
-                                "dask_scheduler", "quant_scheme", "export_quant_scheme", "quantize_input_dtype", "output_dequant", "mean", "std",
+                                "dask_scheduler", "quant_scheme", "export_quant_scheme", "config_file",
+                                "per_channel", "skip_quant_nodes", "debug_info_save_path", "quantize_input_dtype", "output_dequant", "mean", "std",
                                 "output_name", "unify_input_scale", "generate_scale_json", "load_scale_json",
                                 "dump_ir", "debug"} | _IMAGES,
     "convert": _COMMON | {"dump_ir", "debug", "initializers"},
@@ -90,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("-du", "--dump", action="store_true", default=None, help="dump every tensor")
     a("-cn", "--cpu-num", type=int, help="calibration worker processes (default 1; the reference tool's 5 is not assumed)")
     a("-cd", "--cache-distribution", help="calibration cache file")
+    a("--config_file", "--config-file", dest="config_file", help="MindSpore Lite PTQ INI ([common_quant_param], "
+      "[data_preprocess_param], [full_quant_param])")
     a("--quant-scheme", help="nncase quant scheme JSON: its ranges and types override calibration")
     a("--export-quant-scheme", action="store_true", default=None,
       help="write {save_dir}/{model}_quant_scheme.json (nncase format)")
@@ -127,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     _configure_logging(3 if level is None else level)
     try:
-        cfg = from_cli(values)
+        cfg = with_ini(from_cli(values))
         return _run(cfg, _flag_names(parser))
     except PtqcError as e:
         return _fail(e)

@@ -63,6 +63,10 @@ class QuantConfig:
     cpu_num: int | None = None  # the reference defaults to 5; ptqc shards only when asked (quantize.workers_of)
     dask_scheduler: str | None = None
     quant_scheme: Path | None = None  # nncase quant scheme JSON read as range/type overrides
+    config_file: Path | None = None  # MindSpore Lite PTQ INI (--config_file), loaded by with_ini
+    per_channel: bool = True
+    skip_quant_nodes: tuple[str, ...] = ()  # MindSpore skip_quant_node: these nodes stay float
+    debug_info_save_path: Path | None = None  # MindSpore debug reports (CSV) go here
     export_quant_scheme: bool = False  # write {model}_quant_scheme.json (nncase format)
     cache_distribution: Path | None = None
     run_config: Path | None = None
@@ -113,6 +117,21 @@ def from_cli(values: dict[str, Any]) -> QuantConfig:
             value = Path(value)
         kwargs[key] = value
     cfg = QuantConfig(**kwargs, explicit=frozenset(explicit))
+    _validate(cfg)
+    return cfg
+
+
+def with_ini(cfg: QuantConfig) -> QuantConfig:
+    """``--config_file``: the MindSpore INI's values for every field the command line did not set
+    (explicit flags win), validated like flags."""
+    if cfg.config_file is None:
+        return cfg
+    from dataclasses import replace
+
+    from ptqc.driver.mindspore_ini import load_ini
+
+    ini = {k: v for k, v in load_ini(Path(cfg.config_file)).items() if k not in cfg.explicit}
+    cfg = replace(cfg, **ini, explicit=cfg.explicit | frozenset(ini))
     _validate(cfg)
     return cfg
 

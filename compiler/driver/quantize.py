@@ -20,7 +20,7 @@ from typing import Any, Callable
 import numpy as np
 import onnx
 
-from ptqc.driver.config import QuantConfig
+from ptqc.driver.config import QuantConfig, with_ini
 from ptqc.driver.data import (Executor, InputSpec, load_infer_function, make_infer_auto, make_reader_func,
                               run_infer_function)
 from ptqc.driver.pipeline import materialize_pipeline, observe_pipeline, prepare_pipeline
@@ -78,8 +78,9 @@ def scheme_of(config: QuantConfig, family: ChipFamily) -> QuantScheme:
     symmetric = family.activation_symmetric or bits == 16
     act = {8: np.int8 if symmetric else np.uint8, 16: np.int16}[bits]
     return QuantScheme(activation_dtype=np.dtype(act), activation_symmetric=symmetric,
-                       weight_dtype=np.dtype(np.int8 if bits == 8 else np.int16), per_channel=True,
-                       unify_concat=config.unify_input_scale, requantize_outputs=not config.output_dequant)
+                       weight_dtype=np.dtype(np.int8 if bits == 8 else np.int16), per_channel=config.per_channel,
+                       unify_concat=config.unify_input_scale, requantize_outputs=not config.output_dequant,
+                       nodes_to_exclude=frozenset(config.skip_quant_nodes))
 
 
 def workers_of(config: QuantConfig, client=None):
@@ -215,7 +216,7 @@ def quantize(model: str | Path | onnx.ModelProto, output: str | Path | None = No
     report returned is the best ranked (mean over outputs of the min cosine; all evaluated on
     the same, largest data), every run's report in ``ranking``.
     """
-    config = config or QuantConfig()
+    config = with_ini(config or QuantConfig())
     logger = logger or log
     family = target_of(config)
     scheme = scheme or scheme_of(config, family)
@@ -277,7 +278,8 @@ def quantize(model: str | Path | onnx.ModelProto, output: str | Path | None = No
         g = PassManager(materialize_pipeline(scheme, output_dequant=config.output_dequant, input_dtypes=input_dtypes),
                         instruments + dump(first, folder)).run(g, mctx).graph
         report = _finish(g, float_model, mctx, drive, method, config, evaluate,
-                         _method_path(output, label, len(runs) > 1), external_data, data)
+                         _method_path(output, label, len(runs) > 1), external_data, data,
+                         label if len(runs) > 1 else None)
         report.iteration = iteration
         report.timings = timing.timings
         report.seconds = {**seconds, "quantize": time.perf_counter() - t2 - report.seconds.get("evaluate", 0.0),
@@ -372,7 +374,7 @@ def _evaluate(float_model: onnx.ModelProto, qmodel: onnx.ModelProto, drive: Call
 
 def _finish(graph: Graph, float_model: onnx.ModelProto, ctx: PassContext, drive: Callable, method: str,
             config: QuantConfig, evaluate: bool, output: Path | None, external_data: bool | None,
-            data: Any = None) -> QuantReport:
+            data: Any = None, label: str | None = None) -> QuantReport:
     """Export and check, evaluate (before anything is written: a failing infer function leaves
     no output behind), then save the model and the scale JSON."""
     t0 = time.perf_counter()
@@ -397,6 +399,12 @@ def _finish(graph: Graph, float_model: onnx.ModelProto, ctx: PassContext, drive:
         stem = output.name.removesuffix(".onnx").removesuffix("_quantize")
         if table is not None:
             report.scale_json = write_scale_json(table, output.parent / f"{stem}_scale.json")
+        if config.debug_info_save_path is not None:
+            from ptqc.driver.debug_report import write_debug_reports
+
+            folder = Path(config.debug_info_save_path) / (label or "")  # several runs: one folder each
+            write_debug_reports(folder, float_model, qmodel, graph, ctx.analyses.get("weight_params") or {},
+                                drive, cosine)
         if config.export_quant_scheme:
             from ptqc.driver.nncase_scheme import export_scheme
 

@@ -1,0 +1,131 @@
+"""MindSpore Lite's post-training quantization INI (``--config_file x.ini``), loaded into
+QuantConfig fields.
+
+Sections and keys that map to ptqc: ``[common_quant_param]`` quant_type=FULL_QUANT, bit_num
+(8 or 16), skip_quant_node, debug_info_save_path; ``[data_preprocess_param]`` calibrate_path
+(``input:dir``, one input), calibrate_size, input_type (IMAGE/BIN), image_to_format,
+normalize_mean/std, resize_width/height/method, center_crop_width/height;
+``[full_quant_param]`` activation_quant_method (MAX_MIN, KL, REMOVAL_OUTLIER), per_channel,
+bias_correction=false.  Anything else (weight-only and dynamic quantization, mixed-bit weights,
+bias correction, target devices, Ascend options) is an error naming the section and key:
+never silently ignored.  Explicit command-line flags win over the file.
+"""
+from __future__ import annotations
+
+import configparser
+import json
+from pathlib import Path
+from typing import Any
+
+from ptqc.errors import ConfigError
+
+METHODS = {"MAX_MIN": "min_max", "KL": "kl", "REMOVAL_OUTLIER": "removal_outlier", "REMOVALOUTLIER": "removal_outlier"}
+_KNOWN = {
+    "common_quant_param": {"quant_type", "bit_num", "skip_quant_node", "debug_info_save_path"},
+    "data_preprocess_param": {"calibrate_path", "calibrate_size", "input_type", "image_to_format", "normalize_mean",
+                              "normalize_std", "resize_width", "resize_height", "resize_method", "center_crop_width",
+                              "center_crop_height"},
+    "full_quant_param": {"activation_quant_method", "per_channel", "bias_correction"},
+}
+
+
+def load_ini(path: Path) -> dict[str, Any]:
+    """QuantConfig field values from a MindSpore INI; ConfigError naming the key otherwise."""
+    flag = f"--config_file {path}"
+    parser = configparser.ConfigParser(inline_comment_prefixes=("#",))
+    try:
+        with open(path) as f:
+            parser.read_file(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{flag}: no such file") from None
+    except (OSError, UnicodeDecodeError, configparser.Error) as e:
+        raise ConfigError(f"{flag}: not a valid INI file ({str(e).splitlines()[0]})") from None
+    for section in parser.sections():
+        if section not in _KNOWN:
+            raise ConfigError(f"{flag}: [{section}] is not supported yet (supported: "
+                              f"{', '.join(f'[{s}]' for s in _KNOWN)})")
+        for key in parser[section]:
+            if key not in _KNOWN[section]:
+                raise ConfigError(f"{flag}: [{section}] {key} is not supported yet")
+    get = lambda section, key: parser.get(section, key, fallback=None)  # noqa: E731
+    out: dict[str, Any] = {}
+    quant_type = get("common_quant_param", "quant_type")
+    if quant_type is None:
+        raise ConfigError(f"{flag}: [common_quant_param] quant_type is required")
+    if quant_type.strip() != "FULL_QUANT":
+        raise ConfigError(f"{flag}: [common_quant_param] quant_type={quant_type}: only FULL_QUANT is built yet")
+    if get("common_quant_param", "bit_num") is not None:
+        out["bit_width"] = _int(flag, "common_quant_param", "bit_num", get("common_quant_param", "bit_num"))
+    if get("common_quant_param", "skip_quant_node"):
+        out["skip_quant_nodes"] = tuple(n.strip() for n in get("common_quant_param", "skip_quant_node").split(",")
+                                        if n.strip())
+    if get("common_quant_param", "debug_info_save_path"):
+        out["debug_info_save_path"] = Path(get("common_quant_param", "debug_info_save_path"))
+    _data_section(flag, get, out)
+    method = get("full_quant_param", "activation_quant_method")
+    if method is not None:
+        if method.strip().upper() not in METHODS:
+            raise ConfigError(f"{flag}: [full_quant_param] activation_quant_method={method}: use MAX_MIN, KL or "
+                              "REMOVAL_OUTLIER")
+        out["quant_mode"] = (METHODS[method.strip().upper()],)
+    if get("full_quant_param", "per_channel") is not None:
+        out["per_channel"] = _bool(flag, "full_quant_param", "per_channel", get("full_quant_param", "per_channel"))
+    correction = get("full_quant_param", "bias_correction")
+    if correction is not None and _bool(flag, "full_quant_param", "bias_correction", correction):
+        raise ConfigError(f"{flag}: [full_quant_param] bias_correction=true: not built yet (set it to false)")
+    return out
+
+
+def _data_section(flag: str, get, out: dict[str, Any]) -> None:
+    s = "data_preprocess_param"
+    path = get(s, "calibrate_path")
+    if path:
+        entries = [p.strip() for p in path.split(",") if p.strip()]
+        if len(entries) != 1:
+            raise ConfigError(f"{flag}: [{s}] calibrate_path: one folder per input is built for one input only; "
+                              "give several inputs as .npy subfolders with -d")
+        out["data"] = Path(entries[0].split(":", 1)[1] if ":" in entries[0] and not Path(entries[0]).exists()
+                           else entries[0])
+    if get(s, "calibrate_size") is not None:
+        out["calibrate_size"] = _int(flag, s, "calibrate_size", get(s, "calibrate_size"))
+        out["iteration"] = (out["calibrate_size"],)  # one sample a batch unless -i/-bs say otherwise
+    kind = get(s, "input_type")
+    if kind is not None and kind.strip().upper() not in ("IMAGE", "BIN"):
+        raise ConfigError(f"{flag}: [{s}] input_type={kind}: use IMAGE or BIN")
+    folder = out.get("data")
+    if kind is not None and folder is not None and folder.is_dir():
+        want = (".bin",) if kind.strip().upper() == "BIN" else (".bmp", ".jpg", ".jpeg", ".png")
+        if not any(p.suffix.lower() in want for p in folder.rglob("*")):
+            raise ConfigError(f"{flag}: [{s}] input_type={kind.strip()} but {folder} holds no {'/'.join(want)} files")
+    if get(s, "image_to_format") is not None:
+        out["image_format"] = get(s, "image_to_format").strip().upper()
+    for key, field in (("normalize_mean", "image_mean"), ("normalize_std", "image_std")):
+        if get(s, key) is not None:
+            try:
+                values = json.loads(get(s, key))
+                out[field] = tuple(float(v) for v in (values if isinstance(values, list) else [values]))
+            except (ValueError, TypeError):
+                raise ConfigError(f"{flag}: [{s}] {key}: expected a list like [127.5, 127.5, 127.5]") from None
+    for pair, field in ((("resize_width", "resize_height"), "resize"),
+                        (("center_crop_width", "center_crop_height"), "center_crop")):
+        given = [get(s, k) for k in pair]
+        if any(v is not None for v in given):
+            if None in given:
+                raise ConfigError(f"{flag}: [{s}] {pair[0]} and {pair[1]} go together")
+            out[field] = tuple(_int(flag, s, k, v) for k, v in zip(pair, given))
+    if get(s, "resize_method") is not None:
+        out["resize_method"] = get(s, "resize_method").strip().upper()
+
+
+def _int(flag: str, section: str, key: str, value: str) -> int:
+    try:
+        return int(value.strip())
+    except ValueError:
+        raise ConfigError(f"{flag}: [{section}] {key}={value}: not an integer") from None
+
+
+def _bool(flag: str, section: str, key: str, value: str) -> bool:
+    v = value.strip().lower()
+    if v not in ("true", "false"):
+        raise ConfigError(f"{flag}: [{section}] {key}={value}: use true or false")
+    return v == "true"

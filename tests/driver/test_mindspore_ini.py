@@ -1,0 +1,119 @@
+"""MindSpore Lite PTQ INI (--config_file) and its debug reports (debug_info_save_path)."""
+import csv
+
+import numpy as np
+import pytest
+
+import models
+from checks import assert_bad_input, ptqc
+from ptqc.driver.config import QuantConfig, with_ini
+from ptqc.driver.mindspore_ini import load_ini
+from ptqc.driver.quantize import quantize
+from ptqc.errors import ConfigError
+
+FULL = """[common_quant_param]
+quant_type=FULL_QUANT
+bit_num=8
+skip_quant_node=conv2, fc
+debug_info_save_path={debug}
+
+[data_preprocess_param]
+calibrate_path=input:{data}
+calibrate_size=6
+input_type=IMAGE
+image_to_format=BGR
+normalize_mean=[127.5, 127.5, 127.5]
+normalize_std=[127.5, 127.5, 127.5]
+resize_width=32
+resize_height=24
+resize_method=NEAREST
+center_crop_width=16
+center_crop_height=16
+
+[full_quant_param]
+activation_quant_method=KL
+per_channel=false
+bias_correction=false
+"""
+
+
+def _ini(tmp_path, text):
+    path = tmp_path / "q.ini"
+    path.write_text(text)
+    return path
+
+
+def test_documented_keys_map_to_the_config(tmp_path):
+    images = tmp_path / "imgs"
+    images.mkdir()
+    (images / "a.png").write_bytes(b"")
+    values = load_ini(_ini(tmp_path, FULL.format(debug=tmp_path / "dbg", data=images)))
+    assert values == {"bit_width": 8, "skip_quant_nodes": ("conv2", "fc"), "debug_info_save_path": tmp_path / "dbg",
+                      "data": images, "calibrate_size": 6, "iteration": (6,), "image_format": "BGR",
+                      "image_mean": (127.5,) * 3, "image_std": (127.5,) * 3, "resize": (32, 24),
+                      "resize_method": "NEAREST", "center_crop": (16, 16), "quant_mode": ("kl",), "per_channel": False}
+    cfg = with_ini(QuantConfig(config_file=tmp_path / "q.ini", bit_width=16, explicit=frozenset({"bit_width"})))
+    assert cfg.bit_width == 16 and cfg.quant_mode == ("kl",)  # an explicit flag wins over the file
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("[common_quant_param]\nquant_type=WEIGHT_QUANT\n", "quant_type=WEIGHT_QUANT: only FULL_QUANT"),
+    ("[common_quant_param]\nquant_type=FULL_QUANT\nenable_encode=true\n", "[common_quant_param] enable_encode"),
+    ("[common_quant_param]\nquant_type=FULL_QUANT\n[mixed_bit_weight_quant_param]\ninit_scale=0.02\n",
+     "[mixed_bit_weight_quant_param] is not supported yet"),
+    ("[common_quant_param]\nquant_type=FULL_QUANT\n[full_quant_param]\nbias_correction=true\n",
+     "bias_correction=true: not built yet"),
+    ("[common_quant_param]\nquant_type=FULL_QUANT\n[full_quant_param]\nactivation_quant_method=MSE\n",
+     "activation_quant_method=MSE"),
+    ("[common_quant_param]\nbit_num=8\n", "quant_type is required"),
+    ("not an ini", "not a valid INI"),
+])
+def test_unsupported_or_bad_keys_are_refused_by_name(tmp_path, text, needle):
+    with pytest.raises(ConfigError, match=needle.replace("[", r"\[").replace("]", r"\]")):
+        load_ini(_ini(tmp_path, text))
+
+
+def test_debug_reports_on_ppocr_cls(tmp_path, ppocr):
+    data = tmp_path / "data"
+    data.mkdir()
+    for s in range(3):
+        np.save(data / f"s{s}.npy", models.ppocr_sample_inputs("cls", seed=s)["x"][0])
+    ini = _ini(tmp_path, f"""[common_quant_param]
+quant_type=FULL_QUANT
+debug_info_save_path={tmp_path / 'debug'}
+[data_preprocess_param]
+calibrate_path=x:{data}
+calibrate_size=3
+[full_quant_param]
+activation_quant_method=MAX_MIN
+bias_correction=false
+""")
+    report = quantize(ppocr["cls"], tmp_path / "cls_quantize.onnx", config=QuantConfig(config_file=ini))
+    debug = tmp_path / "debug"
+    summary = list(csv.DictReader(open(debug / "output_summary.csv")))
+    assert [r["Round"] for r in summary] == ["1", "2", "3"]
+    assert all(float(r["CosineSimilarity"]) > 0.9 for r in summary)
+    rows = list(csv.DictReader(open(debug / "round_1.csv")))
+    assert {r["DataTypeFlag"] for r in rows} == {"Origin", "Dequant"} and len(rows) >= 100
+    first = rows[1]
+    assert float(first["Min"]) <= float(first["Q1"]) <= float(first["Median"]) <= float(first["Q3"]) <= float(first["MAX"])
+    params = list(csv.DictReader(open(debug / "quant_param.csv")))
+    assert any(";" in p["Scale"] for p in params)  # per-channel weights
+    assert report.cosine
+
+
+def test_config_file_from_the_command_line(tmp_path, digits):
+    model = tmp_path / "digits.onnx"
+    model.write_bytes(digits.model.SerializeToString())
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(4):
+        np.save(data / f"s{i}.npy", digits.x_train[i])
+    ini = _ini(tmp_path, f"[common_quant_param]\nquant_type=FULL_QUANT\nskip_quant_node=fc\n"
+                         f"[data_preprocess_param]\ncalibrate_path=input:{data}\ncalibrate_size=4\n")
+    code, out, err = ptqc("quant", "-m", model, "--config_file", ini, "--save-dir", tmp_path / "o")
+    assert code == 0, err
+    assert "left in float: Gemm x1" in out
+    bad = _ini(tmp_path, "[common_quant_param]\nquant_type=FULL_QUANT\ntarget=x\n")
+    code, _, err = ptqc("quant", "-m", model, "--config_file", bad, "--save-dir", tmp_path / "p")
+    assert_bad_input(code, err, "--config_file", "[common_quant_param] target")
