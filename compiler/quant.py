@@ -225,6 +225,9 @@ class QuantScheme:
     # accumulator times its scale, with no 8-bit requantization: how an NPU hands back a
     # dequantized output layer, and it keeps close logits apart.
     requantize_outputs: bool = True
+    # -mc: per node (name -> 8/16 bits, name -> calibration method); a tensor follows its producer
+    node_bits: tuple[tuple[str, int], ...] = ()
+    node_modes: tuple[tuple[str, str], ...] = ()
 
     @property
     def bits(self) -> int:

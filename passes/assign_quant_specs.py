@@ -65,6 +65,7 @@ class AssignQuantSpecs(Pass):
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         s = self.scheme
         act = PlainSpec(np.dtype(s.activation_dtype), s.activation_symmetric)
+        self._bits, self._modes = dict(s.node_bits), dict(s.node_modes)
         quantized: set[int] = set()
         float_ops: dict[str, list[str]] = {}
         order = graph.topological_order()
@@ -105,20 +106,26 @@ class AssignQuantSpecs(Pass):
 
     def _spec_node(self, graph: Graph, node: Node, role: OpRole, act: PlainSpec, quantized: set[int]) -> None:
         internal = _fused_internal(graph, node, quantized)
+        weight_dtype = np.dtype(self.scheme.weight_dtype)
+        if self._bits.get(node_key(node)) == 16:  # -mc: this node runs at 16 bits
+            act, weight_dtype = PlainSpec(np.dtype(np.int16), True), np.dtype(np.int16)
+        mode = self._modes.get(node_key(node))
         for x in _data_inputs(graph, node, role):
             v = graph.value(x)
             if x in internal or "qspec" in v.meta:
                 continue
             if v.const is not None and node.op_type not in UNIFY_OPS:
-                v.meta["qspec"] = PlainSpec(np.dtype(self.scheme.weight_dtype), True, _weight_axis(graph, node, x, self.scheme))
+                v.meta["qspec"] = PlainSpec(weight_dtype, True, _weight_axis(graph, node, x, self.scheme))
             else:
                 v.meta["qspec"] = act
+                if mode:
+                    v.meta["qmethod"] = mode
         if role.weight is not None and len(node.inputs) > role.weight and node.inputs[role.weight]:
             w = graph.value(node.inputs[role.weight])
             _check_finite(graph, node, role)
             if "qspec" not in w.meta:
                 axis = _weight_axis(graph, node, w.name, self.scheme) if w.const is not None else None
-                w.meta["qspec"] = PlainSpec(np.dtype(self.scheme.weight_dtype), True, axis) if w.const is not None else act
+                w.meta["qspec"] = PlainSpec(weight_dtype, True, axis) if w.const is not None else act
             if role.bias is not None and len(node.inputs) > role.bias and node.inputs[role.bias]:
                 b = graph.value(node.inputs[role.bias])
                 if b.const is not None and "qspec" not in b.meta and _is_bias(graph, node, b.const):
@@ -132,6 +139,13 @@ class AssignQuantSpecs(Pass):
                 continue
             v = graph.value(out)
             v.meta["qspec"] = SharedSpec(node.inputs[0]) if role.output == "shared" else act
+            if mode and role.output != "shared":
+                v.meta["qmethod"] = mode
+
+
+def node_key(node: Node) -> str:
+    """The name a node goes by in mixed-precision templates (unnamed nodes: op#id)."""
+    return node.name or f"{node.op_type}#{node.id}"
 
 
 def _check_finite(graph: Graph, node: Node, role: OpRole) -> None:

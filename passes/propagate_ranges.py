@@ -123,7 +123,12 @@ def _member_range(graph: Graph, name: str, spec: PlainSpec, observers: dict):
         moved = np.moveaxis(w, spec.axis, 0).reshape(w.shape[spec.axis], -1)
         return moved.min(axis=1), moved.max(axis=1)
     obs = observers.get(name)
-    return None if obs is None else obs.range(spec.dtype, spec.symmetric)
+    if obs is None:
+        return None
+    method = v.meta.get("qmethod")  # -mc: this tensor's own mode, read from the shared histogram
+    if method and method != obs.method and hasattr(obs, "with_method"):
+        obs = obs.with_method(method)
+    return obs.range(spec.dtype, spec.symmetric)
 
 
 def _loaded_group_param(members: list[str], loaded: dict[str, QuantParam]) -> QuantParam:

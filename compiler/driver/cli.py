@@ -30,7 +30,8 @@ _IMAGES = set(IMAGE_FLAGS) | set(FOLDER_FLAGS)  # -d folders: image preprocessin
 BUILT_FLAGS = {
     "quant": _COMMON | _DATA | {"bit_width", "quant_mode", "percent", "cache_distribution", "cpu_num",
                                 "dask_scheduler", "quant_scheme", "export_quant_scheme", "config_file",
-                                "per_channel", "skip_quant_nodes", "debug_info_save_path", "quantize_input_dtype", "output_dequant", "mean", "std",
+                                "per_channel", "skip_quant_nodes", "debug_info_save_path", "generate_template",
+                                "mix_config", "quantize_input_dtype", "output_dequant", "mean", "std",
                                 "output_name", "unify_input_scale", "generate_scale_json", "load_scale_json",
                                 "dump_ir", "debug"} | _IMAGES,
     "convert": _COMMON | {"dump_ir", "debug", "initializers"},

@@ -60,6 +60,7 @@ class QuantReport:
     ranking: list["QuantReport"] = field(default_factory=list)  # several -qm/-i: every run's, best first
     iteration: int = 1  # batches its calibration saw
     quant_scheme: Path | None = None  # the nncase scheme written (--export-quant-scheme)
+    template: Path | None = None  # the mixed-precision template written (-gt)
 
 
 # ------------------------------------------------------------------------ settings
@@ -244,6 +245,9 @@ def quantize(model: str | Path | onnx.ModelProto, output: str | Path | None = No
     graph = PassManager(prepare, instruments + dump(1)).run(graph, ctx).graph
     float_model = export_model(graph, constants_as_initializers=True)
     t1 = time.perf_counter()
+    if config.mix_config is not None:  # -mc: per-node bit-widths and modes, every rule checked
+        scheme, methods, observe = _apply_mix(graph, ctx, scheme, family, config, executor, workers, client,
+                                              iterations)
     specs = input_specs(graph)
     drive = make_drive(fn, fn_name, specs, config, {o: n.name for n in graph.nodes() for o in n.outputs if o})
     ctx = PassContext(config=config, target=family, data=drive, logger=logger, analyses=ctx.analyses)
@@ -288,6 +292,25 @@ def quantize(model: str | Path | onnx.ModelProto, output: str | Path | None = No
     ranked = sorted(reports, key=lambda r: -_score(r)) if evaluate else reports
     ranked[0].ranking = ranked
     return ranked[0]
+
+
+def _apply_mix(graph: Graph, ctx: PassContext, scheme: QuantScheme, family, config: QuantConfig, executor: str,
+               workers: int, client, iterations: tuple[int, ...]):
+    """Check the -mc file against the nodes this model quantizes (found on a copy), then give
+    the scheme its per-node bits and modes; one histogram serves mixed modes."""
+    from ptqc.driver.mix import load_mix
+    from ptqc.passes import AssignQuantSpecs
+
+    probe = copy.deepcopy(graph)
+    AssignQuantSpecs(scheme).run(probe, dataclasses.replace(ctx, analyses=AnalysisStore()))
+    mix = load_mix(Path(config.mix_config), probe, family, config.bit_width)
+    modes = sorted({m for _, m in mix.values()})
+    scheme = dataclasses.replace(scheme, node_bits=tuple(sorted((k, b) for k, (b, _) in mix.items())),
+                                 node_modes=tuple(sorted((k, m) for k, (_, m) in mix.items())))
+    observe_method = modes[0] if len(modes) == 1 else "kl"
+    observe = observe_pipeline(scheme, method=observe_method, executor=executor, workers=workers, client=client,
+                               snapshots=iterations[:-1], percent=config.percent)
+    return scheme, (modes[0] if len(modes) == 1 else "mixed",), observe
 
 
 def _observe_with_cache(graph: Graph, ctx: PassContext, observe: list, methods: tuple[str, ...], data: Any,
@@ -405,6 +428,11 @@ def _finish(graph: Graph, float_model: onnx.ModelProto, ctx: PassContext, drive:
             folder = Path(config.debug_info_save_path) / (label or "")  # several runs: one folder each
             write_debug_reports(folder, float_model, qmodel, graph, ctx.analyses.get("weight_params") or {},
                                 drive, cosine)
+        if config.generate_template:
+            from ptqc.driver.mix import write_template
+
+            report.template = write_template(graph, config.bit_width, method if method in OBSERVERS else "kl",
+                                             output.parent / f"{stem}_mix.json")
         if config.export_quant_scheme:
             from ptqc.driver.nncase_scheme import export_scheme
 

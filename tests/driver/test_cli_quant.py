@@ -339,10 +339,10 @@ def test_non_finite_weights_name_the_weight(ws, tmp_path, weight, value):
 @pytest.mark.parametrize("chip, args, needles", [
     ("TX9999", (), ("--chip", "TX9999")),
     ("TX510x", ("-b", "16"), ("bit-width", "TX510x", "16")),
-    (None, ("-gt",), ("-gt/--generate-template", "not built yet")),
+    (None, ("-ams", "HAWQ"), ("-ams/--auto-mix-strategy", "not built yet")),
     (None, ("-amr", "0.3"), ("-amr/--auto-mix-ratio", "not built yet")),
     (None, ("-on", "no_such_tensor"), ("-on", "no_such_tensor")),
-], ids=["unknown-chip", "bit-width-rule", "gt-not-built", "amr-not-built", "on-no-tensor"])
+], ids=["unknown-chip", "bit-width-rule", "ams-not-built", "amr-not-built", "on-no-tensor"])
 def test_target_and_feature_refusals(ws, tmp_path, chip, args, needles):
     save = tmp_path / "out"
     assert_refused(quant(save, "-m", ws.model, "-d", ws.data, *args, chip=chip), save, *needles)
@@ -435,3 +435,14 @@ def test_nncase_quant_scheme_export_then_import_from_the_command_line(ws, tmp_pa
     save = tmp_path / "c"
     assert_refused(quant(save, "-m", ws.model, "-d", ws.data, "--quant-scheme", tmp_path / "none.json"), save,
                    "--quant-scheme", "no such file")
+
+
+def test_generate_template_then_mix_config_reproduces_the_run(ws, tmp_path):
+    assert_ok(quant(tmp_path / "a", "-m", ws.model, "-d", ws.data, "-gt", chip="TX5368AV200"))
+    template = tmp_path / "a" / "digits_mix.json"
+    assert set(json.loads(template.read_text())) >= {"conv1", "conv2", "fc"}
+    assert_ok(quant(tmp_path / "b", "-m", ws.model, "-d", ws.data, "-mc", template, chip="TX5368AV200"))
+    assert (tmp_path / "a" / "digits_quantize.onnx").read_bytes() == (tmp_path / "b" / "digits_quantize.onnx").read_bytes()
+    save = tmp_path / "c"
+    assert_refused(quant(save, "-m", ws.model, "-d", ws.data, "-mc", template, chip="TX510x"), save,
+                   "-mc/--mix-config", "rule mixed-precision")

@@ -1,0 +1,115 @@
+"""Mixed precision templates (``-gt`` writes, ``-mc`` reads): every quantized node (after the
+graph optimizations) with its ``bitwidth`` and ``mode``, keyed by node name.
+
+The reference tool's eight rules, checked on load; a violation exits 2 naming the node and
+the rule:
+
+1. keys are the quantized nodes' names (a node the model does not quantize is refused);
+2. every node sets both ``bitwidth`` and ``mode``;
+3. ``bitwidth`` is 8 or 16;
+4. ``mode`` is one of min_max / kl / kl_v2 / percentile / mse;
+5. recurrent ops (RNN/LSTM/GRU/SRU/LSTMP) and LayerNormalization share their bit-width with
+   the quantized ops around them;
+6. Abs takes no mixed precision;
+7. all inputs of a node share one bit-width (their quantized producers agree);
+8. a Concat fed by a recurrent op or LayerNormalization is no wider than its other quantized
+   neighbours.
+
+Families without mixed precision (TX510x) refuse ``-mc``.  A tensor takes the bit-width and
+mode of the node that produces it (a graph input: of the node that reads it).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ptqc.errors import ConfigError
+from ptqc.ir import Graph, Node
+from ptqc.passes.assign_quant_specs import node_key
+from ptqc.targets.families import ChipFamily
+
+MODES = ("min_max", "kl", "kl_v2", "percentile", "mse")
+RECURRENT = frozenset({"RNN", "LSTM", "GRU", "SRU", "LSTMP"})
+NORMALIZATION = frozenset({"LayerNormalization"})
+
+
+def template(graph: Graph, bits: int, mode: str) -> dict:
+    return {node_key(n): {"bitwidth": bits, "mode": mode} for n in graph.topological_order()
+            if n.meta.get("quantized")}
+
+
+def write_template(graph: Graph, bits: int, mode: str, path: Path) -> Path:
+    from ptqc.driver.scale_json import write_scale_json
+
+    return write_scale_json(template(graph, bits, mode), path)
+
+
+def load_mix(path: Path, graph: Graph, family: ChipFamily, bits: int) -> dict[str, tuple[int, str]]:
+    """node name -> (bitwidth, mode), every rule checked."""
+    flag = f"-mc/--mix-config {path}"
+    if not family.mixed_precision:
+        raise ConfigError(f"{flag}: rule mixed-precision: {family.name} does not support mixed precision")
+    try:
+        table = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{flag}: no such file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{flag}: not valid JSON ({e})") from None
+    if not isinstance(table, dict):
+        raise ConfigError(f"{flag}: expected an object of node name -> {{bitwidth, mode}}")
+    nodes = {node_key(n): n for n in graph.nodes()}
+    quantized = {k for k, n in nodes.items() if n.meta.get("quantized")}
+    out: dict[str, tuple[int, str]] = {}
+    for key, entry in table.items():
+        if key in nodes and nodes[key].op_type == "Abs":
+            raise ConfigError(f"{flag}: node {key!r}: rule 6: Abs takes no mixed precision")
+        if key not in quantized:
+            raise ConfigError(f"{flag}: node {key!r}: rule 1: not a quantized node of the optimized model "
+                              "(generate the template with -gt)")
+        if not isinstance(entry, dict) or "bitwidth" not in entry or "mode" not in entry:
+            raise ConfigError(f"{flag}: node {key!r}: rule 2: set both bitwidth and mode")
+        if entry["bitwidth"] not in (8, 16):
+            raise ConfigError(f"{flag}: node {key!r}: rule 3: bitwidth {entry['bitwidth']!r} is not 8 or 16")
+        if entry["mode"] not in MODES:
+            raise ConfigError(f"{flag}: node {key!r}: rule 4: mode {entry['mode']!r} is not one of {', '.join(MODES)}")
+        family.check_bit_width(entry["bitwidth"], f"{flag}: node {key!r}:")
+        out[key] = (int(entry["bitwidth"]), str(entry["mode"]))
+    missing = sorted(quantized - set(out))
+    if missing:
+        raise ConfigError(f"{flag}: node {missing[0]!r}: rule 2: every quantized node sets bitwidth and mode "
+                          f"({len(missing)} missing)")
+    _check_graph_rules(flag, graph, out, bits)
+    return out
+
+
+def _quantized_neighbours(graph: Graph, node: Node, bits_of: dict[str, int]) -> tuple[list[Node], list[Node]]:
+    parents = [p for x in node.inputs if x and (p := graph.producer(x)) is not None and node_key(p) in bits_of]
+    children = [c for o in node.outputs if o for c in graph.consumer_nodes(o) if node_key(c) in bits_of]
+    return parents, children
+
+
+def _check_graph_rules(flag: str, graph: Graph, mix: dict[str, tuple[int, str]], default_bits: int) -> None:
+    bits_of = {k: b for k, (b, _) in mix.items()}
+    for node in graph.topological_order():
+        parents, children = _quantized_neighbours(graph, node, bits_of)
+        key = node_key(node)
+        around = parents + children
+        if node.op_type in RECURRENT | NORMALIZATION and around:
+            reference = bits_of.get(key, bits_of[node_key(around[0])])
+            other = next((n for n in around if bits_of[node_key(n)] != reference), None)
+            if other is not None:
+                widths = sorted({bits_of[node_key(n)] for n in around} | {reference})
+                raise ConfigError(f"{flag}: node {node_key(other)!r}: rule 5: the quantized ops around "
+                                  f"{node.op_type} {key!r} share one bit-width ({widths} given)")
+        if key in bits_of:
+            widths = {bits_of[node_key(p)] for p in parents}
+            if len(widths) > 1:
+                raise ConfigError(f"{flag}: node {key!r}: rule 7: its inputs come at different bit-widths "
+                                  f"({sorted(widths)})")
+        if node.op_type == "Concat" and key in bits_of:
+            special = [x for x in node.inputs if x and (p := graph.producer(x)) is not None
+                       and p.op_type in RECURRENT | NORMALIZATION]
+            others = [n for n in parents + children if n.op_type not in RECURRENT | NORMALIZATION]
+            if special and others and bits_of[key] > min(bits_of[node_key(n)] for n in others):
+                raise ConfigError(f"{flag}: node {key!r}: rule 8: a Concat fed by a recurrent op or "
+                                  "LayerNormalization is no wider than its other quantized neighbours")

@@ -1,0 +1,115 @@
+"""-gt / -mc: the template round trip, mixed bit-widths and modes, and every rule's message."""
+import json
+import re
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+
+import builders
+from ptqc.driver.config import QuantConfig
+from ptqc.driver.quantize import quantize
+from ptqc.errors import ConfigError
+
+NODES = ("g1", "g2", "g3", "g4", "cat", "add")
+
+
+def _model():
+    """x -> g1 -> LayerNormalization ln -> g2; Concat(ln, g2) -> g3; g4(x); add = g3 + g4;
+    Abs(g4) -> z.  Gemms, the Concat and the Add run quantized; ln and Abs stay float."""
+    rng = np.random.default_rng(0)
+    w = lambda i, o: rng.standard_normal((i, o)).astype(np.float32)  # noqa: E731
+    inits = {"w1": w(4, 4), "w2": w(4, 4), "w3": w(8, 4), "w4": w(4, 4),
+             "s": np.ones(4, np.float32), "b": np.zeros(4, np.float32)}
+    nodes = [helper.make_node("Gemm", ["x", "w1"], ["h1"], name="g1"),
+             helper.make_node("LayerNormalization", ["h1", "s", "b"], ["l"], name="ln", axis=-1),
+             helper.make_node("Gemm", ["l", "w2"], ["h2"], name="g2"),
+             helper.make_node("Concat", ["l", "h2"], ["c"], name="cat", axis=1),
+             helper.make_node("Gemm", ["c", "w3"], ["h3"], name="g3"),
+             helper.make_node("Gemm", ["x", "w4"], ["h4"], name="g4"),
+             helper.make_node("Add", ["h3", "h4"], ["y"], name="add"),
+             helper.make_node("Abs", ["h4"], ["z"], name="ab")]
+    return builders.make_model(nodes, [("x", np.float32, [1, 4])], [("y", np.float32, [1, 4]),
+                                                                     ("z", np.float32, [1, 4])], inits, opset=17)
+
+
+def _data():
+    rng = np.random.default_rng(1)
+    return lambda executor: [executor.forward(rng.standard_normal((1, 4)).astype(np.float32)) for _ in range(4)] and 1.0
+
+
+def _run(tmp_path, mix=None, chip="TX5368AV200", out="m_quantize.onnx", **kw):
+    cfg = QuantConfig(chip=chip, quant_mode=("min_max",), mix_config=mix, **kw)
+    return quantize(_model(), tmp_path / out, _data(), cfg, evaluate=False)
+
+
+def _mix(tmp_path, edits, drop=()):
+    table = {n: {"bitwidth": 8, "mode": "min_max"} for n in NODES if n not in drop}
+    for name, entry in edits.items():
+        table[name] = entry if not isinstance(entry, dict) else {**table.get(name, {}), **entry}
+    path = tmp_path / "mix.json"
+    path.write_text(json.dumps(table))
+    return path
+
+
+def test_template_lists_the_quantized_nodes_and_reproduces_the_plain_run(tmp_path):
+    plain = _run(tmp_path, generate_template=True)
+    template = json.loads(plain.template.read_text())
+    assert sorted(template) == sorted(NODES)
+    assert all(v == {"bitwidth": 8, "mode": "min_max"} for v in template.values())
+    again = _run(tmp_path, mix=plain.template, out="again_quantize.onnx")
+    assert again.model.SerializeToString() == plain.model.SerializeToString()
+
+
+def test_a_sixteen_bit_node_and_a_per_node_mode(tmp_path):
+    model = _run(tmp_path, mix=_mix(tmp_path, {"g4": {"bitwidth": 16}, "g3": {"bitwidth": 16},
+                                               "add": {"bitwidth": 16, "mode": "percentile"}})).model
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    q = {n.input[0]: n for n in model.graph.node if n.op_type == "QuantizeLinear"}
+    q.update({n.output[0]: n for n in model.graph.node if n.op_type == "QuantizeLinear"})  # graph outputs
+    assert inits[q["h4"].input[2]].dtype == np.int16 and inits[q["h2"].input[2]].dtype == np.int8
+    assert inits[q["y"].input[2]].dtype == np.int16  # the Add runs at 16 bits
+    assert next(n for n in model.graph.node if n.output[0] == "y").domain == "com.microsoft"
+
+
+M = "-mc/--mix-config {path}: "
+RULES = [
+    ({"nope": {"bitwidth": 8, "mode": "kl"}}, (), "node 'nope': rule 1: not a quantized node of the optimized "
+                                                  "model (generate the template with -gt)"),
+    ({"g1": {"bitwidth": 8}}, (), None),  # filled below: mode missing
+    ({}, ("g2",), "node 'g2': rule 2: every quantized node sets bitwidth and mode (1 missing)"),
+    ({"g1": {"bitwidth": 12}}, (), "node 'g1': rule 3: bitwidth 12 is not 8 or 16"),
+    ({"g1": {"mode": "entropy"}}, (), "node 'g1': rule 4: mode 'entropy' is not one of min_max, kl, kl_v2, "
+                                      "percentile, mse"),
+    ({"g1": {"bitwidth": 16}}, (), "node 'g2': rule 5: the quantized ops around LayerNormalization 'ln' share "
+                                   "one bit-width ([8, 16] given)"),
+    ({"ab": {"bitwidth": 8, "mode": "kl"}}, (), "node 'ab': rule 6: Abs takes no mixed precision"),
+    ({"g4": {"bitwidth": 16}}, (), "node 'add': rule 7: its inputs come at different bit-widths ([8, 16])"),
+    ({"g1": {"bitwidth": 16}, "g2": {"bitwidth": 16}, "cat": {"bitwidth": 16}}, (),
+     "node 'cat': rule 8: a Concat fed by a recurrent op or LayerNormalization is no wider than its other "
+     "quantized neighbours"),
+]
+
+
+@pytest.mark.parametrize("edits, drop, message", RULES, ids=["rule1", "rule2-mode", "rule2-node", "rule3", "rule4",
+                                                              "rule5", "rule6", "rule7", "rule8"])
+def test_each_rule_names_the_node_and_the_rule(tmp_path, edits, drop, message):
+    if message is None:
+        edits = {"g1": {"bitwidth": 8}}
+        table = {n: {"bitwidth": 8, "mode": "min_max"} for n in NODES}
+        table["g1"] = {"bitwidth": 8}
+        path = tmp_path / "mix.json"
+        path.write_text(json.dumps(table))
+        message = "node 'g1': rule 2: set both bitwidth and mode"
+    else:
+        path = _mix(tmp_path, edits, drop)
+    with pytest.raises(ConfigError, match="^" + re.escape(M.format(path=path) + message) + "$"):
+        _run(tmp_path, mix=path)
+    assert not (tmp_path / "m_quantize.onnx").exists()
+
+
+def test_families_without_mixed_precision_refuse_mc(tmp_path):
+    path = _mix(tmp_path, {})
+    with pytest.raises(ConfigError, match=re.escape("rule mixed-precision: TX510x does not support mixed precision")):
+        _run(tmp_path, mix=path, chip="TX510x")
