@@ -20,9 +20,9 @@ mode of the node that produces it (a graph input: of the node that reads it).
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from ptqc.driver.scale_json import read_json
 from ptqc.errors import ConfigError
 from ptqc.ir import Graph, Node
 from ptqc.passes.assign_quant_specs import node_key
@@ -49,12 +49,7 @@ def load_mix(path: Path, graph: Graph, family: ChipFamily, bits: int) -> dict[st
     flag = f"-mc/--mix-config {path}"
     if not family.mixed_precision:
         raise ConfigError(f"{flag}: rule mixed-precision: {family.name} does not support mixed precision")
-    try:
-        table = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{flag}: no such file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ConfigError(f"{flag}: not valid JSON ({e})") from None
+    table = read_json(Path(path), flag)
     if not isinstance(table, dict):
         raise ConfigError(f"{flag}: expected an object of node name -> {{bitwidth, mode}}")
     nodes = {node_key(n): n for n in graph.nodes()}

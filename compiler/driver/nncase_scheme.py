@@ -11,12 +11,11 @@ same model again.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from ptqc.driver.scale_json import write_scale_json
+from ptqc.driver.scale_json import read_json, write_scale_json
 from ptqc.errors import ConfigError
 from ptqc.ir import Graph
 from ptqc.quant import QuantParam
@@ -44,12 +43,7 @@ def export_scheme(graph: Graph, weight_params: dict[str, QuantParam], path: Path
 def load_scheme(path: Path, graph: Graph) -> dict[str, tuple]:
     """tensor -> (dtype or None for float, min, max): arrays for by_channel entries."""
     flag = f"--quant-scheme {path}"
-    try:
-        table = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{flag}: no such file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ConfigError(f"{flag}: not valid JSON ({e})") from None
+    table = read_json(Path(path), flag)
     if not isinstance(table, dict) or not isinstance(table.get("Outputs"), list):
         raise ConfigError(f"{flag}: no \"Outputs\" list (not an nncase quant scheme)")
     overrides: dict[str, tuple] = {}

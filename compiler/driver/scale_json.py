@@ -59,15 +59,20 @@ def write_scale_json(table: dict, path: Path) -> Path:
     return path
 
 
-def load_scale_json(path: Path, graph: Graph) -> dict[str, QuantParam]:
-    """Activation parameters from ``path``; every name must be a tensor of ``graph``."""
-    flag = f"-lsj/--load-scale-json {path}"
+def read_json(path: Path, flag: str):
+    """A JSON file's content; a one-line ConfigError naming the flag and file otherwise."""
     try:
-        table = json.loads(Path(path).read_text())
+        return json.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{flag}: no such file") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ConfigError(f"{flag}: not valid JSON ({e})") from None
+
+
+def load_scale_json(path: Path, graph: Graph) -> dict[str, QuantParam]:
+    """Activation parameters from ``path``; every name must be a tensor of ``graph``."""
+    flag = f"-lsj/--load-scale-json {path}"
+    table = read_json(Path(path), flag)
     if not isinstance(table, dict) or not isinstance(table.get("tensors"), dict):
         raise ConfigError(f"{flag}: no \"tensors\" object (not a ptqc scale JSON)")
     out: dict[str, QuantParam] = {}
