@@ -59,6 +59,7 @@ class QuantConfig:
     mix_config: Path | None = None
     auto_mix_ratio: float = 0.5
     auto_mix_strategy: str = "initial"
+    target_cosine: float | None = None  # search the fewest 16-bit nodes reaching this output cosine
     dump: bool = False
     cpu_num: int | None = None  # the reference defaults to 5; ptqc shards only when asked (quantize.workers_of)
     dask_scheduler: str | None = None
@@ -149,6 +150,14 @@ def _validate(cfg: QuantConfig) -> None:
         raise ConfigError("-i/--iteration: every value must be >= 1")
     if cfg.batch_size < 1:
         raise ConfigError("-bs/--batch-size: must be >= 1")
+    if cfg.auto_mix_strategy == "HAWQ":
+        raise ConfigError("-ams/--auto-mix-strategy HAWQ: not built yet (available: initial, IOhigh; or --target-cosine)")
+    if not 0.0 <= cfg.auto_mix_ratio <= 1.0:
+        raise ConfigError(f"-amr/--auto-mix-ratio: {cfg.auto_mix_ratio} is outside [0, 1]")
+    if cfg.target_cosine is not None and not -1.0 <= cfg.target_cosine <= 1.0:
+        raise ConfigError(f"--target-cosine: {cfg.target_cosine} is outside [-1, 1]")
+    if cfg.target_cosine is not None and (cfg.mix_config or cfg.auto_mix_strategy != "initial"):
+        raise ConfigError("--target-cosine searches the assignment itself: drop -mc/-ams")
     if cfg.cpu_num is not None and cfg.cpu_num < 1:
         raise ConfigError(f"-cn/--cpu-num: {cfg.cpu_num} is not >= 1")
     if bool(cfg.mean) != bool(cfg.std):

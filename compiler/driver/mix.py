@@ -33,15 +33,17 @@ RECURRENT = frozenset({"RNN", "LSTM", "GRU", "SRU", "LSTMP"})
 NORMALIZATION = frozenset({"LayerNormalization"})
 
 
-def template(graph: Graph, bits: int, mode: str) -> dict:
-    return {node_key(n): {"bitwidth": bits, "mode": mode} for n in graph.topological_order()
-            if n.meta.get("quantized")}
+def template(graph: Graph, bits: int, mode: str, mix: dict | None = None) -> dict:
+    """The -gt JSON: the assignment used (``mix``), or every node at ``bits`` and ``mode``."""
+    return {node_key(n): ({"bitwidth": mix[node_key(n)][0], "mode": mix[node_key(n)][1]} if mix and node_key(n) in mix
+                          else {"bitwidth": bits, "mode": mode})
+            for n in graph.topological_order() if n.meta.get("quantized")}
 
 
-def write_template(graph: Graph, bits: int, mode: str, path: Path) -> Path:
+def write_template(graph: Graph, bits: int, mode: str, path: Path, mix: dict | None = None) -> Path:
     from ptqc.driver.scale_json import write_scale_json
 
-    return write_scale_json(template(graph, bits, mode), path)
+    return write_scale_json(template(graph, bits, mode, mix), path)
 
 
 def load_mix(path: Path, graph: Graph, family: ChipFamily, bits: int) -> dict[str, tuple[int, str]]:
@@ -108,3 +110,56 @@ def _check_graph_rules(flag: str, graph: Graph, mix: dict[str, tuple[int, str]],
             if special and others and bits_of[key] > min(bits_of[node_key(n)] for n in others):
                 raise ConfigError(f"{flag}: node {key!r}: rule 8: a Concat fed by a recurrent op or "
                                   "LayerNormalization is no wider than its other quantized neighbours")
+
+
+# ------------------------------------------------------------------------ automatic assignment
+def comply(graph: Graph, high: set[str], quantized: list[str]) -> set[str]:
+    """The smallest superset of ``high`` (16-bit nodes) that keeps rules 5, 7 and 8: only ever
+    raising nodes to 16 bits, until nothing changes."""
+    high = set(high)
+    bits = lambda: {k: (16 if k in high else 8) for k in quantized}  # noqa: E731
+    changed = True
+    while changed:
+        changed = False
+        b = bits()
+        for node in graph.topological_order():
+            parents, children = _quantized_neighbours(graph, node, b)
+            key = node_key(node)
+            groups = []
+            if node.op_type in RECURRENT | NORMALIZATION:
+                groups.append(parents + children + ([node] if key in b else []))
+            if key in b:
+                groups.append(parents)
+            if node.op_type == "Concat" and key in high and any(
+                    (p := graph.producer(x)) is not None and p.op_type in RECURRENT | NORMALIZATION for x in node.inputs):
+                groups.append(parents + children)
+            for group in groups:
+                keys = {node_key(n) for n in group}
+                if keys & high and not keys <= high:
+                    high |= keys
+                    changed = True
+                    b = bits()
+    return high
+
+
+def io_high(graph: Graph, quantized: list[str], share_high: float) -> set[str]:
+    """IOhigh: the quantized nodes nearest the model's inputs and outputs run at 16 bits, the
+    share ``share_high`` of them (ties in topological order)."""
+    order = [n for n in graph.topological_order() if node_key(n) in set(quantized)]
+    if not order:
+        return set()
+    depth_in: dict[int, int] = {}
+    for n in graph.topological_order():
+        parents = [graph.producer(x) for x in n.inputs if x and graph.producer(x) is not None]
+        depth_in[n.id] = 1 + max((depth_in[p.id] for p in parents), default=-1)
+    depth_out: dict[int, int] = {}
+    for n in reversed(graph.topological_order()):
+        kids = [c for o in n.outputs if o for c in graph.consumer_nodes(o)]
+        depth_out[n.id] = 1 + max((depth_out[c.id] for c in kids), default=-1)
+    ranked = sorted(order, key=lambda n: (min(depth_in[n.id], depth_out[n.id]), order.index(n)))
+    count = int(round(share_high * len(order)))
+    return {node_key(n) for n in ranked[:count]}
+
+
+def as_mix(quantized: list[str], high: set[str], low_bits: int, mode: str) -> dict[str, tuple[int, str]]:
+    return {k: (16 if k in high else low_bits, mode) for k in quantized}

@@ -30,10 +30,10 @@ from ptqc.ir import Graph
 from ptqc.onnx_io import check_model, export_model, import_model, save_model
 from ptqc.pass_manager import (AnalysisStore, DumpIRInstrument, PassContext, PassManager, PassTiming, TimingInstrument,
                                VerifyInstrument)
-from ptqc.passes.assign_quant_specs import check_weights
+from ptqc.passes.assign_quant_specs import check_weights, node_key
 from ptqc.passes.calibrate import observed_values
 from ptqc.passes.calibration import OBSERVERS
-from ptqc.quant import QuantParam, QuantScheme
+from ptqc.quant import QuantParam, QuantScheme, qparam_from_range
 from ptqc.runtime.ort import OrtRunner
 from ptqc.targets.families import ChipFamily, chip_names, family_of
 
@@ -245,9 +245,13 @@ def quantize(model: str | Path | onnx.ModelProto, output: str | Path | None = No
     graph = PassManager(prepare, instruments + dump(1)).run(graph, ctx).graph
     float_model = export_model(graph, constants_as_initializers=True)
     t1 = time.perf_counter()
-    if config.mix_config is not None:  # -mc: per-node bit-widths and modes, every rule checked
+    if config.mix_config is not None or config.auto_mix_strategy == "IOhigh":  # per-node bit-widths
         scheme, methods, observe = _apply_mix(graph, ctx, scheme, family, config, executor, workers, client,
                                               iterations)
+    elif config.target_cosine is not None:  # one histogram serves the search over assignments
+        observe = observe_pipeline(scheme, method="kl", executor=executor, workers=workers, client=client,
+                                   percent=config.percent)
+    prepared = copy.deepcopy(graph) if config.target_cosine is not None else None
     specs = input_specs(graph)
     drive = make_drive(fn, fn_name, specs, config, {o: n.name for n in graph.nodes() for o in n.outputs if o})
     ctx = PassContext(config=config, target=family, data=drive, logger=logger, analyses=ctx.analyses)
@@ -261,6 +265,8 @@ def quantize(model: str | Path | onnx.ModelProto, output: str | Path | None = No
         graph = _observe_with_cache(graph, ctx, observe, methods, data, config, instruments)
     else:
         graph = PassManager(observe, instruments + dump(len(prepare) + 1)).run(graph, ctx).graph
+    if config.target_cosine is not None:
+        graph, scheme = _search_target_cosine(prepared, ctx, scheme, family, config, drive, float_model, methods[0])
     snapshots = ctx.analyses.get("observer_snapshots") or {iterations[-1]: ctx.analyses.get("observers") or {}}
     seconds = {"prepare": t1 - t0, "calibrate": time.perf_counter() - t1}
     input_dtypes = input_dtypes_of(config, [s.name for s in specs])
@@ -298,12 +304,22 @@ def _apply_mix(graph: Graph, ctx: PassContext, scheme: QuantScheme, family, conf
                workers: int, client, iterations: tuple[int, ...]):
     """Check the -mc file against the nodes this model quantizes (found on a copy), then give
     the scheme its per-node bits and modes; one histogram serves mixed modes."""
-    from ptqc.driver.mix import load_mix
+    from ptqc.driver.mix import as_mix, comply, io_high, load_mix
     from ptqc.passes import AssignQuantSpecs
 
     probe = copy.deepcopy(graph)
     AssignQuantSpecs(scheme).run(probe, dataclasses.replace(ctx, analyses=AnalysisStore()))
-    mix = load_mix(Path(config.mix_config), probe, family, config.bit_width)
+    if config.mix_config is not None:
+        mix = load_mix(Path(config.mix_config), probe, family, config.bit_width)
+    else:  # -ams IOhigh: the first and last quantized layers at 16 bits, -amr of them stay low
+        family.check_bit_width(16, "-ams/--auto-mix-strategy IOhigh")
+        if not family.mixed_precision:
+            raise ConfigError(f"-ams/--auto-mix-strategy: rule mixed-precision: {family.name} does not support "
+                              "mixed precision")
+        quantized = [node_key(n) for n in probe.topological_order() if n.meta.get("quantized")]
+        high = comply(probe, io_high(probe, quantized, 1.0 - config.auto_mix_ratio), quantized)
+        mix = as_mix(quantized, high, config.bit_width, methods_of(config)[0])
+    ctx.analyses["mix"] = mix
     modes = sorted({m for _, m in mix.values()})
     scheme = dataclasses.replace(scheme, node_bits=tuple(sorted((k, b) for k, (b, _) in mix.items())),
                                  node_modes=tuple(sorted((k, m) for k, (_, m) in mix.items())))
@@ -311,6 +327,83 @@ def _apply_mix(graph: Graph, ctx: PassContext, scheme: QuantScheme, family, conf
     observe = observe_pipeline(scheme, method=observe_method, executor=executor, workers=workers, client=client,
                                snapshots=iterations[:-1], percent=config.percent)
     return scheme, (modes[0] if len(modes) == 1 else "mixed",), observe
+
+
+def _search_target_cosine(prepared: Graph, ctx: PassContext, scheme: QuantScheme, family, config: QuantConfig,
+                          drive: Callable, float_model: onnx.ModelProto, method: str):
+    """``--target-cosine C``: nodes ordered by how much 8 bits cost their outputs (the relative
+    quantization error each tensor's histogram predicts, most first); the smallest prefix put
+    at 16 bits (made rule-compliant) whose output cosine on the calibration data reaches C,
+    found by bisection.  One calibration serves every trial.  Returns the specced graph and
+    scheme to quantize with; the assignment is in ``ctx.analyses["mix"]`` for -gt."""
+    from ptqc.driver.mix import as_mix, comply
+    from ptqc.passes import AssignQuantSpecs
+
+    if not family.mixed_precision or 16 not in family.bit_widths:
+        raise ConfigError(f"--target-cosine: rule mixed-precision: {family.name} cannot mix 8 and 16 bits")
+    observers = {n: o.with_method(method, percent=config.percent) for n, o in ctx.analyses["observers"].items()}
+    ctx.analyses["observers"] = observers
+
+    def specced(high: set[str]) -> tuple[Graph, QuantScheme, dict]:
+        g = copy.deepcopy(prepared)
+        quantized_keys = None
+        mix = {}
+        if high:
+            probe = copy.deepcopy(prepared)
+            AssignQuantSpecs(scheme).run(probe, dataclasses.replace(ctx, analyses=AnalysisStore()))
+            quantized_keys = [node_key(n) for n in probe.topological_order() if n.meta.get("quantized")]
+            mix = as_mix(quantized_keys, high, config.bit_width, method)
+        sch = dataclasses.replace(scheme, node_bits=tuple(sorted((k, b) for k, (b, _) in mix.items())))
+        AssignQuantSpecs(sch).run(g, dataclasses.replace(ctx, analyses=AnalysisStore()))
+        return g, sch, mix
+
+    def cosine_of(high: set[str]) -> float:
+        g, sch, _ = specced(high)
+        analyses = AnalysisStore()
+        analyses.results, analyses.established = {"observers": observers}, {"quant_specs", "observers"}
+        g = PassManager(materialize_pipeline(sch, output_dequant=True)).run(
+            g, dataclasses.replace(ctx, analyses=analyses)).graph
+        probe_report = QuantReport(export_model(g, constants_as_initializers=True), float_model, None)
+        cos, _ = compare_outputs(float_model, probe_report.model, drive, probe_report)
+        return min(lo for lo, _ in cos.values()) if cos else 1.0
+
+    base, _, _ = specced(set())
+    quantized = [n for n in base.topological_order() if n.meta.get("quantized")]
+    keys = [node_key(n) for n in quantized]
+    cost = {}
+    for n in quantized:
+        errs = [_relative_error(observers[o], base.value(o).meta["qspec"]) for o in n.outputs
+                if o in observers and "qspec" in base.value(o).meta]
+        cost[node_key(n)] = max(errs, default=0.0)
+    order = sorted(keys, key=lambda k: -cost[k])
+    target = config.target_cosine
+    best: set[str] = set()
+    if cosine_of(best) < target:
+        lo, hi = 1, len(order)
+        best = comply(base, set(order), keys)
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            high = comply(base, set(order[:mid]), keys)
+            if cosine_of(high) >= target:
+                best, hi = high, mid - 1
+            else:
+                lo = mid + 1
+    log.info("--target-cosine %g: %d of %d quantized nodes at 16 bits", target, len(best), len(keys))
+    g, sch, mix = specced(best)
+    ctx.analyses["mix"] = mix or as_mix(keys, set(), config.bit_width, method)
+    return g, sch
+
+
+def _relative_error(obs, spec) -> float:
+    """E[(x - fq(x))^2] / E[x^2] the histogram predicts at the spec's type."""
+    if not hasattr(obs, "counts") or obs.min is None:
+        return 0.0
+    lo, hi = obs.range(spec.dtype, spec.symmetric)
+    p = qparam_from_range(lo, hi, spec.dtype, symmetric=spec.symmetric)
+    centers = (np.arange(obs.bins) - obs.bins // 2 + 0.5) * obs.width
+    n = obs.counts.astype(np.float64)
+    err = np.sum(n * (centers - p.fake_quantize(centers.astype(np.float32))) ** 2)
+    return float(err / max(np.sum(n * centers ** 2), 1e-30))
 
 
 def _observe_with_cache(graph: Graph, ctx: PassContext, observe: list, methods: tuple[str, ...], data: Any,
@@ -432,7 +525,7 @@ def _finish(graph: Graph, float_model: onnx.ModelProto, ctx: PassContext, drive:
             from ptqc.driver.mix import write_template
 
             report.template = write_template(graph, config.bit_width, method if method in OBSERVERS else "kl",
-                                             output.parent / f"{stem}_mix.json")
+                                             output.parent / f"{stem}_mix.json", ctx.analyses.get("mix"))
         if config.export_quant_scheme:
             from ptqc.driver.nncase_scheme import export_scheme
 

@@ -113,3 +113,37 @@ def test_families_without_mixed_precision_refuse_mc(tmp_path):
     path = _mix(tmp_path, {})
     with pytest.raises(ConfigError, match=re.escape("rule mixed-precision: TX510x does not support mixed precision")):
         _run(tmp_path, mix=path, chip="TX510x")
+
+
+def test_iohigh_puts_the_first_and_last_layers_at_16_bits_and_keeps_the_rules(tmp_path):
+    report = _run(tmp_path, auto_mix_strategy="IOhigh", auto_mix_ratio=0.5, generate_template=True)
+    table = json.loads(report.template.read_text())
+    high = {k for k, v in table.items() if v["bitwidth"] == 16}
+    assert {"g1", "g4", "add"} <= high  # next to the input x and the output y
+    # the template it wrote passes every rule and quantizes to the same model
+    again = _run(tmp_path, mix=report.template, out="again_quantize.onnx")
+    assert again.model.SerializeToString() == report.model.SerializeToString()
+
+
+def test_target_cosine_finds_a_small_16_bit_set_that_reaches_it(tmp_path, digits):
+    data = [{"input": digits.x_train[i:i + 16]} for i in range(0, 64, 16)]
+
+    def feed(executor):
+        for f in data:
+            executor.forward(f["input"])
+        return 1.0
+
+    cfg = QuantConfig(chip="TX5368AV200", target_cosine=0.999, generate_template=True, output_dequant=True)
+    report = quantize(digits.model, tmp_path / "d_quantize.onnx", feed, cfg)
+    table = json.loads(report.template.read_text())
+    high = [k for k, v in table.items() if v["bitwidth"] == 16]
+    assert report.cosine["logits"][0] >= 0.999
+    assert 0 < len(high) < len(table)
+    plain = quantize(digits.model, None, feed, QuantConfig(chip="TX5368AV200", output_dequant=True))
+    assert plain.cosine["logits"][0] < 0.999  # the search had something to do
+
+
+def test_hawq_is_refused_until_built():
+    with pytest.raises(ConfigError, match="HAWQ: not built yet"):
+        from ptqc.driver.config import _validate
+        _validate(QuantConfig(auto_mix_strategy="HAWQ"))
