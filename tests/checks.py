@@ -60,3 +60,18 @@ def assert_bad_input(code: int, err: str, *needles: str) -> None:
     assert len(lines) == 1 and lines[0].startswith("ptqc: error: "), err
     for needle in needles:
         assert needle in lines[0], lines[0]
+
+
+def list_reader(feeds: list[dict]):
+    """onnxruntime's CalibrationDataReader protocol over a list of feed dicts, with rewind (so
+    ptqc's evaluation run sees the data again)."""
+    class Reader:
+        def __init__(self):
+            self.rewind()
+
+        def rewind(self):
+            self.it = iter(feeds)
+
+        def get_next(self):
+            return next(self.it, None)
+    return Reader()

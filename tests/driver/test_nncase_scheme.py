@@ -6,22 +6,12 @@ import onnx
 import pytest
 
 import models
+from checks import list_reader
 from ptqc.driver.config import QuantConfig
 from ptqc.driver.quantize import quantize
 from ptqc.errors import ConfigError
 
 
-def _reader(feeds):
-    class Reader:
-        def __init__(self):
-            self.rewind()
-
-        def rewind(self):
-            self.it = iter(feeds)
-
-        def get_next(self):
-            return next(self.it, None)
-    return Reader()
 
 
 def _digits_data(digits):
@@ -35,18 +25,18 @@ def test_an_unchanged_exported_scheme_gives_the_same_model(tmp_path, digits, ppo
     else:
         model, data = ppocr["cls"], [models.ppocr_sample_inputs("cls", seed=s) for s in range(3)]
     cfg = QuantConfig(quant_mode=("min_max",), export_quant_scheme=True)
-    first = quantize(model, tmp_path / "m_quantize.onnx", _reader(data), cfg, evaluate=False)
+    first = quantize(model, tmp_path / "m_quantize.onnx", list_reader(data), cfg, evaluate=False)
     scheme = json.loads(first.quant_scheme.read_text())
     kinds = {e["DataRangeMode"] for e in scheme["Outputs"]}
     assert kinds == {"by_tensor", "by_channel"} and scheme["Version"] == "1.0"
-    again = quantize(model, None, _reader(data), QuantConfig(quant_mode=("min_max",), quant_scheme=first.quant_scheme),
+    again = quantize(model, None, list_reader(data), QuantConfig(quant_mode=("min_max",), quant_scheme=first.quant_scheme),
                      evaluate=False)
     assert again.model.SerializeToString() == first.model.SerializeToString()
 
 
 def test_edited_types_and_ranges_override_calibration(tmp_path, digits):
     data = _digits_data(digits)
-    first = quantize(digits.model, tmp_path / "d_quantize.onnx", _reader(data),
+    first = quantize(digits.model, tmp_path / "d_quantize.onnx", list_reader(data),
                      QuantConfig(quant_mode=("min_max",), export_quant_scheme=True), evaluate=False)
     scheme = json.loads(first.quant_scheme.read_text())
     entries = {e["Name"]: e for e in scheme["Outputs"]}
@@ -55,7 +45,7 @@ def test_edited_types_and_ranges_override_calibration(tmp_path, digits):
     entries["input"]["DataRange"] = [{"Min": 0.0, "Max": 2.0, "IsFull": False}]
     path = tmp_path / "edited.json"
     path.write_text(json.dumps(scheme))
-    model = quantize(digits.model, None, _reader(data), QuantConfig(quant_mode=("min_max",), quant_scheme=path),
+    model = quantize(digits.model, None, list_reader(data), QuantConfig(quant_mode=("min_max",), quant_scheme=path),
                      evaluate=False).model
     inits = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
     q_of = {n.input[0]: n for n in model.graph.node if n.op_type == "QuantizeLinear"}
@@ -74,11 +64,11 @@ def test_edited_types_and_ranges_override_calibration(tmp_path, digits):
 ])
 def test_bad_schemes_are_refused_by_name(tmp_path, digits, edit, needle):
     data = _digits_data(digits)
-    first = quantize(digits.model, tmp_path / "d_quantize.onnx", _reader(data),
+    first = quantize(digits.model, tmp_path / "d_quantize.onnx", list_reader(data),
                      QuantConfig(quant_mode=("min_max",), export_quant_scheme=True), evaluate=False)
     scheme = json.loads(first.quant_scheme.read_text())
     edit(scheme)
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(scheme))
     with pytest.raises(ConfigError, match=needle):
-        quantize(digits.model, None, _reader(data), QuantConfig(quant_mode=("min_max",), quant_scheme=path))
+        quantize(digits.model, None, list_reader(data), QuantConfig(quant_mode=("min_max",), quant_scheme=path))

@@ -8,6 +8,7 @@ import pytest
 
 import builders
 import models
+from checks import list_reader
 from ptqc.driver.config import QuantConfig
 from ptqc.driver.quantize import cosine, quantize, quantize_static
 from ptqc.errors import ConfigError
@@ -29,17 +30,6 @@ def _feeds(name, seeds):
     return [models.ppocr_sample_inputs(name, seed=s) for s in seeds]
 
 
-def _reader(feeds):
-    class Reader:  # onnxruntime's CalibrationDataReader protocol, with rewind for the evaluation run
-        def __init__(self):
-            self.rewind()
-
-        def rewind(self):
-            self.it = iter(feeds)
-
-        def get_next(self):
-            return next(self.it, None)
-    return Reader()
 
 
 def _reference_outputs(model, feeds):
@@ -70,7 +60,7 @@ def test_digits_accuracy_drops_at_most_two_tenths_of_a_point(digits, tmp_path):
 
 @pytest.mark.parametrize("name", ["cls", "det", "rec"])
 def test_ppocr_quantizes_runs_and_agrees_with_the_reference(ppocr, name):
-    report = quantize(ppocr[name], None, _reader(_feeds(name, range(CALIBRATION))),
+    report = quantize(ppocr[name], None, list_reader(_feeds(name, range(CALIBRATION))),
                       QuantConfig(quant_mode=("min_max",)), evaluate=False)
     onnx.checker.check_model(report.model)
     assert report.model.opset_import[0].version >= 13
@@ -91,9 +81,9 @@ def test_ppocr_min_cosine_is_at_least_onnxruntimes(ppocr, name, tmp_path):
     calib, test = _feeds(name, range(CALIBRATION)), _feeds(name, range(1000, 1008))
     args = dict(quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QInt8,
                 weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
-    quantize_static(str(ppocr[name]), str(tmp_path / "ptqc.onnx"), _reader(calib), **args)
+    quantize_static(str(ppocr[name]), str(tmp_path / "ptqc.onnx"), list_reader(calib), **args)
     logging.getLogger().setLevel(logging.ERROR)
-    ort_quantize_static(str(ppocr[name]), str(tmp_path / "ort.onnx"), _reader(calib), **args)
+    ort_quantize_static(str(ppocr[name]), str(tmp_path / "ort.onnx"), list_reader(calib), **args)
     ours, theirs = [], []
     for f in test:
         ref = models.ort_run(ppocr[name], f)[0]
@@ -103,7 +93,7 @@ def test_ppocr_min_cosine_is_at_least_onnxruntimes(ppocr, name, tmp_path):
 
 
 def test_det_fpn_concats_share_one_scale_with_uis(ppocr):
-    report = quantize(ppocr["det"], None, _reader(_feeds("det", range(2))),
+    report = quantize(ppocr["det"], None, list_reader(_feeds("det", range(2))),
                       QuantConfig(quant_mode=("min_max",), unify_input_scale=True), evaluate=False)
     g = report.model.graph
     produced = {o: n for n in g.node for o in n.output}
@@ -131,7 +121,7 @@ def test_pytorch_converted_conv_and_linear_models_quantize():
     for folder in folders:
         model = onnx.load(str(folder / "model.onnx"))
         feeds = [builders.random_feeds(model, seed=i) for i in range(4)]
-        report = quantize(model, None, _reader(feeds), QuantConfig(quant_mode=("min_max",), output_dequant=True))
+        report = quantize(model, None, list_reader(feeds), QuantConfig(quant_mode=("min_max",), output_dequant=True))
         onnx.checker.check_model(report.model)
         assert models.ort_run(report.model, feeds[0])
         assert min(lo for lo, _ in report.cosine.values()) > 0.99, (folder.name, report.cosine)
@@ -140,13 +130,13 @@ def test_pytorch_converted_conv_and_linear_models_quantize():
 def test_same_inputs_give_byte_identical_models(tmp_path, digits):
     data = [{"input": digits.x_train[i:i + 8]} for i in range(0, 64, 8)]
     for out in ("a.onnx", "b.onnx"):
-        quantize(digits.model, tmp_path / out, _reader(data), QuantConfig(quant_mode=("min_max",)), evaluate=False)
+        quantize(digits.model, tmp_path / out, list_reader(data), QuantConfig(quant_mode=("min_max",)), evaluate=False)
     assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
 
 
 def test_quantize_static_accepts_strings_and_refuses_what_it_cannot_do(tmp_path, digits):
     data = [{"input": digits.x_train[:16]}]
-    quantize_static(digits.model, tmp_path / "q.onnx", _reader(data), quant_format="QDQ",
+    quantize_static(digits.model, tmp_path / "q.onnx", list_reader(data), quant_format="QDQ",
                     activation_type="QUInt8", weight_type="QInt8", per_channel=True)
     onnx.checker.check_model(onnx.load(str(tmp_path / "q.onnx")))
     refusals = [({"quant_format": "QOperator"}, "use QuantFormat.QDQ"),
@@ -156,7 +146,7 @@ def test_quantize_static_accepts_strings_and_refuses_what_it_cannot_do(tmp_path,
                 ({"weight_type": "QUInt8"}, "weight_type QUInt8")]
     for kwargs, needle in refusals:
         with pytest.raises(ConfigError, match=needle):
-            quantize_static(digits.model, tmp_path / "r.onnx", _reader(data), **kwargs)
+            quantize_static(digits.model, tmp_path / "r.onnx", list_reader(data), **kwargs)
     assert not (tmp_path / "r.onnx").exists()
 
 
@@ -181,8 +171,8 @@ def test_float_half_of_the_pipeline_keeps_ppocr_outputs(ppocr, name):
 
 def test_reference_executor_calibrates_to_the_same_model(digits):
     data = [{"input": digits.x_train[i:i + 16]} for i in range(0, 64, 16)]
-    a = quantize(digits.model, None, _reader(data), QuantConfig(quant_mode=("min_max",)), evaluate=False)
-    b = quantize(digits.model, None, _reader(data), QuantConfig(quant_mode=("min_max",)), evaluate=False,
+    a = quantize(digits.model, None, list_reader(data), QuantConfig(quant_mode=("min_max",)), evaluate=False)
+    b = quantize(digits.model, None, list_reader(data), QuantConfig(quant_mode=("min_max",)), evaluate=False,
                  executor="reference")
     scales = [{t.name: onnx.numpy_helper.to_array(t) for t in m.model.graph.initializer if "scale" in t.name}
               for m in (a, b)]
