@@ -156,6 +156,8 @@ def _validate(cfg: QuantConfig) -> None:
         raise ConfigError(f"-amr/--auto-mix-ratio: {cfg.auto_mix_ratio} is outside [0, 1]")
     if cfg.target_cosine is not None and not -1.0 <= cfg.target_cosine <= 1.0:
         raise ConfigError(f"--target-cosine: {cfg.target_cosine} is outside [-1, 1]")
+    if cfg.mix_config and cfg.auto_mix_strategy != "initial":
+        raise ConfigError("-mc and -ams/--auto-mix-strategy both assign bit-widths: give one")
     if cfg.target_cosine is not None and (cfg.mix_config or cfg.auto_mix_strategy != "initial"):
         raise ConfigError("--target-cosine searches the assignment itself: drop -mc/-ams")
     if cfg.cpu_num is not None and cfg.cpu_num < 1:

@@ -143,7 +143,12 @@ def test_target_cosine_finds_a_small_16_bit_set_that_reaches_it(tmp_path, digits
     assert plain.cosine["logits"][0] < 0.999  # the search had something to do
 
 
-def test_hawq_is_refused_until_built():
+def test_hawq_and_conflicting_assignments_are_refused(tmp_path):
+    from ptqc.driver.config import _validate
+
     with pytest.raises(ConfigError, match="HAWQ: not built yet"):
-        from ptqc.driver.config import _validate
         _validate(QuantConfig(auto_mix_strategy="HAWQ"))
+    with pytest.raises(ConfigError, match="-mc and -ams/--auto-mix-strategy both assign"):
+        _validate(QuantConfig(auto_mix_strategy="IOhigh", mix_config=tmp_path / "m.json"))
+    with pytest.raises(ConfigError, match="--target-cosine searches the assignment itself"):
+        _validate(QuantConfig(target_cosine=0.99, mix_config=tmp_path / "m.json"))
