@@ -345,15 +345,9 @@ def _search_target_cosine(prepared: Graph, ctx: PassContext, scheme: QuantScheme
     ctx.analyses["observers"] = observers
 
     def specced(high: set[str]) -> tuple[Graph, QuantScheme, dict]:
-        g = copy.deepcopy(prepared)
-        quantized_keys = None
-        mix = {}
-        if high:
-            probe = copy.deepcopy(prepared)
-            AssignQuantSpecs(scheme).run(probe, dataclasses.replace(ctx, analyses=AnalysisStore()))
-            quantized_keys = [node_key(n) for n in probe.topological_order() if n.meta.get("quantized")]
-            mix = as_mix(quantized_keys, high, config.bit_width, method)
+        mix = as_mix(keys, high, config.bit_width, method) if high else {}
         sch = dataclasses.replace(scheme, node_bits=tuple(sorted((k, b) for k, (b, _) in mix.items())))
+        g = copy.deepcopy(prepared)
         AssignQuantSpecs(sch).run(g, dataclasses.replace(ctx, analyses=AnalysisStore()))
         return g, sch, mix
 
@@ -367,9 +361,10 @@ def _search_target_cosine(prepared: Graph, ctx: PassContext, scheme: QuantScheme
         cos, _ = compare_outputs(float_model, probe_report.model, drive, probe_report)
         return min(lo for lo, _ in cos.values()) if cos else 1.0
 
+    keys: list[str] = []  # which nodes run quantized does not depend on their bit-widths
     base, _, _ = specced(set())
     quantized = [n for n in base.topological_order() if n.meta.get("quantized")]
-    keys = [node_key(n) for n in quantized]
+    keys[:] = [node_key(n) for n in quantized]
     cost = {}
     for n in quantized:
         errs = [_relative_error(observers[o], base.value(o).meta["qspec"]) for o in n.outputs

@@ -170,6 +170,12 @@ class HistogramObserver:
         self.max = other.max if self.max is None else max(self.max, other.max)
         self.batches += other.batches
 
+    def qparams(self, dtype, *, symmetric: bool) -> QuantParam:
+        r = self.range(dtype, symmetric)
+        if r is None:
+            raise CalibrationDataError(f"tensor {self.name!r} was never observed: calibration ran no batch")
+        return qparam_from_range(r[0], r[1], dtype, symmetric=symmetric, method=self.method, name=self.name)
+
     # -------------------------------------------------------------- reading a range
     @property
     def width(self) -> float:
@@ -253,16 +259,6 @@ class HistogramObserver:
             if err < best_err:
                 best, best_err = (lo, hi), err
         return best
-
-
-def _histogram_qparams(self, dtype, *, symmetric: bool) -> QuantParam:
-    r = self.range(dtype, symmetric)
-    if r is None:
-        raise CalibrationDataError(f"tensor {self.name!r} was never observed: calibration ran no batch")
-    return qparam_from_range(r[0], r[1], dtype, symmetric=symmetric, method=self.method, name=self.name)
-
-
-HistogramObserver.qparams = _histogram_qparams
 
 
 def _qrange(dtype: np.dtype, symmetric: bool) -> tuple[int, int]:
