@@ -3,6 +3,8 @@
 The groups are marks in ``node.meta`` (``fused_activation`` on the producer, ``fused_into``
 on the activation) and the ``activation_groups`` analysis; the graph itself is unchanged.
 Quantization later takes the range after the activation and puts no Q/DQ between the two.
+Which activations fuse is the target's ``fused_activations`` (a chip fuses only what its
+requantizer's saturation computes: Relu, Clip); without a target, all of ``ACTIVATIONS``.
 """
 from __future__ import annotations
 
@@ -22,8 +24,9 @@ class MarkActivationFusion(Pass):
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         groups: list[tuple[str, str]] = []
         changed = False
+        fusable = getattr(ctx.target, "fused_activations", ACTIVATIONS)
         for act in graph.topological_order():
-            if act.op_type not in ACTIVATIONS or act.domain not in ("", "ai.onnx"):
+            if act.op_type not in fusable or act.domain not in ("", "ai.onnx"):
                 continue
             found = _match(graph, act)
             if isinstance(found, Fail):

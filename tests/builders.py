@@ -346,3 +346,58 @@ def concat_heavy_model(seed: int = 0) -> onnx.ModelProto:
     return make_model(nodes, [("x", np.float32, [1, 2, 6, 6])],
                       [("y1", np.float32, [1, 8, 3, 3]), ("y2", np.float32, [1, 2, 6, 6])], inits,
                       name="concat_heavy")
+
+
+def op_zoo_model(seed: int = 0, hw: int = 8) -> onnx.ModelProto:
+    """One small float model (opset 17, input "x" 1x4xHxW, outputs "probs" and "feat") that
+    runs every op kind the integer simulator lowers: Conv (plain, grouped/depthwise, strided,
+    dilated) with Relu/Clip, ConvTranspose, Add/Sub/Mul, Concat, Max/Average/GlobalAverage
+    pool, Resize nearest and linear, Sigmoid/HardSwish/Tanh tables, Reshape/Transpose/Flatten,
+    MatMul, Gemm, LayerNormalization and Softmax."""
+    rng = np.random.default_rng(seed)
+
+    def w(*shape, scale=0.3):
+        return rng.normal(0, scale, shape).astype(np.float32)
+    inits = {
+        "w0": w(8, 4, 3, 3), "b0": w(8), "wd": w(8, 1, 3, 3), "bd": w(8), "w2": w(8, 8, 3, 3, scale=0.15),
+        "wt": w(8, 4, 2, 2), "bt": w(4), "w3": w(4, 20, 1, 1), "b3": w(4),
+        "mul_c": np.full((1, 4, 1, 1), 0.7, np.float32), "sizes": np.array([1, 4, hw, hw], np.int64),
+        "scales2": np.array([1, 1, 2, 2], np.float32), "shape": np.array([1, 4, -1], np.int64),
+        "wm": w(hw * hw // 4, 16, scale=0.2), "ln_g": (1 + w(16, scale=0.1)), "ln_b": w(16, scale=0.1),
+        "wg": w(10, 64, scale=0.2), "bg": w(10), "lo": np.array(0.0, np.float32), "hi": np.array(4.0, np.float32),
+    }
+    n = helper.make_node
+    nodes = [
+        n("Conv", ["x", "w0", "b0"], ["c0"], pads=[1, 1, 1, 1]),
+        n("Relu", ["c0"], ["r0"]),
+        n("Conv", ["r0", "wd", "bd"], ["cd"], pads=[2, 2, 2, 2], group=8, dilations=[2, 2]),
+        n("Clip", ["cd", "lo", "hi"], ["r1"]),
+        n("Conv", ["r1", "w2"], ["c2"], pads=[1, 0, 1, 1], strides=[2, 2]),
+        n("HardSwish", ["c2"], ["h2"]),
+        n("ConvTranspose", ["h2", "wt", "bt"], ["ct"], strides=[2, 2]),
+        n("Sigmoid", ["ct"], ["s0"]),
+        n("Mul", ["s0", "mul_c"], ["m0"]),
+        n("MaxPool", ["r0"], ["mp"], kernel_shape=[2, 2], strides=[2, 2]),
+        n("Resize", ["mp", "", "scales2"], ["up_n"], mode="nearest"),
+        n("AveragePool", ["r1"], ["ap"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[1, 1]),
+        n("Concat", ["m0", "up_n", "ap"], ["cat"], axis=1),
+        n("Conv", ["cat", "w3", "b3"], ["c3"]),
+        n("Tanh", ["c3"], ["t3"]),
+        n("Sub", ["t3", "m0"], ["d3"]),
+        n("Add", ["d3", "s0"], ["a3"]),
+        n("AveragePool", ["a3"], ["ap2"], kernel_shape=[2, 2], strides=[2, 2]),
+        n("Resize", ["ap2", "", "", "sizes"], ["up_l"], mode="linear"),
+        n("Add", ["up_l", "a3"], ["a4"]),
+        n("GlobalAveragePool", ["a4"], ["gap"]),
+        n("MaxPool", ["a4"], ["mp2"], kernel_shape=[2, 2], strides=[2, 2]),
+        n("Reshape", ["mp2", "shape"], ["rs"]),
+        n("MatMul", ["rs", "wm"], ["mm"]),
+        n("LayerNormalization", ["mm", "ln_g", "ln_b"], ["ln"], axis=-1),
+        n("Transpose", ["ln"], ["tr"], perm=[0, 2, 1]),
+        n("Flatten", ["tr"], ["fl"]),
+        n("Gemm", ["fl", "wg", "bg"], ["g"], transB=1),
+        n("Softmax", ["g"], ["probs"], axis=-1),
+        n("Flatten", ["gap"], ["feat"]),
+    ]
+    return make_model(nodes, [("x", np.float32, [1, 4, hw, hw])],
+                      [("probs", np.float32, [1, 10]), ("feat", np.float32, [1, 4])], inits, opset=17)

@@ -75,3 +75,34 @@ def list_reader(feeds: list[dict]):
         def get_next(self):
             return next(self.it, None)
     return Reader()
+
+
+def ort_quantized_values(qdq: onnx.ModelProto, feeds: dict) -> dict[str, np.ndarray]:
+    """Every QuantizeLinear output of a QDQ model under onnxruntime, for ``feeds``."""
+    m = onnx.ModelProto()
+    m.CopyFrom(qdq)
+    names = [n.output[0] for n in m.graph.node if n.op_type == "QuantizeLinear"]
+    del m.graph.output[:]
+    m.graph.output.extend(onnx.helper.make_empty_tensor_value_info(o) for o in names)
+    return dict(zip(names, ort_outputs(m, feeds)))
+
+
+def isolated_lsb(program, qdq: onnx.ModelProto, feeds: dict) -> dict[str, tuple[str, int, float]]:
+    """Each integer op of ``program`` fed onnxruntime's integer inputs: {node: (kind, max LSB
+    difference from onnxruntime's integer output, share of elements that differ)}."""
+    from ptqc.runtime.simulator import Simulator
+
+    sim = Simulator(program)
+    vals = ort_quantized_values(qdq, feeds)
+    vals.update(feeds)
+    out = {}
+    for op in program.ops:
+        if op.kind in ("float", "quantize", "dequantize") or op.outputs[0] not in vals:
+            continue
+        env = {x: program.constants[x] if x in program.constants else vals.get(x) for x in op.inputs if x}
+        if any(v is None for v in env.values()):
+            continue
+        got = sim.run_op(op, env)[0].astype(np.int64)
+        d = np.abs(got - vals[op.outputs[0]].astype(np.int64))
+        out[op.node] = (op.kind, int(d.max(initial=0)), float(np.mean(d > 0)))
+    return out

@@ -4,6 +4,7 @@
     python tools/bench.py quant [--samples 20] [--models NAME ...]
     python tools/bench.py calib [--samples 20 200] [--models det rec] [--methods MinMax ...]
                                 [--timeout 900] [--max-rss-gb GB]
+    python tools/bench.py sim [--det-size 320] [--chips TX510x TX5368AV200] [--repeat 10]
 
 ``convert``: ptqc's import + cleanup pipeline + export, against onnxruntime's own offline
 graph optimization of the same model (session creation at ORT_ENABLE_EXTENDED writing the
@@ -32,6 +33,16 @@ rec [1,3,48,320] with the same standard-normal feeds (sample i from
 machines; a stopped run gives bounds, ">" its time so far): wall time of the
 calibration (model load included) and the ratio ptqc/onnxruntime, peak RSS of each and its
 growth from the fewest to the most samples; then the issue's done-when checks.
+
+``sim``: the integer simulator's latency against onnxruntime on the same inputs.  PP-OCR det
+[1,3,S,S] (``--det-size``), rec [1,3,48,320] and cls [1,3,48,192] are quantized by ptqc for each
+``--chips`` chip (TX510x 8 bit, TX5368AV200 16 bit) on 8 text-like sample images tiled to that
+shape, lowered and simulated; warm median of ``--repeat`` runs on a held-out tiled image of
+onnxruntime on the float and on the QDQ model (intra_op_num_threads=2) and of the simulator
+(OMP/OpenBLAS threads 2 unless set), the ratios, the simulator's min output cosine vs onnxruntime
+on the QDQ model, the top op kinds of the simulator's time; then, in fresh processes, its
+first-call time (imports + lowering, first infer) with the numba cache as it is and with an
+empty one (JIT compile).
 """
 from __future__ import annotations
 
@@ -39,6 +50,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import re
 import resource
 import statistics
@@ -50,6 +62,34 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
+if __name__ == "__main__" and sys.argv[1:2] in (["sim"], ["sim-first"]):
+    # the simulator's BLAS threads, as onnxruntime's 2 here: only works before numpy loads
+    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(_var, "2")
+
+
+def sim_first(qdq: str, chip: str, shape: str) -> None:
+    """Hidden ``sim-first``: one simulator's first call in this fresh process, run before this
+    file's own imports (they load numpy and numba); prints a JSON line of seconds."""
+    t0 = time.perf_counter()
+    from ptqc.runtime.simulator import Simulator  # numpy, numba, the kernels' modules
+    t1 = time.perf_counter()
+    from ptqc.targets.families import family_of
+    from ptqc.targets.lower import lower
+    sim = Simulator(lower(qdq, family_of(chip)))
+    t2 = time.perf_counter()
+    import numpy as np
+    feeds = {"x": np.random.default_rng(0).uniform(-1, 1, [int(d) for d in shape.split("x")]).astype(np.float32)}
+    sim.infer(feeds)
+    t3 = time.perf_counter()
+    sim.infer(feeds)
+    print(json.dumps({"import": t1 - t0, "lower": t2 - t1, "first": t3 - t2, "second": time.perf_counter() - t3}))
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["sim-first"]:
+    sim_first(*sys.argv[2:5])
+    raise SystemExit(0)
+
 import numpy as np
 import onnx
 import onnx.version_converter
@@ -59,6 +99,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 import builders  # noqa: E402
+import checks  # noqa: E402
 import models  # noqa: E402
 
 from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,  # noqa: E402
@@ -72,9 +113,13 @@ from onnxruntime.quantization.shape_inference import quant_pre_process  # noqa: 
 from ptqc.driver.config import QuantConfig  # noqa: E402
 from ptqc.driver.pipeline import build_pipeline  # noqa: E402
 from ptqc.driver.quantize import calibrate as ptqc_calibrate  # noqa: E402
+from ptqc.driver.quantize import quantize as ptqc_quantize  # noqa: E402
 from ptqc.driver.quantize import quantize_static as ptqc_quantize_static  # noqa: E402
 from ptqc.onnx_io import export_model, import_model  # noqa: E402
 from ptqc.pass_manager import PassContext, PassManager, TimingInstrument  # noqa: E402
+from ptqc.runtime.simulator import Simulator  # noqa: E402
+from ptqc.targets.families import family_of  # noqa: E402
+from ptqc.targets.lower import lower  # noqa: E402
 
 
 def _ptqc_convert(model: onnx.ModelProto) -> tuple[float, dict[str, float]]:
@@ -649,9 +694,150 @@ def bench_calib(samples: list[int], names: list[str], methods: list[str], timeou
     print(f"total {time.perf_counter() - t_start:.1f} s")
 
 
+# ------------------------------------------------------------------------------- sim
+SIM_CHIPS = {"TX510x": 8, "TX5368AV200": 16}  # chip -> bit width
+_SIM_TEST_SEEDS = (1000, 1001, 1002)  # the first is timed; all give the cosine
+
+
+def _tiled(name: str, seed: int, shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """``models.ppocr_sample_inputs`` tiled and cropped to ``shape``: a text-like image of any size."""
+    x = models.ppocr_sample_inputs(name, seed)["x"]
+    h, w = shape[2:]
+    x = np.tile(x, (1, 1, -(-h // x.shape[2]), -(-w // x.shape[3])))[:, :, :h, :w]
+    return {"x": np.ascontiguousarray(x)}
+
+
+def _median_ms(fn, repeat: int) -> float:
+    fn()  # warm
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
+def _ort_session2(path: Path) -> ort.InferenceSession:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 2
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def _sim_first_run(qdq: Path, chip: str, shape: tuple[int, ...], cache_dir: str | None) -> dict:
+    env = dict(os.environ, **({"NUMBA_CACHE_DIR": cache_dir} if cache_dir else {}))
+    cmd = [sys.executable, str(Path(__file__).resolve()), "sim-first", str(qdq), chip, "x".join(map(str, shape))]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode or not lines:
+        return {"error": f"exit {proc.returncode}: {(proc.stderr.strip().splitlines() or ['no output'])[-1]}"}
+    return json.loads(lines[-1])
+
+
+def bench_sim(det_size: int, chips: list[str], repeat: int) -> None:
+    t_start = time.perf_counter()
+    paths = models.ppocr_model_paths()
+    if not paths:
+        print(f"note: PP-OCR models not found ({models.PPOCR_PIP})")
+        return
+    shapes = {"det": (1, 3, det_size, det_size), "rec": (1, 3, 48, 320), "cls": (1, 3, 48, 192)}
+    rows: list[dict] = []
+    load = os.getloadavg()[0]  # other processes on the machine skew every figure here
+    ort.set_default_logger_severity(3)
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        for name, shape in shapes.items():
+            calib = [_tiled(name, i, shape) for i in range(8)]
+            tests = [_tiled(name, i, shape) for i in _SIM_TEST_SEEDS]
+            fsess = _ort_session2(paths[name])
+            float_ms = _median_ms(lambda: fsess.run(None, tests[0]), repeat)
+            for chip in chips:
+                print(f"[sim] {name} {chip}", file=sys.stderr)
+                row = {"model": name, "chip": chip, "shape": shape, "float": float_ms}
+                rows.append(row)
+                qdq, stage = tmp / f"{name}-{chip}.onnx", "quantize"
+                try:
+                    ptqc_quantize(paths[name], qdq, data=checks.list_reader(calib), evaluate=False,
+                                  config=QuantConfig(chip=chip, bit_width=SIM_CHIPS[chip], save_dir=tmp))
+                    stage = "ort QDQ"
+                    qsess = _ort_session2(qdq)
+                    row["qdq"] = _median_ms(lambda: qsess.run(None, tests[0]), repeat)
+                    stage = "lower"
+                    sim = Simulator(lower(qdq, family_of(chip)))
+                    stage = "simulate"
+                    names = [o.name for o in qsess.get_outputs()]
+                    row["cos"] = min(_cosine(sim.run(t)[n], r) for t in tests
+                                     for n, r in zip(names, qsess.run(names, t)))
+                    acc: dict[str, float] = {}
+                    run_op = sim.run_op
+
+                    def timed(op, env, run_op=run_op, acc=acc):
+                        t0 = time.perf_counter()
+                        out = run_op(op, env)
+                        acc[op.kind] = acc.get(op.kind, 0.0) + time.perf_counter() - t0
+                        return out
+                    sim.run_op = timed  # the instance attribute shadows the method in sim.run
+                    row["sim"] = _median_ms(lambda: sim.infer(tests[0]), repeat)
+                    counts, total = sim.p.kinds(), sum(acc.values())
+                    row["kinds"] = [(k, v * 1e3 / (repeat + 1), counts[k], v / total)
+                                    for k, v in sorted(acc.items(), key=lambda kv: -kv[1])[:6]]
+                    row["qdq_path"] = qdq
+                except Exception as exc:  # noqa: BLE001 - reported in its row
+                    row["error"] = f"{stage}: {_one_line(exc)}"
+        for row in rows:  # first calls, each in a fresh process: numba cache as it is, then empty
+            if "qdq_path" in row:
+                print(f"[sim-first] {row['model']} {row['chip']}", file=sys.stderr)
+                row["first"] = _sim_first_run(row["qdq_path"], row["chip"], row["shape"], None)
+                with tempfile.TemporaryDirectory(prefix="numba-cache.") as cache:
+                    row["jit"] = _sim_first_run(row["qdq_path"], row["chip"], row["shape"], cache)
+    ort.set_default_logger_severity(2)
+
+    try:
+        from threadpoolctl import threadpool_info
+        blas = ", ".join(f"{i['internal_api']} {i['num_threads']}" for i in threadpool_info())
+    except ImportError:
+        blas = "threadpoolctl not installed"
+    print(f"threads: onnxruntime intra_op_num_threads=2; simulator OMP_NUM_THREADS="
+          f"{os.environ.get('OMP_NUM_THREADS', 'unset')}, OPENBLAS_NUM_THREADS="
+          f"{os.environ.get('OPENBLAS_NUM_THREADS', 'unset')} (BLAS pools: {blas}); numba kernels single-threaded; "
+          f"{os.cpu_count()} CPUs, 1-min load average {load:.2f} at start, {os.getloadavg()[0]:.2f} at end")
+    print("inputs: PP-OCR " + ", ".join(f"{n} [{','.join(map(str, s))}]" for n, s in shapes.items())
+          + "; ppocr_sample_inputs text-like images tiled to that shape: 8 calibrate (seeds 0-7), seed 1000 "
+          f"is timed (warm median of {repeat}), cosine = min over outputs and seeds 1000-1002")
+    header = (f"{'model':<6}{'chip':<13}{'ort float ms':>13}{'ort QDQ ms':>12}{'sim ms':>10}"
+              f"{'sim/float':>11}{'sim/QDQ':>9}{'sim cos vs QDQ':>16}")
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        line = f"{r['model']:<6}{r['chip']:<13}{r['float']:>13.1f}"
+        if "sim" in r:
+            line += (f"{r['qdq']:>12.1f}{r['sim']:>10.1f}{r['sim'] / r['float']:>11.2f}"
+                     f"{r['sim'] / r['qdq']:>9.2f}{r['cos']:>16.6f}")
+        else:
+            line += (f"{r['qdq']:>12.1f}" if "qdq" in r else "") + f"  ERROR {r['error']}"
+        print(line)
+    print("\nsimulator time by op kind, top 6: ms per run (ops of that kind, share of op time)")
+    for r in rows:
+        if "kinds" in r:
+            print(f"{r['model']:<6}{r['chip']:<13}" + "  ".join(
+                f"{k} {ms:.1f} ({n}, {share * 100:.0f}%)" for k, ms, n, share in r["kinds"]))
+    print("\nfirst call, fresh process (s): import = numpy + numba + ptqc.runtime.simulator; lower = ptqc.targets "
+          "import + lowering; 1st / 2nd infer on a uniform(-1,1) input")
+    header = f"{'model':<6}{'chip':<13}{'numba cache':<13}{'import':>8}{'lower':>8}{'1st infer':>11}{'2nd infer':>11}"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        for key, label in (("first", "as is"), ("jit", "empty (JIT)")):
+            if key in r:
+                f = r[key]
+                print(f"{r['model']:<6}{r['chip']:<13}{label:<13}" + (f"  ERROR {f['error']}" if "error" in f else
+                      f"{f['import']:>8.2f}{f['lower']:>8.2f}{f['first']:>11.2f}{f['second']:>11.2f}"))
+    print(f"total {time.perf_counter() - t_start:.1f} s")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="what", required=True, metavar="{convert,quant,calib}")
+    sub = ap.add_subparsers(dest="what", required=True, metavar="{convert,quant,calib,sim}")
     c = sub.add_parser("convert", help="import + cleanup + export vs onnxruntime graph optimization")
     c.add_argument("--repeat", type=int, default=3)
     q = sub.add_parser("quant", help="ptqc quantize_static vs onnxruntime's (accuracy and time)")
@@ -664,6 +850,11 @@ def main(argv: list[str] | None = None) -> int:
     k.add_argument("--timeout", type=float, default=900, help="seconds per subprocess")
     k.add_argument("--max-rss-gb", type=float, help="stop a subprocess past this RSS (default: 70%% of the "
                    "memory available at start)")
+    m = sub.add_parser("sim", help="integer simulator latency vs onnxruntime (float and QDQ), first-call time")
+    m.add_argument("--det-size", type=int, default=320, help="det input is [1,3,S,S]")
+    m.add_argument("--chips", nargs="+", choices=list(SIM_CHIPS), default=list(SIM_CHIPS))
+    m.add_argument("--repeat", type=int, default=10)
+    # "sim-first" (hidden) runs before this file's imports: see sim_first
     w = sub.add_parser("calib-worker")  # one run of ``calib``, in its own process; no help: not listed
     w.add_argument("tool", choices=_CALIB_TOOLS)
     w.add_argument("model", choices=sorted(_CALIB_SHAPES))
@@ -676,6 +867,8 @@ def main(argv: list[str] | None = None) -> int:
         bench_quant(args.samples, args.models)
     elif args.what == "calib":
         bench_calib(args.samples, args.models, args.methods, args.timeout, args.max_rss_gb)
+    elif args.what == "sim":
+        bench_sim(args.det_size, args.chips, args.repeat)
     elif args.what == "calib-worker":
         calib_worker(args.tool, args.model, args.method, args.samples)
     return 0

@@ -33,10 +33,11 @@ BUILT_FLAGS = {
                                 "per_channel", "skip_quant_nodes", "debug_info_save_path", "generate_template",
                                 "mix_config", "auto_mix_strategy", "auto_mix_ratio", "target_cosine", "quantize_input_dtype", "output_dequant", "mean", "std",
                                 "output_name", "unify_input_scale", "generate_scale_json", "load_scale_json",
-                                "dump_ir", "debug"} | _IMAGES,
+                                "dump_ir", "debug", "dump", "lut_len"} | _IMAGES,
     "convert": _COMMON | {"dump_ir", "debug", "initializers"},
-    "infer": _COMMON | _DATA | _IMAGES,
+    "infer": _COMMON | _DATA | _IMAGES | {"lut_len"},
 }
+BUILT_FLAGS["compare"] = BUILT_FLAGS["quant"]  # compare = quant + the per-layer comparison (and -du)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -182,7 +183,7 @@ def _run(cfg: QuantConfig, flags: dict[str, str]) -> int:
     save_dir = _prepare_save_dir(cfg.save_dir)
     if cfg.run_mode == "convert":
         return _convert(cfg, save_dir)
-    if cfg.run_mode == "quant":
+    if cfg.run_mode in ("quant", "compare"):
         return _quant(cfg, save_dir)
     if cfg.user_defined_script is not None or "infer_func" in cfg.explicit:
         return _infer_with_function(cfg)
@@ -266,6 +267,7 @@ def format_quant_summary(cfg: QuantConfig, report) -> str:
         for r in report.ranking:
             score = np.mean([lo for lo, _ in r.cosine.values()]) if r.cosine else float("nan")
             lines.append(f"    {r.method:<16}{r.iteration:>5}{score:>12.6f}  {r.output or ''}")
+    lines += report.simulation
     if report.float_ops:
         lines.append("  left in float: " + ", ".join(f"{op} x{len(names)}" for op, names in sorted(report.float_ops.items())))
     return "\n".join(lines)

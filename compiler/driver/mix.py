@@ -26,7 +26,7 @@ from ptqc.driver.scale_json import read_json
 from ptqc.errors import ConfigError
 from ptqc.ir import Graph, Node
 from ptqc.passes.assign_quant_specs import node_key
-from ptqc.targets.families import ChipFamily
+from ptqc.targets.base import Target
 
 MODES = ("min_max", "kl", "kl_v2", "percentile", "mse")
 RECURRENT = frozenset({"RNN", "LSTM", "GRU", "SRU", "LSTMP"})
@@ -46,7 +46,7 @@ def write_template(graph: Graph, bits: int, mode: str, path: Path, mix: dict | N
     return write_scale_json(template(graph, bits, mode, mix), path)
 
 
-def load_mix(path: Path, graph: Graph, family: ChipFamily, bits: int) -> dict[str, tuple[int, str]]:
+def load_mix(path: Path, graph: Graph, family: Target, bits: int) -> dict[str, tuple[int, str]]:
     """node name -> (bitwidth, mode), every rule checked."""
     flag = f"-mc/--mix-config {path}"
     if not family.mixed_precision:

@@ -35,7 +35,9 @@ from ptqc.passes.calibrate import observed_values
 from ptqc.passes.calibration import OBSERVERS
 from ptqc.quant import QuantParam, QuantScheme, qparam_from_range
 from ptqc.runtime.ort import OrtRunner
-from ptqc.targets.families import ChipFamily, chip_names, family_of
+from ptqc.driver.simulate import is_qdq, simulator_for
+from ptqc.targets.base import Target
+from ptqc.targets.families import chip_names, family_of
 
 log = logging.getLogger("ptqc")
 
@@ -61,10 +63,11 @@ class QuantReport:
     iteration: int = 1  # batches its calibration saw
     quant_scheme: Path | None = None  # the nncase scheme written (--export-quant-scheme)
     template: Path | None = None  # the mixed-precision template written (-gt)
+    simulation: list[str] = field(default_factory=list)  # -du / -r compare summary lines
 
 
 # ------------------------------------------------------------------------ settings
-def target_of(config: QuantConfig) -> ChipFamily:
+def target_of(config: QuantConfig) -> Target:
     family = family_of(config.chip or "generic")
     if family is None:
         raise ConfigError(f"--chip: unknown chip {config.chip!r} (known: {', '.join(chip_names())})")
@@ -72,7 +75,7 @@ def target_of(config: QuantConfig) -> ChipFamily:
     return family
 
 
-def scheme_of(config: QuantConfig, family: ChipFamily) -> QuantScheme:
+def scheme_of(config: QuantConfig, family: Target) -> QuantScheme:
     """Activations: asymmetric uint8 on ``generic`` (onnxruntime's default), symmetric int8
     on the TX5xxx families; 16-bit is symmetric int16.  Weights symmetric per channel."""
     bits = config.bit_width
@@ -526,8 +529,33 @@ def _finish(graph: Graph, float_model: onnx.ModelProto, ctx: PassContext, drive:
 
             report.quant_scheme = export_scheme(graph, ctx.analyses.get("weight_params") or {},
                                                 output.parent / f"{stem}_quant_scheme.json")
+        if config.dump or config.run_mode == "compare":
+            report.simulation = _simulate(qmodel, float_model, drive, report, ctx.target, config, output.parent)
     report.seconds = {"evaluate": t2 - t1, "export": (t1 - t0) + (time.perf_counter() - t2)}
     return report
+
+
+def _simulate(qmodel: onnx.ModelProto, float_model: onnx.ModelProto, drive: Callable, report: QuantReport,
+              target, config: QuantConfig, save_dir: Path) -> list[str]:
+    """``-du`` / ``-r compare`` on the first batch the infer function feeds."""
+    from ptqc.driver.simulate import dump_and_compare
+
+    f_run = OrtRunner(float_model.SerializeToString())
+    first: list[dict] = []
+
+    def run(feeds: dict) -> list:
+        if not first:
+            first.append(dict(feeds))
+        out = f_run.run(feeds)
+        return [out[n] for n in f_run.outputs]
+    drive(run)
+    if not first:
+        raise ConfigError("-du/-r compare: the infer function fed no data")
+    feeds = first[0]
+    qfeeds = {k: (report.input_params[k].quantize(x) if k in report.input_params else x) for k, x in feeds.items()}
+    lines = dump_and_compare(qmodel, float_model, qfeeds, target, config.lut_len, save_dir, config.dump,
+                             config.run_mode == "compare")
+    return lines
 
 
 def compare_outputs(float_model: onnx.ModelProto, qmodel: onnx.ModelProto, drive: Callable,
@@ -572,18 +600,27 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 # ------------------------------------------------------------------------ infer
 def infer(model: str | Path | onnx.ModelProto, data: Any = None, config: QuantConfig | None = None) -> float:
     """``-r infer``: run the infer function (``-uds/-if``, ``-d`` or ``infer_auto``) on a float or
-    QDQ model with onnxruntime; returns the function's metric."""
+    QDQ model; returns the function's metric.  A QDQ model with a TX5xxx ``--chip`` runs on
+    the integer simulator (the chip's arithmetic), anything else on onnxruntime."""
     config = config or QuantConfig()
     fn, fn_name = infer_function_of(data, config)
     graph = import_model(model)
-    runner = OrtRunner(export_model(graph, constants_as_initializers=True).SerializeToString())
+    exported = export_model(graph, constants_as_initializers=True)
+    family = target_of(config)
+    if family.name != "generic" and is_qdq(exported):  # the chip's integer arithmetic
+        sim = simulator_for(graph, family, config.lut_len)
+        names = list(graph.outputs)
+        run_model = sim.run
+    else:
+        runner = OrtRunner(exported.SerializeToString())
+        names, run_model = runner.outputs, runner.run
     node_of_output = {o: n.name for n in graph.nodes() for o in n.outputs if o}
     drive = make_drive(fn, fn_name, input_specs(graph), config, node_of_output)
     dequantize = output_dequantizers(graph)
 
     def run(feeds: dict) -> list:
-        out = runner.run(feeds)
-        return [dequantize[n](out[n]) if n in dequantize else out[n] for n in runner.outputs]
+        out = run_model(feeds)
+        return [dequantize[n](out[n]) if n in dequantize else out[n] for n in names]
     return drive(run)
 
 

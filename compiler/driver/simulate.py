@@ -1,0 +1,104 @@
+"""The simulator in the driver: ``-r infer`` on a chip, ``-du`` dumps, ``-r compare``.
+
+A QDQ model is lowered for the chip's target (targets/lower.py) and run by
+``ptqc.runtime.simulator``; the float side of a comparison is the float model run by
+onnxruntime with every intermediate tensor as an output.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import onnx
+
+from ptqc.errors import ConfigError
+from ptqc.onnx_io import import_model
+from ptqc.runtime.ort import OrtRunner
+from ptqc.runtime.simulator import LayerError, Simulator
+from ptqc.targets.base import Target
+from ptqc.targets.lower import lower
+
+log = logging.getLogger("ptqc.simulate")
+
+COMPARE_THRESHOLD = 0.99  # the cosine below which a layer is reported as the first drop
+
+
+def is_qdq(model: onnx.ModelProto) -> bool:
+    return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
+
+
+def simulator_for(model, target: Target, lut_len: int | None = None) -> Simulator:
+    """Lower a QDQ model for ``target`` and wrap it in a simulator; says what stays float."""
+    if target.name == "generic":
+        raise ConfigError("--chip generic has no integer simulator: name a TX5xxx chip")
+    program = lower(model, target, lut_len)
+    floats = program.float_nodes()
+    if floats:
+        counts: dict[str, int] = {}
+        for op_type, _ in floats:
+            counts[op_type] = counts.get(op_type, 0) + 1
+        log.warning("simulator on %s: %d nodes run in float: %s", target.name, len(floats),
+                    ", ".join(f"{k} x{v}" for k, v in sorted(counts.items())))
+    return Simulator(program)
+
+
+def float_values(float_model: onnx.ModelProto, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every tensor of the float model for ``feeds`` (one onnxruntime run)."""
+    from ptqc.passes.calibrate import _model_with_outputs
+
+    graph = import_model(float_model)
+    names = [o for n in graph.nodes() for o in n.outputs if o]
+    runner = OrtRunner(_model_with_outputs(graph, names))
+    values = runner.run(feeds)
+    values.update(feeds)
+    return values
+
+
+def first_drop(rows: list[LayerError], threshold: float = COMPARE_THRESHOLD) -> LayerError | None:
+    return next((r for r in rows if r.cosine < threshold), None)
+
+
+def write_compare_csv(rows: list[LayerError], path: Path) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["node", "op_type", "tensor", "cosine", "max_abs_error", "relative_error"])
+        for r in rows:
+            w.writerow([r.node, r.op_type, r.tensor, f"{r.cosine:.6f}", f"{r.max_abs:.6g}", f"{r.rel:.6g}"])
+    os.replace(tmp, path)
+    return path
+
+
+def format_compare(rows: list[LayerError], mode: str, limit: int = 12) -> str:
+    """The worst layers and the first drop below the threshold, for the screen."""
+    lines = [f"  compare ({mode}, {len(rows)} layers vs float):"]
+    drop = first_drop(rows)
+    lines.append(f"    first cosine < {COMPARE_THRESHOLD}: " +
+                 (f"{drop.node!r} ({drop.op_type}) cosine {drop.cosine:.6f}" if drop else "none"))
+    lines.append(f"    {'node':<40}{'op':<20}{'cosine':>10}{'max abs':>12}{'rel':>10}")
+    for r in sorted(rows, key=lambda r: r.cosine)[:limit]:
+        lines.append(f"    {r.node[:39]:<40}{r.op_type:<20}{r.cosine:>10.6f}{r.max_abs:>12.4g}{r.rel:>10.4f}")
+    return "\n".join(lines)
+
+
+def dump_and_compare(qmodel: onnx.ModelProto, float_model: onnx.ModelProto, feeds: Mapping[str, np.ndarray],
+                     target: Target, lut_len: int | None, save_dir: Path, dump: bool, compare: bool) -> list[str]:
+    """``-du``: the simulator's tensors for one batch under ``save_dir/dump``; ``-r compare``:
+    both comparisons as CSV under ``save_dir``.  Returns lines for the summary."""
+    sim = simulator_for(qmodel, target, lut_len)
+    lines = []
+    if dump:
+        files = sim.dump(feeds, save_dir / "dump")
+        lines.append(f"  dump: {len(files)} tensors -> {save_dir / 'dump'}")
+    if compare:
+        ref = float_values(float_model, feeds)
+        for mode in ("graphwise", "layerwise"):
+            rows = sim.compare(feeds, ref, mode)
+            path = write_compare_csv(rows, save_dir / f"compare_{mode}.csv")
+            lines.append(format_compare(rows, mode))
+            lines.append(f"    -> {path}")
+    return lines

@@ -1,0 +1,1 @@
+"""Numba integer kernels of the simulator (numpy and numba only)."""

@@ -1,0 +1,146 @@
+"""Elementwise integer kernels: requantize one tensor, add (or subtract) and multiply two.
+
+Everything is int64 and ends with :func:`requant.round_shift` (``mode`` = HALF_UP 0,
+HALF_EVEN 1, HALF_AWAY 2); results are clamped to ``[lo, hi]`` and returned as ``dtype``.
+Binary ops broadcast like numpy.  Before running, each kernel checks that its largest
+intermediate ``|value| · 2^max(-shift, 0)`` fits int64 and that ``shift <= 63`` (the
+range of ``round_shift``), and raises ValueError otherwise.
+Imports numpy, numba and ``ptqc.runtime.kernels`` only.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from .requant import round_shift
+
+MAX_SHIFT = 63  # round_shift is exact for 0 < s <= 63 (x86 masks larger shift counts)
+_INT64_LIMIT = 1 << 63
+
+
+def out_bounds(lo: int, hi: int, dtype) -> tuple[np.int64, np.int64]:
+    """``(lo, hi)`` as int64 after checking ``iinfo(dtype).min <= lo <= hi <= iinfo(dtype).max``."""
+    info = np.iinfo(dtype)
+    if not info.min <= int(lo) <= int(hi) <= info.max:
+        raise ValueError(f"clamp range [{lo}, {hi}] is empty or outside {np.dtype(dtype).name}")
+    return np.int64(lo), np.int64(hi)
+
+
+def check_mode(mode: int) -> int:
+    """``mode`` if it is a rounding mode of :mod:`requant` (0, 1, 2)."""
+    if int(mode) not in (0, 1, 2):
+        raise ValueError(f"rounding mode must be 0 (half up), 1 (half even) or 2 (half away), got {mode}")
+    return int(mode)
+
+
+def max_abs_offset(q: np.ndarray, zp: int) -> int:
+    """``max |q - zp|`` over ``q`` (0 when empty), as a Python int."""
+    if q.size == 0:
+        return 0
+    return max(abs(int(q.min()) - int(zp)), abs(int(q.max()) - int(zp)))
+
+
+def check_headroom(bound: int, shift: int) -> None:
+    """Raise ValueError unless ``shift <= 63`` and ``bound · 2^max(-shift, 0) < 2^63``
+    (``bound`` = the largest ``|x|`` passed to ``round_shift(x, shift)``)."""
+    if shift > MAX_SHIFT:
+        raise ValueError(f"shift {shift} > {MAX_SHIFT}: round_shift is undefined there")
+    if bound << max(-shift, 0) >= _INT64_LIMIT:
+        raise ValueError(f"intermediate |x| <= {bound} with shift {shift} overflows int64")
+
+
+def _flat64(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x, np.int64).reshape(-1)
+
+
+@njit(cache=True)
+def _rescale(q, zp_in, mult, shift, zp_out, lo, hi, mode, out):
+    for i in range(q.shape[0]):
+        v = zp_out + round_shift((q[i] - zp_in) * mult, shift, mode)
+        out[i] = min(max(v, lo), hi)
+    return out
+
+
+@njit(cache=True)
+def _add(a, za, ma, b, zb, mb, shift, zo, lo, hi, mode, out):
+    for i in range(a.shape[0]):
+        acc = (a[i] - za) * ma + (b[i] - zb) * mb
+        out[i] = min(max(zo + round_shift(acc, shift, mode), lo), hi)
+    return out
+
+
+@njit(cache=True)
+def _mul(a, za, b, zb, mult, shift, zo, lo, hi, mode, out):
+    for i in range(a.shape[0]):
+        acc = (a[i] - za) * (b[i] - zb) * mult
+        out[i] = min(max(zo + round_shift(acc, shift, mode), lo), hi)
+    return out
+
+
+def rescale(q: np.ndarray, zp_in: int, mult: int, shift: int, zp_out: int, lo: int, hi: int,
+            mode: int, dtype) -> np.ndarray:
+    """``clamp(zp_out + round_shift((q - zp_in) · mult, shift, mode), lo, hi)`` per tensor,
+    same shape as ``q``, as ``dtype``.  Requantization to a new scale (``mult · 2^-shift ≈
+    s_in / s_out``), Relu / Clip as saturation through ``lo`` / ``hi``, Concat inputs."""
+    q = np.asarray(q)
+    lo, hi = out_bounds(lo, hi, dtype)
+    check_headroom(max_abs_offset(q, zp_in) * abs(int(mult)), int(shift))
+    out = _rescale(_flat64(q), np.int64(zp_in), np.int64(mult), np.int64(shift), np.int64(zp_out),
+                   lo, hi, check_mode(mode), np.empty(q.size, np.int64))
+    return out.reshape(q.shape).astype(dtype)
+
+
+def add_int(a: np.ndarray, za: int, ma: int, b: np.ndarray, zb: int, mb: int, shift: int, zo: int,
+            lo: int, hi: int, mode: int, dtype) -> np.ndarray:
+    """``clamp(zo + round_shift((a - za) · ma + (b - zb) · mb, shift, mode), lo, hi)`` with
+    numpy broadcasting of ``a`` and ``b``; as ``dtype``.  ``mb < 0`` makes Sub.  Get
+    ``(ma, mb, shift)`` from :func:`add_multipliers`."""
+    a, b = np.broadcast_arrays(np.asarray(a), np.asarray(b))
+    lo, hi = out_bounds(lo, hi, dtype)
+    bound = max_abs_offset(a, za) * abs(int(ma)) + max_abs_offset(b, zb) * abs(int(mb))
+    check_headroom(bound, int(shift))
+    out = _add(_flat64(a), np.int64(za), np.int64(ma), _flat64(b), np.int64(zb), np.int64(mb),
+               np.int64(shift), np.int64(zo), lo, hi, check_mode(mode), np.empty(a.size, np.int64))
+    return out.reshape(a.shape).astype(dtype)
+
+
+def mul_int(a: np.ndarray, za: int, b: np.ndarray, zb: int, mult: int, shift: int, zo: int,
+            lo: int, hi: int, mode: int, dtype) -> np.ndarray:
+    """``clamp(zo + round_shift((a - za) · (b - zb) · mult, shift, mode), lo, hi)`` with numpy
+    broadcasting; as ``dtype``.  ``mult · 2^-shift ≈ sa · sb / so``
+    (:func:`requant.quantize_multiplier`).  Any 16-bit operands with ``|mult| < 2^31`` fit
+    int64: ``(2^16 - 1)^2 (2^31 - 1) < 2^63``."""
+    a, b = np.broadcast_arrays(np.asarray(a), np.asarray(b))
+    lo, hi = out_bounds(lo, hi, dtype)
+    check_headroom(max_abs_offset(a, za) * max_abs_offset(b, zb) * abs(int(mult)), int(shift))
+    out = _mul(_flat64(a), np.int64(za), _flat64(b), np.int64(zb), np.int64(mult), np.int64(shift),
+               np.int64(zo), lo, hi, check_mode(mode), np.empty(a.size, np.int64))
+    return out.reshape(a.shape).astype(dtype)
+
+
+def add_multipliers(sa: float, sb: float, so: float, bits: int = 31) -> tuple[int, int, int]:
+    """``(ma, mb, shift)`` with ``ma · 2^-shift ≈ sa / so``, ``mb · 2^-shift ≈ sb / so`` (one
+    shared shift, signs kept: a negative ``sb`` gives Sub) and ``max(|ma|, |mb|) < 2^bits``.
+
+    ``shift`` is the largest for which the larger ratio still fits ``bits`` bits, and each
+    multiplier is the nearest integer (half even), so both absolute errors are
+    ``<= 2^-(shift+1)``, i.e. the larger ratio is exact to ``2^-bits`` relative (plus float64's
+    ``2^-53`` on ``sa / so``).  In the add, the error before the final rounding is at most
+    ``(|a - za| + |b - zb|) · 2^-(shift+1)`` output LSB.  ``shift`` is capped at 63 (then
+    ratios below ``2^(bits-64)`` lose bits or become 0).  ``bits`` in [1, 52]; ``so > 0``."""
+    if not 1 <= bits <= 52:
+        raise ValueError(f"bits must be in [1, 52], got {bits}")
+    if not (math.isfinite(sa) and math.isfinite(sb) and math.isfinite(so) and so > 0):
+        raise ValueError("scales must be finite and the output scale > 0")
+    ra, rb = sa / so, sb / so
+    top = max(abs(ra), abs(rb))
+    if top == 0:
+        return 0, 0, 0
+    shift = min(bits - math.frexp(top)[1], MAX_SHIFT)  # top · 2^shift in [2^(bits-1), 2^bits)
+    ma, mb = (int(np.rint(math.ldexp(r, shift))) for r in (ra, rb))
+    if max(abs(ma), abs(mb)) == 1 << bits:  # the larger one rounded up to 2^bits
+        shift -= 1
+        ma, mb = (int(np.rint(math.ldexp(r, shift))) for r in (ra, rb))
+    return ma, mb, shift

@@ -1,0 +1,96 @@
+"""Fixed-point requantization: the one arithmetic every integer kernel ends with.
+
+``q_out = clamp(zp_out + round_shift(acc * M, s), lo, hi)`` where ``real_multiplier ≈ M · 2^-s``
+and ``M`` is an integer of ``bits`` bits (normalized to ``[2^(bits-1), 2^bits)``).  The
+rounding of the right shift is the target's choice:
+
+- ``HALF_UP``   (0): add ``2^(s-1)``, arithmetic shift right — ties go towards +inf;
+- ``HALF_EVEN`` (1): ties go to the even result (onnxruntime's float rounding);
+- ``HALF_AWAY`` (2): ties go away from zero (TFLite's ``RoundingDivideByPOT``).
+
+A shift ``s <= 0`` is an exact left shift.  All arithmetic is int64; callers keep
+``|acc| · M < 2^63`` (the target's accumulator and multiplier widths guarantee it).
+Imports numpy and numba only.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+HALF_UP, HALF_EVEN, HALF_AWAY = 0, 1, 2
+ROUNDING = {"half_up": HALF_UP, "half_even": HALF_EVEN, "half_away": HALF_AWAY}
+
+
+def quantize_multiplier(real, bits: int = 31) -> tuple[np.ndarray, np.ndarray]:
+    """(M, s) int64 arrays with ``real ≈ M · 2^-s``, ``2^(bits-1) <= M < 2^bits`` (M = 0 for
+    real = 0).  ``real`` must be finite and >= 0; the shape is kept."""
+    r = np.asarray(real, np.float64)
+    if not np.all(np.isfinite(r)) or np.any(r < 0):
+        raise ValueError("requantization multipliers must be finite and >= 0")
+    mant, exp = np.frexp(r)  # r = mant * 2^exp, mant in [0.5, 1)
+    m = np.rint(mant * float(1 << bits)).astype(np.int64)
+    s = (bits - exp).astype(np.int64)
+    full = m == (1 << bits)  # mantissa rounded up to 1.0
+    m = np.where(full, m >> 1, m)
+    s = np.where(full, s - 1, s)
+    zero = m == 0
+    return np.where(zero, 0, m), np.where(zero, 0, s)
+
+
+@njit(cache=True, inline="always")
+def round_shift(x, s, mode):
+    """Round ``x / 2^s`` to an integer (int64 scalars)."""
+    if s <= 0:
+        return x << (-s)
+    q = x >> s  # floor
+    r = x - (q << s)  # remainder in [0, 2^s)
+    half = np.int64(1) << (s - 1)
+    if r > half:
+        return q + 1
+    if r < half:
+        return q
+    if mode == 0:
+        return q + 1
+    if mode == 1:
+        return q + (q & 1)
+    return q + 1 if x >= 0 else q
+
+
+@njit(cache=True)
+def requantize(acc, mult, shift, zp_out, lo, hi, mode, out):
+    """``out[o, c, i] = clamp(zp_out + round_shift(acc[o, c, i] * mult[c], shift[c]), lo, hi)``.
+
+    ``acc``: int64 (outer, channels, inner); ``mult``/``shift``: int64 (channels,) — pass
+    length-1 arrays broadcast by the caller for per-tensor; ``out``: any integer array of the
+    same shape (the target dtype)."""
+    n0, n1, n2 = acc.shape
+    for o in range(n0):
+        for c in range(n1):
+            m = mult[c]
+            s = shift[c]
+            for i in range(n2):
+                v = zp_out + round_shift(acc[o, c, i] * m, s, mode)
+                if v < lo:
+                    v = lo
+                elif v > hi:
+                    v = hi
+                out[o, c, i] = v
+    return out
+
+
+def requantize_channels(acc: np.ndarray, mult, shift, zp_out: int, lo: int, hi: int, mode: int,
+                        dtype, axis: int | None = 1) -> np.ndarray:
+    """Requantize an int64 accumulator; ``mult``/``shift`` per channel along ``axis`` (or
+    per tensor when they have one element / ``axis`` is None).  Returns ``dtype``."""
+    acc = np.ascontiguousarray(acc, np.int64)
+    mult = np.atleast_1d(np.asarray(mult, np.int64))
+    shift = np.atleast_1d(np.asarray(shift, np.int64))
+    if mult.size == 1 or axis is None or acc.ndim == 0:
+        view = acc.reshape(1, 1, -1)
+        mult, shift = mult[:1], shift[:1]
+    else:
+        ax = axis % acc.ndim
+        view = acc.reshape(int(np.prod(acc.shape[:ax], dtype=np.int64)), acc.shape[ax], -1)
+    out = np.empty(view.shape, dtype)
+    requantize(view, mult, shift, np.int64(zp_out), np.int64(lo), np.int64(hi), mode, out)
+    return out.reshape(acc.shape)
