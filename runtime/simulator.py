@@ -23,7 +23,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from ptqc.runtime.kernels import elementwise, linear, lut, norm, pool, resize, softmax
-from ptqc.runtime.kernels.requant import requantize_channels
+from ptqc.runtime.kernels.requant import requantize_accumulator, requantize_channels
 from ptqc.runtime.program import Op, Program, TensorInfo
 from ptqc.runtime.reference import run_node
 
@@ -54,6 +54,16 @@ class Simulator:
                 if x:
                     last[x] = i
         self._last_use = last
+        self._plans: dict[int, object] = {}  # id(op) -> weights prepared once (ConvPlan / MatMulPlan)
+        for op in program.ops:
+            x = program.tensors.get(op.inputs[0]) if op.inputs else None
+            if op.kind == "conv" and x is not None:
+                c = program.constants
+                self._plans[id(op)] = linear.ConvPlan(c[op.attrs["w"]], c[op.attrs["w_zp"]], x.dtype, x.zero_point,
+                                                      int(op.attrs["onnx_attrs"].get("group", 1)))
+            elif op.kind == "matmul" and x is not None and op.attrs["b_zp"] is not None:
+                c = program.constants
+                self._plans[id(op)] = linear.MatMulPlan(c[op.inputs[1]], c[op.attrs["b_zp"]], x.dtype, op.attrs["a_zp"])
 
     # ------------------------------------------------------------------ running
     def run(self, feeds: Mapping[str, np.ndarray], keep_all: bool = False,
@@ -205,24 +215,14 @@ def _dequantize(sim: Simulator, op: Op, a: list) -> np.ndarray:
     return ((q.astype(np.int64) - zp).astype(np.float32) * scale).astype(np.float32)
 
 
-def _saturate(sim: Simulator, op: Op, acc: np.ndarray) -> np.ndarray:
-    bound = 1 << (op.attrs["acc_bits"] - 1)
-    over = int(np.count_nonzero((acc >= bound) | (acc < -bound)))
-    if over:
-        sim.saturated[op.node] = sim.saturated.get(op.node, 0) + over
-        acc = np.clip(acc, -bound, bound - 1)
-    return acc
-
-
 def _requant_linear(sim: Simulator, op: Op, acc: np.ndarray, axis: int) -> np.ndarray:
     at = op.attrs
-    if at["bias"] is not None:
-        shape = [1] * acc.ndim
-        shape[axis % acc.ndim] = -1
-        acc = acc + sim.p.constants[at["bias"]].reshape(shape)
-    acc = _saturate(sim, op, acc)
-    return requantize_channels(acc, at["mult"], at["shift"], at["zp_out"], at["lo"], at["hi"], sim.p.rounding,
-                               _info(sim, op).dtype, axis)
+    bias = sim.p.constants[at["bias"]] if at["bias"] is not None else None
+    out, saturated = requantize_accumulator(acc, bias, at["acc_bits"], at["mult"], at["shift"], at["zp_out"], at["lo"],
+                                            at["hi"], sim.p.rounding, _info(sim, op).dtype, axis)
+    if saturated:
+        sim.saturated[op.node] = sim.saturated.get(op.node, 0) + saturated
+    return out
 
 
 def _spatial_attrs(at: dict, x: np.ndarray, kernel: Sequence[int], transpose: bool = False,
@@ -257,7 +257,7 @@ def _conv(sim: Simulator, op: Op, a: list) -> np.ndarray:
     oa = at["onnx_attrs"]
     strides, pads, dil = _spatial_attrs(oa, x, w.shape[2:], op.kind == "conv_transpose", oa.get("output_shape"))
     if op.kind == "conv":
-        acc = linear.conv_int(x, w, at["x_zp"], c[at["w_zp"]], strides, pads, dil, int(oa.get("group", 1)))
+        acc = linear.conv_planned(sim._plans[id(op)], x, strides, pads, dil)
     else:
         nd = x.ndim - 2
         opad = tuple(int(v) for v in oa.get("output_padding", [0] * nd))
@@ -277,12 +277,11 @@ def _affine(sim: Simulator, op: Op, a: list) -> np.ndarray:
 
 def _matmul(sim: Simulator, op: Op, a: list) -> np.ndarray:
     at = op.attrs
-    x = a[0].astype(np.int32) - at["a_zp"]
-    if at["b_zp"] is None:
-        b = a[1].astype(np.int32) - at["b_zp_scalar"]
+    plan = sim._plans.get(id(op))
+    if plan is not None:  # a constant B, prepared once
+        acc = linear.matmul_planned(plan, a[0])
     else:
-        b = a[1].astype(np.int32) - sim.p.constants[at["b_zp"]].astype(np.int32)
-    acc = linear.int_matmul(x, b)
+        acc = linear.int_matmul(a[0].astype(np.int32) - at["a_zp"], a[1].astype(np.int32) - at["b_zp_scalar"])
     return _requant_linear(sim, op, acc, -1)
 
 

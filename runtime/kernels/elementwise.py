@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from .requant import round_shift
 
@@ -51,32 +51,55 @@ def check_headroom(bound: int, shift: int) -> None:
         raise ValueError(f"intermediate |x| <= {bound} with shift {shift} overflows int64")
 
 
-def _flat64(x: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(x, np.int64).reshape(-1)
+def _dtype_offset(x: np.ndarray, zp: int) -> int:
+    """``max |x - zp|`` over every value ``x``'s dtype can hold: a bound without a pass
+    over the data (the data pass runs only when this bound is too loose)."""
+    info = np.iinfo(x.dtype)
+    return max(abs(int(info.min) - int(zp)), abs(int(info.max) - int(zp)))
 
 
-@njit(cache=True)
+def _headroom(bound_of, shift: int) -> None:
+    """``check_headroom`` on the dtype bound, falling back to the data's own bound."""
+    try:
+        check_headroom(bound_of(_dtype_offset), shift)
+    except ValueError:
+        check_headroom(bound_of(max_abs_offset), shift)
+
+
+def _flat(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x).reshape(-1)
+
+
+@njit(cache=True, parallel=True)
 def _rescale(q, zp_in, mult, shift, zp_out, lo, hi, mode, out):
-    for i in range(q.shape[0]):
-        v = zp_out + round_shift((q[i] - zp_in) * mult, shift, mode)
+    for i in prange(q.shape[0]):
+        v = zp_out + round_shift((np.int64(q[i]) - zp_in) * mult, shift, mode)
         out[i] = min(max(v, lo), hi)
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def _add(a, za, ma, b, zb, mb, shift, zo, lo, hi, mode, out):
-    for i in range(a.shape[0]):
-        acc = (a[i] - za) * ma + (b[i] - zb) * mb
+    for i in prange(a.shape[0]):
+        acc = (np.int64(a[i]) - za) * ma + (np.int64(b[i]) - zb) * mb
         out[i] = min(max(zo + round_shift(acc, shift, mode), lo), hi)
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def _mul(a, za, b, zb, mult, shift, zo, lo, hi, mode, out):
-    for i in range(a.shape[0]):
-        acc = (a[i] - za) * (b[i] - zb) * mult
+    for i in prange(a.shape[0]):
+        acc = (np.int64(a[i]) - za) * (np.int64(b[i]) - zb) * mult
         out[i] = min(max(zo + round_shift(acc, shift, mode), lo), hi)
     return out
+
+
+def _operands(a, b) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+    """Both operands flat over the broadcast shape (the broadcast one copied in its own
+    dtype, never widened)."""
+    a, b = np.asarray(a), np.asarray(b)
+    shape = np.broadcast_shapes(a.shape, b.shape)
+    return _flat(np.broadcast_to(a, shape)), _flat(np.broadcast_to(b, shape)), shape
 
 
 def rescale(q: np.ndarray, zp_in: int, mult: int, shift: int, zp_out: int, lo: int, hi: int,
@@ -86,10 +109,10 @@ def rescale(q: np.ndarray, zp_in: int, mult: int, shift: int, zp_out: int, lo: i
     s_in / s_out``), Relu / Clip as saturation through ``lo`` / ``hi``, Concat inputs."""
     q = np.asarray(q)
     lo, hi = out_bounds(lo, hi, dtype)
-    check_headroom(max_abs_offset(q, zp_in) * abs(int(mult)), int(shift))
-    out = _rescale(_flat64(q), np.int64(zp_in), np.int64(mult), np.int64(shift), np.int64(zp_out),
-                   lo, hi, check_mode(mode), np.empty(q.size, np.int64))
-    return out.reshape(q.shape).astype(dtype)
+    _headroom(lambda off: off(q, zp_in) * abs(int(mult)), int(shift))
+    out = _rescale(_flat(q), np.int64(zp_in), np.int64(mult), np.int64(shift), np.int64(zp_out),
+                   lo, hi, check_mode(mode), np.empty(q.size, dtype))
+    return out.reshape(q.shape)
 
 
 def add_int(a: np.ndarray, za: int, ma: int, b: np.ndarray, zb: int, mb: int, shift: int, zo: int,
@@ -97,13 +120,12 @@ def add_int(a: np.ndarray, za: int, ma: int, b: np.ndarray, zb: int, mb: int, sh
     """``clamp(zo + round_shift((a - za) · ma + (b - zb) · mb, shift, mode), lo, hi)`` with
     numpy broadcasting of ``a`` and ``b``; as ``dtype``.  ``mb < 0`` makes Sub.  Get
     ``(ma, mb, shift)`` from :func:`add_multipliers`."""
-    a, b = np.broadcast_arrays(np.asarray(a), np.asarray(b))
+    fa, fb, shape = _operands(a, b)
     lo, hi = out_bounds(lo, hi, dtype)
-    bound = max_abs_offset(a, za) * abs(int(ma)) + max_abs_offset(b, zb) * abs(int(mb))
-    check_headroom(bound, int(shift))
-    out = _add(_flat64(a), np.int64(za), np.int64(ma), _flat64(b), np.int64(zb), np.int64(mb),
-               np.int64(shift), np.int64(zo), lo, hi, check_mode(mode), np.empty(a.size, np.int64))
-    return out.reshape(a.shape).astype(dtype)
+    _headroom(lambda off: off(fa, za) * abs(int(ma)) + off(fb, zb) * abs(int(mb)), int(shift))
+    out = _add(fa, np.int64(za), np.int64(ma), fb, np.int64(zb), np.int64(mb),
+               np.int64(shift), np.int64(zo), lo, hi, check_mode(mode), np.empty(fa.size, dtype))
+    return out.reshape(shape)
 
 
 def mul_int(a: np.ndarray, za: int, b: np.ndarray, zb: int, mult: int, shift: int, zo: int,
@@ -112,12 +134,12 @@ def mul_int(a: np.ndarray, za: int, b: np.ndarray, zb: int, mult: int, shift: in
     broadcasting; as ``dtype``.  ``mult · 2^-shift ≈ sa · sb / so``
     (:func:`requant.quantize_multiplier`).  Any 16-bit operands with ``|mult| < 2^31`` fit
     int64: ``(2^16 - 1)^2 (2^31 - 1) < 2^63``."""
-    a, b = np.broadcast_arrays(np.asarray(a), np.asarray(b))
+    fa, fb, shape = _operands(a, b)
     lo, hi = out_bounds(lo, hi, dtype)
-    check_headroom(max_abs_offset(a, za) * max_abs_offset(b, zb) * abs(int(mult)), int(shift))
-    out = _mul(_flat64(a), np.int64(za), _flat64(b), np.int64(zb), np.int64(mult), np.int64(shift),
-               np.int64(zo), lo, hi, check_mode(mode), np.empty(a.size, np.int64))
-    return out.reshape(a.shape).astype(dtype)
+    _headroom(lambda off: off(fa, za) * off(fb, zb) * abs(int(mult)), int(shift))
+    out = _mul(fa, np.int64(za), fb, np.int64(zb), np.int64(mult), np.int64(shift),
+               np.int64(zo), lo, hi, check_mode(mode), np.empty(fa.size, dtype))
+    return out.reshape(shape)
 
 
 def add_multipliers(sa: float, sb: float, so: float, bits: int = 31) -> tuple[int, int, int]:

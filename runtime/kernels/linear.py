@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 _FLOAT_LIMITS = ((np.dtype(np.float32), 1 << 24), (np.dtype(np.float64), 1 << 53))
 _MIN_CHUNK = 64
@@ -229,7 +229,7 @@ def _taps(planes, w, wq, sh, sw, dh, dw, length, acc):
             acc[t] += w0 * s0[t]
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def _depthwise(x, z, w, top, left, hp, wp, sh, sw, dh, dw, out):
     """``out[n, o, y, x] = sum_ij w[o, i, j] * xpad[n, o // (O/C), y*sh + i*dh, x*sw + j*dw]``,
     ``xpad`` = ``x - z`` zero-padded to (hp, wp) with the input at (top, left); arithmetic in
@@ -237,14 +237,15 @@ def _depthwise(x, z, w, top, left, hp, wp, sh, sw, dh, dw, out):
     plane is split into its sh*sw stride phases so that every tap is a contiguous run
     (flat over rows of width ``wq``; the columns past OW are computed and dropped)."""
     n_n, n_o, n_y, n_x = out.shape
-    mult = n_o // x.shape[1]
+    n_c = x.shape[1]
+    mult = n_o // n_c
     wq = (wp + sw - 1) // sw
-    planes = np.zeros((sh * sw, ((hp + sh - 1) // sh) * wq), w.dtype)
-    acc = np.empty(n_y * wq, w.dtype)
-    for n in range(n_n):
-        for o in range(n_o):
-            if o % mult == 0:
-                _fill_phases(x[n, o // mult], z, top, left, sh, sw, wq, planes)
+    for nc in prange(n_n * n_c):  # one input channel (and its outputs) per task: own buffers
+        n, c = nc // n_c, nc % n_c
+        planes = np.zeros((sh * sw, ((hp + sh - 1) // sh) * wq), w.dtype)
+        acc = np.empty(n_y * wq, w.dtype)
+        _fill_phases(x[n, c], z, top, left, sh, sw, wq, planes)
+        for o in range(c * mult, (c + 1) * mult):
             acc[:] = 0
             _taps(planes, w[o], wq, sh, sw, dh, dw, (n_y - 1) * wq + n_x, acc)
             for y in range(n_y):
@@ -396,6 +397,126 @@ def conv_transpose_int(x: np.ndarray, w: np.ndarray, x_zp: int, w_zp, strides: S
     dtype, bounds = _plan(np.ascontiguousarray(np.abs(wt).reshape(-1, c // group).T), xmax)
     xs = np.subtract(x, dtype.type(x_zp), dtype=dtype).reshape(n, group, c // group, h * wd)
     cols = _chunked_matmul(wt, xs, dtype, bounds).reshape(n, mg * group, kh, kw, h, wd)
+    if [kh, kw] == s and d == [1, 1] and not any(pb + pe + op):  # taps tile the output: no overlap
+        out = cols.transpose(0, 1, 4, 2, 5, 3).reshape(n, mg * group, *out_sp)
+        return out.reshape(n, mg * group, *out_sp[2 - n_sp:])
     out = np.zeros((n, mg * group, *out_sp), np.int64)
     _col2im(cols, s[0], s[1], d[0], d[1], pb[0], pb[1], out)
     return out.reshape(n, mg * group, *out_sp[2 - n_sp:])
+
+
+# ------------------------------------------------------------ prepared weights (simulator)
+
+class ConvPlan:
+    """A Conv's weights prepared once: zero point subtracted, converted to the float type
+    (and K chunks) that keep every partial sum exact for *any* input of ``x_dtype`` with
+    zero point ``x_zp`` (the bound uses the dtype's range, not the data: the plan is fixed).
+    ``conv_planned`` then runs without re-reading the weights' magnitudes."""
+
+    def __init__(self, w: np.ndarray, w_zp, x_dtype, x_zp: int, group: int):
+        w = np.asarray(w)
+        _check_int(w)
+        if w.ndim == 3:
+            w = w[:, :, None, :]
+        if w.ndim != 4:
+            raise ValueError(f"only 1-D and 2-D convolutions are supported, got weight {w.shape}")
+        o, cg, kh, kw = w.shape
+        info = np.iinfo(np.dtype(x_dtype))
+        self.xmax = max(abs(int(info.min) - int(x_zp)), abs(int(info.max) - int(x_zp)))
+        self.x_zp, self.group, self.o, self.kernel = int(x_zp), int(group), o, (kh, kw)
+        wq = w.astype(np.int64) - _weight_zero_point(w_zp, o).reshape(-1, 1, 1, 1)
+        self.depthwise = cg == 1 and group > 1
+        if self.depthwise:
+            self.dtype = _exact_dtype(self.xmax * int(np.abs(wq).reshape(o, -1).sum(axis=1).max(initial=0)))
+            self.w = np.ascontiguousarray(wq[:, 0].astype(self.dtype))
+            self.bounds = None
+        else:
+            wg = wq.reshape(group, o // group, cg * kh * kw)
+            self.dtype, self.bounds = _plan(np.ascontiguousarray(np.abs(wg).reshape(o, -1).T), self.xmax)
+            self.w = np.ascontiguousarray(wg.astype(self.dtype))
+
+
+def conv_planned(plan: ConvPlan, x: np.ndarray, strides: Sequence[int], pads: Sequence[int],
+                 dilations: Sequence[int]) -> np.ndarray:
+    """``conv_int`` with prepared weights: the accumulator (N, O, *out) as exact integers,
+    in the plan's float type when one GEMM sufficed (no int64 pass), else int64."""
+    x = np.asarray(x)
+    n_sp = x.ndim - 2
+    s, pb, pe, d = _attrs_2d(n_sp, strides, pads, dilations)
+    if n_sp == 1:
+        x = x[:, :, None, :]
+    (kh, kw), dtype = plan.kernel, plan.dtype
+    out_sp = [_out_len(x.shape[2 + j], (kh, kw)[j], s[j], d[j], pb[j], pe[j]) for j in range(2)]
+    if plan.depthwise:
+        hp, wp = x.shape[2] + pb[0] + pe[0], x.shape[3] + pb[1] + pe[1]
+        acc = np.empty((x.shape[0], plan.o, *out_sp), np.int64)
+        _depthwise(np.ascontiguousarray(x), dtype.type(plan.x_zp), plan.w, pb[0], pb[1], hp, wp, s[0], s[1],
+                   d[0], d[1], acc)
+    else:
+        group = plan.group
+        if (kh > 1 or kw > 1) and s == [1, 1] and group == 1 and len(plan.bounds) == 2 \
+                and out_sp[0] * out_sp[1] >= SHIFTED_MIN_PIXELS and plan.w.shape[2] >= SHIFTED_MIN_K * kh * kw:
+            return _conv_shifted(plan, x, pb, pe, d, out_sp).reshape(x.shape[0], plan.o, *out_sp[2 - n_sp:])
+        if kh == kw == 1 and not any(pb) and not any(pe):
+            xs = x[:, :, ::s[0], ::s[1]]
+            cols = np.subtract(xs, dtype.type(plan.x_zp), dtype=dtype).reshape(x.shape[0], group, -1, out_sp[0] * out_sp[1])
+        else:
+            cols = _im2col(_padded(x, plan.x_zp, pb, pe, dtype), (kh, kw), s, d, out_sp, group)
+        if len(plan.bounds) == 2:  # one exact GEMM: keep its float result
+            acc = np.matmul(plan.w, cols)
+        else:
+            acc = _chunked_matmul(plan.w, cols, dtype, plan.bounds)
+    return acc.reshape(x.shape[0], plan.o, *out_sp[2 - n_sp:])
+
+
+SHIFTED_MIN_PIXELS = 6400  # from here on one GEMM per tap beats im2col's k·k-fold copy ...
+SHIFTED_MIN_K = 16  # ... unless the per-tap GEMMs are too thin (few input channels)
+
+
+def _conv_shifted(plan: ConvPlan, x: np.ndarray, pb, pe, d, out_sp) -> np.ndarray:
+    """Stride-1 conv without im2col: per kernel tap (i, j) one GEMM of W[:, :, i, j] with the
+    padded input shifted by (i·dh, j·dw), computed over the padded width (the columns past
+    OW are dropped).  Every partial sum is a partial sum of the plan's exact single chunk, so
+    accumulating the taps in the float type stays exact."""
+    dtype, (kh, kw), o = plan.dtype, plan.kernel, plan.o
+    xp = _padded(x, plan.x_zp, pb, pe, dtype)
+    n, c, hp, wp = xp.shape
+    length = (out_sp[0] - 1) * wp + out_sp[1]
+    w = plan.w.reshape(o, c, kh, kw)
+    out = np.empty((n, o, out_sp[0] * wp), dtype)
+    tmp = np.empty((o, length), dtype)
+    for b in range(n):
+        flat = xp[b].reshape(c, hp * wp)
+        acc = out[b, :, :length]
+        for i in range(kh):
+            for j in range(kw):
+                off = i * d[0] * wp + j * d[1]
+                if i == 0 and j == 0:
+                    np.matmul(np.ascontiguousarray(w[:, :, i, j]), flat[:, off:off + length], out=acc)
+                else:
+                    np.matmul(np.ascontiguousarray(w[:, :, i, j]), flat[:, off:off + length], out=tmp)
+                    acc += tmp
+    return out.reshape(n, o, out_sp[0], wp)[:, :, :, :out_sp[1]]
+
+
+class MatMulPlan:
+    """A constant right operand B (K, N) prepared once, for any left operand of ``a_dtype``
+    with zero point ``a_zp`` (exactness bound from the dtype's range, as :class:`ConvPlan`)."""
+
+    def __init__(self, b: np.ndarray, b_zp, a_dtype, a_zp: int):
+        b = np.asarray(b)
+        _check_int(b)
+        info = np.iinfo(np.dtype(a_dtype))
+        amax = max(abs(int(info.min) - int(a_zp)), abs(int(info.max) - int(a_zp)))
+        bq = b.astype(np.int64) - np.asarray(b_zp, np.int64).reshape(1, -1)
+        self.a_zp = int(a_zp)
+        self.dtype, self.bounds = _plan(np.ascontiguousarray(np.abs(bq)), amax)
+        self.b = np.ascontiguousarray(bq.astype(self.dtype))
+
+
+def matmul_planned(plan: MatMulPlan, a: np.ndarray) -> np.ndarray:
+    """``(a - a_zp) @ (B - b_zp)`` as exact integers (the plan's float type, or int64)."""
+    x = np.subtract(a, plan.dtype.type(plan.a_zp), dtype=plan.dtype)
+    if len(plan.bounds) == 2:
+        return np.matmul(x, plan.b)
+    return _chunked_matmul(x, plan.b, plan.dtype, plan.bounds)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from .elementwise import check_headroom, check_mode, out_bounds
 from .requant import round_shift
@@ -69,18 +69,24 @@ def _code_range(q: np.ndarray, in_qmin: int, limit: int) -> None:
                          f"[{in_qmin}, {in_qmin + limit - 1}]")
 
 
-@njit(cache=True)
+def _covers_dtype(q: np.ndarray, in_qmin: int, limit: int) -> bool:
+    """Whether every value of ``q``'s dtype indexes the table (no data pass needed)."""
+    info = np.iinfo(q.dtype)
+    return int(info.min) >= in_qmin and int(info.max) - in_qmin < limit
+
+
+@njit(cache=True, parallel=True)
 def _gather(q, table, in_qmin, out):
-    for i in range(q.shape[0]):
-        out[i] = table[q[i] - in_qmin]
+    for i in prange(q.shape[0]):
+        out[i] = table[np.int64(q[i]) - in_qmin]
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def _interp(q, table, in_qmin, step_log2, lo, hi, mode, out):
     mask = (np.int64(1) << step_log2) - 1
-    for n in range(q.shape[0]):
-        d = q[n] - in_qmin
+    for n in prange(q.shape[0]):
+        d = np.int64(q[n]) - in_qmin
         i = d >> step_log2
         t0 = table[i]
         v = t0 + round_shift((table[i + 1] - t0) * (d & mask), step_log2, mode)
@@ -93,12 +99,13 @@ def apply_table(q: np.ndarray, table: np.ndarray, in_qmin: int, dtype) -> np.nda
     outside the table or an entry outside ``dtype``)."""
     q = np.asarray(q)
     table = np.ascontiguousarray(table, np.int64)
-    _code_range(q, int(in_qmin), table.shape[0])
-    if table.size:
-        out_bounds(table.min(), table.max(), dtype)
-    out = _gather(np.ascontiguousarray(q, np.int64).reshape(-1), table, np.int64(in_qmin),
-                  np.empty(q.size, np.int64))
-    return out.reshape(q.shape).astype(dtype)
+    if not _covers_dtype(q, int(in_qmin), table.shape[0]):
+        _code_range(q, int(in_qmin), table.shape[0])
+    info = np.iinfo(dtype)
+    if table.size and not info.min <= table.min() <= table.max() <= info.max:
+        raise ValueError(f"table entries [{table.min()}, {table.max()}] do not fit {np.dtype(dtype).name}")
+    out = _gather(np.ascontiguousarray(q).reshape(-1), table, np.int64(in_qmin), np.empty(q.size, dtype))
+    return out.reshape(q.shape)
 
 
 def apply_table_interp(q: np.ndarray, table: np.ndarray, in_qmin: int, step_log2: int, lo: int,
@@ -113,9 +120,10 @@ def apply_table_interp(q: np.ndarray, table: np.ndarray, in_qmin: int, step_log2
     if not 0 <= step_log2 <= 62 or table.shape[0] < 2:
         raise ValueError(f"need step_log2 in [0, 62] and >= 2 entries, got {step_log2}, {table.shape[0]}")
     lo, hi = out_bounds(lo, hi, dtype)
-    _code_range(q, int(in_qmin), (table.shape[0] - 1) << step_log2)
+    if not _covers_dtype(q, int(in_qmin), (table.shape[0] - 1) << step_log2):
+        _code_range(q, int(in_qmin), (table.shape[0] - 1) << step_log2)
     diff = int(np.abs(np.diff(table)).max())
     check_headroom(diff * ((1 << step_log2) - 1), step_log2)
-    out = _interp(np.ascontiguousarray(q, np.int64).reshape(-1), table, np.int64(in_qmin),
-                  np.int64(step_log2), lo, hi, check_mode(mode), np.empty(q.size, np.int64))
-    return out.reshape(q.shape).astype(dtype)
+    out = _interp(np.ascontiguousarray(q).reshape(-1), table, np.int64(in_qmin),
+                  np.int64(step_log2), lo, hi, check_mode(mode), np.empty(q.size, dtype))
+    return out.reshape(q.shape)

@@ -15,7 +15,7 @@ Imports numpy and numba only.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 HALF_UP, HALF_EVEN, HALF_AWAY = 0, 1, 2
 ROUNDING = {"half_up": HALF_UP, "half_even": HALF_EVEN, "half_away": HALF_AWAY}
@@ -39,21 +39,20 @@ def quantize_multiplier(real, bits: int = 31) -> tuple[np.ndarray, np.ndarray]:
 
 @njit(cache=True, inline="always")
 def round_shift(x, s, mode):
-    """Round ``x / 2^s`` to an integer (int64 scalars)."""
+    """Round ``x / 2^s`` to an integer (int64 scalars), branch-free in ``x``:
+    half up ``(x + h) >> s``; half even ``(x + h - 1 + lsb) >> s`` with ``lsb`` the low bit
+    of ``floor(x / 2^s)``; half away: half up on ``|x|`` with the sign restored
+    (``h = 2^(s-1)``, ``>>`` is floor division)."""
     if s <= 0:
         return x << (-s)
-    q = x >> s  # floor
-    r = x - (q << s)  # remainder in [0, 2^s)
-    half = np.int64(1) << (s - 1)
-    if r > half:
-        return q + 1
-    if r < half:
-        return q
+    if s > 63:  # |x| < 2^63: |x / 2^s| < 1/2 (and x86 would mask the shift count)
+        return np.int64(0)
+    h = np.int64(1) << (s - 1)
     if mode == 0:
-        return q + 1
+        return (x + h) >> s
     if mode == 1:
-        return q + (q & 1)
-    return q + 1 if x >= 0 else q
+        return (x + h - 1 + ((x >> s) & 1)) >> s
+    return (x + h - (x < 0)) >> s
 
 
 @njit(cache=True)
@@ -94,3 +93,43 @@ def requantize_channels(acc: np.ndarray, mult, shift, zp_out: int, lo: int, hi: 
     out = np.empty(view.shape, dtype)
     requantize(view, mult, shift, np.int64(zp_out), np.int64(lo), np.int64(hi), mode, out)
     return out.reshape(acc.shape)
+
+
+@njit(cache=True, parallel=True)
+def _requantize_acc(acc, bias, acc_lo, acc_hi, mult, shift, zp_out, lo, hi, mode, out):
+    """Rows ``(o, c)`` in parallel (each writes its own row: deterministic)."""
+    n0, n1, n2 = acc.shape
+    saturated = 0
+    for oc in prange(n0 * n1):
+        o, c = oc // n1, oc % n1
+        m, s, b = mult[c], shift[c], bias[c]
+        for i in range(n2):
+            a = np.int64(acc[o, c, i]) + b
+            if a < acc_lo:
+                a = acc_lo
+                saturated += 1
+            elif a > acc_hi:
+                a = acc_hi
+                saturated += 1
+            v = zp_out + round_shift(a * m, s, mode)
+            out[o, c, i] = min(max(v, lo), hi)
+    return saturated
+
+
+def requantize_accumulator(acc: np.ndarray, bias, acc_bits: int, mult, shift, zp_out: int, lo: int, hi: int,
+                           mode: int, dtype, axis: int) -> tuple[np.ndarray, int]:
+    """One pass from a linear op's accumulator (exact integers, int64 or float) to codes:
+    add the per-channel ``bias`` (int64 (C,), or None), saturate to a signed ``acc_bits``
+    accumulator, requantize per channel along ``axis``.  Returns (codes, saturations)."""
+    acc = np.ascontiguousarray(acc)
+    ax = axis % acc.ndim
+    view = acc.reshape(int(np.prod(acc.shape[:ax], dtype=np.int64)), acc.shape[ax], -1)
+    n = view.shape[1]
+    mult = np.broadcast_to(np.asarray(mult, np.int64).reshape(-1), (n,)).copy()
+    shift = np.broadcast_to(np.asarray(shift, np.int64).reshape(-1), (n,)).copy()
+    bias = np.zeros(n, np.int64) if bias is None else np.broadcast_to(np.asarray(bias, np.int64).reshape(-1), (n,)).copy()
+    bound = np.int64(1) << np.int64(acc_bits - 1)
+    out = np.empty(view.shape, dtype)
+    sat = _requantize_acc(view, bias, -bound, bound - 1, mult, shift, np.int64(zp_out), np.int64(lo), np.int64(hi),
+                          mode, out)
+    return out.reshape(acc.shape), int(sat)

@@ -130,7 +130,8 @@ def test_softmax_k_is_rounded():
     """n = 1 gives K / 2^16 rounded half up: K = rint(2^16 / out_scale) = 100.5 · 2^16 here
     (floor would give 100.49998 and 100)."""
     out_scale = 2 ** 16 / (100.5 * 2 ** 16 - 0.4)
-    got = softmax_int(np.array([[7], [-3]], np.int8), 1, make_exp_table(0.1), out_scale, -5, -128, 127, np.int8)
+    q = np.array([[7], [-3]], np.int8)
+    got = softmax_int(q, 1, make_exp_table(0.1), out_scale, -5, -128, 127, np.int8)
     np.testing.assert_array_equal(got, [[96], [96]])
 
 
