@@ -2,7 +2,8 @@
 
     ptqc [--chip NAME] quant -m model.onnx [-d data/ | -uds s.py -if f] [-qm min_max] --save-dir out/
     ptqc [--chip NAME] quant -r convert -m model.onnx --save-dir out/ [--dump-ir] [-l 0..3]
-    ptqc quant -r infer -m model_quantize.onnx -uds s.py -if f
+    ptqc [--chip TX...] quant -r infer -m model_quantize.onnx -uds s.py -if f   (a chip: the simulator)
+    ptqc --chip NAME quant -r compare -m model.onnx -d data/ --save-dir out/ [-du] [-ll 10]
 
 Every flag of the reference is parsed; a flag whose feature is not built yet exits 2 and
 says so.  Exit codes: 0 success, 2 bad input or configuration (one line naming the file,
@@ -91,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("-amr", "--auto-mix-ratio", type=float, help="low-bit ratio of the generated template (0.5)")
     a("-ams", "--auto-mix-strategy", choices=MIX_STRATEGIES, help="template strategy (initial)")
     a("--target-cosine", type=float, help="find few 16-bit nodes whose output cosine reaches this")
-    a("-du", "--dump", action="store_true", default=None, help="dump every tensor")
+    a("-du", "--dump", action="store_true", default=None, help="write every tensor of the first batch, simulated on the chip, to {save_dir}/dump")
     a("-cn", "--cpu-num", type=int, help="calibration worker processes (default 1; the reference tool's 5 is not assumed)")
     a("-cd", "--cache-distribution", help="calibration cache file")
     a("--config_file", "--config-file", dest="config_file", help="MindSpore Lite PTQ INI ([common_quant_param], "

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .requant import round_shift
 
@@ -70,25 +70,25 @@ def _flat(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x).reshape(-1)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def _rescale(q, zp_in, mult, shift, zp_out, lo, hi, mode, out):
-    for i in prange(q.shape[0]):
+    for i in range(q.shape[0]):
         v = zp_out + round_shift((np.int64(q[i]) - zp_in) * mult, shift, mode)
         out[i] = min(max(v, lo), hi)
     return out
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def _add(a, za, ma, b, zb, mb, shift, zo, lo, hi, mode, out):
-    for i in prange(a.shape[0]):
+    for i in range(a.shape[0]):
         acc = (np.int64(a[i]) - za) * ma + (np.int64(b[i]) - zb) * mb
         out[i] = min(max(zo + round_shift(acc, shift, mode), lo), hi)
     return out
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def _mul(a, za, b, zb, mult, shift, zo, lo, hi, mode, out):
-    for i in prange(a.shape[0]):
+    for i in range(a.shape[0]):
         acc = (np.int64(a[i]) - za) * (np.int64(b[i]) - zb) * mult
         out[i] = min(max(zo + round_shift(acc, shift, mode), lo), hi)
     return out

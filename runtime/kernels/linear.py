@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 _FLOAT_LIMITS = ((np.dtype(np.float32), 1 << 24), (np.dtype(np.float64), 1 << 53))
 _MIN_CHUNK = 64
@@ -229,7 +229,7 @@ def _taps(planes, w, wq, sh, sw, dh, dw, length, acc):
             acc[t] += w0 * s0[t]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def _depthwise(x, z, w, top, left, hp, wp, sh, sw, dh, dw, out):
     """``out[n, o, y, x] = sum_ij w[o, i, j] * xpad[n, o // (O/C), y*sh + i*dh, x*sw + j*dw]``,
     ``xpad`` = ``x - z`` zero-padded to (hp, wp) with the input at (top, left); arithmetic in
@@ -240,7 +240,7 @@ def _depthwise(x, z, w, top, left, hp, wp, sh, sw, dh, dw, out):
     n_c = x.shape[1]
     mult = n_o // n_c
     wq = (wp + sw - 1) // sw
-    for nc in prange(n_n * n_c):  # one input channel (and its outputs) per task: own buffers
+    for nc in range(n_n * n_c):  # one input channel and its outputs
         n, c = nc // n_c, nc % n_c
         planes = np.zeros((sh * sw, ((hp + sh - 1) // sh) * wq), w.dtype)
         acc = np.empty(n_y * wq, w.dtype)

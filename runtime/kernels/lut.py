@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .elementwise import check_headroom, check_mode, out_bounds
 from .requant import round_shift
@@ -75,17 +75,17 @@ def _covers_dtype(q: np.ndarray, in_qmin: int, limit: int) -> bool:
     return int(info.min) >= in_qmin and int(info.max) - in_qmin < limit
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def _gather(q, table, in_qmin, out):
-    for i in prange(q.shape[0]):
+    for i in range(q.shape[0]):
         out[i] = table[np.int64(q[i]) - in_qmin]
     return out
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def _interp(q, table, in_qmin, step_log2, lo, hi, mode, out):
     mask = (np.int64(1) << step_log2) - 1
-    for n in prange(q.shape[0]):
+    for n in range(q.shape[0]):
         d = np.int64(q[n]) - in_qmin
         i = d >> step_log2
         t0 = table[i]

@@ -15,7 +15,7 @@ Imports numpy and numba only.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 HALF_UP, HALF_EVEN, HALF_AWAY = 0, 1, 2
 ROUNDING = {"half_up": HALF_UP, "half_even": HALF_EVEN, "half_away": HALF_AWAY}
@@ -95,12 +95,11 @@ def requantize_channels(acc: np.ndarray, mult, shift, zp_out: int, lo: int, hi: 
     return out.reshape(acc.shape)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def _requantize_acc(acc, bias, acc_lo, acc_hi, mult, shift, zp_out, lo, hi, mode, out):
-    """Rows ``(o, c)`` in parallel (each writes its own row: deterministic)."""
     n0, n1, n2 = acc.shape
     saturated = 0
-    for oc in prange(n0 * n1):
+    for oc in range(n0 * n1):
         o, c = oc // n1, oc % n1
         m, s, b = mult[c], shift[c], bias[c]
         for i in range(n2):
