@@ -395,3 +395,41 @@ def test_int_matmul_matches_float_matmul():
     b = rng.integers(-128, 128, (30, 4)).astype(np.int8)
     (ref,) = run_node("MatMul", [a.astype(np.float64), b.astype(np.float64)])
     np.testing.assert_array_equal(int_matmul(a, b), ref)
+
+
+# ------------------------------------------------------------ prepared weights (simulator)
+
+@SETTINGS
+@given(case=conv_cases(), spread=st.booleans())
+def test_conv_planned_matches_reference(case, spread):
+    """The simulator's path: weights prepared once for any input of the dtype; the result is
+    exact integers (float or int64).  ``spread`` lowers the per-tap GEMM threshold so the
+    stride-1 shifted path runs on these small shapes too."""
+    old = linear.SHIFTED_MIN_PIXELS, linear.SHIFTED_MIN_K
+    if spread:
+        linear.SHIFTED_MIN_PIXELS, linear.SHIFTED_MIN_K = 1, 1
+    try:
+        plan = linear.ConvPlan(case["w"], case["w_zp"], case["x"].dtype, case["x_zp"], case["group"])
+        got = linear.conv_planned(plan, case["x"], case["strides"], case["pads"], case["dilations"])
+    finally:
+        linear.SHIFTED_MIN_PIXELS, linear.SHIFTED_MIN_K = old
+    xq, wq = _centered(case, axis=0)
+    want = ref_conv(xq, wq, case["strides"], case["pads"], case["dilations"], case["group"])
+    assert got.shape == want.shape
+    np.testing.assert_array_equal(got.astype(np.int64), want)
+    assert np.array_equal(got, np.rint(got))  # float results hold integers exactly
+
+
+@SETTINGS
+@given(m=st.integers(1, 6), k=st.integers(1, 300), n=st.integers(1, 6),
+       kind=st.sampled_from(["u8", "i8", "i16"]), seed=st.integers(0, 2**32 - 1))
+def test_matmul_planned_matches_reference(m, k, n, kind, seed):
+    rng = np.random.default_rng(seed)
+    dtype, lo, hi = _KINDS[kind]
+    a = rng.integers(lo, hi + 1, (2, m, k)).astype(dtype)
+    b = rng.integers(-127, 128, (k, n)).astype(np.int8)
+    a_zp, b_zp = int(rng.integers(lo, hi + 1)), rng.integers(-3, 4, n)
+    plan = linear.MatMulPlan(b, b_zp, dtype, a_zp)
+    got = linear.matmul_planned(plan, a)
+    want = ref_matmul(a.astype(np.int64) - a_zp, b.astype(np.int64) - b_zp)
+    np.testing.assert_array_equal(got.astype(np.int64), want)

@@ -1,0 +1,60 @@
+"""The requantization every integer op ends with: round_shift's three rounding modes on exact
+halves, the fixed-point multiplier, and the fused accumulator pass (bias, saturation,
+per-channel requantization) bit-exact against Python integers."""
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+from hypothesis import given, settings, strategies as st
+
+from ptqc.runtime.kernels.requant import (ROUNDING, quantize_multiplier, requantize_accumulator,
+                                          requantize_channels)
+
+CASES = settings(max_examples=200, deadline=None)
+
+
+def ref_round(value: Fraction, mode: int) -> int:
+    floor = value.numerator // value.denominator
+    rest = value - floor
+    if rest != Fraction(1, 2):
+        return floor + (rest > Fraction(1, 2))
+    return [floor + 1, floor + (floor & 1), floor + 1 if value > 0 else floor][mode]
+
+
+@CASES
+@given(x=st.integers(-(1 << 38), 1 << 38), m=st.integers(0, (1 << 22) - 1), s=st.integers(-2, 70),
+       mode=st.sampled_from(sorted(ROUNDING.values())))
+def test_requantize_channels_is_exact(x, m, s, mode):
+    got = requantize_channels(np.array([[x]], np.int64), [m], [s], 0, -(1 << 62), 1 << 62, mode, np.int64, None)
+    assert int(got[0, 0]) == ref_round(Fraction(x * m) / Fraction(2) ** s, mode)
+
+
+@CASES
+@given(real=st.floats(1e-12, 1e6), bits=st.sampled_from([15, 31]))
+def test_quantize_multiplier_is_normalized_and_close(real, bits):
+    m, s = quantize_multiplier(real, bits)
+    assert (1 << (bits - 1)) <= int(m) < (1 << bits)
+    assert abs(int(m) * 2.0 ** -int(s) - real) <= real * 2.0 ** -bits
+
+
+@CASES
+@given(shape=st.tuples(st.integers(1, 2), st.integers(1, 4), st.integers(1, 9)), acc_bits=st.sampled_from([16, 32, 48]),
+       float_acc=st.booleans(), mode=st.sampled_from(sorted(ROUNDING.values())), seed=st.integers(0, 2**32 - 1))
+def test_requantize_accumulator_matches_python_integers(shape, acc_bits, float_acc, mode, seed):
+    rng = np.random.default_rng(seed)
+    acc = rng.integers(-(1 << 20), 1 << 20, shape)
+    bias = rng.integers(-(1 << 18), 1 << 18, shape[1])
+    m, s = quantize_multiplier(rng.uniform(1e-6, 2.0, shape[1]), 31 if acc_bits <= 32 else 15)
+    zp, lo, hi = int(rng.integers(-5, 5)), -128, 127
+    got, saturated = requantize_accumulator(acc.astype(np.float32) if float_acc else acc, bias, acc_bits, m, s, zp,
+                                            lo, hi, mode, np.int8, 1)
+    bound, count = 1 << (acc_bits - 1), 0
+    for idx in np.ndindex(*shape):
+        a = int(acc[idx]) + int(bias[idx[1]])
+        if not -bound <= a < bound:
+            count += 1
+            a = min(max(a, -bound), bound - 1)
+        want = zp + ref_round(Fraction(a * int(m[idx[1]])) / Fraction(2) ** int(s[idx[1]]), mode)
+        assert int(got[idx]) == min(max(want, lo), hi)
+    assert saturated == count and got.dtype == np.int8
