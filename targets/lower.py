@@ -196,8 +196,8 @@ class Lowering:
         if data is not None:
             self.constants[src] = data
         self.constants[dq.inputs[1]] = scale
-        self.constants[dq.name + "::zp"] = zp.astype(np.int64)
-        self._emit("dequantize", [src], [dq.outputs[0]], dq, scale=dq.inputs[1], zp=dq.name + "::zp", axis=axis)
+        self.constants[_key(dq) + "::zp"] = zp.astype(np.int64)
+        self._emit("dequantize", [src], [dq.outputs[0]], dq, scale=dq.inputs[1], zp=_key(dq) + "::zp", axis=axis)
 
     def _lower_q(self, q: Node) -> None:
         out = q.outputs[0]
@@ -251,8 +251,8 @@ class Lowering:
             return self._int_input(name)
         except NotInteger:
             c = self._const(name)
-            if c is not None and c.dtype.kind == "f":  # a float constant the QDQ model left float:
-                return self._float_const_operand(name, c)  # int16 codes, symmetric per tensor
+            if c is not None and c.dtype.kind == "f":  # a float constant the QDQ model left float
+                return self._float_const_operand(name, c)
             codes, scale, zp, _ = self._int_const(name)
             if scale.size != 1:
                 raise NotInteger(f"input {name!r}: per-channel constant operand") from None
@@ -263,8 +263,11 @@ class Lowering:
             return key, info
 
     def _float_const_operand(self, name: str, c: np.ndarray) -> tuple[str, TensorInfo]:
+        """A float constant operand quantized here: symmetric, per tensor, at the family's
+        widest width."""
+        dtype = np.dtype(np.int16 if 16 in self.target.bit_widths else np.int8)
         peak = float(np.abs(c).max(initial=0.0)) or 1.0
-        info = TensorInfo(np.dtype(np.int16), peak / 32767, 0, name)
+        info = TensorInfo(dtype, peak / np.iinfo(dtype).max, 0, name)
         key = name + "::codes"
         self.constants[key] = info.quantize(c)
         self.tensors[key] = info
@@ -387,10 +390,11 @@ class Lowering:
         return key
 
     def _fold_affine(self, node: Node, w: str, w_scale: np.ndarray, xi: TensorInfo, n_out: int,
-                     transpose: bool) -> tuple[np.ndarray, str]:
+                     transpose: bool) -> tuple[str, np.ndarray, str]:
         """Fold a following BN (y = a·conv + b) into the requantization: |a| into the
-        per-channel multiplier, sign(a) into the weight codes (exact: symmetric weights), and
-        a·bias + b into the integer bias."""
+        per-channel multiplier, sign(a) into the weight codes (exact: a sign flip of a
+        zero-point-free code; a copy per node, as weights may be shared), and a·bias + b into
+        the integer bias.  Returns (weight key, per-channel scale, bias key)."""
         a, b = (np.broadcast_to(v, (n_out,)) for v in self._affine)
         bias_real = np.zeros(n_out)
         if len(node.inputs) > 2 and node.inputs[2]:
@@ -405,12 +409,13 @@ class Lowering:
         info = np.iinfo(codes.dtype)
         if signed.min() < info.min or signed.max() > info.max:
             raise NotInteger("BatchNormalization with a negative gain on a weight code that cannot be negated")
-        self.constants[w] = signed.astype(codes.dtype)
-        self.constants[w + "::zp"] = np.zeros(n_out, np.int64)
+        folded = _key(node) + "::bn_codes"
+        self.constants[folded] = signed.astype(codes.dtype)
+        self.constants[folded + "::zp"] = np.zeros(n_out, np.int64)
         gain = np.abs(a)
         key = _key(node) + "::bn_bias"
         self.constants[key] = np.rint((a * bias_real + b) / (xi.scale * w_scale * gain)).astype(np.int64)
-        return w_scale * gain, key
+        return folded, w_scale * gain, key
 
     def _weight(self, name: str, axis_ok: tuple[int, ...], n_out: int) -> tuple[str, np.ndarray, int]:
         codes, scale, zp, axis = self._int_const(name)
@@ -434,7 +439,7 @@ class Lowering:
         w, w_scale, w_bits = self._weight(node.inputs[1], (1,) if transpose else (0,), n_out)
         bias = self._bias(node, 2, xi, w_scale, n_out)
         if self._affine is not None:
-            w_scale, bias = self._fold_affine(node, w, w_scale, xi, n_out, transpose)
+            w, w_scale, bias = self._fold_affine(node, w, w_scale, xi, n_out, transpose)
         self._emit("conv_transpose" if transpose else "conv", [x], [out], node, w=w, w_zp=w + "::zp", bias=bias,
                    x_zp=xi.zero_point, zp_out=info.zero_point, lo=lo, hi=hi, onnx_attrs=dict(node.attrs),
                    **self._linear_requant(xi, w_scale, w_bits, info))

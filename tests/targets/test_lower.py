@@ -109,3 +109,38 @@ def test_onnxruntime_quantize_static_output_lowers_and_simulates(tmp_path):
         sim_out = Simulator(program).infer(feeds)
         for got, want in zip(sim_out, ort_outputs(qdq, feeds)):
             np.testing.assert_allclose(got, want, atol=0.02)
+
+
+def _conv_bn_qdq_model() -> onnx.ModelProto:
+    """A hand-built QDQ graph: Conv -> BatchNormalization (negative gains included) -> Relu ->
+    Q, with no Q/DQ between Conv and BN; the same int8 weight also feeds a plain Conv."""
+    from onnx import helper
+
+    rng = np.random.default_rng(3)
+    w = rng.integers(-127, 128, (6, 4, 3, 3)).astype(np.int8)
+    gamma = rng.uniform(0.5, 2.0, 6).astype(np.float32) * np.array([1, -1, 1, -1, 1, 1], np.float32)
+    inits = {"x_s": np.float32(0.02), "x_z": np.int8(0), "w": w, "w_s": rng.uniform(0.002, 0.01, 6).astype(np.float32),
+             "w_z": np.zeros(6, np.int8), "b": rng.normal(0, 0.1, 6).astype(np.float32), "g": gamma,
+             "beta": rng.normal(0, 0.2, 6).astype(np.float32), "mean": rng.normal(0, 0.2, 6).astype(np.float32),
+             "var": rng.uniform(0.5, 2, 6).astype(np.float32), "y_s": np.float32(0.03), "y_z": np.int8(0),
+             "z_s": np.float32(0.05), "z_z": np.int8(0)}
+    n = helper.make_node
+    nodes = [n("QuantizeLinear", ["x", "x_s", "x_z"], ["xq"]), n("DequantizeLinear", ["xq", "x_s", "x_z"], ["xd"]),
+             n("DequantizeLinear", ["w", "w_s", "w_z"], ["wd"], axis=0),
+             n("Conv", ["xd", "wd", "b"], ["c"], pads=[1, 1, 1, 1]),
+             n("BatchNormalization", ["c", "g", "beta", "mean", "var"], ["bn"]),
+             n("Relu", ["bn"], ["r"]), n("QuantizeLinear", ["r", "y_s", "y_z"], ["y"]),
+             n("Conv", ["xd", "wd"], ["c2"], pads=[1, 1, 1, 1]), n("QuantizeLinear", ["c2", "z_s", "z_z"], ["z"])]
+    return builders.make_model(nodes, [("x", np.float32, [1, 4, 6, 6])],
+                               [("y", np.int8, [1, 6, 6, 6]), ("z", np.int8, [1, 6, 6, 6])], inits, opset=13)
+
+
+def test_conv_followed_by_batchnorm_folds_into_the_requantization():
+    qdq = _conv_bn_qdq_model()
+    program = lower(qdq, family_of("TX510x"))
+    assert program.kinds()["conv"] == 2 and not program.float_nodes()
+    sim = Simulator(program)
+    for seed in range(3):
+        feeds = {"x": np.random.default_rng(seed).uniform(-2, 2, (1, 4, 6, 6)).astype(np.float32)}
+        for got, want in zip(sim.infer(feeds), ort_outputs(qdq, feeds)):
+            assert np.abs(got.astype(np.int64) - want.astype(np.int64)).max() <= 1
