@@ -553,8 +553,13 @@ def _simulate(qmodel: onnx.ModelProto, float_model: onnx.ModelProto, drive: Call
         raise ConfigError("-du/-r compare: the infer function fed no data")
     feeds = first[0]
     qfeeds = {k: (report.input_params[k].quantize(x) if k in report.input_params else x) for k, x in feeds.items()}
+    named = isinstance(config.model, (str, Path))
+    settings = {"model": str(config.model) if named else "(in memory)", "chip": f"{config.chip} ({target.name})", "bit width": config.bit_width,
+                "method": report.method, "iterations (-i)": " ".join(map(str, config.iteration)),
+                "data": str(config.data or config.infer_func), "lut length (-ll, 16-bit)": config.lut_len,
+                "rounding": target.rounding, "compared on": "the first batch"}
     lines = dump_and_compare(qmodel, float_model, qfeeds, target, config.lut_len, save_dir, config.dump,
-                             config.run_mode == "compare")
+                             config.run_mode == "compare", settings, Path(config.model).stem if named else "model")
     return lines
 
 

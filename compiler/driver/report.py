@@ -256,13 +256,14 @@ def _chart(order: list[Key], by_key, drops, index) -> str:
            f'<rect x="{L}" y="{T}" width="{pw}" height="{ph}" class="plot"/>\n']
     # y grid and labels
     step = _nice_step(1.0 - ymin, 5)
-    dec = max(0, -math.floor(math.log10(step) + 1e-9)) + (1 if abs(step / 10 ** math.floor(math.log10(step)) - 2.5) < 1e-9 else 0)
-    t = math.ceil(ymin / step - 1e-9) * step
-    while t <= 1.0 + 1e-9:
+    mantissa = step / 10.0 ** math.floor(math.log10(step) + 1e-9)
+    dec = max(0, math.ceil(-math.log10(step) - 1e-9)) + (1 if abs(mantissa - 2.5) < 1e-6 else 0)
+    k = math.ceil(ymin / step - 1e-9)
+    while k * step <= 1.0 + 1e-9:
+        t, k = k * step, k + 1
         yy = y(t)
         out.append(f'<line x1="{L}" y1="{yy:.2f}" x2="{L + pw}" y2="{yy:.2f}" class="grid"/>'
                    f'<text x="{L - 6}" y="{yy + 4:.2f}" class="ytick">{t:.{dec}f}</text>\n')
-        t += step
     # x ticks
     xs = max(1, int(round(_nice_step(max(n - 1, 1), 10))))
     for i in range(0, n, xs):
@@ -316,10 +317,11 @@ def _chart(order: list[Key], by_key, drops, index) -> str:
         i = index[(d.node, d.tensor)]
         cx, cy, col = x(i), y(float(d.cosine)), MODE_COLOUR[m]
         tip = _e(f"first {m} cosine below {COMPARE_THRESHOLD}: #{i} {d.node} ({d.op_type}) cosine {_cos(d.cosine)}")
+        tx, anchor = (cx + 2, "start") if j else (cx - 2, "end")  # graphwise left of the line, layerwise right
         out.append(f'<g class="drop {m}"><title>{tip}</title><line x1="{cx:.2f}" y1="{T - 2}" x2="{cx:.2f}" '
                    f'y2="{T + ph}" stroke="{col}" class="dropline"/><circle cx="{cx:.2f}" cy="{cy:.2f}" '
-                   f'r="{r_pt + 5}" fill="none" stroke="{col}" stroke-width="2"/><text x="{cx + (2 if j else -2):.2f}" '
-                   f'y="{T - 5}" fill="{col}" text-anchor="{"start" if j else "end"}" class="droplabel">#{i}</text></g>\n')
+                   f'r="{r_pt + 5}" fill="none" stroke="{col}" stroke-width="2"/><text x="{tx:.2f}" '
+                   f'y="{T - 5}" style="fill:{col}" text-anchor="{anchor}" class="droplabel">#{i}</text></g>\n')
     # legend above the plot: the modes and the threshold, then the first drops
     lx = L
     for m in MODES:
@@ -457,8 +459,9 @@ def _layer_table(order: list[Key], by_key, layers, mix) -> str:
         rng = (f"[{_num(d.get('rmin'))}, {_num(d.get('rmax'))}]"
                if d.get("rmin") is not None or d.get("rmax") is not None else "")
         cls = " ".join(sorted({_cos_class(x.cosine) for x in (g, lw) if x is not None} - {"ok"}))
+        tr = f' class="{cls}"' if cls else ""
         body.append(
-            f'<tr{f" class={chr(34)}{cls}{chr(34)}" if cls else ""}><td class="n">{index.get(k, "")}</td><td class="name">{_e(node)}</td>'
+            f'<tr{tr}><td class="n">{index.get(k, "")}</td><td class="name">{_e(node)}</td>'
             f'<td>{_e(op)}</td><td class="name">{_e(tensor)}</td><td class="n">{bcell}</td><td>{dtype}</td>'
             f'<td class="n">{_num(d.get("scale"))}</td><td class="n">{_num(d.get("zero_point"))}</td>'
             f'<td class="n">{rng}</td>'
@@ -532,6 +535,7 @@ svg.chart .legend { font-size: 13px; }
 .stack.big { height: 22px; max-width: 600px; margin: 6px 0 10px; }
 .stack span { display: block; height: 100%; }
 td.barcell { width: 320px; }
-.swatch { display: inline-block; width: 10px; height: 10px; margin-right: 6px; border-radius: 2px; vertical-align: -1px; }
+.swatch { display: inline-block; width: 10px; height: 10px; margin-right: 6px; border-radius: 2px;
+          vertical-align: -1px; }
 footer { margin: 32px 0 8px; color: #8a949e; font-size: 12px; }
 """

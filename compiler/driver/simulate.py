@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Mapping
@@ -80,15 +81,32 @@ def format_compare(rows: list[LayerError], mode: str, limit: int = 12) -> str:
     lines.append(f"    first cosine < {COMPARE_THRESHOLD}: " +
                  (f"{drop.node!r} ({drop.op_type}) cosine {drop.cosine:.6f}" if drop else "none"))
     lines.append(f"    {'node':<40}{'op':<20}{'cosine':>10}{'max abs':>12}{'rel':>10}")
-    for r in sorted(rows, key=lambda r: r.cosine)[:limit]:
+    for r in sorted(rows, key=lambda r: (math.isfinite(r.cosine), r.cosine))[:limit]:  # NaN (shape) rows first
         lines.append(f"    {r.node[:39]:<40}{r.op_type:<20}{r.cosine:>10.6f}{r.max_abs:>12.4g}{r.rel:>10.4f}")
     return "\n".join(lines)
 
 
+def layer_table(sim: Simulator) -> list[dict]:
+    """Per integer op output: node, op, ONNX tensor, width and representable range."""
+    rows = []
+    for op in sim.p.ops:
+        info = sim.p.tensors.get(op.outputs[0]) if op.outputs else None
+        if info is None or op.kind == "quantize":
+            continue
+        rows.append({"node": op.node, "op_type": op.op_type, "tensor": info.source, "bits": info.bits,
+                     "dtype": info.dtype.name, "scale": info.scale, "zero_point": info.zero_point,
+                     "rmin": info.scale * (info.qmin - info.zero_point), "rmax": info.scale * (info.qmax - info.zero_point)})
+    return rows
+
+
 def dump_and_compare(qmodel: onnx.ModelProto, float_model: onnx.ModelProto, feeds: Mapping[str, np.ndarray],
-                     target: Target, lut_len: int | None, save_dir: Path, dump: bool, compare: bool) -> list[str]:
+                     target: Target, lut_len: int | None, save_dir: Path, dump: bool, compare: bool,
+                     settings: Mapping[str, object] | None = None, title: str = "model") -> list[str]:
     """``-du``: the simulator's tensors for one batch under ``save_dir/dump``; ``-r compare``:
-    both comparisons as CSV under ``save_dir``.  Returns lines for the summary."""
+    both comparisons as CSV under ``save_dir`` and the HTML report ``save_dir/report.html``.
+    Returns lines for the summary."""
+    from ptqc.driver.report import write_report
+
     sim = simulator_for(qmodel, target, lut_len)
     lines = []
     if dump:
@@ -96,9 +114,13 @@ def dump_and_compare(qmodel: onnx.ModelProto, float_model: onnx.ModelProto, feed
         lines.append(f"  dump: {len(files)} tensors -> {save_dir / 'dump'}")
     if compare:
         ref = float_values(float_model, feeds)
+        rows = {}
         for mode in ("graphwise", "layerwise"):
-            rows = sim.compare(feeds, ref, mode)
-            path = write_compare_csv(rows, save_dir / f"compare_{mode}.csv")
-            lines.append(format_compare(rows, mode))
+            rows[mode] = sim.compare(feeds, ref, mode)
+            path = write_compare_csv(rows[mode], save_dir / f"compare_{mode}.csv")
+            lines.append(format_compare(rows[mode], mode))
             lines.append(f"    -> {path}")
+        report = write_report(save_dir / "report.html", title=title, settings=dict(settings or {}),
+                              graphwise=rows["graphwise"], layerwise=rows["layerwise"], layers=layer_table(sim))
+        lines.append(f"  report: {report}")
     return lines

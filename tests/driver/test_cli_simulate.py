@@ -94,6 +94,8 @@ def test_compare_writes_both_modes_and_names_the_first_drop(ws, tmp_path):
         assert {r["op_type"] for r in rows} >= {"Conv", "Gemm"}
         assert all(float(r["cosine"]) > 0.999 for r in rows), rows  # 16-bit: no layer drops
     assert "first cosine < 0.99: none" in out
+    html = (tmp_path / "report.html").read_text()
+    assert "digits" in html and "<svg" in html and "conv1" in html
 
 
 def test_a_16_bit_model_on_an_8_bit_chip_names_the_rule(ws, tmp_path):
