@@ -150,8 +150,8 @@ def _validate(cfg: QuantConfig) -> None:
         raise ConfigError("-i/--iteration: every value must be >= 1")
     if cfg.batch_size < 1:
         raise ConfigError("-bs/--batch-size: must be >= 1")
-    if cfg.auto_mix_strategy == "HAWQ":
-        raise ConfigError("-ams/--auto-mix-strategy HAWQ: not built yet (available: initial, IOhigh; or --target-cosine)")
+    if cfg.auto_mix_strategy == "HAWQ" and cfg.target_cosine is not None:
+        raise ConfigError("-ams/--auto-mix-strategy HAWQ with --target-cosine: both choose the 16-bit nodes; give one")
     if not 0.0 <= cfg.auto_mix_ratio <= 1.0:
         raise ConfigError(f"-amr/--auto-mix-ratio: {cfg.auto_mix_ratio} is outside [0, 1]")
     if cfg.target_cosine is not None and not -1.0 <= cfg.target_cosine <= 1.0:

@@ -248,13 +248,14 @@ def quantize(model: str | Path | onnx.ModelProto, output: str | Path | None = No
     graph = PassManager(prepare, instruments + dump(1)).run(graph, ctx).graph
     float_model = export_model(graph, constants_as_initializers=True)
     t1 = time.perf_counter()
+    hawq = config.auto_mix_strategy == "HAWQ" and config.mix_config is None
     if config.mix_config is not None or config.auto_mix_strategy == "IOhigh":  # per-node bit-widths
         scheme, methods, observe = _apply_mix(graph, ctx, scheme, family, config, executor, workers, client,
                                               iterations)
-    elif config.target_cosine is not None:  # one histogram serves the search over assignments
+    elif config.target_cosine is not None or hawq:  # one histogram serves the search over assignments
         observe = observe_pipeline(scheme, method="kl", executor=executor, workers=workers, client=client,
                                    percent=config.percent)
-    prepared = copy.deepcopy(graph) if config.target_cosine is not None else None
+    prepared = copy.deepcopy(graph) if config.target_cosine is not None or hawq else None
     specs = input_specs(graph)
     drive = make_drive(fn, fn_name, specs, config, {o: n.name for n in graph.nodes() for o in n.outputs if o})
     ctx = PassContext(config=config, target=family, data=drive, logger=logger, analyses=ctx.analyses)
@@ -270,6 +271,8 @@ def quantize(model: str | Path | onnx.ModelProto, output: str | Path | None = No
         graph = PassManager(observe, instruments + dump(len(prepare) + 1)).run(graph, ctx).graph
     if config.target_cosine is not None:
         graph, scheme = _search_target_cosine(prepared, ctx, scheme, family, config, drive, float_model, methods[0])
+    elif hawq:
+        graph, scheme = _hawq(prepared, ctx, scheme, family, config, drive, float_model, methods[0])
     snapshots = ctx.analyses.get("observer_snapshots") or {iterations[-1]: ctx.analyses.get("observers") or {}}
     seconds = {"prepare": t1 - t0, "calibrate": time.perf_counter() - t1}
     input_dtypes = input_dtypes_of(config, [s.name for s in specs])
@@ -334,10 +337,10 @@ def _apply_mix(graph: Graph, ctx: PassContext, scheme: QuantScheme, family, conf
 
 def _search_target_cosine(prepared: Graph, ctx: PassContext, scheme: QuantScheme, family, config: QuantConfig,
                           drive: Callable, float_model: onnx.ModelProto, method: str):
-    """``--target-cosine C``: nodes ordered by how much 8 bits cost their outputs (the relative
-    quantization error each tensor's histogram predicts, most first); the smallest prefix put
-    at 16 bits (made rule-compliant) whose output cosine on the calibration data reaches C,
-    found by bisection.  One calibration serves every trial.  Returns the specced graph and
+    """``--target-cosine C``: nodes ordered by HAWQ's sensitivity (how much the loss grows with
+    the 8-bit noise the histograms predict, weighted by the Hessian trace at each output); the
+    smallest prefix put at 16 bits (made rule-compliant) whose output cosine on the
+    calibration data reaches C, found by bisection.  One calibration serves every trial.  Returns the specced graph and
     scheme to quantize with; the assignment is in ``ctx.analyses["mix"]`` for -gt."""
     from ptqc.driver.mix import as_mix, comply
     from ptqc.passes import AssignQuantSpecs
@@ -368,12 +371,7 @@ def _search_target_cosine(prepared: Graph, ctx: PassContext, scheme: QuantScheme
     base, _, _ = specced(set())
     quantized = [n for n in base.topological_order() if n.meta.get("quantized")]
     keys[:] = [node_key(n) for n in quantized]
-    cost = {}
-    for n in quantized:
-        errs = [_relative_error(observers[o], base.value(o).meta["qspec"]) for o in n.outputs
-                if o in observers and "qspec" in base.value(o).meta]
-        cost[node_key(n)] = max(errs, default=0.0)
-    order = sorted(keys, key=lambda k: -cost[k])
+    order = [k for k, _ in _sensitivity_ranking(base, observers, float_model, drive)]
     target = config.target_cosine
     best: set[str] = set()
     if cosine_of(best) < target:
@@ -390,6 +388,51 @@ def _search_target_cosine(prepared: Graph, ctx: PassContext, scheme: QuantScheme
     g, sch, mix = specced(best)
     ctx.analyses["mix"] = mix or as_mix(keys, set(), config.bit_width, method)
     return g, sch
+
+
+def _hawq(prepared: Graph, ctx: PassContext, scheme: QuantScheme, family, config: QuantConfig, drive: Callable,
+          float_model: onnx.ModelProto, method: str):
+    """``-ams HAWQ``: the share 1 - ``-amr`` of quantized nodes with the largest Hessian-aware
+    sensitivity (ptqc.driver.hawq) at 16 bits, made rule-compliant by raising only."""
+    from ptqc.driver.mix import as_mix, comply
+    from ptqc.passes import AssignQuantSpecs
+
+    family.check_bit_width(16, "-ams/--auto-mix-strategy HAWQ")
+    if not family.mixed_precision:
+        raise ConfigError(f"-ams/--auto-mix-strategy HAWQ: rule mixed-precision: {family.name} does not support "
+                          "mixed precision")
+    observers = {n: o.with_method(method, percent=config.percent) for n, o in ctx.analyses["observers"].items()}
+    ctx.analyses["observers"] = observers
+    base = copy.deepcopy(prepared)
+    AssignQuantSpecs(scheme).run(base, dataclasses.replace(ctx, analyses=AnalysisStore()))
+    keys = [node_key(n) for n in base.topological_order() if n.meta.get("quantized")]
+    ranked = _sensitivity_ranking(base, observers, float_model, drive)
+    count = int(round((1.0 - config.auto_mix_ratio) * len(keys)))
+    high = comply(base, {k for k, _ in ranked[:count]}, keys)
+    log.info("-ams HAWQ: %d of %d quantized nodes at 16 bits (%d chosen by sensitivity, the rest by the rules)",
+             len(high), len(keys), count)
+    mix = as_mix(keys, high, config.bit_width, method)
+    sch = dataclasses.replace(scheme, node_bits=tuple(sorted((k, b) for k, (b, _) in mix.items())))
+    g = copy.deepcopy(prepared)
+    AssignQuantSpecs(sch).run(g, dataclasses.replace(ctx, analyses=AnalysisStore()))
+    ctx.analyses["mix"] = mix
+    return g, sch
+
+
+def _sensitivity_ranking(base: Graph, observers: dict, float_model: onnx.ModelProto,
+                         drive: Callable) -> list[tuple[str, float]]:
+    """Quantized nodes of the specced graph ``base``, most sensitive first, by HAWQ's
+    Ω = ½ · tr(H) · σ² of their output tensors (ptqc.driver.hawq; σ² from the histograms)."""
+    from ptqc.driver import hawq
+
+    quantized = [n for n in base.topological_order() if n.meta.get("quantized")]
+    float_names = {o for n in float_model.graph.node for o in n.output}
+    outputs = {node_key(n): [o for o in n.outputs if o in observers and "qspec" in base.value(o).meta
+                             and o in float_names] for n in quantized}
+    tensors = sorted({t for ts in outputs.values() for t in ts})
+    trace, power = hawq.traces(float_model, tensors, hawq.first_batch(drive, float_model))
+    rel = {t: _relative_error(observers[t], base.value(t).meta["qspec"]) for t in tensors}
+    return hawq.rank(outputs, trace, power, rel)
 
 
 def _relative_error(obs, spec) -> float:

@@ -339,10 +339,10 @@ def test_non_finite_weights_name_the_weight(ws, tmp_path, weight, value):
 @pytest.mark.parametrize("chip, args, needles", [
     ("TX9999", (), ("--chip", "TX9999")),
     ("TX510x", ("-b", "16"), ("bit-width", "TX510x", "16")),
-    (None, ("-ams", "HAWQ"), ("-ams/--auto-mix-strategy", "not built yet")),
+    ("TX510x", ("-ams", "HAWQ"), ("-ams/--auto-mix-strategy HAWQ", "16")),
     ("TX5368AV200", ("-ll", "13"), ("-ll/--lut-len", "13")),
     (None, ("-on", "no_such_tensor"), ("-on", "no_such_tensor")),
-], ids=["unknown-chip", "bit-width-rule", "ams-not-built", "lut-len-range", "on-no-tensor"])
+], ids=["unknown-chip", "bit-width-rule", "hawq-on-8-bit-chip", "lut-len-range", "on-no-tensor"])
 def test_target_and_feature_refusals(ws, tmp_path, chip, args, needles):
     save = tmp_path / "out"
     assert_refused(quant(save, "-m", ws.model, "-d", ws.data, *args, chip=chip), save, *needles)

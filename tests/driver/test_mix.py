@@ -143,11 +143,11 @@ def test_target_cosine_finds_a_small_16_bit_set_that_reaches_it(tmp_path, digits
     assert plain.cosine["logits"][0] < 0.999  # the search had something to do
 
 
-def test_hawq_and_conflicting_assignments_are_refused(tmp_path):
+def test_conflicting_assignments_are_refused(tmp_path):
     from ptqc.driver.config import _validate
 
-    with pytest.raises(ConfigError, match="HAWQ: not built yet"):
-        _validate(QuantConfig(auto_mix_strategy="HAWQ"))
+    with pytest.raises(ConfigError, match="HAWQ with --target-cosine: both choose"):
+        _validate(QuantConfig(auto_mix_strategy="HAWQ", target_cosine=0.99))
     with pytest.raises(ConfigError, match="-mc and -ams/--auto-mix-strategy both assign"):
         _validate(QuantConfig(auto_mix_strategy="IOhigh", mix_config=tmp_path / "m.json"))
     with pytest.raises(ConfigError, match="--target-cosine searches the assignment itself"):
