@@ -223,6 +223,9 @@ def quantize(model: str | Path | onnx.ModelProto, output: str | Path | None = No
     config = with_ini(config or QuantConfig())
     logger = logger or log
     family = target_of(config)
+    if (config.dump or config.run_mode == "compare") and family.name == "generic":
+        raise ConfigError(f"{'-du/--dump' if config.dump else '-r/--run-mode compare'}: runs the chip's integer "
+                          "simulator: name a TX5xxx --chip (generic has none)")
     scheme = scheme or scheme_of(config, family)
     methods = methods_of(config)  # validated even with -lsj: a bad -qm is refused, never ignored
     iterations = tuple(sorted(set(config.iteration)))
@@ -656,9 +659,16 @@ def infer(model: str | Path | onnx.ModelProto, data: Any = None, config: QuantCo
     exported = export_model(graph, constants_as_initializers=True)
     family = target_of(config)
     if family.name != "generic" and is_qdq(exported):  # the chip's integer arithmetic
+        from ptqc.runtime.simulator import SimulationError
+
         sim = simulator_for(graph, family, config.lut_len)
         names = list(graph.outputs)
-        run_model = sim.run
+
+        def run_model(feeds: dict) -> dict:
+            try:
+                return sim.run(feeds)
+            except SimulationError as e:  # the model or its data, not the user's code: name the node
+                raise ModelError(f"simulating on {family.name}: {e}") from None
     else:
         runner = OrtRunner(exported.SerializeToString())
         names, run_model = runner.outputs, runner.run

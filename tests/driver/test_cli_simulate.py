@@ -110,3 +110,11 @@ def test_lut_len_out_of_range_is_refused(ws, tmp_path):
     root, model, data, _ = ws
     code, _, err = ptqc("--chip", "TX5368AV200", "quant", "-m", model, "-d", data, "-ll", "13", "--save-dir", tmp_path)
     assert_bad_input(code, err, "-ll/--lut-len", "13")
+
+
+def test_dump_and_compare_need_a_chip_and_write_nothing_without_one(ws, tmp_path):
+    root, model, data, _ = ws
+    for flags, needle in ((("-du",), "-du/--dump"), (("-r", "compare"), "-r/--run-mode compare")):
+        code, _, err = ptqc("quant", "-m", model, "-d", data, "--save-dir", tmp_path, *flags)
+        assert_bad_input(code, err, needle, "TX5xxx --chip")
+    assert not list(tmp_path.glob("*.onnx")) and not (tmp_path / "dump").exists()
