@@ -61,6 +61,10 @@ class Simulator:
                 c = program.constants
                 self._plans[id(op)] = linear.ConvPlan(c[op.attrs["w"]], c[op.attrs["w_zp"]], x.dtype, x.zero_point,
                                                       int(op.attrs["onnx_attrs"].get("group", 1)))
+            elif op.kind == "conv_transpose" and x is not None:
+                c = program.constants
+                self._plans[id(op)] = linear.ConvTransposePlan(c[op.attrs["w"]], c[op.attrs["w_zp"]], x.dtype,
+                                                               x.zero_point, int(op.attrs["onnx_attrs"].get("group", 1)))
             elif op.kind == "matmul" and x is not None and op.attrs["b_zp"] is not None:
                 c = program.constants
                 self._plans[id(op)] = linear.MatMulPlan(c[op.inputs[1]], c[op.attrs["b_zp"]], x.dtype, op.attrs["a_zp"])
@@ -261,8 +265,7 @@ def _conv(sim: Simulator, op: Op, a: list) -> np.ndarray:
     else:
         nd = x.ndim - 2
         opad = tuple(int(v) for v in oa.get("output_padding", [0] * nd))
-        acc = linear.conv_transpose_int(x, w, at["x_zp"], c[at["w_zp"]], strides, pads, dil, int(oa.get("group", 1)),
-                                        opad)
+        acc = linear.conv_transpose_planned(sim._plans[id(op)], x, strides, pads, dil, opad)
     return _requant_linear(sim, op, acc, 1)
 
 

@@ -520,3 +520,53 @@ def matmul_planned(plan: MatMulPlan, a: np.ndarray) -> np.ndarray:
     if len(plan.bounds) == 2:
         return np.matmul(x, plan.b)
     return _chunked_matmul(x, plan.b, plan.dtype, plan.bounds)
+
+
+class ConvTransposePlan:
+    """A ConvTranspose's weights prepared once, like :class:`ConvPlan` (exactness bound from
+    the input dtype's range)."""
+
+    def __init__(self, w: np.ndarray, w_zp, x_dtype, x_zp: int, group: int):
+        w = np.asarray(w)
+        _check_int(w)
+        if w.ndim == 3:
+            w = w[:, :, None, :]
+        c, mg, kh, kw = w.shape
+        _check_groups(c, mg * group, group)
+        info = np.iinfo(np.dtype(x_dtype))
+        xmax = max(abs(int(info.min) - int(x_zp)), abs(int(info.max) - int(x_zp)))
+        wq = w.astype(np.int64) - _transpose_weight_zero_point(w_zp, c, mg, group)[:, :, None, None]
+        wt = wq.reshape(group, c // group, mg * kh * kw).transpose(0, 2, 1)  # (g, mg*kh*kw, cg)
+        self.dtype, self.bounds = _plan(np.ascontiguousarray(np.abs(wt).reshape(-1, c // group).T), xmax)
+        self.w = np.ascontiguousarray(wt.astype(self.dtype))
+        self.x_zp, self.group, self.shape = int(x_zp), int(group), (c, mg, kh, kw)
+
+
+def conv_transpose_planned(plan: ConvTransposePlan, x: np.ndarray, strides: Sequence[int], pads: Sequence[int],
+                           dilations: Sequence[int], output_padding: Sequence[int]) -> np.ndarray:
+    """``conv_transpose_int`` with prepared weights: exact integers, in the plan's float type
+    when one GEMM sufficed and the kernel taps tile the output (stride = kernel), else int64."""
+    x = np.asarray(x)
+    n_sp = x.ndim - 2
+    s, pb, pe, d = _attrs_2d(n_sp, strides, pads, dilations)
+    op = [0] * (2 - n_sp) + list(output_padding)
+    if n_sp == 1:
+        x = x[:, :, None, :]
+    n, c, h, wd = x.shape
+    _, mg, kh, kw = plan.shape
+    group = plan.group
+    out_sp = [s[j] * (x.shape[2 + j] - 1) + op[j] + ((kh, kw)[j] - 1) * d[j] + 1 - pb[j] - pe[j] for j in range(2)]
+    if min(out_sp) < 1:
+        raise ValueError(f"empty ConvTranspose output {out_sp}")
+    xs = np.subtract(x, plan.dtype.type(plan.x_zp), dtype=plan.dtype).reshape(n, group, c // group, h * wd)
+    if len(plan.bounds) == 2:
+        cols = np.matmul(plan.w, xs)
+    else:
+        cols = _chunked_matmul(plan.w, xs, plan.dtype, plan.bounds)
+    cols = cols.reshape(n, mg * group, kh, kw, h, wd)
+    if [kh, kw] == s and d == [1, 1] and not any(pb + pe + op):  # taps tile the output: no overlap
+        out = cols.transpose(0, 1, 4, 2, 5, 3).reshape(n, mg * group, *out_sp)
+    else:
+        out = np.zeros((n, mg * group, *out_sp), np.int64)
+        _col2im(cols.astype(np.int64), s[0], s[1], d[0], d[1], pb[0], pb[1], out)
+    return out.reshape(n, mg * group, *out_sp[2 - n_sp:])

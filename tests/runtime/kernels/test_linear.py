@@ -433,3 +433,15 @@ def test_matmul_planned_matches_reference(m, k, n, kind, seed):
     got = linear.matmul_planned(plan, a)
     want = ref_matmul(a.astype(np.int64) - a_zp, b.astype(np.int64) - b_zp)
     np.testing.assert_array_equal(got.astype(np.int64), want)
+
+
+@SETTINGS
+@given(case=conv_cases(transpose=True))
+def test_conv_transpose_planned_matches_reference(case):
+    plan = linear.ConvTransposePlan(case["w"], case["w_zp"], case["x"].dtype, case["x_zp"], case["group"])
+    got = linear.conv_transpose_planned(plan, case["x"], case["strides"], case["pads"], case["dilations"],
+                                        case["output_padding"])
+    xq, wq = _centered(case, axis=1)
+    want = ref_conv_transpose(xq, wq, case["strides"], case["pads"], case["dilations"], case["group"],
+                              case["output_padding"])
+    np.testing.assert_array_equal(got.astype(np.int64), want)
