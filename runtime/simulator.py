@@ -61,6 +61,12 @@ class Simulator:
                 c = program.constants
                 self._plans[id(op)] = linear.ConvPlan(c[op.attrs["w"]], c[op.attrs["w_zp"]], x.dtype, x.zero_point,
                                                       int(op.attrs["onnx_attrs"].get("group", 1)))
+            elif op.kind == "lut_interp" and x is not None:  # the interpolation of every input code, once:
+                at = op.attrs  # identical results, and each run is a gather instead of a multiply-round
+                codes = np.arange(x.qmin, x.qmax + 1).astype(x.dtype)
+                self._plans[id(op)] = lut.apply_table_interp(codes, program.constants[at["table"]], at["in_qmin"],
+                                                             at["step_log2"], at["lo"], at["hi"], program.rounding,
+                                                             np.int64)
             elif op.kind == "conv_transpose" and x is not None:
                 c = program.constants
                 self._plans[id(op)] = linear.ConvTransposePlan(c[op.attrs["w"]], c[op.attrs["w_zp"]], x.dtype,
@@ -322,6 +328,9 @@ def _lut(sim: Simulator, op: Op, a: list) -> np.ndarray:
 
 def _lut_interp(sim: Simulator, op: Op, a: list) -> np.ndarray:
     at = op.attrs
+    expanded = sim._plans.get(id(op))
+    if expanded is not None and a[0].dtype == sim.p.tensors[op.inputs[0]].dtype:
+        return lut.apply_table(a[0], expanded, sim.p.tensors[op.inputs[0]].qmin, _info(sim, op).dtype)
     return lut.apply_table_interp(a[0], sim.p.constants[at["table"]], at["in_qmin"], at["step_log2"], at["lo"],
                                   at["hi"], sim.p.rounding, _info(sim, op).dtype)
 
