@@ -206,7 +206,7 @@ class Lowering:
         try:
             info = self._q_info(q)
         except NotInteger as e:
-            raise NotInteger(f"QuantizeLinear {q.name!r}: {e}") from None
+            raise NotInteger(f"QuantizeLinear {_key(q)!r}: {e}") from None
         self.tensors[out] = info
         src = self.g.producer(q.inputs[0])
         if src is not None and self._is(src, _DQ) and self._codes(src) is None:

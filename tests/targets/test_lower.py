@@ -144,3 +144,33 @@ def test_conv_followed_by_batchnorm_folds_into_the_requantization():
         feeds = {"x": np.random.default_rng(seed).uniform(-2, 2, (1, 4, 6, 6)).astype(np.float32)}
         for got, want in zip(sim.infer(feeds), ort_outputs(qdq, feeds)):
             assert np.abs(got.astype(np.int64) - want.astype(np.int64)).max() <= 1
+
+
+def _tiny_qdq(act_scale, per_channel_axis=None, op="Div") -> onnx.ModelProto:
+    """x -Q/DQ-> op(x, x) -Q-> y, with a per-tensor or per-channel activation scale."""
+    from onnx import helper
+
+    attrs = {"axis": per_channel_axis} if per_channel_axis is not None else {}
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"], **attrs),
+             helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"], **attrs),
+             helper.make_node(op, ["xd", "xd"], ["d"]),
+             helper.make_node("QuantizeLinear", ["d", "t", "u"], ["y"])]
+    inits = {"s": np.asarray(act_scale, np.float32), "z": np.zeros(np.shape(act_scale), np.int8),
+             "t": np.float32(0.1), "u": np.int8(0)}
+    return builders.make_model(nodes, [("x", np.float32, [1, 2, 3])], [("y", np.int8, [1, 2, 3])], inits, opset=13)
+
+
+def test_div_by_a_tensor_stays_float_and_says_why():
+    lowering = Lowering(import_model(_tiny_qdq(0.05)), family_of("TX510x"))
+    program = lowering.run()
+    assert program.float_nodes() == [("Div", "d")]
+    assert "Div by something other than a positive constant scalar" in lowering.float_reasons["d"]
+    feeds = {"x": np.random.default_rng(0).uniform(0.5, 2, (1, 2, 3)).astype(np.float32)}
+    np.testing.assert_array_equal(Simulator(program).infer(feeds)[0], ort_outputs(_tiny_qdq(0.05), feeds)[0])
+
+
+def test_per_channel_activation_quantization_is_a_model_error_naming_the_node():
+    from ptqc.errors import ModelError
+
+    with pytest.raises(ModelError, match="cannot lower for TX510x: QuantizeLinear .xq.: per-channel activation quantization"):
+        lower(_tiny_qdq([0.05, 0.1], per_channel_axis=1, op="Add"), family_of("TX510x"))
