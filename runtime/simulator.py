@@ -23,7 +23,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from ptqc.runtime.kernels import elementwise, linear, lut, norm, pool, resize, softmax
-from ptqc.runtime.kernels.requant import requantize_accumulator, requantize_channels
+from ptqc.runtime.kernels.requant import quantize_multiplier, requantize_accumulator, requantize_channels
 from ptqc.runtime.program import Op, Program, TensorInfo
 from ptqc.runtime.reference import run_node
 
@@ -369,8 +369,6 @@ def _avgpool(sim: Simulator, op: Op, a: list) -> np.ndarray:
 
 
 def _global_avgpool(sim: Simulator, op: Op, a: list) -> np.ndarray:
-    from ptqc.runtime.kernels.requant import quantize_multiplier
-
     at, x = op.attrs, a[0]
     n = int(np.prod(x.shape[2:], dtype=np.int64))
     acc = pool.global_avg_pool_int(x, at["zp_in"])
@@ -418,8 +416,6 @@ def _resize_nearest(sim: Simulator, op: Op, a: list) -> np.ndarray:
 
 
 def _resize_linear(sim: Simulator, op: Op, a: list) -> np.ndarray:
-    from ptqc.runtime.kernels.requant import quantize_multiplier
-
     at, oa = op.attrs, op.attrs["onnx_attrs"]
     size, scales = _resize_size(op, a)
     acc = resize.resize_linear_int(a[0], at["zp_in"], size, scales,

@@ -140,20 +140,21 @@ class Lowering:
         return codes
 
     def _real_const(self, name: str) -> np.ndarray | None:
-        """The float value of a constant input, also when it arrives through DQ or Q -> DQ
-        of a constant (onnxruntime quantizes some parameters that way): what the QDQ model
-        computes with."""
+        """The float value of a constant input, also when it arrives through DQ (of integer
+        codes, or of a Q of a float constant: onnxruntime quantizes some parameters that way),
+        dequantized in float64; None when the input is computed."""
         c = self._const(name)
         if c is not None or not name:
             return c
-        dq = self.g.producer(name)
-        if dq is None or not self._is(dq, _DQ):
+        try:
+            codes, scale, zp, axis = self._int_const(name)
+        except NotInteger:
             return None
-        codes = self._codes(dq)
-        if codes is None:
-            return None
-        return run_node("DequantizeLinear", [codes] + [self._const(x) for x in dq.inputs[1:]], dq.attrs,
-                        opset=max(self.g.opset, 13))[0]
+        if scale.size > 1:
+            shape = [1] * codes.ndim
+            shape[axis % codes.ndim] = -1
+            scale, zp = scale.reshape(shape), zp.reshape(shape)
+        return (codes.astype(np.float64) - zp) * scale
 
     def _params(self, node: Node) -> tuple[np.ndarray, np.ndarray, int]:
         scale = self._const(node.inputs[1])
@@ -377,13 +378,9 @@ class Lowering:
         if len(node.inputs) <= idx or not node.inputs[idx]:
             return None
         name = node.inputs[idx]
-        try:
-            codes, scale, zp, _ = self._int_const(name)
-            real = (codes.astype(np.float64) - zp) * scale
-        except NotInteger:
-            real = self._const(name)
-            if real is None:
-                raise NotInteger(f"bias {name!r} is not constant") from None
+        real = self._real_const(name)
+        if real is None:
+            raise NotInteger(f"bias {name!r} is not constant")
         real = np.broadcast_to(np.asarray(real, np.float64).reshape(-1), (n_out,))
         key = name + "::acc"
         self.constants[key] = np.rint(real / (x.scale * np.broadcast_to(w_scale.reshape(-1), (n_out,)))).astype(np.int64)
@@ -555,13 +552,9 @@ class Lowering:
             if not name:
                 consts.append(None)
                 continue
-            try:
-                codes, scale, zp, _ = self._int_const(name)
-                real = (codes.astype(np.float64) - zp) * scale
-            except NotInteger:
-                real = self._const(name)
-                if real is None:
-                    raise NotInteger(f"LayerNormalization parameter {name!r} is not constant") from None
+            real = self._real_const(name)
+            if real is None:
+                raise NotInteger(f"LayerNormalization parameter {name!r} is not constant")
             self.constants[name + "::real"] = np.asarray(real, np.float64)
             consts.append(name + "::real")
         self._emit("layernorm", [x], [out], node, zp_in=xi.zero_point, in_scale=xi.scale,

@@ -687,3 +687,16 @@ def _one_line(error: BaseException) -> str:
     if isinstance(error, SyntaxError):
         return error.msg
     return " ".join(str(error).split())
+
+
+def first_batch(drive: Callable, run: Callable[[dict], list]) -> dict:
+    """The first feeds the infer function hands to ``forward`` ({} if none); the function
+    runs to its end on ``run`` (so it sees real outputs throughout)."""
+    first: list[dict] = []
+
+    def capture(feeds: dict) -> list:
+        if not first:
+            first.append(dict(feeds))
+        return run(feeds)
+    drive(capture)
+    return first[0] if first else {}

@@ -11,12 +11,12 @@ Hessian is the Gauss–Newton ``JᵀJ`` and Hutchinson's estimator needs no grad
 two forward runs per probe (``ε`` = 1e-3 · RMS of ``a``).  One onnxruntime session serves
 every tensor: each gets an ``Add(a, noise_a)`` with ``noise_a`` a graph input, fed 0 (a
 broadcast scalar) except for the tensor being probed.  ``σ²`` is the 8-bit quantization
-error the calibration histogram predicts for ``a``.  Runs on the first calibration batch.
+error the calibration histogram predicts for ``a``.
 """
 from __future__ import annotations
 
 import logging
-from typing import Callable, Mapping
+from typing import Mapping
 
 import numpy as np
 import onnx
@@ -109,20 +109,6 @@ def traces(float_model: onnx.ModelProto, tensors: list[str], feeds: Mapping[str,
             total += sum(float(np.sum(((plus[o].astype(np.float64) - minus[o]) / (2 * eps)) ** 2)) for o in outs)
         trace[t] = total / PROBES
     return trace, power
-
-
-def first_batch(drive: Callable, float_model: onnx.ModelProto) -> dict[str, np.ndarray]:
-    """The first batch of feeds the infer function gives (it sees float outputs as usual)."""
-    runner = OrtRunner(float_model.SerializeToString())
-    first: list[dict] = []
-
-    def run(feeds: dict) -> list:
-        if not first:
-            first.append(dict(feeds))
-        out = runner.run(feeds)
-        return [out[n] for n in runner.outputs]
-    drive(run)
-    return first[0] if first else {}
 
 
 def rank(node_tensors: Mapping[str, list[str]], trace: Mapping[str, float], power: Mapping[str, float],

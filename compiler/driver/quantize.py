@@ -21,8 +21,8 @@ import numpy as np
 import onnx
 
 from ptqc.driver.config import QuantConfig, with_ini
-from ptqc.driver.data import (Executor, InputSpec, load_infer_function, make_infer_auto, make_reader_func,
-                              run_infer_function)
+from ptqc.driver.data import (Executor, InputSpec, first_batch, load_infer_function, make_infer_auto,
+                              make_reader_func, run_infer_function)
 from ptqc.driver.pipeline import materialize_pipeline, observe_pipeline, prepare_pipeline
 from ptqc.driver.scale_json import load_scale_json, scale_table, write_scale_json
 from ptqc.errors import ConfigError, ModelError
@@ -433,7 +433,7 @@ def _sensitivity_ranking(base: Graph, observers: dict, float_model: onnx.ModelPr
     outputs = {node_key(n): [o for o in n.outputs if o in observers and "qspec" in base.value(o).meta
                              and o in float_names] for n in quantized}
     tensors = sorted({t for ts in outputs.values() for t in ts})
-    trace, power = hawq.traces(float_model, tensors, hawq.first_batch(drive, float_model))
+    trace, power = hawq.traces(float_model, tensors, first_batch(drive, _float_run(float_model)))  # first batch
     rel = {t: _relative_error(observers[t], base.value(t).meta["qspec"]) for t in tensors}
     return hawq.rank(outputs, trace, power, rel)
 
@@ -581,27 +581,24 @@ def _finish(graph: Graph, float_model: onnx.ModelProto, ctx: PassContext, drive:
     return report
 
 
+def _float_run(float_model: onnx.ModelProto) -> Callable[[dict], list]:
+    """onnxruntime running the float model, in the infer-function protocol (outputs in order)."""
+    runner = OrtRunner(float_model.SerializeToString())
+    return lambda feeds: list(runner.run(feeds).values())
+
+
 def _simulate(qmodel: onnx.ModelProto, float_model: onnx.ModelProto, drive: Callable, report: QuantReport,
               target, config: QuantConfig, save_dir: Path) -> list[str]:
     """``-du`` / ``-r compare`` on the first batch the infer function feeds."""
     from ptqc.driver.simulate import dump_and_compare
 
-    f_run = OrtRunner(float_model.SerializeToString())
-    first: list[dict] = []
-
-    def run(feeds: dict) -> list:
-        if not first:
-            first.append(dict(feeds))
-        out = f_run.run(feeds)
-        return [out[n] for n in f_run.outputs]
-    drive(run)
-    if not first:
+    feeds = first_batch(drive, _float_run(float_model))
+    if not feeds:
         raise ConfigError("-du/-r compare: the infer function fed no data")
-    feeds = first[0]
     qfeeds = {k: (report.input_params[k].quantize(x) if k in report.input_params else x) for k, x in feeds.items()}
     named = isinstance(config.model, (str, Path))
-    settings = {"model": str(config.model) if named else "(in memory)", "chip": f"{config.chip} ({target.name})", "bit width": config.bit_width,
-                "method": report.method, "iterations (-i)": " ".join(map(str, config.iteration)),
+    settings = {"model": str(config.model) if named else "(in memory)", "chip": f"{config.chip} ({target.name})",
+                "bit width": config.bit_width, "method": report.method, "iterations (-i)": " ".join(map(str, config.iteration)),
                 "data": str(config.data or config.infer_func), "lut length (-ll, 16-bit)": config.lut_len,
                 "rounding": target.rounding, "compared on": "the first batch"}
     lines = dump_and_compare(qmodel, float_model, qfeeds, target, config.lut_len, save_dir, config.dump,

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
+from intref import int_tensor, ref_round_shift
 from ptqc.runtime.kernels.elementwise import add_int, add_multipliers, mul_int, rescale
 from ptqc.runtime.kernels.requant import quantize_multiplier
 from ptqc.runtime.reference import run_node
@@ -21,16 +22,6 @@ TINY = 1e-6  # float64 noise of the float reference, in output LSB
 
 
 # ------------------------------------------------------------------------ references
-
-def ref_round_shift(v: int, s: int, mode: int) -> int:
-    """round(v / 2^s) on Python ints; ties: 0 up, 1 to even, 2 away from zero."""
-    if s <= 0:
-        return v * 2 ** -s
-    q, r = divmod(v, 2 ** s)
-    if 2 * r != 2 ** s:
-        return q + (2 * r > 2 ** s)
-    return {0: q + 1, 1: q + q % 2, 2: q + 1 if v >= 0 else q}[mode]
-
 
 def ref_map(fn, *arrays) -> np.ndarray:
     """``fn`` on Python ints over the numpy-broadcast arrays, int64 result."""
@@ -46,23 +37,12 @@ def clamp(v: int, lo: int, hi: int) -> int:
 # ------------------------------------------------------------------------ strategies
 
 @st.composite
-def int_tensor(draw, shape, dtype):
-    """Uniform values, or values piled on the dtype's edges (saturation)."""
-    info = np.iinfo(dtype)
-    rng = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1)))
-    if draw(st.booleans()):
-        return rng.integers(info.min, info.max, shape, endpoint=True).astype(dtype)
-    edges = np.array([info.min, info.min + 1, 0, info.max - 1, info.max], np.int64)
-    return rng.choice(np.clip(edges, info.min, info.max), shape).astype(dtype)
-
-
-@st.composite
 def quant(draw, shape=None):
     """(codes, dtype, zero point): any zero point of the dtype's range."""
     dtype = draw(st.sampled_from(DTYPES))
     info = np.iinfo(dtype)
     shape = draw(hnp.array_shapes(min_dims=0, max_dims=3, max_side=5)) if shape is None else shape
-    return draw(int_tensor(shape, dtype)), dtype, draw(st.integers(info.min, info.max))
+    return draw(int_tensor(shape, dtype, with_zero=True)), dtype, draw(st.integers(info.min, info.max))
 
 
 @st.composite

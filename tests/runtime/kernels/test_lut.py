@@ -25,6 +25,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
+from intref import ref_round_shift
 from ptqc.runtime.kernels.lut import apply_table, apply_table_interp, interp_step_log2, make_table
 from ptqc.runtime.reference import run_node
 
@@ -65,16 +66,6 @@ INTERP_BOUNDS = {  # L = 8 .. 12
 
 
 # ------------------------------------------------------------------------ references
-
-def ref_round_shift(v: int, s: int, mode: int) -> int:
-    """round(v / 2^s) on Python ints; ties: 0 up, 1 to even, 2 away from zero."""
-    if s <= 0:
-        return v * 2 ** -s
-    q, r = divmod(v, 2 ** s)
-    if 2 * r != 2 ** s:
-        return q + (2 * r > 2 ** s)
-    return {0: q + 1, 1: q + q % 2, 2: q + 1 if v >= 0 else q}[mode]
-
 
 def ref_table(fn, in_scale, in_zp, codes, out_scale, out_zp, out_qmin, out_qmax) -> np.ndarray:
     """Per code: clamp(round_half_even(fn(x) / out_scale) + out_zp) with Python's round."""

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from intref import int_tensor, ref_round_shift
 from ptqc.runtime.kernels.pool import avg_pool_int, global_avg_pool_int, max_pool_int, requantize_by_count
 from ptqc.runtime.kernels.requant import quantize_multiplier
 from ptqc.runtime.reference import run_node
@@ -19,16 +20,6 @@ CASES = settings(max_examples=200, deadline=None)
 
 
 # ------------------------------------------------------------------------ references
-
-def ref_round_shift(v: int, s: int, mode: int) -> int:
-    """round(v / 2^s) on Python ints; ties: 0 up, 1 to even, 2 away from zero."""
-    if s <= 0:
-        return v * 2 ** -s
-    q, r = divmod(v, 2 ** s)
-    if 2 * r != 2 ** s:
-        return q + (2 * r > 2 ** s)
-    return {0: q + 1, 1: q + q % 2, 2: q + 1 if v >= 0 else q}[mode]
-
 
 def ref_requant(acc, mult, shift, zp_out, lo, hi, mode) -> np.ndarray:
     """Elementwise clamp(zp_out + round(acc * mult / 2^shift), lo, hi) on Python ints."""
@@ -66,17 +57,6 @@ def ref_pool(x, kernel, strides, pads, dilations, out_sp, reduce):
 
 
 # ------------------------------------------------------------------------ strategies
-
-@st.composite
-def int_tensor(draw, shape, dtype):
-    """Uniform values, or values piled on the dtype's edges (saturation)."""
-    info = np.iinfo(dtype)
-    rng = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1)))
-    if draw(st.booleans()):
-        return rng.integers(info.min, info.max, shape, endpoint=True).astype(dtype)
-    edges = np.array([info.min, info.min + 1, info.max - 1, info.max], np.int64)
-    return rng.choice(edges, shape).astype(dtype)
-
 
 @st.composite
 def pool_case(draw, dilated: bool):

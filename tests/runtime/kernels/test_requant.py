@@ -1,25 +1,16 @@
 """The requantization every integer op ends with: round_shift's three rounding modes on exact
 halves, the fixed-point multiplier, and the fused accumulator pass (bias, saturation,
-per-channel requantization) bit-exact against Python integers."""
+per-channel requantization) bit-exact against Python integers (tests/intref.py)."""
 from __future__ import annotations
-
-from fractions import Fraction
 
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
+from intref import ref_round_shift
 from ptqc.runtime.kernels.requant import (ROUNDING, quantize_multiplier, requantize_accumulator,
                                           requantize_channels)
 
 CASES = settings(max_examples=200, deadline=None)
-
-
-def ref_round(value: Fraction, mode: int) -> int:
-    floor = value.numerator // value.denominator
-    rest = value - floor
-    if rest != Fraction(1, 2):
-        return floor + (rest > Fraction(1, 2))
-    return [floor + 1, floor + (floor & 1), floor + 1 if value > 0 else floor][mode]
 
 
 @CASES
@@ -27,7 +18,7 @@ def ref_round(value: Fraction, mode: int) -> int:
        mode=st.sampled_from(sorted(ROUNDING.values())))
 def test_requantize_channels_is_exact(x, m, s, mode):
     got = requantize_channels(np.array([[x]], np.int64), [m], [s], 0, -(1 << 62), 1 << 62, mode, np.int64, None)
-    assert int(got[0, 0]) == ref_round(Fraction(x * m) / Fraction(2) ** s, mode)
+    assert int(got[0, 0]) == ref_round_shift(x * m, s, mode)
 
 
 @CASES
@@ -55,6 +46,6 @@ def test_requantize_accumulator_matches_python_integers(shape, acc_bits, float_a
         if not -bound <= a < bound:
             count += 1
             a = min(max(a, -bound), bound - 1)
-        want = zp + ref_round(Fraction(a * int(m[idx[1]])) / Fraction(2) ** int(s[idx[1]]), mode)
+        want = zp + ref_round_shift(a * int(m[idx[1]]), int(s[idx[1]]), mode)
         assert int(got[idx]) == min(max(want, lo), hi)
     assert saturated == count and got.dtype == np.int8

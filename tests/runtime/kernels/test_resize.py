@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import assume, given, settings, strategies as st
 
+from intref import int_tensor
 from ptqc.runtime.kernels.requant import quantize_multiplier, requantize_channels
 from ptqc.runtime.kernels.resize import resize_linear_int, resize_nearest_int, source_coords
 from ptqc.runtime.reference import run_node
@@ -108,17 +109,6 @@ def ref_resize_linear(x, zp, out_sp, scales, ctm, frac_bits) -> tuple[np.ndarray
 
 
 # ------------------------------------------------------------------------ strategies
-
-@st.composite
-def int_tensor(draw, shape, dtype):
-    """Uniform values, or values piled on the dtype's edges (saturation)."""
-    info = np.iinfo(dtype)
-    rng = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1)))
-    if draw(st.booleans()):
-        return rng.integers(info.min, info.max, shape, endpoint=True).astype(dtype)
-    edges = np.array([info.min, info.min + 1, info.max - 1, info.max], np.int64)
-    return rng.choice(edges, shape).astype(dtype)
-
 
 NICE_SCALES = [0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 1 / 3, 2 / 3, 0.6, 1.25]
 
