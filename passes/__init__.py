@@ -11,6 +11,7 @@ from ptqc.passes.fuse_batchnorm import FuseBatchNorm
 from ptqc.passes.fuse_bias_add import FuseBiasAdd
 from ptqc.passes.fuse_conv_scale import FuseConvScale
 from ptqc.passes.fuse_hardswish import FuseHardSwish
+from ptqc.passes.fuse_layernorm import FuseLayerNorm
 from ptqc.passes.infer_shapes import InferShapes
 from ptqc.passes.insert_normalization import InsertNormalization
 from ptqc.passes.insert_qdq import InsertQDQ
@@ -20,5 +21,5 @@ from ptqc.passes.remove_identity import RemoveIdentity
 from ptqc.passes.upgrade_opset import UpgradeOpset
 
 __all__ = ["AssignQuantSpecs", "Calibrate", "CropOutputs", "EliminateDeadCode", "FoldAffineIntoConv", "FoldConstants", "FuseBatchNorm",
-           "FuseBiasAdd", "FuseConvScale", "FuseHardSwish", "InferShapes", "InsertNormalization", "InsertQDQ", "LiftConstantNodes",
+           "FuseBiasAdd", "FuseConvScale", "FuseHardSwish", "FuseLayerNorm", "InferShapes", "InsertNormalization", "InsertQDQ", "LiftConstantNodes",
            "MarkActivationFusion", "PropagateRanges", "RemoveIdentity", "UpgradeOpset"]

@@ -40,7 +40,7 @@ OP_ROLES: dict[str, OpRole] = {
     "MatMul": OpRole("own", (0, 1)),  # input 1 becomes a weight when constant (see _weight_axis)
     **dict.fromkeys(["Add", "Sub", "Mul"], _OWN_ALL),
     **dict.fromkeys(["Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh",
-                     "Softmax", "AveragePool", "GlobalAveragePool", "ReduceMean"], _OWN),
+                     "Softmax", "AveragePool", "GlobalAveragePool", "ReduceMean", "LayerNormalization"], _OWN),
     "PRelu": OpRole("own", (0, 1)),
     **dict.fromkeys(["Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Slice", "Gather",
                      "Split", "MaxPool", "GlobalMaxPool", "Identity", "DepthToSpace", "SpaceToDepth",
@@ -83,7 +83,12 @@ class AssignQuantSpecs(Pass):
             node.meta["quantized"] = True
         for node in order:
             if node.id in quantized:
-                self._spec_node(graph, node, _role(graph, node), act, quantized)
+                role = _role(graph, node)
+                # a mixed-precision template entry: an op with its own output parameters that
+                # no producer absorbed (pass-through ops follow their input, a fused
+                # activation its producer: the reference tool lists neither)
+                node.meta["mixable"] = role.output != "shared" and node.meta.get("fused_into") not in quantized
+                self._spec_node(graph, node, role, act, quantized)
         ctx.analyses["float_ops"] = float_ops
         if float_ops:
             ctx.logger.info("ops left in float: %s", ", ".join(f"{op} x{len(n)}" for op, n in sorted(float_ops.items())))
@@ -107,9 +112,10 @@ class AssignQuantSpecs(Pass):
     def _spec_node(self, graph: Graph, node: Node, role: OpRole, act: PlainSpec, quantized: set[int]) -> None:
         internal = _fused_internal(graph, node, quantized)
         weight_dtype = np.dtype(self.scheme.weight_dtype)
-        if self._bits.get(node_key(node)) == 16:  # -mc: this node runs at 16 bits
+        owner = graph.node(node.meta["fused_into"]) if node.meta.get("fused_into") in quantized else node
+        if self._bits.get(node_key(owner)) == 16:  # -mc: this node (or the op it is fused into) runs at 16 bits
             act, weight_dtype = PlainSpec(np.dtype(np.int16), True), np.dtype(np.int16)
-        mode = self._modes.get(node_key(node))
+        mode = self._modes.get(node_key(owner))
         for x in _data_inputs(graph, node, role):
             v = graph.value(x)
             if x in internal or "qspec" in v.meta:

@@ -5,7 +5,8 @@ Groups: a shared spec joins its source (Reshape, MaxPool, Split... use their inp
 parameters); with ``unify`` the inputs and output of each quantized Concat/Stack/ScatterND
 join one group, chains and inputs feeding several Concats included.  A group's range is the
 union of its members' ranges (observer ranges; constants' own min/max), so every member gets
-identical parameters.  Weights get symmetric per-channel parameters from their data; biases
+identical parameters; a 16-bit activation group's range is widened by ``wide_headroom``
+(QuantScheme).  Weights get symmetric per-channel parameters from their data; biases
 get scale = input scale x weight scale in int32.
 
 With ``ctx.analyses["loaded_params"]`` (``-lsj``) the loaded parameters replace calibration;
@@ -32,8 +33,8 @@ class PropagateRanges(Pass):
     produces = ("quant_params",)
     preserves = ("shapes", "activation_groups", "quant_specs", "observers", "quant_params")
 
-    def __init__(self, unify: bool = False):
-        self.unify = unify
+    def __init__(self, unify: bool = False, wide_headroom: float = 1.0):
+        self.unify, self.wide_headroom = unify, wide_headroom
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         groups = share_groups(graph, self.unify)
@@ -48,7 +49,7 @@ class PropagateRanges(Pass):
             elif loaded is not None and graph.value(root).const is None:
                 param = _loaded_group_param(members, loaded)
             else:
-                param = _group_param(graph, members, spec, observers)
+                param = _group_param(graph, members, spec, observers, self.wide_headroom)
             for m in members:
                 if param is None:
                     graph.value(m).meta.pop("quant", None)
@@ -96,7 +97,8 @@ def _axis(graph: Graph, name: str) -> int | None:
     return getattr(graph.value(_plain_root(graph, name)).meta.get("qspec"), "axis", None)
 
 
-def _group_param(graph: Graph, members: list[str], spec: PlainSpec, observers: dict) -> QuantParam:
+def _group_param(graph: Graph, members: list[str], spec: PlainSpec, observers: dict,
+                 wide_headroom: float = 1.0) -> QuantParam:
     lo = hi = None
     for m in members:
         r = _member_range(graph, m, spec, observers)
@@ -108,6 +110,8 @@ def _group_param(graph: Graph, members: list[str], spec: PlainSpec, observers: d
         raise PtqcError(f"tensor {members[0]!r} has no observed range: run calibration (or load a scale JSON) first")
     method = "weight" if graph.value(members[0]).const is not None else next(
         (observers[m].method for m in members if m in observers), "min_max")
+    if method != "weight" and np.dtype(spec.dtype).itemsize >= 2:  # headroom for unseen inputs
+        lo, hi = (np.asarray(r, np.float32) * np.float32(wide_headroom) for r in (lo, hi))
     return qparam_from_range(lo, hi, spec.dtype, symmetric=spec.symmetric, axis=spec.axis,
                              method=method, name=members[0])
 

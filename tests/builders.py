@@ -401,3 +401,23 @@ def op_zoo_model(seed: int = 0, hw: int = 8) -> onnx.ModelProto:
     ]
     return make_model(nodes, [("x", np.float32, [1, 4, hw, hw])],
                       [("probs", np.float32, [1, 10]), ("feat", np.float32, [1, 4])], inits, opset=17)
+
+
+def mixed_rules_model() -> onnx.ModelProto:
+    """The mixed-precision rules' test model: x -> g1 -> LayerNormalization ln -> g2;
+    Concat(ln, g2) -> g3; g4(x); add = g3 + g4; Abs(g4) -> z.  Gemms, ln, the Concat and the
+    Add run quantized; Abs stays float."""
+    rng = np.random.default_rng(0)
+    w = lambda i, o: rng.standard_normal((i, o)).astype(np.float32)  # noqa: E731
+    inits = {"w1": w(4, 4), "w2": w(4, 4), "w3": w(8, 4), "w4": w(4, 4),
+             "s": np.ones(4, np.float32), "b": np.zeros(4, np.float32)}
+    nodes = [helper.make_node("Gemm", ["x", "w1"], ["h1"], name="g1"),
+             helper.make_node("LayerNormalization", ["h1", "s", "b"], ["l"], name="ln", axis=-1),
+             helper.make_node("Gemm", ["l", "w2"], ["h2"], name="g2"),
+             helper.make_node("Concat", ["l", "h2"], ["c"], name="cat", axis=1),
+             helper.make_node("Gemm", ["c", "w3"], ["h3"], name="g3"),
+             helper.make_node("Gemm", ["x", "w4"], ["h4"], name="g4"),
+             helper.make_node("Add", ["h3", "h4"], ["y"], name="add"),
+             helper.make_node("Abs", ["h4"], ["z"], name="ab")]
+    return make_model(nodes, [("x", np.float32, [1, 4])], [("y", np.float32, [1, 4]), ("z", np.float32, [1, 4])],
+                      inits, opset=17)

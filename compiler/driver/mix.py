@@ -37,7 +37,7 @@ def template(graph: Graph, bits: int, mode: str, mix: dict | None = None) -> dic
     """The -gt JSON: the assignment used (``mix``), or every node at ``bits`` and ``mode``."""
     return {node_key(n): ({"bitwidth": mix[node_key(n)][0], "mode": mix[node_key(n)][1]} if mix and node_key(n) in mix
                           else {"bitwidth": bits, "mode": mode})
-            for n in graph.topological_order() if n.meta.get("quantized")}
+            for n in graph.topological_order() if n.meta.get("mixable")}
 
 
 def write_template(graph: Graph, bits: int, mode: str, path: Path, mix: dict | None = None) -> Path:
@@ -55,14 +55,16 @@ def load_mix(path: Path, graph: Graph, family: Target, bits: int) -> dict[str, t
     if not isinstance(table, dict):
         raise ConfigError(f"{flag}: expected an object of node name -> {{bitwidth, mode}}")
     nodes = {node_key(n): n for n in graph.nodes()}
-    quantized = {k for k, n in nodes.items() if n.meta.get("quantized")}
+    quantized = {k for k, n in nodes.items() if n.meta.get("mixable")}
     out: dict[str, tuple[int, str]] = {}
     for key, entry in table.items():
         if key in nodes and nodes[key].op_type == "Abs":
             raise ConfigError(f"{flag}: node {key!r}: rule 6: Abs takes no mixed precision")
         if key not in quantized:
-            raise ConfigError(f"{flag}: node {key!r}: rule 1: not a quantized node of the optimized model "
-                              "(generate the template with -gt)")
+            what = ("a pass-through op or an activation fused into its producer (it follows that "
+                    "op's bit-width)" if key in nodes and nodes[key].meta.get("quantized")
+                    else "not a quantized node of the optimized model")
+            raise ConfigError(f"{flag}: node {key!r}: rule 1: {what} (generate the template with -gt)")
         if not isinstance(entry, dict) or "bitwidth" not in entry or "mode" not in entry:
             raise ConfigError(f"{flag}: node {key!r}: rule 2: set both bitwidth and mode")
         if entry["bitwidth"] not in (8, 16):
@@ -79,9 +81,28 @@ def load_mix(path: Path, graph: Graph, family: Target, bits: int) -> dict[str, t
     return out
 
 
+def _owner(graph: Graph, node: Node | None) -> Node | None:
+    """The template node whose bit-width ``node``'s output carries: itself, or through
+    pass-through ops and fused activations back to the op that sets it."""
+    while node is not None and node.meta.get("quantized") and not node.meta.get("mixable"):
+        node = graph.node(node.meta["fused_into"]) if "fused_into" in node.meta else graph.producer(node.inputs[0])
+    return node if node is not None and node.meta.get("mixable") else None
+
+
 def _quantized_neighbours(graph: Graph, node: Node, bits_of: dict[str, int]) -> tuple[list[Node], list[Node]]:
-    parents = [p for x in node.inputs if x and (p := graph.producer(x)) is not None and node_key(p) in bits_of]
-    children = [c for o in node.outputs if o for c in graph.consumer_nodes(o) if node_key(c) in bits_of]
+    """The template nodes whose outputs ``node`` reads, and those reading its output (looking
+    through pass-through ops and fused activations)."""
+    parents = [p for x in node.inputs if x and (p := _owner(graph, graph.producer(x))) is not None
+               and node_key(p) in bits_of]
+    children: list[Node] = []
+    todo = [c for o in node.outputs if o for c in graph.consumer_nodes(o)]
+    while todo:
+        c = todo.pop(0)
+        if c.meta.get("mixable"):
+            if node_key(c) in bits_of and c not in children:
+                children.append(c)
+        elif c.meta.get("quantized"):
+            todo += [d for o in c.outputs if o for d in graph.consumer_nodes(o)]
     return parents, children
 
 
@@ -140,6 +161,35 @@ def comply(graph: Graph, high: set[str], quantized: list[str]) -> set[str]:
                     changed = True
                     b = bits()
     return high
+
+
+def share_units(graph: Graph, quantized: list[str]) -> list[list[str]]:
+    """The quantized nodes in groups that rules 5 and 7 make share one bit-width (the inputs
+    of a node; the quantized ops around a recurrent op or LayerNormalization), in
+    topological order of their first member."""
+    parent = {k: k for k in quantized}
+
+    def find(k: str) -> str:
+        while parent[k] != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return k
+
+    bits = dict.fromkeys(quantized, 8)
+    for node in graph.topological_order():
+        if not node.meta.get("mixable") and node.op_type not in RECURRENT | NORMALIZATION:
+            continue
+        parents, children = _quantized_neighbours(graph, node, bits)
+        group = parents + children + ([node] if node_key(node) in bits else []) \
+            if node.op_type in RECURRENT | NORMALIZATION else parents if node_key(node) in bits else []
+        for other in group[1:]:
+            a, b = find(node_key(group[0])), find(node_key(other))
+            if a != b:
+                parent[max(a, b, key=quantized.index)] = min(a, b, key=quantized.index)
+    units: dict[str, list[str]] = {}
+    for k in quantized:
+        units.setdefault(find(k), []).append(k)
+    return list(units.values())
 
 
 def io_high(graph: Graph, quantized: list[str], share_high: float) -> set[str]:

@@ -8,7 +8,7 @@ import numpy as np
 from ptqc.pass_manager import Pass
 from ptqc.passes import (AssignQuantSpecs, Calibrate, CropOutputs, EliminateDeadCode, FoldAffineIntoConv,
                          FoldConstants,
-                         FuseBatchNorm, FuseBiasAdd, FuseConvScale, FuseHardSwish, InferShapes, InsertNormalization, InsertQDQ,
+                         FuseBatchNorm, FuseBiasAdd, FuseConvScale, FuseHardSwish, FuseLayerNorm, InferShapes, InsertNormalization, InsertQDQ,
                          LiftConstantNodes, MarkActivationFusion, PropagateRanges, RemoveIdentity,
                          UpgradeOpset)
 from ptqc.quant import QuantScheme
@@ -17,15 +17,16 @@ from ptqc.quant import QuantScheme
 def convert_pipeline() -> list[Pass]:
     """``-r convert``: clean the float graph, quantize nothing."""
     return [LiftConstantNodes(), InferShapes(), FoldConstants(), RemoveIdentity(), FuseConvScale(), FuseBiasAdd(),
-            FuseBatchNorm(), FuseHardSwish(), FoldAffineIntoConv(), MarkActivationFusion(), EliminateDeadCode()]
+            FuseBatchNorm(), FuseHardSwish(), FuseLayerNorm(), FoldAffineIntoConv(), MarkActivationFusion(), EliminateDeadCode()]
 
 
 def prepare_pipeline(output_names: tuple[str, ...] = (), mean: tuple[float, ...] = (),
                      std: tuple[float, ...] = ()) -> list[Pass]:
-    """The float half of ``-r quant``: opset 14 (per-channel QDQ needs 13, HardSwish 14), crop at ``-on``,
+    """The float half of ``-r quant``: opset 17 (per-channel QDQ needs 13, HardSwish 14,
+    LayerNormalization 17), crop at ``-on``,
     ``--mean/--std`` after the first input, then the convert cleanup.  Its output is the float
     model the quantized one is compared against."""
-    return [UpgradeOpset(14), LiftConstantNodes(), CropOutputs(output_names), InsertNormalization(mean, std),
+    return [UpgradeOpset(17), LiftConstantNodes(), CropOutputs(output_names), InsertNormalization(mean, std),
             *convert_pipeline()]
 
 
@@ -44,7 +45,7 @@ def materialize_pipeline(scheme: QuantScheme, *, output_dequant: bool = True,
                          input_dtypes: dict[str, np.dtype] | None = None) -> list[Pass]:
     """One union-find over all sharing, then Q/DQ.  Runs once per method when one calibration
     serves several (-qm all)."""
-    return [PropagateRanges(unify=scheme.unify_concat), InsertQDQ(output_dequant=output_dequant,
+    return [PropagateRanges(unify=scheme.unify_concat, wide_headroom=scheme.wide_headroom), InsertQDQ(output_dequant=output_dequant,
                                                                   input_dtypes=input_dtypes)]
 
 

@@ -23,6 +23,7 @@ import onnx
 from ptqc.driver.config import QuantConfig, with_ini
 from ptqc.driver.data import (Executor, InputSpec, first_batch, load_infer_function, make_infer_auto,
                               make_reader_func, run_infer_function)
+from ptqc.driver.mix import as_mix
 from ptqc.driver.pipeline import materialize_pipeline, observe_pipeline, prepare_pipeline
 from ptqc.driver.scale_json import load_scale_json, scale_table, write_scale_json
 from ptqc.errors import ConfigError, ModelError
@@ -33,7 +34,7 @@ from ptqc.pass_manager import (AnalysisStore, DumpIRInstrument, PassContext, Pas
 from ptqc.passes.assign_quant_specs import check_weights, node_key
 from ptqc.passes.calibrate import observed_values
 from ptqc.passes.calibration import OBSERVERS
-from ptqc.quant import QuantParam, QuantScheme, qparam_from_range
+from ptqc.quant import QuantParam, QuantScheme
 from ptqc.runtime.ort import OrtRunner
 from ptqc.driver.simulate import is_qdq, simulator_for
 from ptqc.targets.base import Target
@@ -272,10 +273,8 @@ def quantize(model: str | Path | onnx.ModelProto, output: str | Path | None = No
         graph = _observe_with_cache(graph, ctx, observe, methods, data, config, instruments)
     else:
         graph = PassManager(observe, instruments + dump(len(prepare) + 1)).run(graph, ctx).graph
-    if config.target_cosine is not None:
-        graph, scheme = _search_target_cosine(prepared, ctx, scheme, family, config, drive, float_model, methods[0])
-    elif hawq:
-        graph, scheme = _hawq(prepared, ctx, scheme, family, config, drive, float_model, methods[0])
+    if config.target_cosine is not None or hawq:
+        graph, scheme = _auto_mix(prepared, ctx, scheme, family, config, drive, float_model, methods[0])
     snapshots = ctx.analyses.get("observer_snapshots") or {iterations[-1]: ctx.analyses.get("observers") or {}}
     seconds = {"prepare": t1 - t0, "calibrate": time.perf_counter() - t1}
     input_dtypes = input_dtypes_of(config, [s.name for s in specs])
@@ -313,7 +312,8 @@ def _apply_mix(graph: Graph, ctx: PassContext, scheme: QuantScheme, family, conf
                workers: int, client, iterations: tuple[int, ...]):
     """Check the -mc file against the nodes this model quantizes (found on a copy), then give
     the scheme its per-node bits and modes; one histogram serves mixed modes."""
-    from ptqc.driver.mix import as_mix, comply, io_high, load_mix
+    from ptqc.driver.automix import check_mixed
+    from ptqc.driver.mix import comply, io_high, load_mix
     from ptqc.passes import AssignQuantSpecs
 
     probe = copy.deepcopy(graph)
@@ -321,11 +321,8 @@ def _apply_mix(graph: Graph, ctx: PassContext, scheme: QuantScheme, family, conf
     if config.mix_config is not None:
         mix = load_mix(Path(config.mix_config), probe, family, config.bit_width)
     else:  # -ams IOhigh: the first and last quantized layers at 16 bits, -amr of them stay low
-        family.check_bit_width(16, "-ams/--auto-mix-strategy IOhigh")
-        if not family.mixed_precision:
-            raise ConfigError(f"-ams/--auto-mix-strategy: rule mixed-precision: {family.name} does not support "
-                              "mixed precision")
-        quantized = [node_key(n) for n in probe.topological_order() if n.meta.get("quantized")]
+        check_mixed(family, "-ams/--auto-mix-strategy IOhigh")
+        quantized = [node_key(n) for n in probe.topological_order() if n.meta.get("mixable")]
         high = comply(probe, io_high(probe, quantized, 1.0 - config.auto_mix_ratio), quantized)
         mix = as_mix(quantized, high, config.bit_width, methods_of(config)[0])
     ctx.analyses["mix"] = mix
@@ -338,116 +335,24 @@ def _apply_mix(graph: Graph, ctx: PassContext, scheme: QuantScheme, family, conf
     return scheme, (modes[0] if len(modes) == 1 else "mixed",), observe
 
 
-def _search_target_cosine(prepared: Graph, ctx: PassContext, scheme: QuantScheme, family, config: QuantConfig,
-                          drive: Callable, float_model: onnx.ModelProto, method: str):
-    """``--target-cosine C``: nodes ordered by HAWQ's sensitivity (how much the loss grows with
-    the 8-bit noise the histograms predict, weighted by the Hessian trace at each output); the
-    smallest prefix put at 16 bits (made rule-compliant) whose output cosine on the
-    calibration data reaches C, found by bisection.  One calibration serves every trial.  Returns the specced graph and
-    scheme to quantize with; the assignment is in ``ctx.analyses["mix"]`` for -gt."""
-    from ptqc.driver.mix import as_mix, comply
-    from ptqc.passes import AssignQuantSpecs
+def _auto_mix(prepared: Graph, ctx: PassContext, scheme: QuantScheme, family, config: QuantConfig,
+              drive: Callable, float_model: onnx.ModelProto, method: str) -> tuple[Graph, QuantScheme]:
+    """``--target-cosine`` or ``-ams HAWQ`` (ptqc.driver.automix) on the one calibration done:
+    the specced graph and scheme to quantize with; the assignment goes to
+    ``ctx.analyses["mix"]`` for -gt."""
+    from ptqc.driver import automix
 
-    if not family.mixed_precision or 16 not in family.bit_widths:
-        raise ConfigError(f"--target-cosine: rule mixed-precision: {family.name} cannot mix 8 and 16 bits")
-    observers = {n: o.with_method(method, percent=config.percent) for n, o in ctx.analyses["observers"].items()}
-    ctx.analyses["observers"] = observers
-
-    def specced(high: set[str]) -> tuple[Graph, QuantScheme, dict]:
-        mix = as_mix(keys, high, config.bit_width, method) if high else {}
-        sch = dataclasses.replace(scheme, node_bits=tuple(sorted((k, b) for k, (b, _) in mix.items())))
-        g = copy.deepcopy(prepared)
-        AssignQuantSpecs(sch).run(g, dataclasses.replace(ctx, analyses=AnalysisStore()))
-        return g, sch, mix
-
-    def cosine_of(high: set[str]) -> float:
-        g, sch, _ = specced(high)
-        analyses = AnalysisStore()
-        analyses.results, analyses.established = {"observers": observers}, {"quant_specs", "observers"}
-        g = PassManager(materialize_pipeline(sch, output_dequant=True)).run(
-            g, dataclasses.replace(ctx, analyses=analyses)).graph
-        probe_report = QuantReport(export_model(g, constants_as_initializers=True), float_model, None)
-        cos, _ = compare_outputs(float_model, probe_report.model, drive, probe_report)
-        return min(lo for lo, _ in cos.values()) if cos else 1.0
-
-    keys: list[str] = []  # which nodes run quantized does not depend on their bit-widths
-    base, _, _ = specced(set())
-    quantized = [n for n in base.topological_order() if n.meta.get("quantized")]
-    keys[:] = [node_key(n) for n in quantized]
-    order = [k for k, _ in _sensitivity_ranking(base, observers, float_model, drive)]
-    target = config.target_cosine
-    best: set[str] = set()
-    if cosine_of(best) < target:
-        lo, hi = 1, len(order)
-        best = comply(base, set(order), keys)
-        while lo <= hi:
-            mid = (lo + hi) // 2
-            high = comply(base, set(order[:mid]), keys)
-            if cosine_of(high) >= target:
-                best, hi = high, mid - 1
-            else:
-                lo = mid + 1
-    log.info("--target-cosine %g: %d of %d quantized nodes at 16 bits", target, len(best), len(keys))
-    g, sch, mix = specced(best)
-    ctx.analyses["mix"] = mix or as_mix(keys, set(), config.bit_width, method)
-    return g, sch
-
-
-def _hawq(prepared: Graph, ctx: PassContext, scheme: QuantScheme, family, config: QuantConfig, drive: Callable,
-          float_model: onnx.ModelProto, method: str):
-    """``-ams HAWQ``: the share 1 - ``-amr`` of quantized nodes with the largest Hessian-aware
-    sensitivity (ptqc.driver.hawq) at 16 bits, made rule-compliant by raising only."""
-    from ptqc.driver.mix import as_mix, comply
-    from ptqc.passes import AssignQuantSpecs
-
-    family.check_bit_width(16, "-ams/--auto-mix-strategy HAWQ")
-    if not family.mixed_precision:
-        raise ConfigError(f"-ams/--auto-mix-strategy HAWQ: rule mixed-precision: {family.name} does not support "
-                          "mixed precision")
-    observers = {n: o.with_method(method, percent=config.percent) for n, o in ctx.analyses["observers"].items()}
-    ctx.analyses["observers"] = observers
-    base = copy.deepcopy(prepared)
-    AssignQuantSpecs(scheme).run(base, dataclasses.replace(ctx, analyses=AnalysisStore()))
-    keys = [node_key(n) for n in base.topological_order() if n.meta.get("quantized")]
-    ranked = _sensitivity_ranking(base, observers, float_model, drive)
-    count = int(round((1.0 - config.auto_mix_ratio) * len(keys)))
-    high = comply(base, {k for k, _ in ranked[:count]}, keys)
-    log.info("-ams HAWQ: %d of %d quantized nodes at 16 bits (%d chosen by sensitivity, the rest by the rules)",
-             len(high), len(keys), count)
-    mix = as_mix(keys, high, config.bit_width, method)
-    sch = dataclasses.replace(scheme, node_bits=tuple(sorted((k, b) for k, (b, _) in mix.items())))
-    g = copy.deepcopy(prepared)
-    AssignQuantSpecs(sch).run(g, dataclasses.replace(ctx, analyses=AnalysisStore()))
-    ctx.analyses["mix"] = mix
-    return g, sch
-
-
-def _sensitivity_ranking(base: Graph, observers: dict, float_model: onnx.ModelProto,
-                         drive: Callable) -> list[tuple[str, float]]:
-    """Quantized nodes of the specced graph ``base``, most sensitive first, by HAWQ's
-    Ω = ½ · tr(H) · σ² of their output tensors (ptqc.driver.hawq; σ² from the histograms)."""
-    from ptqc.driver import hawq
-
-    quantized = [n for n in base.topological_order() if n.meta.get("quantized")]
-    float_names = {o for n in float_model.graph.node for o in n.output}
-    outputs = {node_key(n): [o for o in n.outputs if o in observers and "qspec" in base.value(o).meta
-                             and o in float_names] for n in quantized}
-    tensors = sorted({t for ts in outputs.values() for t in ts})
-    trace, power = hawq.traces(float_model, tensors, first_batch(drive, _float_run(float_model)))  # first batch
-    rel = {t: _relative_error(observers[t], base.value(t).meta["qspec"]) for t in tensors}
-    return hawq.rank(outputs, trace, power, rel)
-
-
-def _relative_error(obs, spec) -> float:
-    """E[(x - fq(x))^2] / E[x^2] the histogram predicts at the spec's type."""
-    if not hasattr(obs, "counts") or obs.min is None:
-        return 0.0
-    lo, hi = obs.range(spec.dtype, spec.symmetric)
-    p = qparam_from_range(lo, hi, spec.dtype, symmetric=spec.symmetric)
-    centers = (np.arange(obs.bins) - obs.bins // 2 + 0.5) * obs.width
-    n = obs.counts.astype(np.float64)
-    err = np.sum(n * (centers - p.fake_quantize(centers.astype(np.float32))) ** 2)
-    return float(err / max(np.sum(n * centers ** 2), 1e-30))
+    what = "--target-cosine" if config.target_cosine is not None else "-ams/--auto-mix-strategy HAWQ"
+    automix.check_mixed(family, what)
+    ctx.analyses["observers"] = {n: o.with_method(method, percent=config.percent)
+                                 for n, o in ctx.analyses["observers"].items()}
+    trials = automix.Trials(prepared, ctx, scheme, config, drive, float_model, method)
+    if config.target_cosine is not None:
+        high = automix.target_cosine(trials, config.target_cosine)
+    else:
+        high = automix.hawq(trials, 1.0 - config.auto_mix_ratio)
+    ctx.analyses["mix"] = as_mix(trials.keys, high, config.bit_width, method)
+    return trials.specced(high)
 
 
 def _observe_with_cache(graph: Graph, ctx: PassContext, observe: list, methods: tuple[str, ...], data: Any,

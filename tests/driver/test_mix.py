@@ -12,26 +12,11 @@ from ptqc.driver.config import QuantConfig
 from ptqc.driver.quantize import quantize
 from ptqc.errors import ConfigError
 
-NODES = ("g1", "g2", "g3", "g4", "cat", "add")
+NODES = ("g1", "ln", "g2", "g3", "g4", "cat", "add")
 
 
 def _model():
-    """x -> g1 -> LayerNormalization ln -> g2; Concat(ln, g2) -> g3; g4(x); add = g3 + g4;
-    Abs(g4) -> z.  Gemms, the Concat and the Add run quantized; ln and Abs stay float."""
-    rng = np.random.default_rng(0)
-    w = lambda i, o: rng.standard_normal((i, o)).astype(np.float32)  # noqa: E731
-    inits = {"w1": w(4, 4), "w2": w(4, 4), "w3": w(8, 4), "w4": w(4, 4),
-             "s": np.ones(4, np.float32), "b": np.zeros(4, np.float32)}
-    nodes = [helper.make_node("Gemm", ["x", "w1"], ["h1"], name="g1"),
-             helper.make_node("LayerNormalization", ["h1", "s", "b"], ["l"], name="ln", axis=-1),
-             helper.make_node("Gemm", ["l", "w2"], ["h2"], name="g2"),
-             helper.make_node("Concat", ["l", "h2"], ["c"], name="cat", axis=1),
-             helper.make_node("Gemm", ["c", "w3"], ["h3"], name="g3"),
-             helper.make_node("Gemm", ["x", "w4"], ["h4"], name="g4"),
-             helper.make_node("Add", ["h3", "h4"], ["y"], name="add"),
-             helper.make_node("Abs", ["h4"], ["z"], name="ab")]
-    return builders.make_model(nodes, [("x", np.float32, [1, 4])], [("y", np.float32, [1, 4]),
-                                                                     ("z", np.float32, [1, 4])], inits, opset=17)
+    return builders.mixed_rules_model()
 
 
 def _data():
@@ -82,11 +67,11 @@ RULES = [
     ({"g1": {"bitwidth": 12}}, (), "node 'g1': rule 3: bitwidth 12 is not 8 or 16"),
     ({"g1": {"mode": "entropy"}}, (), "node 'g1': rule 4: mode 'entropy' is not one of min_max, kl, kl_v2, "
                                       "percentile, mse"),
-    ({"g1": {"bitwidth": 16}}, (), "node 'g2': rule 5: the quantized ops around LayerNormalization 'ln' share "
+    ({"g1": {"bitwidth": 16}}, (), "node 'g1': rule 5: the quantized ops around LayerNormalization 'ln' share "
                                    "one bit-width ([8, 16] given)"),
     ({"ab": {"bitwidth": 8, "mode": "kl"}}, (), "node 'ab': rule 6: Abs takes no mixed precision"),
     ({"g4": {"bitwidth": 16}}, (), "node 'add': rule 7: its inputs come at different bit-widths ([8, 16])"),
-    ({"g1": {"bitwidth": 16}, "g2": {"bitwidth": 16}, "cat": {"bitwidth": 16}}, (),
+    ({"g1": {"bitwidth": 16}, "ln": {"bitwidth": 16}, "g2": {"bitwidth": 16}, "cat": {"bitwidth": 16}}, (),
      "node 'cat': rule 8: a Concat fed by a recurrent op or LayerNormalization is no wider than its other "
      "quantized neighbours"),
 ]
@@ -141,6 +126,9 @@ def test_target_cosine_finds_a_small_16_bit_set_that_reaches_it(tmp_path, digits
     assert 0 < len(high) < len(table)
     plain = quantize(digits.model, None, feed, QuantConfig(chip="TX5368AV200", output_dequant=True))
     assert plain.cosine["logits"][0] < 0.999  # the search had something to do
+    again = quantize(digits.model, tmp_path / "again_quantize.onnx", feed,
+                     QuantConfig(chip="TX5368AV200", mix_config=report.template, output_dequant=True))
+    assert again.model.SerializeToString() == report.model.SerializeToString()  # the template it wrote is the model
 
 
 def test_conflicting_assignments_are_refused(tmp_path):
@@ -152,3 +140,39 @@ def test_conflicting_assignments_are_refused(tmp_path):
         _validate(QuantConfig(auto_mix_strategy="IOhigh", mix_config=tmp_path / "m.json"))
     with pytest.raises(ConfigError, match="--target-cosine searches the assignment itself"):
         _validate(QuantConfig(target_cosine=0.99, mix_config=tmp_path / "m.json"))
+
+
+def _conv_relu_reshape():
+    """x -> Conv c -> Relu r (fused into c on TX chips) -> Reshape rs -> Gemm g."""
+    rng = np.random.default_rng(2)
+    inits = {"w": rng.standard_normal((4, 2, 3, 3)).astype(np.float32), "shape": np.array([1, 64], np.int64),
+             "wg": rng.standard_normal((64, 3)).astype(np.float32)}
+    nodes = [helper.make_node("Conv", ["x", "w"], ["h"], name="c", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["h"], ["a"], name="r"),
+             helper.make_node("Reshape", ["a", "shape"], ["f"], name="rs"),
+             helper.make_node("Gemm", ["f", "wg"], ["y"], name="g")]
+    return builders.make_model(nodes, [("x", np.float32, [1, 2, 4, 4])], [("y", np.float32, [1, 3])], inits, opset=17)
+
+
+def test_pass_through_ops_and_fused_activations_follow_the_op_that_sets_their_width(tmp_path):
+    """As in the reference tool, a Reshape and an activation fused into its Conv are no
+    template entries: the Relu's output takes the Conv's bit-width, the Reshape its input's."""
+    def run(mix=None, out="r_quantize.onnx"):
+        data = lambda ex: [ex.forward(np.random.default_rng(i).standard_normal((1, 2, 4, 4)).astype(np.float32))  # noqa: E731
+                           for i in range(4)] and 1.0
+        cfg = QuantConfig(chip="TX5368AV200", quant_mode=("min_max",), mix_config=mix, generate_template=mix is None)
+        return quantize(_conv_relu_reshape(), tmp_path / out, data, cfg, evaluate=False)
+
+    table = json.loads(run().template.read_text())
+    assert sorted(table) == ["c", "g"]
+    table["c"]["bitwidth"] = 16
+    (tmp_path / "c16.json").write_text(json.dumps(table))
+    model = run(tmp_path / "c16.json", "c16_quantize.onnx").model
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    q = {n.input[0]: n for n in model.graph.node if n.op_type == "QuantizeLinear"}
+    assert inits[q["a"].input[2]].dtype == np.int16  # the fused Relu's output, at the Conv's width
+    table["r"] = {"bitwidth": 16, "mode": "min_max"}
+    (tmp_path / "r.json").write_text(json.dumps(table))
+    with pytest.raises(ConfigError, match=re.escape("node 'r': rule 1: a pass-through op or an activation fused "
+                                                    "into its producer (it follows that op's bit-width)")):
+        run(tmp_path / "r.json", "bad_quantize.onnx")

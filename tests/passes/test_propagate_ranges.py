@@ -41,3 +41,19 @@ def test_bias_scale_is_input_scale_times_weight_scale():
     x, w, b = (graph.value(n).meta["quant"] for n in ("x", "conv.weight", "conv.bias"))
     np.testing.assert_allclose(b.scale, x.scale * w.scale, rtol=1e-6)
     assert b.dtype == np.int32 and b.axis == 0 and not b.zero_point.any()
+
+
+def test_16_bit_activation_ranges_get_headroom_and_8_bit_ones_and_weights_do_not():
+    """A 16-bit activation group's range is widened by ``wide_headroom`` (unseen inputs beyond
+    the calibration range otherwise clip); 8-bit ranges and weights keep their observed ones."""
+    def params(dtype, headroom):
+        graph = import_model(builders.conv_bn_relu_model(conv_bias=True))
+        scheme = QuantScheme(activation_dtype=np.dtype(dtype), activation_symmetric=True, weight_dtype=np.dtype(dtype))
+        PassManager([InferShapes(), AssignQuantSpecs(scheme), Calibrate(), PropagateRanges(wide_headroom=headroom)]).run(
+            graph, PassContext())
+        return {n: graph.value(n).meta["quant"] for n in ("x", "conv.weight")}
+
+    wide, narrow = params(np.int16, 1.25), params(np.int16, 1.0)
+    np.testing.assert_allclose(wide["x"].scale, narrow["x"].scale * 1.25, rtol=1e-6)
+    np.testing.assert_array_equal(wide["conv.weight"].scale, narrow["conv.weight"].scale)
+    assert float(params(np.int8, 1.25)["x"].scale) == float(params(np.int8, 1.0)["x"].scale)

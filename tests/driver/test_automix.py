@@ -1,0 +1,47 @@
+"""Automatic mixed precision internals: the units the rules tie together, and trials that
+reuse the float model's outputs."""
+
+
+import builders
+from checks import list_reader
+from ptqc.driver import automix
+from ptqc.driver.config import QuantConfig
+from ptqc.driver.mix import share_units
+from ptqc.driver.quantize import quantize
+from ptqc.onnx_io import import_model
+from ptqc.pass_manager import PassContext
+from ptqc.passes import AssignQuantSpecs, InferShapes
+from ptqc.runtime import ort as ort_runtime
+
+
+def test_units_tie_the_inputs_of_a_node_and_the_ops_around_a_layernorm():
+    graph = import_model(builders.mixed_rules_model())
+    InferShapes().run(graph, PassContext())
+    AssignQuantSpecs().run(graph, PassContext())
+    keys = [n.name for n in graph.topological_order() if n.meta.get("mixable")]
+    units = {frozenset(u) for u in share_units(graph, keys)}
+    # rule 5: g1, ln, g2 and cat around the LayerNormalization; rule 7: g3 and g4 feed the Add;
+    # rule 7 at cat: ln and g2 (already together)
+    assert units == {frozenset({"g1", "ln", "g2", "cat"}), frozenset({"g3", "g4"}), frozenset({"add"})}
+
+
+def test_trials_run_the_float_model_once_per_batch(tmp_path, digits, monkeypatch):
+    feeds = [{"input": digits.x_train[i:i + 8]} for i in range(0, 32, 8)]
+    captured = {}
+    original = automix.Trials.__init__
+
+    def keep(self, *a, **kw):
+        original(self, *a, **kw)
+        captured["trials"] = self
+
+    monkeypatch.setattr(automix.Trials, "__init__", keep)
+    cfg = QuantConfig(chip="TX5368AV200", target_cosine=0.999, output_dequant=True)
+    quantize(digits.model, None, list_reader(feeds), cfg, evaluate=False)
+    trials = captured["trials"]
+    runs = []
+    run = ort_runtime.OrtRunner.run
+    monkeypatch.setattr(ort_runtime.OrtRunner, "run", lambda self, f: runs.append(1) or run(self, f))
+    first = trials.cosine(set(trials.keys[:2]))
+    again = trials.cosine(set(trials.keys[:2]))
+    assert first == again and len(runs) == 2 * len(feeds)  # quantized runs only: the float outputs are kept
+    assert trials.cosine(set(trials.keys)) >= trials.cosine(set()) - 1e-6
