@@ -9,7 +9,8 @@
   each unit (the nodes rules 5 and 7 tie together) is lowered to 8 bits alone and the drop
   of the output cosine is its damage.  Units are lowered cheapest first (damage per node);
   a bisection finds the longest prefix that still holds ``C``, each candidate made
-  rule-compliant (``mix.comply``) and scored on the real QDQ model.
+  rule-compliant (``mix.comply``) and scored on the real QDQ model (with its biases
+  corrected first under ``--bias-correction``, as it will be written).
 
 Every strategy works from one calibration (the histograms serve 8 and 16 bits and every
 method) and leaves its assignment in ``ctx.analyses["mix"]`` for ``-gt``.
@@ -25,6 +26,7 @@ from typing import Callable
 import numpy as np
 import onnx
 
+from ptqc.driver.bias_correction import correct_bias
 from ptqc.driver.data import first_batch
 from ptqc.driver.mix import as_mix, comply, share_units
 from ptqc.driver.pipeline import materialize_pipeline
@@ -73,13 +75,17 @@ class Trials:
         AssignQuantSpecs(sch).run(g, dataclasses.replace(self.ctx, analyses=AnalysisStore()))
         return g, sch
 
-    def cosine(self, high: set[str]) -> float:
+    def cosine(self, high: set[str], corrected: bool = False) -> float:
+        """``corrected``: score the model with its biases corrected (--bias-correction)."""
         g, sch = self.specced(high)
         analyses = AnalysisStore()
         analyses.results, analyses.established = {"observers": self.observers}, {"quant_specs", "observers"}
         g = PassManager(materialize_pipeline(sch, output_dequant=True)).run(
             g, dataclasses.replace(self.ctx, analyses=analyses)).graph
-        q_run = OrtRunner(export_model(g, constants_as_initializers=True).SerializeToString())
+        qmodel = export_model(g, constants_as_initializers=True)
+        if corrected:
+            qmodel, _ = correct_bias(qmodel, self.float_model, self.drive)
+        q_run = OrtRunner(qmodel.SerializeToString())
         worst, seen = [1.0], [0]
 
         def run(feeds: dict) -> list:
@@ -115,7 +121,8 @@ def target_cosine(trials: Trials, target: float) -> set[str]:
     """The 16-bit template nodes for ``--target-cosine``: see the module docstring."""
     keys, base = trials.keys, trials.base
     everything = set(keys)
-    if trials.cosine(set()) >= target:
+    corrected = trials.config.bias_correction  # candidates are scored as they will be written
+    if trials.cosine(set(), corrected) >= target:
         return set()
     top = trials.cosine(everything)
     if top < target:
@@ -131,7 +138,7 @@ def target_cosine(trials: Trials, target: float) -> set[str]:
     while lo < hi:
         mid = (lo + hi + 1) // 2
         high = comply(base, everything - {k for i in order[:mid] for k in units[i]}, keys)
-        if trials.cosine(high) >= target:
+        if trials.cosine(high, corrected) >= target:
             best, lo = high, mid
         else:
             hi = mid - 1

@@ -32,7 +32,7 @@ BUILT_FLAGS = {
     "quant": _COMMON | _DATA | {"bit_width", "quant_mode", "percent", "cache_distribution", "cpu_num",
                                 "dask_scheduler", "quant_scheme", "export_quant_scheme", "config_file",
                                 "per_channel", "skip_quant_nodes", "debug_info_save_path", "generate_template",
-                                "mix_config", "auto_mix_strategy", "auto_mix_ratio", "target_cosine", "quantize_input_dtype", "output_dequant", "mean", "std",
+                                "mix_config", "auto_mix_strategy", "auto_mix_ratio", "target_cosine", "bias_correction", "quantize_input_dtype", "output_dequant", "mean", "std",
                                 "output_name", "unify_input_scale", "generate_scale_json", "load_scale_json",
                                 "dump_ir", "debug", "dump", "lut_len"} | _IMAGES,
     "convert": _COMMON | {"dump_ir", "debug", "initializers"},
@@ -92,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("-amr", "--auto-mix-ratio", type=float, help="low-bit ratio of the generated template (0.5)")
     a("-ams", "--auto-mix-strategy", choices=MIX_STRATEGIES, help="template strategy (initial)")
     a("--target-cosine", type=float, help="find few 16-bit nodes whose output cosine reaches this")
+    a("--bias-correction", action="store_true", default=None,
+      help="fold each Conv/Gemm's output-mean shift, measured on the calibration data, into its int32 bias")
     a("-du", "--dump", action="store_true", default=None, help="write every tensor of the first batch, simulated on the chip, to {save_dir}/dump")
     a("-cn", "--cpu-num", type=int, help="calibration worker processes (default 1; the reference tool's 5 is not assumed)")
     a("-cd", "--cache-distribution", help="calibration cache file")

@@ -60,6 +60,7 @@ class QuantConfig:
     auto_mix_ratio: float = 0.5
     auto_mix_strategy: str = "initial"
     target_cosine: float | None = None  # search the fewest 16-bit nodes reaching this output cosine
+    bias_correction: bool = False  # fold each Conv/Gemm's measured output-mean shift into its int32 bias
     dump: bool = False
     cpu_num: int | None = None  # the reference defaults to 5; ptqc shards only when asked (quantize.workers_of)
     dask_scheduler: str | None = None

@@ -6,8 +6,8 @@ Sections and keys that map to ptqc: ``[common_quant_param]`` quant_type=FULL_QUA
 (``input:dir``, one input), calibrate_size, input_type (IMAGE/BIN), image_to_format,
 normalize_mean/std, resize_width/height/method, center_crop_width/height;
 ``[full_quant_param]`` activation_quant_method (MAX_MIN, KL, REMOVAL_OUTLIER), per_channel,
-bias_correction=false.  Anything else (weight-only and dynamic quantization, mixed-bit weights,
-bias correction, target devices, Ascend options) is an error naming the section and key:
+bias_correction.  Anything else (weight-only and dynamic quantization, mixed-bit weights,
+target devices, Ascend options) is an error naming the section and key:
 never silently ignored.  Explicit command-line flags win over the file.
 """
 from __future__ import annotations
@@ -71,8 +71,8 @@ def load_ini(path: Path) -> dict[str, Any]:
     if get("full_quant_param", "per_channel") is not None:
         out["per_channel"] = _bool(flag, "full_quant_param", "per_channel", get("full_quant_param", "per_channel"))
     correction = get("full_quant_param", "bias_correction")
-    if correction is not None and _bool(flag, "full_quant_param", "bias_correction", correction):
-        raise ConfigError(f"{flag}: [full_quant_param] bias_correction=true: not built yet (set it to false)")
+    if correction is not None:
+        out["bias_correction"] = _bool(flag, "full_quant_param", "bias_correction", correction)
     return out
 
 

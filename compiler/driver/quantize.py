@@ -451,6 +451,11 @@ def _finish(graph: Graph, float_model: onnx.ModelProto, ctx: PassContext, drive:
     input_params = {n: graph.value(n).meta["quant"] for n in graph.inputs
                     if "quant" in graph.value(n).meta and graph.value(n).dtype is not None
                     and graph.value(n).dtype.kind in "iu"}
+    if config.bias_correction:
+        from ptqc.driver.bias_correction import correct_bias
+
+        qmodel, corrected = correct_bias(qmodel, float_model, drive, input_params)
+        log.info("--bias-correction: %d Conv/Gemm biases corrected on the calibration data", corrected)
     report = QuantReport(qmodel, float_model, None, float_ops=dict(ctx.analyses.get("float_ops", {})),
                          output_params=dict(ctx.analyses.get("output_params", {})), input_params=input_params,
                          method=method, float_metric=ctx.analyses.get("float_metric"))

@@ -33,7 +33,7 @@ center_crop_height=16
 [full_quant_param]
 activation_quant_method=KL
 per_channel=false
-bias_correction=false
+bias_correction=true
 """
 
 
@@ -51,7 +51,8 @@ def test_documented_keys_map_to_the_config(tmp_path):
     assert values == {"bit_width": 8, "skip_quant_nodes": ("conv2", "fc"), "debug_info_save_path": tmp_path / "dbg",
                       "data": images, "calibrate_size": 6, "iteration": (6,), "image_format": "BGR",
                       "image_mean": (127.5,) * 3, "image_std": (127.5,) * 3, "resize": (32, 24),
-                      "resize_method": "NEAREST", "center_crop": (16, 16), "quant_mode": ("kl",), "per_channel": False}
+                      "resize_method": "NEAREST", "center_crop": (16, 16), "quant_mode": ("kl",), "per_channel": False,
+                      "bias_correction": True}
     cfg = with_ini(QuantConfig(config_file=tmp_path / "q.ini", bit_width=16, explicit=frozenset({"bit_width"})))
     assert cfg.bit_width == 16 and cfg.quant_mode == ("kl",)  # an explicit flag wins over the file
 
@@ -61,8 +62,8 @@ def test_documented_keys_map_to_the_config(tmp_path):
     ("[common_quant_param]\nquant_type=FULL_QUANT\nenable_encode=true\n", "[common_quant_param] enable_encode"),
     ("[common_quant_param]\nquant_type=FULL_QUANT\n[mixed_bit_weight_quant_param]\ninit_scale=0.02\n",
      "[mixed_bit_weight_quant_param] is not supported yet"),
-    ("[common_quant_param]\nquant_type=FULL_QUANT\n[full_quant_param]\nbias_correction=true\n",
-     "bias_correction=true: not built yet"),
+    ("[common_quant_param]\nquant_type=FULL_QUANT\n[full_quant_param]\nbias_correction=yes\n",
+     "bias_correction=yes: use true or false"),
     ("[common_quant_param]\nquant_type=FULL_QUANT\n[full_quant_param]\nactivation_quant_method=MSE\n",
      "activation_quant_method=MSE"),
     ("[common_quant_param]\nbit_num=8\n", "quant_type is required"),

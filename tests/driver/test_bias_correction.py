@@ -1,0 +1,61 @@
+"""--bias-correction: after it, every Conv's per-channel output mean over the calibration data
+matches the float model's to within one step of its bias (its own rounding and the earlier
+layers'), layer after layer."""
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from checks import list_reader, ort_outputs
+from ptqc.driver.bias_correction import correct_bias
+from ptqc.driver.config import QuantConfig
+from ptqc.driver.quantize import quantize
+
+
+def _means(model: onnx.ModelProto, names: list[str], feeds: list[dict]) -> dict[str, np.ndarray]:
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    del m.graph.output[:]
+    m.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in names)
+    outs = [ort_outputs(m, f) for f in feeds]
+    return {n: np.mean([o[i].astype(np.float64).mean(axis=(0, 2, 3)) for o in outs], axis=0)
+            for i, n in enumerate(names)}
+
+
+def test_conv_output_means_match_the_float_model_after_correction(digits):
+    feeds = [{"input": digits.x_train[i:i + 16]} for i in range(0, 64, 16)]
+    report = quantize(digits.model, None, list_reader(feeds), QuantConfig(chip="TX510x", output_dequant=True),
+                      evaluate=False)
+    names = [n.output[0] for n in report.model.graph.node if n.op_type == "Conv"]
+    assert len(names) >= 2
+
+    def drive(run):
+        for f in feeds:
+            run(f)
+        return 0.0
+
+    fixed, count = correct_bias(report.model, report.float_model, drive)
+    assert count == len(names) + 1  # and the classifier's Gemm
+    ref, before, after = (_means(m, names, feeds) for m in (report.float_model, report.model, fixed))
+    inits = {i.name: numpy_helper.to_array(i) for i in fixed.graph.initializer}
+    producer = {o: n for n in fixed.graph.node for o in n.output}
+    for conv in (n for n in fixed.graph.node if n.op_type == "Conv"):
+        y = conv.output[0]
+        step = inits[producer[conv.input[2]].input[1]].astype(np.float64)  # the bias scale
+        assert np.all(np.abs(after[y] - ref[y]) <= step + 1e-5 * np.abs(ref[y])), y
+        assert np.abs(after[y] - ref[y]).sum() < 0.5 * np.abs(before[y] - ref[y]).sum(), y
+    # only the int32 bias codes change
+    changed = {i.name for i, j in zip(report.model.graph.initializer, fixed.graph.initializer) if i != j}
+    assert changed and all(numpy_helper.to_array(next(i for i in fixed.graph.initializer if i.name == c)).dtype
+                           == np.int32 for c in changed)
+
+
+def test_the_flag_corrects_the_written_model(tmp_path, digits):
+    feeds = [{"input": digits.x_train[i:i + 16]} for i in range(0, 64, 16)]
+    plain = quantize(digits.model, tmp_path / "a.onnx", list_reader(feeds), QuantConfig(chip="TX510x"))
+    fixed = quantize(digits.model, tmp_path / "b.onnx", list_reader(feeds), QuantConfig(chip="TX510x",
+                                                                                        bias_correction=True))
+    again = quantize(digits.model, tmp_path / "c.onnx", list_reader(feeds), QuantConfig(chip="TX510x",
+                                                                                        bias_correction=True))
+    assert (tmp_path / "b.onnx").read_bytes() == (tmp_path / "c.onnx").read_bytes()  # deterministic
+    assert (tmp_path / "a.onnx").read_bytes() != (tmp_path / "b.onnx").read_bytes()
+    assert fixed.cosine["logits"][0] > 0.99 and plain.cosine["logits"][0] > 0.99
