@@ -446,3 +446,13 @@ def test_generate_template_then_mix_config_reproduces_the_run(ws, tmp_path):
     save = tmp_path / "c"
     assert_refused(quant(save, "-m", ws.model, "-d", ws.data, "-mc", template, chip="TX510x"), save,
                    "-mc/--mix-config", "rule mixed-precision")
+
+
+def test_bias_correction_flag_writes_corrected_biases(ws, tmp_path):
+    assert_ok(quant(tmp_path / "a", "-m", ws.model, "-d", ws.data))
+    assert_ok(quant(tmp_path / "b", "-m", ws.model, "-d", ws.data, "--bias-correction"))
+    a, b = (onnx.load(str(next((tmp_path / d).glob("*_quantize.onnx")))) for d in ("a", "b"))
+    codes = lambda m: {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}  # noqa: E731
+    ca, cb = codes(a), codes(b)
+    changed = [n for n in ca if not np.array_equal(ca[n], cb[n])]
+    assert changed and all(ca[n].dtype == np.int32 for n in changed)  # only bias codes move
