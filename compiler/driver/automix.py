@@ -30,6 +30,7 @@ from ptqc.driver.bias_correction import correct_bias
 from ptqc.driver.data import first_batch
 from ptqc.driver.mix import as_mix, comply, share_units
 from ptqc.driver.pipeline import materialize_pipeline
+from ptqc.driver.quantize import cosine
 from ptqc.errors import ConfigError
 from ptqc.ir import Graph
 from ptqc.onnx_io import export_model
@@ -40,6 +41,7 @@ from ptqc.quant import QuantScheme, qparam_from_range
 from ptqc.runtime.ort import OrtRunner
 
 log = logging.getLogger("ptqc")
+CACHE_BYTES = 256 << 20  # float outputs kept for the trials
 
 
 def check_mixed(family, what: str) -> None:
@@ -52,7 +54,8 @@ class Trials:
     """Assignments built and scored on one calibration.  ``prepared`` is the float graph
     before specs; ``specced(high)`` gives it specs with ``high`` at 16 bits; ``cosine(high)``
     the minimum output cosine over the calibration batches (the float outputs are computed
-    once and reused while the infer function feeds the same batches)."""
+    once and reused while the infer function feeds the same batches, up to ``CACHE_BYTES``;
+    batches beyond it run the float model again, so memory stays bounded)."""
 
     def __init__(self, prepared: Graph, ctx: PassContext, scheme: QuantScheme, config, drive: Callable,
                  float_model: onnx.ModelProto, method: str):
@@ -62,6 +65,7 @@ class Trials:
         self.base = self.specced(set())[0]
         self.keys = [node_key(n) for n in self.base.topological_order() if n.meta.get("mixable")]
         self._float: list[tuple[bytes, dict]] = []
+        self._cached = 0
         self._float_run = None
         self.count = 0
 
@@ -69,7 +73,7 @@ class Trials:
         return as_mix(self.keys, high, self.config.bit_width, self.method) if high else {}
 
     def specced(self, high: set[str]) -> tuple[Graph, QuantScheme]:
-        mix = self.mix(high) if high else {}
+        mix = self.mix(high)
         sch = dataclasses.replace(self.scheme, node_bits=tuple(sorted((k, b) for k, (b, _) in mix.items())))
         g = copy.deepcopy(self.prepared)
         AssignQuantSpecs(sch).run(g, dataclasses.replace(self.ctx, analyses=AnalysisStore()))
@@ -92,7 +96,7 @@ class Trials:
             ref = self._reference(seen[0], feeds)
             seen[0] += 1
             got = q_run.run(feeds)
-            worst[0] = min([worst[0]] + [_cosine(ref[n], got[n]) for n in ref])
+            worst[0] = min([worst[0]] + [cosine(ref[n], got[n]) for n in ref])
             return [got[n] for n in ref]
 
         self.drive(run)
@@ -106,15 +110,11 @@ class Trials:
         if self._float_run is None:
             self._float_run = OrtRunner(self.float_model.SerializeToString())
         out = self._float_run.run(feeds)
-        if index == len(self._float):
+        size = sum(a.nbytes for a in out.values())
+        if index == len(self._float) and self._cached + size <= CACHE_BYTES:
             self._float.append((key, out))
+            self._cached += size
         return out
-
-
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
-    den = float(np.linalg.norm(a) * np.linalg.norm(b))
-    return 1.0 if den == 0.0 and not np.any(a - b) else float(a @ b / den) if den else 0.0
 
 
 def target_cosine(trials: Trials, target: float) -> set[str]:

@@ -125,7 +125,7 @@ def _check_graph_rules(flag: str, graph: Graph, mix: dict[str, tuple[int, str]],
                 raise ConfigError(f"{flag}: node {key!r}: rule 7: its inputs come at different bit-widths "
                                   f"({sorted(widths)})")
         if node.op_type == "Concat" and key in bits_of:
-            special = [x for x in node.inputs if x and (p := graph.producer(x)) is not None
+            special = [x for x in node.inputs if x and (p := _owner(graph, graph.producer(x))) is not None
                        and p.op_type in RECURRENT | NORMALIZATION]
             others = [n for n in parents + children if n.op_type not in RECURRENT | NORMALIZATION]
             if special and others and bits_of[key] > min(bits_of[node_key(n)] for n in others):
@@ -152,7 +152,8 @@ def comply(graph: Graph, high: set[str], quantized: list[str]) -> set[str]:
             if key in b:
                 groups.append(parents)
             if node.op_type == "Concat" and key in high and any(
-                    (p := graph.producer(x)) is not None and p.op_type in RECURRENT | NORMALIZATION for x in node.inputs):
+                    (p := _owner(graph, graph.producer(x))) is not None and p.op_type in RECURRENT | NORMALIZATION
+                    for x in node.inputs):
                 groups.append(parents + children)
             for group in groups:
                 keys = {node_key(n) for n in group}

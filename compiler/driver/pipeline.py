@@ -7,17 +7,17 @@ import numpy as np
 
 from ptqc.pass_manager import Pass
 from ptqc.passes import (AssignQuantSpecs, Calibrate, CropOutputs, EliminateDeadCode, FoldAffineIntoConv,
-                         FoldConstants,
-                         FuseBatchNorm, FuseBiasAdd, FuseConvScale, FuseHardSwish, FuseLayerNorm, InferShapes, InsertNormalization, InsertQDQ,
-                         LiftConstantNodes, MarkActivationFusion, PropagateRanges, RemoveIdentity,
-                         UpgradeOpset)
+                         FoldConstants, FuseBatchNorm, FuseBiasAdd, FuseConvScale, FuseHardSwish, FuseLayerNorm,
+                         InferShapes, InsertNormalization, InsertQDQ, LiftConstantNodes, MarkActivationFusion,
+                         PropagateRanges, RemoveIdentity, UpgradeOpset)
 from ptqc.quant import QuantScheme
 
 
 def convert_pipeline() -> list[Pass]:
     """``-r convert``: clean the float graph, quantize nothing."""
     return [LiftConstantNodes(), InferShapes(), FoldConstants(), RemoveIdentity(), FuseConvScale(), FuseBiasAdd(),
-            FuseBatchNorm(), FuseHardSwish(), FuseLayerNorm(), FoldAffineIntoConv(), MarkActivationFusion(), EliminateDeadCode()]
+            FuseBatchNorm(), FuseHardSwish(), FuseLayerNorm(), FoldAffineIntoConv(), MarkActivationFusion(),
+            EliminateDeadCode()]
 
 
 def prepare_pipeline(output_names: tuple[str, ...] = (), mean: tuple[float, ...] = (),
@@ -45,8 +45,8 @@ def materialize_pipeline(scheme: QuantScheme, *, output_dequant: bool = True,
                          input_dtypes: dict[str, np.dtype] | None = None) -> list[Pass]:
     """One union-find over all sharing, then Q/DQ.  Runs once per method when one calibration
     serves several (-qm all)."""
-    return [PropagateRanges(unify=scheme.unify_concat, wide_headroom=scheme.wide_headroom), InsertQDQ(output_dequant=output_dequant,
-                                                                  input_dtypes=input_dtypes)]
+    return [PropagateRanges(unify=scheme.unify_concat, wide_headroom=scheme.wide_headroom),
+            InsertQDQ(output_dequant=output_dequant, input_dtypes=input_dtypes)]
 
 
 def quantize_pipeline(scheme: QuantScheme, *, method: str = "min_max", calibrate: bool = True,
