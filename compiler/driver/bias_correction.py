@@ -11,7 +11,9 @@ its shape and every integer rule, and the simulator reads the corrected codes.
 
 One onnxruntime session serves every layer: the QDQ model gets ``Add(y, delta_y)`` after each
 corrected output, ``delta_y`` a graph input fed the corrections found so far.  Only
-per-channel sums are kept, so memory does not grow with the data.
+per-channel sums are kept, so memory does not grow with the data.  A correction that would
+lower the mean output cosine on the calibration data is not applied (heavy clipping, e.g. kl at 8
+bits, distorts more than the mean: shifting it can push more values into the clip).
 """
 from __future__ import annotations
 
@@ -92,11 +94,16 @@ def _with_deltas(qmodel: onnx.ModelProto, outputs: list[str]) -> tuple[bytes, di
 
 
 def correct_bias(qmodel: onnx.ModelProto, float_model: onnx.ModelProto, drive: Callable,
-                 input_params: Mapping | None = None) -> tuple[onnx.ModelProto, int]:
-    """The QDQ model with corrected int32 biases, and how many layers were corrected.
-    ``drive(run)`` feeds the calibration data through ``run`` (the infer-function protocol:
-    ``run(feeds)`` returns the model outputs in order); ``input_params`` quantizes the feeds of
-    integer model inputs."""
+                 input_params: Mapping | None = None, output_params: Mapping | None = None,
+                 guard: bool = True) -> tuple[onnx.ModelProto, int]:
+    """The QDQ model with corrected int32 biases, and how many layers were corrected (0 when
+    the correction would lower the mean output cosine on the calibration data: then the model is
+    returned as it was, with a warning).  ``drive(run)`` feeds the calibration data through
+    ``run`` (the infer-function protocol: ``run(feeds)`` returns the model outputs in order);
+    ``input_params`` quantize the feeds of integer inputs, ``output_params`` dequantize
+    integer outputs; ``guard=False`` skips the output check."""
+    from ptqc.driver.quantize import cosine
+
     float_names = {o for n in float_model.graph.node for o in n.output}
     targets = _targets(qmodel, float_names)
     if not targets:
@@ -117,23 +124,43 @@ def correct_bias(qmodel: onnx.ModelProto, float_model: onnx.ModelProto, drive: C
     q_outputs = [o.name for o in qmodel.graph.output]
     q_run = OrtRunner(probe, q_outputs + outputs)
     deltas = {y: np.zeros_like(ref.mean(y)) for y in outputs}
-    params = dict(input_params or {})
+    ins, outs = dict(input_params or {}), dict(output_params or {})
 
-    def shaped(y: str) -> np.ndarray:
-        return deltas[y].astype(np.float32).reshape([-1] + [1] * (ref.ranks[y] - 2))
+    def q_feeds(feeds: dict, scale: float = 1.0) -> dict:
+        fed = {k: (ins[k].quantize(x) if k in ins else x) for k, x in feeds.items()}
+        fed.update({delta_inputs[t]: (scale * deltas[t]).astype(np.float32).reshape([-1] + [1] * (ref.ranks[t] - 2))
+                    for t in outputs})
+        return fed
+
+    def model_outs(got: dict) -> list:
+        return [outs[o].dequantize(got[o]) if o in outs else got[o] for o in q_outputs]
 
     for y in outputs:  # topological: each layer sees every earlier one corrected
         got_means = _ChannelMeans()
 
         def q_pass(feeds: dict, y=y) -> list:
-            fed = {k: (params[k].quantize(x) if k in params else x) for k, x in feeds.items()}
-            fed.update({delta_inputs[t]: shaped(t) for t in outputs})
-            got = q_run.run(fed)
+            got = q_run.run(q_feeds(feeds))
             got_means.add(y, got[y])
-            return [got[o] for o in q_outputs]
+            return model_outs(got)
 
         drive(q_pass)
         deltas[y] = deltas[y] + (ref.mean(y) - got_means.mean(y))
+    scores: dict[float, list[float]] = {0.0: [], 1.0: []}  # output cosines without (0) and with (1) them
+
+    def check(feeds: dict) -> list:
+        want = f_run.run(feeds)
+        for scale, cos in scores.items():
+            got = model_outs(q_run.run(q_feeds(feeds, scale)))
+            cos += [cosine(want[o], g) for o, g in zip(model_outputs, got)]
+        return [want[o] for o in model_outputs]
+
+    if guard:
+        drive(check)
+        before, after = (float(np.mean(scores[k])) if scores[k] else 1.0 for k in (0.0, 1.0))
+        if after < before:
+            log.warning("--bias-correction: correcting %d layers would lower the mean output cosine on the "
+                        "calibration data (%.6f -> %.6f); biases left as they were", len(targets), before, after)
+            return qmodel, 0
     return _fold(qmodel, targets, deltas), len(targets)
 
 

@@ -454,7 +454,8 @@ def _finish(graph: Graph, float_model: onnx.ModelProto, ctx: PassContext, drive:
     if config.bias_correction:
         from ptqc.driver.bias_correction import correct_bias
 
-        qmodel, corrected = correct_bias(qmodel, float_model, drive, input_params)
+        qmodel, corrected = correct_bias(qmodel, float_model, drive, input_params,
+                                         ctx.analyses.get("output_params") or {})
         log.info("--bias-correction: %d Conv/Gemm biases corrected on the calibration data", corrected)
     report = QuantReport(qmodel, float_model, None, float_ops=dict(ctx.analyses.get("float_ops", {})),
                          output_params=dict(ctx.analyses.get("output_params", {})), input_params=input_params,

@@ -448,11 +448,9 @@ def test_generate_template_then_mix_config_reproduces_the_run(ws, tmp_path):
                    "-mc/--mix-config", "rule mixed-precision")
 
 
-def test_bias_correction_flag_writes_corrected_biases(ws, tmp_path):
-    assert_ok(quant(tmp_path / "a", "-m", ws.model, "-d", ws.data))
-    assert_ok(quant(tmp_path / "b", "-m", ws.model, "-d", ws.data, "--bias-correction"))
-    a, b = (onnx.load(str(next((tmp_path / d).glob("*_quantize.onnx")))) for d in ("a", "b"))
-    codes = lambda m: {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}  # noqa: E731
-    ca, cb = codes(a), codes(b)
-    changed = [n for n in ca if not np.array_equal(ca[n], cb[n])]
-    assert changed and all(ca[n].dtype == np.int32 for n in changed)  # only bias codes move
+def test_bias_correction_flag_reaches_the_run(ws, tmp_path):
+    """The flag runs the correction (its effect is tested in test_bias_correction.py); on the
+    digits CNN the check on the calibration data decides, and the run says what it did."""
+    code, out, err = quant(tmp_path, "-m", ws.model, "-d", ws.data, "--bias-correction", "-l", "1")
+    assert code == 0 and "Traceback" not in err
+    assert "--bias-correction: " in out + err
