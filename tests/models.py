@@ -392,6 +392,55 @@ def ppocr_sample_inputs(name: str, seed: int = 0) -> dict[str, np.ndarray]:
     return {"x": x}
 
 
+_TEXT_WORDS = ("the of and to in is for on with as by at from this that be are it an or was not your we can "
+               "all has model data chip quant scale tensor layer node graph batch input output float integer "
+               "text line page OCR NPU ONNX PTQ Paddle 2026 3.14 100% No. ID: Tel. www.example.com A4 USB-C "
+               "v1.4.4").split()
+
+
+def ppocr_text_line(seed: int = 0, width: int = 320) -> tuple[dict[str, np.ndarray], str]:
+    """({"x": [1,3,48,width] float32}, the text): a real text line for PP-OCR rec, a few words
+    drawn with the font Pillow ships (24-33 px) on a light background with a dark ink and a
+    little noise, normalized as rapidocr does.  The float rec model reads these (see
+    ``ppocr_rec_decode``), so they carry a task metric; deterministic for (seed, width)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    rng = np.random.default_rng([seed, 7])
+    size = int(rng.integers(24, 34))
+    font = ImageFont.load_default(size=size)
+    text = ""
+    for i in rng.integers(0, len(_TEXT_WORDS), 6):
+        longer = (text + " " + _TEXT_WORDS[i]).strip()
+        if font.getlength(longer) > width - 12:
+            break
+        text = longer
+    paper, ink = rng.uniform(200, 250, 3), rng.uniform(0, 70, 3)
+    img = Image.new("RGB", (width, 48), tuple(int(c) for c in paper))
+    ImageDraw.Draw(img).text((int(rng.integers(2, 10)), int((48 - size) / 2 + rng.integers(-3, 3))), text,
+                             fill=tuple(int(c) for c in ink), font=font)
+    a = np.asarray(img, np.float64) + rng.normal(0, 3, (48, width, 3))
+    x = ((np.clip(a, 0, 255) / 255.0 - 0.5) / 0.5).astype(np.float32).transpose(2, 0, 1)[None]
+    return {"x": x}, text
+
+
+@functools.lru_cache(maxsize=2)
+def _rec_characters(path: str) -> tuple[str, ...]:
+    props = {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}
+    return ("",) + tuple(props["character"].split("\n")) + (" ",)  # CTC blank first, space last
+
+
+def ppocr_rec_decode(probs: np.ndarray, model_path: str | pathlib.Path) -> str:
+    """Greedy CTC decoding of PP-OCR rec's output [1, T, classes] with the character list the
+    model carries in its metadata; spaces dropped (the model places them loosely)."""
+    chars = _rec_characters(str(model_path))
+    out, prev = [], 0
+    for k in np.asarray(probs)[0].argmax(-1):
+        if k != prev and k != 0:
+            out.append(chars[k] if k < len(chars) else "?")
+        prev = k
+    return "".join(out).replace(" ", "")
+
+
 # =======================================================================================
 # onnx's own backend-test data: the "light" real topologies
 

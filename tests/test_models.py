@@ -248,3 +248,14 @@ def test_light_models_load(light_models):
 def test_light_models_run(path):
     outs = models.ort_run(path, models.light_inputs(path))
     assert outs and all(np.all(np.isfinite(o)) for o in outs)
+
+
+def test_ppocr_rec_reads_the_rendered_text_lines(ppocr):
+    """The rendered lines are real text to PP-OCR rec: the float model reads nearly all of them
+    (spaces aside), which makes "same string as float" a task metric for quantized rec."""
+    lines = [models.ppocr_text_line(s) for s in range(16)]
+    read = [models.ppocr_rec_decode(models.ort_run(ppocr["rec"], f)[0], ppocr["rec"]) for f, _ in lines]
+    right = sum(r == t.replace(" ", "") for r, (_, t) in zip(read, lines))
+    assert right >= 14, list(zip(read, [t for _, t in lines]))
+    assert models.ppocr_text_line(3)[1] == lines[3][1] and np.array_equal(models.ppocr_text_line(3)[0]["x"],
+                                                                            lines[3][0]["x"])

@@ -5,6 +5,7 @@
     python tools/bench.py calib [--samples 20 200] [--models det rec] [--methods MinMax ...]
                                 [--timeout 900] [--max-rss-gb GB]
     python tools/bench.py sim [--det-size 320] [--chips TX510x TX5368AV200] [--repeat 10]
+    python tools/bench.py mix [--target 0.999] [--calib 8] [--test 16]
 
 ``convert``: ptqc's import + cleanup pipeline + export, against onnxruntime's own offline
 graph optimization of the same model (session creation at ORT_ENABLE_EXTENDED writing the
@@ -43,6 +44,14 @@ onnxruntime on the float and on the QDQ model (intra_op_num_threads=2) and of th
 on the QDQ model, the top op kinds of the simulator's time; then, in fresh processes, its
 first-call time (imports + lowering, first infer) with the numba cache as it is and with an
 empty one (JIT compile).
+
+``mix``: mixed precision on PP-OCR rec at TX5368AV200, on two sets: the tests' stroke images
+and real text lines drawn with Pillow's font (``models.ppocr_text_line``), ``--calib`` images
+to calibrate, ``--test`` held-out ones.  Rows: all 16-bit, ``--target-cosine`` (with and
+without ``--bias-correction``), HAWQ and IOhigh at the share the search found, all 8-bit kl and
+mse (-amr raised until the rules' raising ends at or below the search's share).  Per row: the 16-bit share of template nodes, min and mean output cosine on the held-out
+images, on text how many lines decode to the float model's string, and the wall time against
+one onnxruntime ``quantize_static`` (QDQ, MinMax, int8) of the same model and data.
 """
 from __future__ import annotations
 
@@ -222,10 +231,18 @@ class _ListReader(CalibrationDataReader):
     """A fresh onnxruntime calibration reader over a list of feed dicts (no rewind)."""
 
     def __init__(self, feeds: list[dict[str, np.ndarray]]):
+        self._feeds = feeds
         self._it = iter(feeds)
 
     def get_next(self):
         return next(self._it, None)
+
+
+class _RewindReader(_ListReader):
+    """The same with ``rewind()``: ptqc reads it again (evaluation, mixed-precision trials)."""
+
+    def rewind(self) -> None:
+        self._it = iter(self._feeds)
 
 
 @contextlib.contextmanager
@@ -848,9 +865,60 @@ def bench_sim(det_size: int, chips: list[str], repeat: int) -> None:
     print(f"total {time.perf_counter() - t_start:.1f} s")
 
 
+def bench_mix(target: float, calib: int, test: int) -> None:
+    rec = models.ppocr_model_paths()["rec"]
+    lines = [models.ppocr_text_line(s) for s in range(100, 100 + test)]
+    sets = {"strokes": ([models.ppocr_sample_inputs("rec", seed=s) for s in range(calib)],
+                        [models.ppocr_sample_inputs("rec", seed=s) for s in range(100, 100 + test)]),
+            "text": ([models.ppocr_text_line(s)[0] for s in range(calib)], [f for f, _ in lines])}
+    print(f"PP-OCR rec at TX5368AV200, {calib} calibration images, {test} held-out per set")
+    header = f"{'set':8} {'assignment':34} {'16-bit':>14} {'min cos':>9} {'mean cos':>9} {'strings':>8} {'s':>6} {'x ort':>6}"
+    print(header + "\n" + "-" * len(header))
+    for name, (cal, held) in sets.items():
+        refs = [models.ort_run(rec, f)[0] for f in held]
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            with _quiet_ort():
+                ort_quantize_static(str(_opset13(rec, Path(tmp) / "rec13.onnx")), str(Path(tmp) / "ort.onnx"),
+                                    _ListReader(cal), quant_format=QuantFormat.QDQ, per_channel=True,
+                                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                                    calibrate_method=CalibrationMethod.MinMax)
+            ort_s = time.perf_counter() - t0
+            share = None
+            rows = [("all 16-bit", dict(bit_width=16)), (f"--target-cosine {target}", dict(target_cosine=target)),
+                    (f"--target-cosine {target} --bias-correction", dict(target_cosine=target, bias_correction=True)),
+                    ("HAWQ at that share", "HAWQ"), ("IOhigh at that share", "IOhigh"),
+                    ("all 8-bit kl", dict(quant_mode=("kl",))), ("all 8-bit mse", dict(quant_mode=("mse",)))]
+            def run(kw: dict):
+                save = Path(tempfile.mkdtemp(dir=tmp))
+                cfg = QuantConfig(chip="TX5368AV200", output_dequant=True, generate_template=True, save_dir=save, **kw)
+                t0 = time.perf_counter()
+                report = ptqc_quantize(str(rec), save / "rec_quantize.onnx", _RewindReader(cal), cfg, evaluate=False)
+                seconds = time.perf_counter() - t0
+                table = json.loads(report.template.read_text())
+                return report, seconds, table, sum(v["bitwidth"] == 16 for v in table.values())
+
+            for label, kw in rows:
+                if isinstance(kw, str):  # -amr raised until the rules' raising ends at or below the share
+                    for ratio in np.arange(1.0 - share, 1.0, 0.02):
+                        report, seconds, table, high = run(dict(auto_mix_strategy=kw, auto_mix_ratio=round(ratio, 3)))
+                        if high <= share * len(table) + 0.5:
+                            break
+                    label = f"{label} (-amr {ratio:.2f})"
+                else:
+                    report, seconds, table, high = run(kw)
+                if label.startswith("--target-cosine") and share is None:
+                    share = high / len(table)
+                cos = [_cosine(r, models.ort_run(report.model, f)[0]) for r, f in zip(refs, held)]
+                same = (f"{sum(models.ppocr_rec_decode(models.ort_run(report.model, f)[0], rec) == models.ppocr_rec_decode(r, rec) for r, f in zip(refs, held))}/{len(held)}"  # noqa: E501
+                        if name == "text" else "-")
+                print(f"{name:8} {label:34} {f'{high}/{len(table)} {high / len(table):.0%}':>14} {min(cos):9.5f} "
+                      f"{np.mean(cos):9.5f} {same:>8} {seconds:6.1f} {seconds / ort_s:6.1f}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="what", required=True, metavar="{convert,quant,calib,sim}")
+    sub = ap.add_subparsers(dest="what", required=True, metavar="{convert,quant,calib,sim,mix}")
     c = sub.add_parser("convert", help="import + cleanup + export vs onnxruntime graph optimization")
     c.add_argument("--repeat", type=int, default=3)
     q = sub.add_parser("quant", help="ptqc quantize_static vs onnxruntime's (accuracy and time)")
@@ -867,6 +935,10 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--det-size", type=int, default=320, help="det input is [1,3,S,S]")
     m.add_argument("--chips", nargs="+", choices=list(SIM_CHIPS), default=list(SIM_CHIPS))
     m.add_argument("--repeat", type=int, default=10)
+    x = sub.add_parser("mix", help="mixed precision on PP-OCR rec: --target-cosine vs HAWQ and IOhigh at its share")
+    x.add_argument("--target", type=float, default=0.999)
+    x.add_argument("--calib", type=int, default=8)
+    x.add_argument("--test", type=int, default=16)
     # "sim-first" (hidden) runs before this file's imports: see sim_first
     w = sub.add_parser("calib-worker")  # one run of ``calib``, in its own process; no help: not listed
     w.add_argument("tool", choices=_CALIB_TOOLS)
@@ -882,6 +954,8 @@ def main(argv: list[str] | None = None) -> int:
         bench_calib(args.samples, args.models, args.methods, args.timeout, args.max_rss_gb)
     elif args.what == "sim":
         bench_sim(args.det_size, args.chips, args.repeat)
+    elif args.what == "mix":
+        bench_mix(args.target, args.calib, args.test)
     elif args.what == "calib-worker":
         calib_worker(args.tool, args.model, args.method, args.samples)
     return 0

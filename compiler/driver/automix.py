@@ -27,7 +27,7 @@ import numpy as np
 import onnx
 
 from ptqc.driver.bias_correction import correct_bias
-from ptqc.driver.data import first_batch
+from ptqc.driver.data import cannot_reread, first_batch
 from ptqc.driver.mix import as_mix, comply, share_units
 from ptqc.driver.pipeline import materialize_pipeline
 from ptqc.driver.quantize import cosine
@@ -60,6 +60,7 @@ class Trials:
     def __init__(self, prepared: Graph, ctx: PassContext, scheme: QuantScheme, config, drive: Callable,
                  float_model: onnx.ModelProto, method: str):
         self.prepared, self.ctx, self.scheme, self.config = prepared, ctx, scheme, config
+        self.what = "--target-cosine" if config.target_cosine is not None else "-ams/--auto-mix-strategy HAWQ"
         self.drive, self.float_model, self.method = drive, float_model, method
         self.observers = ctx.analyses["observers"]
         self.base = self.specced(set())[0]
@@ -88,7 +89,7 @@ class Trials:
             g, dataclasses.replace(self.ctx, analyses=analyses)).graph
         qmodel = export_model(g, constants_as_initializers=True)
         if corrected:
-            qmodel, _ = correct_bias(qmodel, self.float_model, self.drive)
+            qmodel, _ = correct_bias(qmodel, self.float_model, self.drive, what=self.what + " --bias-correction")
         q_run = OrtRunner(qmodel.SerializeToString())
         worst, seen = [1.0], [0]
 
@@ -100,6 +101,8 @@ class Trials:
             return [got[n] for n in ref]
 
         self.drive(run)
+        if not seen[0]:
+            raise cannot_reread(self.what)
         self.count += 1
         return worst[0]
 
@@ -175,6 +178,8 @@ def sensitivity_ranking(trials: Trials) -> list[tuple[str, float]]:
     tensors = sorted({t for ts in outputs.values() for t in ts})
     runner = OrtRunner(float_model.SerializeToString())
     feeds = first_batch(trials.drive, lambda f: list(runner.run(f).values()))
+    if not feeds:
+        raise cannot_reread(trials.what)
     trace, power = hq.traces(float_model, tensors, feeds)
     rel = {t: relative_error(observers[t], base.value(t).meta["qspec"]) for t in tensors}
     return hq.rank(outputs, trace, power, rel)

@@ -95,13 +95,14 @@ def _with_deltas(qmodel: onnx.ModelProto, outputs: list[str]) -> tuple[bytes, di
 
 def correct_bias(qmodel: onnx.ModelProto, float_model: onnx.ModelProto, drive: Callable,
                  input_params: Mapping | None = None, output_params: Mapping | None = None,
-                 guard: bool = True) -> tuple[onnx.ModelProto, int]:
+                 guard: bool = True, what: str = "--bias-correction") -> tuple[onnx.ModelProto, int]:
     """The QDQ model with corrected int32 biases, and how many layers were corrected (0 when
     the correction would lower the mean output cosine on the calibration data: then the model is
     returned as it was, with a warning).  ``drive(run)`` feeds the calibration data through
     ``run`` (the infer-function protocol: ``run(feeds)`` returns the model outputs in order);
     ``input_params`` quantize the feeds of integer inputs, ``output_params`` dequantize
     integer outputs; ``guard=False`` skips the output check."""
+    from ptqc.driver.data import cannot_reread
     from ptqc.driver.quantize import cosine
 
     float_names = {o for n in float_model.graph.node for o in n.output}
@@ -120,6 +121,8 @@ def correct_bias(qmodel: onnx.ModelProto, float_model: onnx.ModelProto, drive: C
         return [got[o] for o in model_outputs]
 
     drive(float_pass)
+    if not ref.counts:
+        raise cannot_reread(what)
     probe, delta_inputs = _with_deltas(qmodel, outputs)
     q_outputs = [o.name for o in qmodel.graph.output]
     q_run = OrtRunner(probe, q_outputs + outputs)

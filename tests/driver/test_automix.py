@@ -1,6 +1,8 @@
 """Automatic mixed precision internals: the units the rules tie together, and trials that
 reuse the float model's outputs."""
+import re
 
+import pytest
 
 import builders
 from checks import list_reader
@@ -45,3 +47,23 @@ def test_trials_run_the_float_model_once_per_batch(tmp_path, digits, monkeypatch
     again = trials.cosine(set(trials.keys[:2]))
     assert first == again and len(runs) == 2 * len(feeds)  # quantized runs only: the float outputs are kept
     assert trials.cosine(set(trials.keys)) >= trials.cosine(set()) - 1e-6
+
+
+def test_data_that_cannot_be_read_again_is_refused_by_flag(digits):
+    """The searches read the calibration data again; a reader without rewind() cannot be, and
+    an empty second pass must not read as "the target already holds"."""
+    from ptqc.errors import ConfigError
+
+    class OneShot:
+        def __init__(self, feeds):
+            self.it = iter(feeds)
+
+        def get_next(self):
+            return next(self.it, None)
+
+    feeds = [{"input": digits.x_train[i:i + 16]} for i in range(0, 32, 16)]
+    for kw, flag in [(dict(target_cosine=0.999), "--target-cosine"),
+                     (dict(auto_mix_strategy="HAWQ"), "-ams/--auto-mix-strategy HAWQ"),
+                     (dict(bias_correction=True), "--bias-correction")]:
+        with pytest.raises(ConfigError, match=f"^{re.escape(flag)}: the calibration data cannot be read again"):
+            quantize(digits.model, None, OneShot(feeds), QuantConfig(chip="TX5368AV200", **kw), evaluate=False)
