@@ -867,10 +867,10 @@ def bench_sim(det_size: int, chips: list[str], repeat: int) -> None:
 
 def bench_mix(target: float, calib: int, test: int) -> None:
     rec = models.ppocr_model_paths()["rec"]
-    lines = [models.ppocr_text_line(s) for s in range(100, 100 + test)]
     sets = {"strokes": ([models.ppocr_sample_inputs("rec", seed=s) for s in range(calib)],
                         [models.ppocr_sample_inputs("rec", seed=s) for s in range(100, 100 + test)]),
-            "text": ([models.ppocr_text_line(s)[0] for s in range(calib)], [f for f, _ in lines])}
+            "text": ([models.ppocr_text_line(s)[0] for s in range(calib)],
+                     [models.ppocr_text_line(s)[0] for s in range(100, 100 + test)])}
     print(f"PP-OCR rec at TX5368AV200, {calib} calibration images, {test} held-out per set")
     header = f"{'set':8} {'assignment':34} {'16-bit':>14} {'min cos':>9} {'mean cos':>9} {'strings':>8} {'s':>6} {'x ort':>6}"
     print(header + "\n" + "-" * len(header))
@@ -889,6 +889,7 @@ def bench_mix(target: float, calib: int, test: int) -> None:
                     (f"--target-cosine {target} --bias-correction", dict(target_cosine=target, bias_correction=True)),
                     ("HAWQ at that share", "HAWQ"), ("IOhigh at that share", "IOhigh"),
                     ("all 8-bit kl", dict(quant_mode=("kl",))), ("all 8-bit mse", dict(quant_mode=("mse",)))]
+
             def run(kw: dict):
                 save = Path(tempfile.mkdtemp(dir=tmp))
                 cfg = QuantConfig(chip="TX5368AV200", output_dequant=True, generate_template=True, save_dir=save, **kw)
@@ -900,7 +901,7 @@ def bench_mix(target: float, calib: int, test: int) -> None:
 
             for label, kw in rows:
                 if isinstance(kw, str):  # -amr raised until the rules' raising ends at or below the share
-                    for ratio in np.arange(1.0 - share, 1.0, 0.02):
+                    for ratio in np.arange(1.0 - share, 1.0 + 1e-9, 0.02):
                         report, seconds, table, high = run(dict(auto_mix_strategy=kw, auto_mix_ratio=round(ratio, 3)))
                         if high <= share * len(table) + 0.5:
                             break
