@@ -166,6 +166,17 @@ def _uses_external_data(model: onnx.ModelProto) -> bool:
                for t in external_data_helper._get_all_tensors(model))
 
 
+def with_outputs(model: onnx.ModelProto, names: list[str]) -> bytes:
+    """``model`` serialized with ``names`` (intermediate float tensors) added to its outputs, so
+    one onnxruntime run returns them too."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    have = {o.name for o in m.graph.output}
+    m.graph.output.extend(onnx.helper.make_tensor_value_info(n, TensorProto.FLOAT, None)
+                          for n in dict.fromkeys(names) if n not in have)
+    return m.SerializeToString()
+
+
 def check_model(model: onnx.ModelProto, label: str = "<model>", path: Path | None = None) -> None:
     """onnx.checker, with a one-line ModelError.  A graph whose only fault is node order is
     accepted (ptqc re-sorts it); a cyclic graph is reported as such.  A model with external

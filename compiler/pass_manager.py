@@ -185,6 +185,23 @@ class Fail:
     reason: str
 
 
+def scalar_constant(graph: Graph, name: str) -> float | None:
+    """The value of a one-element float constant input (``name`` may be empty), else None."""
+    c = graph.constant(name) if name else None
+    return float(c.reshape(-1)[0]) if c is not None and c.size == 1 and c.dtype.kind == "f" else None
+
+
+def producer_op(graph: Graph, name: str, op: str) -> Node | None:
+    """The default-domain ``op`` node producing ``name``, else None."""
+    p = graph.producer(name)
+    return p if p is not None and p.op_type == op and p.domain in ("", "ai.onnx") else None
+
+
+def single_use(graph: Graph, value: str) -> bool:
+    """Read by one consumer and nothing else (no graph output, no subgraph capture)."""
+    return len(graph.consumers(value)) == 1 and value not in graph.outputs and not graph.is_captured(value)
+
+
 class RewriteRule:
     """A pattern anchored at ``anchor`` op types: ``match`` returns the matched nodes (a dict)
     or a :class:`Fail`; ``rewrite`` edits the graph for a successful match."""

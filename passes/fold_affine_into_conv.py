@@ -13,17 +13,13 @@ from __future__ import annotations
 import numpy as np
 
 from ptqc.ir import Graph, Node
-from ptqc.pass_manager import Fail, RewritePass, RewriteRule
+from ptqc.pass_manager import Fail, RewritePass, RewriteRule, producer_op, single_use
 
 
 def _producer(graph: Graph, name: str, op: str) -> Node | None:
-    p = graph.producer(name)
-    if p is None or p.op_type != op or p.domain not in ("", "ai.onnx"):
-        return None
-    out = p.outputs[0]
-    if len(graph.consumers(out)) != 1 or out in graph.outputs or graph.is_captured(out):
-        return None
-    return p
+    """The single-use ``op`` producing ``name``."""
+    p = producer_op(graph, name, op)
+    return p if p is not None and single_use(graph, p.outputs[0]) else None
 
 
 def _operand(graph: Graph, node: Node) -> tuple[str, np.ndarray] | None:

@@ -11,42 +11,27 @@ from __future__ import annotations
 import numpy as np
 
 from ptqc.ir import Graph, Node
-from ptqc.pass_manager import Fail, RewritePass, RewriteRule
-
-
-def _scalar(graph: Graph, name: str) -> float | None:
-    c = graph.constant(name) if name else None
-    return float(c.reshape(-1)[0]) if c is not None and c.size == 1 and c.dtype.kind == "f" else None
-
-
-def _single_use(graph: Graph, node: Node) -> bool:
-    out = node.outputs[0]
-    return len(graph.consumers(out)) == 1 and out not in graph.outputs and not graph.is_captured(out)
-
-
-def _producer_of(graph: Graph, name: str, op: str) -> Node | None:
-    p = graph.producer(name)
-    return p if p is not None and p.op_type == op and p.domain in ("", "ai.onnx") else None
+from ptqc.pass_manager import Fail, RewritePass, RewriteRule, producer_op, scalar_constant, single_use
 
 
 def _clip_branch(graph: Graph, mul: Node) -> tuple[str, list[Node]] | Fail:
     """``Mul(x, Clip(Add(x, 3), 0, 6))`` -> (x, [clip, add])."""
     for side in (0, 1):
-        clip = _producer_of(graph, mul.inputs[side], "Clip")
+        clip = producer_op(graph, mul.inputs[side], "Clip")
         if clip is None:
             continue
         x = mul.inputs[1 - side]
-        lo = _scalar(graph, clip.inputs[1]) if len(clip.inputs) > 1 else clip.attrs.get("min")
-        hi = _scalar(graph, clip.inputs[2]) if len(clip.inputs) > 2 else clip.attrs.get("max")
+        lo = scalar_constant(graph, clip.inputs[1]) if len(clip.inputs) > 1 else clip.attrs.get("min")
+        hi = scalar_constant(graph, clip.inputs[2]) if len(clip.inputs) > 2 else clip.attrs.get("max")
         if lo != 0.0 or hi != 6.0:
             return Fail("Clip bounds are not (0, 6)")
-        add = _producer_of(graph, clip.inputs[0], "Add")
+        add = producer_op(graph, clip.inputs[0], "Add")
         if add is None:
             return Fail("Clip input is not an Add")
         k = add.inputs.index(x) if x in add.inputs else -1
-        if k < 0 or _scalar(graph, add.inputs[1 - k]) != 3.0:
+        if k < 0 or scalar_constant(graph, add.inputs[1 - k]) != 3.0:
             return Fail("Clip input is not x + 3")
-        if not (_single_use(graph, clip) and _single_use(graph, add)):
+        if not (single_use(graph, clip.outputs[0]) and single_use(graph, add.outputs[0])):
             return Fail("an inner value has other consumers")
         return x, [clip, add]
     return Fail("no Clip operand")
@@ -61,20 +46,20 @@ class _FuseHardSwish(RewriteRule):
             return Fail(f"HardSwish needs opset 14 (graph has {graph.opset})")
         if node.op_type == "Mul":
             for side in (0, 1):
-                hs = _producer_of(graph, node.inputs[side], "HardSigmoid")
+                hs = producer_op(graph, node.inputs[side], "HardSigmoid")
                 if hs is not None and hs.inputs[0] == node.inputs[1 - side]:
                     if not (np.isclose(hs.attrs.get("alpha", 0.2), 1 / 6, rtol=1e-5)
                             and np.isclose(hs.attrs.get("beta", 0.5), 0.5)):
                         return Fail("HardSigmoid is not alpha=1/6, beta=0.5")
-                    if not _single_use(graph, hs):
+                    if not single_use(graph, hs.outputs[0]):
                         return Fail("HardSigmoid output has other consumers")
                     return {"x": hs.inputs[0], "out": node, "dead": [hs]}
-        divisor = _scalar(graph, node.inputs[1])
+        divisor = scalar_constant(graph, node.inputs[1])
         if node.op_type == "Div" and divisor != 6.0 or node.op_type == "Mul" and (
                 divisor is None or not np.isclose(divisor, 1 / 6, rtol=1e-6)):
             return Fail("not a division by 6")
-        inner = _producer_of(graph, node.inputs[0], "Mul")
-        if inner is None or not _single_use(graph, inner):
+        inner = producer_op(graph, node.inputs[0], "Mul")
+        if inner is None or not single_use(graph, inner.outputs[0]):
             return Fail("dividend is not a single-use Mul")
         found = _clip_branch(graph, inner)
         if isinstance(found, Fail):

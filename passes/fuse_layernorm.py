@@ -14,26 +14,15 @@ from __future__ import annotations
 import numpy as np
 
 from ptqc.ir import Graph, Node
-from ptqc.pass_manager import Fail, RewritePass, RewriteRule
-
-
-def _scalar(graph: Graph, name: str) -> float | None:
-    c = graph.constant(name) if name else None
-    return float(c.reshape(-1)[0]) if c is not None and c.size == 1 and c.dtype.kind == "f" else None
+from ptqc.pass_manager import Fail, RewritePass, RewriteRule, producer_op, scalar_constant, single_use
 
 
 def _sole_consumer(graph: Graph, node: Node, op: str) -> Node | None:
     """The one consumer of ``node``'s output when it is ``op`` and the output is not kept."""
     out = node.outputs[0]
-    users = graph.consumer_nodes(out)
-    if len(users) != 1 or out in graph.outputs or graph.is_captured(out) or users[0].op_type != op:
+    if not single_use(graph, out) or graph.consumer_nodes(out)[0].op_type != op:
         return None
-    return users[0]
-
-
-def _producer(graph: Graph, name: str, op: str) -> Node | None:
-    p = graph.producer(name)
-    return p if p is not None and p.op_type == op and p.domain in ("", "ai.onnx") else None
+    return graph.consumer_nodes(out)[0]
 
 
 def _axes(graph: Graph, reduce: Node) -> list[int] | None:
@@ -64,20 +53,20 @@ class _FuseLayerNorm(RewriteRule):
         if graph.opset < 17:
             return Fail(f"LayerNormalization needs opset 17 (graph has {graph.opset})")
         d = div.inputs[0]
-        sqrt = _producer(graph, div.inputs[1], "Sqrt")
-        add_eps = sqrt and _producer(graph, sqrt.inputs[0], "Add")
-        var = add_eps and next((p for x in add_eps.inputs if (p := _producer(graph, x, "ReduceMean"))), None)
+        sqrt = producer_op(graph, div.inputs[1], "Sqrt")
+        add_eps = sqrt and producer_op(graph, sqrt.inputs[0], "Add")
+        var = add_eps and next((p for x in add_eps.inputs if (p := producer_op(graph, x, "ReduceMean"))), None)
         if var is None:
             return Fail("divisor is not Sqrt(Add(ReduceMean(.), eps))")
-        eps = _scalar(graph, add_eps.inputs[1 - add_eps.inputs.index(var.outputs[0])])
-        square = _producer(graph, var.inputs[0], "Pow") or _producer(graph, var.inputs[0], "Mul")
+        eps = scalar_constant(graph, add_eps.inputs[1 - add_eps.inputs.index(var.outputs[0])])
+        square = producer_op(graph, var.inputs[0], "Pow") or producer_op(graph, var.inputs[0], "Mul")
         if eps is None or square is None:
             return Fail("no scalar epsilon, or the variance is not of a Pow or Mul")
-        if square.op_type == "Pow" and (square.inputs[0] != d or _scalar(graph, square.inputs[1]) != 2.0) or \
+        if square.op_type == "Pow" and (square.inputs[0] != d or scalar_constant(graph, square.inputs[1]) != 2.0) or \
                 square.op_type == "Mul" and square.inputs != (d, d):
             return Fail("the variance is not the mean of the centred values squared")
-        sub = _producer(graph, d, "Sub")
-        mean = sub and _producer(graph, sub.inputs[1], "ReduceMean")
+        sub = producer_op(graph, d, "Sub")
+        mean = sub and producer_op(graph, sub.inputs[1], "ReduceMean")
         if mean is None or mean.inputs[0] != sub.inputs[0]:
             return Fail("the dividend is not x - ReduceMean(x)")
         x = sub.inputs[0]

@@ -24,6 +24,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from ptqc.onnx_io import with_outputs
 from ptqc.runtime.ort import OrtRunner
 
 log = logging.getLogger("ptqc")
@@ -111,7 +112,7 @@ def correct_bias(qmodel: onnx.ModelProto, float_model: onnx.ModelProto, drive: C
         return qmodel, 0
     outputs = [y for y, _, _ in targets]
     model_outputs = [o.name for o in float_model.graph.output]
-    f_run = OrtRunner(_exposed(float_model, outputs), model_outputs + outputs)
+    f_run = OrtRunner(with_outputs(float_model, outputs), model_outputs + outputs)
     ref = _ChannelMeans()
 
     def float_pass(feeds: dict) -> list:
@@ -165,14 +166,6 @@ def correct_bias(qmodel: onnx.ModelProto, float_model: onnx.ModelProto, drive: C
                         "calibration data (%.6f -> %.6f); biases left as they were", len(targets), before, after)
             return qmodel, 0
     return _fold(qmodel, targets, deltas), len(targets)
-
-
-def _exposed(model: onnx.ModelProto, names: list[str]) -> bytes:
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    declared = {o.name for o in m.graph.output}
-    m.graph.output.extend(helper.make_empty_tensor_value_info(n) for n in names if n not in declared)
-    return m.SerializeToString()
 
 
 def _fold(qmodel: onnx.ModelProto, targets: list[tuple[str, str, str]], deltas: dict) -> onnx.ModelProto:

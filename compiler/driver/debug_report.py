@@ -25,6 +25,7 @@ import numpy as np
 import onnx
 
 from ptqc.ir import Graph
+from ptqc.onnx_io import with_outputs
 from ptqc.quant import QuantParam
 from ptqc.runtime.ort import OrtRunner
 
@@ -52,8 +53,8 @@ def write_debug_reports(folder: Path, float_model: onnx.ModelProto, qmodel: onnx
                 break
     names = sorted(dq_of)
     outputs = [o.name for o in float_model.graph.output]
-    f_run = OrtRunner(_with_outputs(float_model, names), outputs + [n for n in names if n not in outputs])
-    q_run = OrtRunner(_with_outputs(qmodel, [dq_of[n] for n in names]),
+    f_run = OrtRunner(with_outputs(float_model, names), outputs + [n for n in names if n not in outputs])
+    q_run = OrtRunner(with_outputs(qmodel, [dq_of[n] for n in names]),
                       [o.name for o in qmodel.graph.output] + [dq_of[n] for n in names])
     summary: list[list] = []
     rounds = [0]
@@ -101,16 +102,6 @@ def _param_rows(graph: Graph, producer: dict, weight_params: dict[str, QuantPara
             if "quant" in v.meta and v.const is None]
     rows += [row(name, p, None) for name, p in weight_params.items()]
     return rows
-
-
-def _with_outputs(model: onnx.ModelProto, names: list[str]) -> bytes:
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    have = {o.name for o in m.graph.output}
-    for n in names:
-        if n not in have:
-            m.graph.output.append(onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None))
-    return m.SerializeToString()
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
