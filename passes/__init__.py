@@ -2,6 +2,8 @@
 ``FuseBatchNorm().run(graph, PassContext())``."""
 from ptqc.passes.assign_quant_specs import AssignQuantSpecs
 from ptqc.passes.calibrate import Calibrate
+from ptqc.passes.choose_ranges import ChooseRanges
+from ptqc.passes.equalize_cross_layer import EqualizeCrossLayer
 from ptqc.passes.crop_outputs import CropOutputs
 from ptqc.passes.eliminate_dead_code import EliminateDeadCode
 from ptqc.passes.fold_affine_into_conv import FoldAffineIntoConv
@@ -20,6 +22,6 @@ from ptqc.passes.propagate_ranges import PropagateRanges
 from ptqc.passes.remove_identity import RemoveIdentity
 from ptqc.passes.upgrade_opset import UpgradeOpset
 
-__all__ = ["AssignQuantSpecs", "Calibrate", "CropOutputs", "EliminateDeadCode", "FoldAffineIntoConv", "FoldConstants", "FuseBatchNorm",
+__all__ = ["AssignQuantSpecs", "Calibrate", "ChooseRanges", "CropOutputs", "EliminateDeadCode", "EqualizeCrossLayer", "FoldAffineIntoConv", "FoldConstants", "FuseBatchNorm",
            "FuseBiasAdd", "FuseConvScale", "FuseHardSwish", "FuseLayerNorm", "InferShapes", "InsertNormalization", "InsertQDQ", "LiftConstantNodes",
            "MarkActivationFusion", "PropagateRanges", "RemoveIdentity", "UpgradeOpset"]

@@ -8,6 +8,14 @@ model once, with all observed tensors as extra outputs of that one run; each obs
 its tensor and the batch is dropped (memory does not grow with the number of batches).
 Observers land in ``ctx.analyses["observers"]``; the metric in ``["float_metric"]``.
 
+With ``holdout`` h > 0 (``-vs``), every h-th batch (up to ``max_holdout`` of them) is held out:
+run but not observed, its feeds kept in ``["validation_feeds"]`` for the decisions that
+choose among candidates and for the evaluation, so that none is scored on the data it was
+fitted to (:func:`held_out` says which batches, by index alone, so shards agree).  Where none
+is held out (fewer batches than h, or h = 0), the first ``max_holdout`` calibration batches are
+kept in ``["calibration_feeds"]`` instead, so that a choice can still be scored when the data
+cannot be read again (a reader without rewind()).
+
 With ``workers > 1`` (``-cn``) or a Dask ``client``, a built-in data source (whose drive has
 ``shard(k, n)``) is split: worker k of n runs batches k, k + n, ... with its own model session
 and observers, and the observer states merge exactly, in worker order.
@@ -41,13 +49,15 @@ class Calibrate(Pass):
     preserves = ("shapes", "activation_groups", "quant_specs", "observers")
 
     def __init__(self, method: str = "min_max", executor: str = "onnxruntime", *, workers: int = 1,
-                 client=None, snapshots: tuple[int, ...] = (), **options):
+                 client=None, snapshots: tuple[int, ...] = (), holdout: int = 0, max_holdout: int = 8,
+                 **options):
         if executor not in ("onnxruntime", "reference"):
             raise PtqcError(f"calibration executor {executor!r}: use onnxruntime or reference")
         if snapshots and (workers > 1 or client is not None):
             raise PtqcError("several -i values with -cn/--dask-scheduler: not built yet; give one -i")
         self.method, self.executor, self.options = method, executor, options
         self.workers, self.client = workers, client
+        self.holdout, self.max_holdout = holdout, max_holdout
         # batch counts after which a copy of every observer is kept (several -i from one run)
         self.snapshots = tuple(sorted(set(snapshots)))
 
@@ -57,13 +67,21 @@ class Calibrate(Pass):
         names = observed_values(graph)
         observers = {n: make_observer(self.method, n, **self.options) for n in names}
         run_model = self._runner(graph, names)
-        stats = {"batches": 0, "samples": 0}
+        stats = {"batches": 0, "samples": 0, "seen": 0}
+        validation: list[dict] = []
+        kept: list[dict] = []  # the first calibration batches, for scoring when none is held out
 
         bar = tqdm(desc="calibrate", unit="batch", disable=None, leave=False)  # silent unless a terminal
         snapshots: dict[int, dict] = {}
 
         def run(feeds: dict) -> list:
             values = run_model(feeds)
+            stats["seen"] += 1
+            if held_out(stats["seen"] - 1, self.holdout, self.max_holdout):
+                validation.append(dict(feeds))
+                return [values[o] for o in graph.outputs]
+            if len(kept) < self.max_holdout and not validation:
+                kept.append(dict(feeds))
             for n, obs in observers.items():
                 obs.observe(feeds[n] if n in feeds else values[n])
             stats["batches"] += 1
@@ -82,9 +100,12 @@ class Calibrate(Pass):
         seconds = time.perf_counter() - start
         if stats["batches"] == 0:
             raise PtqcError("calibration ran no batch: the data source gave no data")
-        ctx.logger.info("calibrate: %d batches, %d samples in %.2f s (%.1f samples/s), %d tensors observed",
-                        stats["batches"], stats["samples"], seconds, stats["samples"] / max(seconds, 1e-9), len(names))
+        ctx.logger.info("calibrate: %d batches, %d samples in %.2f s (%.1f samples/s), %d tensors observed; "
+                        "%d batches held out", stats["batches"], stats["samples"], seconds,
+                        stats["samples"] / max(seconds, 1e-9), len(names), len(validation))
         ctx.analyses["observers"] = observers
+        ctx.analyses["validation_feeds"] = validation
+        ctx.analyses["calibration_feeds"] = [] if validation else kept
         ctx.analyses["float_metric"] = metric
         ctx.analyses["calibration_batches"] = stats["batches"]
         if self.snapshots:
@@ -103,7 +124,7 @@ class Calibrate(Pass):
         names = observed_values(graph)
         fetch = list(dict.fromkeys(list(graph.outputs) + [n for n in names if n not in graph.inputs]))
         job = _ShardJob(_model_with_outputs(graph, fetch), list(graph.outputs), fetch, names, self.method,
-                        self.options, shard_of)
+                        self.options, shard_of, self.holdout, self.max_holdout)
         start = time.perf_counter()
         if self.client is not None:
             n = max(1, len(self.client.scheduler_info().get("workers", {})))
@@ -121,16 +142,18 @@ class Calibrate(Pass):
             finally:
                 _FORKED_JOB = None
         observers = results[0][0]
-        for other, _ in results[1:]:
+        for other, *_ in results[1:]:
             for name, obs in observers.items():
                 obs.merge(other[name])
-        batches = sum(b for _, b in results)
+        batches = sum(r[1] for r in results)
+        validation = [f for _, f in sorted(i for r in results for i in r[2])]
         if batches == 0:
             raise PtqcError("calibration ran no batch: the data source gave no data")
         seconds = time.perf_counter() - start
         ctx.logger.info("calibrate: %d batches over %d workers in %.2f s, %d tensors observed", batches, n,
                         seconds, len(names))
         ctx.analyses["observers"] = observers
+        ctx.analyses["validation_feeds"] = validation
         ctx.analyses["float_metric"] = None
         ctx.analyses["calibration_batches"] = batches
         return PassResult(graph, False)
@@ -170,6 +193,8 @@ class _ShardJob:
     method: str
     options: dict
     shard_of: Callable
+    holdout: int = 0
+    max_holdout: int = 8
 
 
 _FORKED_JOB: _ShardJob | None = None
@@ -180,16 +205,22 @@ def _observe_forked_shard(k: int, n: int):
 
 
 def _observe_shard(job: _ShardJob, k: int, n: int):
-    """One worker's share: (observer states, batches run).  Runs in another process."""
+    """One worker's share: (observer states, batches observed, [(batch index, feeds)] held
+    out).  Runs in another process."""
     import os
 
     from ptqc.runtime.ort import OrtRunner
 
     runner = OrtRunner(job.model, job.fetch, threads=max(1, (os.cpu_count() or 1) // n))
     observers = {name: make_observer(job.method, name, **job.options) for name in job.names}
-    count = [0]
+    count, seen, validation = [0], [0], []
 
     def run(feeds: dict) -> list:
+        index = k + seen[0] * n  # worker k runs batches k, k + n, ...
+        seen[0] += 1
+        if held_out(index, job.holdout, job.max_holdout):
+            validation.append((index, dict(feeds)))
+            return []
         values = runner.run(feeds)
         for name, obs in observers.items():
             obs.observe(feeds[name] if name in feeds else values[name])
@@ -197,7 +228,13 @@ def _observe_shard(job: _ShardJob, k: int, n: int):
         return [values[o] for o in job.outputs]
 
     job.shard_of(k, n)(run)
-    return observers, count[0]
+    return observers, count[0], validation
+
+
+def held_out(index: int, holdout: int, max_holdout: int) -> bool:
+    """Whether batch ``index`` (0-based) is held out for validation: every ``holdout``-th
+    batch, the first ``max_holdout`` such; 0 holds out nothing."""
+    return holdout > 0 and index % holdout == holdout - 1 and index // holdout < max_holdout
 
 
 def observed_values(graph: Graph) -> list[str]:

@@ -36,6 +36,7 @@ class InsertQDQ(Pass):
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         params: dict[int, tuple[str, str]] = {}
         self.weight_params: dict[str, QuantParam] = {}
+        self.param_names: dict[str, tuple[str, str]] = {}  # activation -> its (scale, zero point) constants
         output_params: dict[str, QuantParam] = {}
         unknown = sorted(set(self.input_dtypes) - set(graph.inputs))
         if unknown:
@@ -51,6 +52,7 @@ class InsertQDQ(Pass):
             elif v.name in self.input_dtypes:
                 self._quantized_input(graph, v, p, scale, zp)
             else:
+                self.param_names[v.name] = (scale, zp)
                 if self._quantize_activation(graph, v, p, scale, zp):
                     output_params[v.name] = p
             count += 1
@@ -60,6 +62,7 @@ class InsertQDQ(Pass):
                                   "(no quantized op reads it), so it cannot arrive quantized")
         ctx.analyses["output_params"] = output_params
         ctx.analyses["weight_params"] = self.weight_params
+        ctx.analyses["qdq_param_names"] = self.param_names
         return PassResult(graph, count > 0)
 
     def _qparams(self, graph: Graph, v: Value, p: QuantParam, cache: dict) -> tuple[str, str]:

@@ -49,7 +49,7 @@ class PropagateRanges(Pass):
             elif loaded is not None and graph.value(root).const is None:
                 param = _loaded_group_param(members, loaded)
             else:
-                param = _group_param(graph, members, spec, observers, self.wide_headroom)
+                param = group_param(graph, members, spec, observers, self.wide_headroom)
             for m in members:
                 if param is None:
                     graph.value(m).meta.pop("quant", None)
@@ -97,7 +97,7 @@ def _axis(graph: Graph, name: str) -> int | None:
     return getattr(graph.value(_plain_root(graph, name)).meta.get("qspec"), "axis", None)
 
 
-def _group_param(graph: Graph, members: list[str], spec: PlainSpec, observers: dict,
+def group_param(graph: Graph, members: list[str], spec: PlainSpec, observers: dict,
                  wide_headroom: float = 1.0) -> QuantParam:
     lo = hi = None
     for m in members:

@@ -53,15 +53,17 @@ def check_mixed(family, what: str) -> None:
 class Trials:
     """Assignments built and scored on one calibration.  ``prepared`` is the float graph
     before specs; ``specced(high)`` gives it specs with ``high`` at 16 bits; ``cosine(high)``
-    the minimum output cosine over the calibration batches (the float outputs are computed
+    the minimum output cosine over the scoring batches ``drive`` gives (the held-out
+    validation batches where there are some) (the float outputs are computed
     once and reused while the infer function feeds the same batches, up to ``CACHE_BYTES``;
     batches beyond it run the float model again, so memory stays bounded)."""
 
     def __init__(self, prepared: Graph, ctx: PassContext, scheme: QuantScheme, config, drive: Callable,
-                 float_model: onnx.ModelProto, method: str):
+                 float_model: onnx.ModelProto, method: str, fit_drive: Callable | None = None):
         self.prepared, self.ctx, self.scheme, self.config = prepared, ctx, scheme, config
         self.what = "--target-cosine" if config.target_cosine is not None else "-ams/--auto-mix-strategy HAWQ"
         self.drive, self.float_model, self.method = drive, float_model, method
+        self.fit_drive = fit_drive or drive  # bias means are fitted on it; trials are scored on drive
         self.observers = ctx.analyses["observers"]
         self.base = self.specced(set())[0]
         self.keys = [node_key(n) for n in self.base.topological_order() if n.meta.get("mixable")]
@@ -89,7 +91,8 @@ class Trials:
             g, dataclasses.replace(self.ctx, analyses=analyses)).graph
         qmodel = export_model(g, constants_as_initializers=True)
         if corrected:
-            qmodel, _ = correct_bias(qmodel, self.float_model, self.drive, what=self.what + " --bias-correction")
+            qmodel, _ = correct_bias(qmodel, self.float_model, self.fit_drive, what=self.what + " --bias-correction",
+                                     score_drive=self.drive, holdout=self.config.holdout)
         q_run = OrtRunner(qmodel.SerializeToString())
         worst, seen = [1.0], [0]
 

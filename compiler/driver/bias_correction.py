@@ -96,11 +96,14 @@ def _with_deltas(qmodel: onnx.ModelProto, outputs: list[str]) -> tuple[bytes, di
 
 def correct_bias(qmodel: onnx.ModelProto, float_model: onnx.ModelProto, drive: Callable,
                  input_params: Mapping | None = None, output_params: Mapping | None = None,
-                 guard: bool = True, what: str = "--bias-correction") -> tuple[onnx.ModelProto, int]:
+                 guard: bool = True, what: str = "--bias-correction", score_drive: Callable | None = None,
+                 holdout: int = 0) -> tuple[onnx.ModelProto, int]:
     """The QDQ model with corrected int32 biases, and how many layers were corrected (0 when
-    the correction would lower the mean output cosine on the calibration data: then the model is
-    returned as it was, with a warning).  ``drive(run)`` feeds the calibration data through
-    ``run`` (the infer-function protocol: ``run(feeds)`` returns the model outputs in order);
+    the correction would lower the mean output cosine on ``score_drive``'s batches, the
+    held-out ones: then the model is returned as it was, with a warning).  ``drive(run)``
+    feeds the calibration data through ``run`` (the infer-function protocol: ``run(feeds)``
+    returns the model outputs in order); the means are measured on its batches but the held-out
+    ones (every ``holdout``-th, as calibration held them out);
     ``input_params`` quantize the feeds of integer inputs, ``output_params`` dequantize
     integer outputs; ``guard=False`` skips the output check."""
     from ptqc.driver.data import cannot_reread
@@ -115,10 +118,13 @@ def correct_bias(qmodel: onnx.ModelProto, float_model: onnx.ModelProto, drive: C
     f_run = OrtRunner(with_outputs(float_model, outputs), model_outputs + outputs)
     ref = _ChannelMeans()
 
+    fit = _fitting(holdout)
+
     def float_pass(feeds: dict) -> list:
         got = f_run.run(feeds)
-        for y in outputs:
-            ref.add(y, got[y])
+        if fit():
+            for y in outputs:
+                ref.add(y, got[y])
         return [got[o] for o in model_outputs]
 
     drive(float_pass)
@@ -140,32 +146,52 @@ def correct_bias(qmodel: onnx.ModelProto, float_model: onnx.ModelProto, drive: C
         return [outs[o].dequantize(got[o]) if o in outs else got[o] for o in q_outputs]
 
     for y in outputs:  # topological: each layer sees every earlier one corrected
-        got_means = _ChannelMeans()
+        got_means, fit = _ChannelMeans(), _fitting(holdout)
 
-        def q_pass(feeds: dict, y=y) -> list:
+        def q_pass(feeds: dict, y=y, fit=fit) -> list:
             got = q_run.run(q_feeds(feeds))
-            got_means.add(y, got[y])
+            if fit():
+                got_means.add(y, got[y])
             return model_outs(got)
 
         drive(q_pass)
         deltas[y] = deltas[y] + (ref.mean(y) - got_means.mean(y))
-    scores: dict[float, list[float]] = {0.0: [], 1.0: []}  # output cosines without (0) and with (1) them
+    fixed = _fold(qmodel, targets, deltas)
+    if not guard:
+        return fixed, len(targets)
+    # the guard scores the two models as written: extra outputs (the probe's) change which
+    # Q/DQ groups onnxruntime fuses, and so its numbers
+    runs = [OrtRunner(m.SerializeToString(), q_outputs) for m in (qmodel, fixed)]
+    scores: list[list[float]] = [[], []]  # output cosines without and with the correction
 
     def check(feeds: dict) -> list:
         want = f_run.run(feeds)
-        for scale, cos in scores.items():
-            got = model_outs(q_run.run(q_feeds(feeds, scale)))
-            cos += [cosine(want[o], g) for o, g in zip(model_outputs, got)]
+        fed = {k: (ins[k].quantize(x) if k in ins else x) for k, x in feeds.items()}
+        for run, cos in zip(runs, scores):
+            cos += [cosine(want[o], g) for o, g in zip(model_outputs, model_outs(run.run(fed)))]
         return [want[o] for o in model_outputs]
 
-    if guard:
-        drive(check)
-        before, after = (float(np.mean(scores[k])) if scores[k] else 1.0 for k in (0.0, 1.0))
-        if after < before:
-            log.warning("--bias-correction: correcting %d layers would lower the mean output cosine on the "
-                        "calibration data (%.6f -> %.6f); biases left as they were", len(targets), before, after)
-            return qmodel, 0
-    return _fold(qmodel, targets, deltas), len(targets)
+    (score_drive or drive)(check)
+    before, after = (float(np.mean(s)) if s else 1.0 for s in scores)
+    if after < before:
+        log.warning("--bias-correction: correcting %d layers would lower the mean output cosine on the "
+                    "%s data (%.6f -> %.6f); biases left as they were", len(targets),
+                    "held-out" if score_drive is not None else "calibration", before, after)
+        return qmodel, 0
+    return fixed, len(targets)
+
+
+def _fitting(holdout: int) -> Callable[[], bool]:
+    """Called once per batch: False for the batches calibration held out for validation."""
+    from ptqc.driver.pipeline import MAX_VALIDATION
+    from ptqc.passes.calibrate import held_out
+
+    seen = [0]
+
+    def fit() -> bool:
+        seen[0] += 1
+        return not held_out(seen[0] - 1, holdout, MAX_VALIDATION)
+    return fit
 
 
 def _fold(qmodel: onnx.ModelProto, targets: list[tuple[str, str, str]], deltas: dict) -> onnx.ModelProto:

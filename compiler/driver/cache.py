@@ -36,7 +36,8 @@ def data_fingerprint(config: QuantConfig, data: Any) -> str:
     h = hashlib.sha256()
     settings = {k: getattr(config, k) for k in ("infer_func", "iteration", "batch_size", "input_shapes",
                                                  "calibrate_size", "image_format", "resize", "resize_method",
-                                                 "center_crop", "image_mean", "image_std") if hasattr(config, k)}
+                                                 "center_crop", "image_mean", "image_std", "holdout", "validation_data")
+                if hasattr(config, k)}
     h.update(json.dumps(settings, sort_keys=True, default=str).encode())
     if config.user_defined_script is not None:
         h.update(Path(config.user_defined_script).read_bytes())

@@ -33,6 +33,7 @@ BUILT_FLAGS = {
                                 "dask_scheduler", "quant_scheme", "export_quant_scheme", "config_file",
                                 "per_channel", "skip_quant_nodes", "debug_info_save_path", "generate_template",
                                 "mix_config", "auto_mix_strategy", "auto_mix_ratio", "target_cosine", "bias_correction",
+                                "cross_layer_equalization", "validation_split", "validation_data",
                                 "quantize_input_dtype", "output_dequant", "mean", "std",
                                 "output_name", "unify_input_scale", "generate_scale_json", "load_scale_json",
                                 "dump_ir", "debug", "dump", "lut_len"} | _IMAGES,
@@ -95,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     a("--target-cosine", type=float, help="find few 16-bit nodes whose output cosine reaches this")
     a("--bias-correction", action="store_true", default=None,
       help="fold each Conv/Gemm's output-mean shift, measured on the calibration data, into its int32 bias")
+    a("--cle", "--cross-layer-equalization", dest="cross_layer_equalization", action="store_true", default=None,
+      help="cross-layer equalization of Conv -> (Relu/PRelu/pool) -> Conv pairs before calibration")
+    a("-vs", "--validation-split", type=float,
+      help="share of the data batches held out to score every choice and the result (default 0.25, 0 = none)")
+    a("-vd", "--validation-data", help="a separate validation folder (instead of -vs)")
     a("-du", "--dump", action="store_true", default=None, help="write every tensor of the first batch, simulated on the chip, to {save_dir}/dump")
     a("-cn", "--cpu-num", type=int, help="calibration worker processes (default 1; the reference tool's 5 is not assumed)")
     a("-cd", "--cache-distribution", help="calibration cache file")
@@ -261,6 +267,7 @@ def format_quant_summary(cfg: QuantConfig, report) -> str:
              f"export {s['export']:.2f}, evaluate {s['evaluate']:.2f})"]
     if report.scale_json:
         lines.append(f"  scales: {report.scale_json}")
+    lines.append(f"  cosine against float on {report.evaluated_on}:")
     lines.append(f"  {'output':<32}{'min cosine':>12}{'mean cosine':>13}")
     lines += [f"  {name:<32}{lo:>12.6f}{mean:>13.6f}" for name, (lo, mean) in report.cosine.items()]
     if report.float_metric is not None and report.quant_metric is not None:

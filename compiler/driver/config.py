@@ -13,7 +13,7 @@ from typing import Any
 from ptqc.errors import ConfigError
 
 RUN_MODES = ("quant", "infer", "convert", "compare")
-QUANT_MODES = ("kl", "min_max", "mse", "percentile", "kl_v2", "removal_outlier", "all")
+QUANT_MODES = ("auto", "kl", "min_max", "mse", "percentile", "kl_v2", "removal_outlier", "all")
 INPUT_DTYPES = ("float32", "int8", "uint8", "int16", "None")
 MIX_STRATEGIES = ("HAWQ", "IOhigh", "initial")
 FRAMEWORKS = ("onnx", "pytorch", "caffe", "paddle", "tensorflow")
@@ -42,7 +42,7 @@ class QuantConfig:
     iteration: tuple[int, ...] = (1,)
     batch_size: int = 1
     ir_batch: int = 1
-    quant_mode: tuple[str, ...] = ()  # empty: kl at 8 bit, min_max at 16 bit
+    quant_mode: tuple[str, ...] = ()  # empty: auto (ranges chosen by measured output error)
     percent: float = 0.99999
     lut_len: int = 10
     layer_threshold: float | None = None
@@ -61,6 +61,9 @@ class QuantConfig:
     auto_mix_strategy: str = "initial"
     target_cosine: float | None = None  # search the fewest 16-bit nodes reaching this output cosine
     bias_correction: bool = False  # fold each Conv/Gemm's measured output-mean shift into its int32 bias
+    cross_layer_equalization: bool = False  # --cle: rescale channels between Conv pairs (float unchanged)
+    validation_split: float = 0.25  # share of the batches held out to score decisions and the result
+    validation_data: Path | None = None  # a separate validation folder instead of the split
     dump: bool = False
     cpu_num: int | None = None  # the reference defaults to 5; ptqc shards only when asked (quantize.workers_of)
     dask_scheduler: str | None = None
@@ -92,9 +95,16 @@ class QuantConfig:
     explicit: frozenset[str] = field(default_factory=frozenset)
 
     @property
+    def holdout(self) -> int:
+        """Every holdout-th calibration batch is held out for validation (0: none)."""
+        if self.validation_data is not None or self.validation_split <= 0:
+            return 0
+        return max(2, round(1.0 / self.validation_split))
+
+    @property
     def effective_quant_modes(self) -> tuple[str, ...]:
         if not self.quant_mode:
-            return ("kl",) if self.bit_width == 8 else ("min_max",)
+            return ("auto",)
         if "all" in self.quant_mode:
             return tuple(m for m in QUANT_MODES if m != "all")
         return self.quant_mode
@@ -161,6 +171,8 @@ def _validate(cfg: QuantConfig) -> None:
         raise ConfigError("-mc and -ams/--auto-mix-strategy both assign bit-widths: give one")
     if cfg.target_cosine is not None and (cfg.mix_config or cfg.auto_mix_strategy != "initial"):
         raise ConfigError("--target-cosine searches the assignment itself: drop -mc/-ams")
+    if not 0.0 <= cfg.validation_split <= 0.5:
+        raise ConfigError(f"-vs/--validation-split: {cfg.validation_split} is outside [0, 0.5]")
     if cfg.cpu_num is not None and cfg.cpu_num < 1:
         raise ConfigError(f"-cn/--cpu-num: {cfg.cpu_num} is not >= 1")
     if bool(cfg.mean) != bool(cfg.std):

@@ -248,7 +248,7 @@ def _feed_folder(executor: Executor, folder: Path, samples: list[dict[str, Path]
         used += 1
         if used == executor.iteration or executor.early_stop_flag:
             break
-    if used < executor.iteration and (limit is None or limit > used * executor.batch_size):
+    if used < executor.iteration < 1 << 62 and (limit is None or limit > used * executor.batch_size):
         log.warning("-d/--data %s: only %d batches of up to %d samples for %d iterations; "
                     "using %d", folder, used, executor.batch_size, executor.iteration, used)
     return 1.0

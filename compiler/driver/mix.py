@@ -28,7 +28,7 @@ from ptqc.ir import Graph, Node
 from ptqc.passes.assign_quant_specs import node_key
 from ptqc.targets.base import Target
 
-MODES = ("min_max", "kl", "kl_v2", "percentile", "mse")
+MODES = ("auto", "min_max", "kl", "kl_v2", "percentile", "mse")  # auto: chosen by measured error (-qm auto)
 RECURRENT = frozenset({"RNN", "LSTM", "GRU", "SRU", "LSTMP"})
 NORMALIZATION = frozenset({"LayerNormalization"})
 

@@ -6,11 +6,15 @@ from typing import Callable
 import numpy as np
 
 from ptqc.pass_manager import Pass
-from ptqc.passes import (AssignQuantSpecs, Calibrate, CropOutputs, EliminateDeadCode, FoldAffineIntoConv,
+from ptqc.passes import (AssignQuantSpecs, Calibrate, CropOutputs, EliminateDeadCode, EqualizeCrossLayer,
+                         FoldAffineIntoConv,
                          FoldConstants, FuseBatchNorm, FuseBiasAdd, FuseConvScale, FuseHardSwish, FuseLayerNorm,
                          InferShapes, InsertNormalization, InsertQDQ, LiftConstantNodes, MarkActivationFusion,
                          PropagateRanges, RemoveIdentity, UpgradeOpset)
+from ptqc.passes.choose_ranges import AUTO, ChooseRanges
 from ptqc.quant import QuantScheme
+
+MAX_VALIDATION = 8  # held-out batches kept for scoring (memory stays bounded)
 
 
 def convert_pipeline() -> list[Pass]:
@@ -21,31 +25,36 @@ def convert_pipeline() -> list[Pass]:
 
 
 def prepare_pipeline(output_names: tuple[str, ...] = (), mean: tuple[float, ...] = (),
-                     std: tuple[float, ...] = ()) -> list[Pass]:
+                     std: tuple[float, ...] = (), equalize: bool = False) -> list[Pass]:
     """The float half of ``-r quant``: opset 17 (per-channel QDQ needs 13, HardSwish 14,
     LayerNormalization 17), crop at ``-on``,
-    ``--mean/--std`` after the first input, then the convert cleanup.  Its output is the float
-    model the quantized one is compared against."""
+    ``--mean/--std`` after the first input, then the convert cleanup, then (``--cle``)
+    cross-layer equalization.  Its output is the float model the quantized one is compared
+    against."""
     return [UpgradeOpset(17), LiftConstantNodes(), CropOutputs(output_names), InsertNormalization(mean, std),
-            *convert_pipeline()]
+            *convert_pipeline(), *([EqualizeCrossLayer()] if equalize else [])]
 
 
 def observe_pipeline(scheme: QuantScheme, *, method: str = "min_max", calibrate: bool = True,
                      executor: str = "onnxruntime", workers: int = 1, client=None, snapshots: tuple[int, ...] = (),
-                     **options) -> list[Pass]:
+                     holdout: int = 0, **options) -> list[Pass]:
     """Specs, then calibration (skipped when a scale JSON is loaded; over ``workers``
     processes or a Dask ``client`` when given; keeping observer copies after ``snapshots``
-    batches for several -i values)."""
+    batches for several -i values; holding every ``holdout``-th batch out for validation)."""
+    method = "kl" if method == AUTO else method  # auto reads the same histograms
     return [AssignQuantSpecs(scheme),
-            *([Calibrate(method, executor, workers=workers, client=client, snapshots=snapshots, **options)]
+            *([Calibrate(method, executor, workers=workers, client=client, snapshots=snapshots, holdout=holdout,
+                         max_holdout=MAX_VALIDATION, **options)]
               if calibrate else [])]
 
 
 def materialize_pipeline(scheme: QuantScheme, *, output_dequant: bool = True,
-                         input_dtypes: dict[str, np.dtype] | None = None) -> list[Pass]:
-    """One union-find over all sharing, then Q/DQ.  Runs once per method when one calibration
+                         input_dtypes: dict[str, np.dtype] | None = None, choose: bool = False) -> list[Pass]:
+    """With ``choose`` (-qm auto) each group's range method picked by measured output error;
+    one union-find over all sharing, then Q/DQ.  Runs once per method when one calibration
     serves several (-qm all)."""
-    return [PropagateRanges(unify=scheme.unify_concat, wide_headroom=scheme.wide_headroom),
+    return [*([ChooseRanges(unify=scheme.unify_concat, wide_headroom=scheme.wide_headroom)] if choose else []),
+            PropagateRanges(unify=scheme.unify_concat, wide_headroom=scheme.wide_headroom),
             InsertQDQ(output_dequant=output_dequant, input_dtypes=input_dtypes)]
 
 

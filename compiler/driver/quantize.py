@@ -24,7 +24,7 @@ from ptqc.driver.config import QuantConfig, with_ini
 from ptqc.driver.data import (Executor, InputSpec, first_batch, load_infer_function, make_infer_auto,
                               make_reader_func, run_infer_function)
 from ptqc.driver.mix import as_mix
-from ptqc.driver.pipeline import materialize_pipeline, observe_pipeline, prepare_pipeline
+from ptqc.driver.pipeline import MAX_VALIDATION, materialize_pipeline, observe_pipeline, prepare_pipeline
 from ptqc.driver.scale_json import load_scale_json, scale_table, write_scale_json
 from ptqc.errors import ConfigError, ModelError
 from ptqc.ir import Graph
@@ -32,8 +32,11 @@ from ptqc.onnx_io import check_model, export_model, import_model, save_model
 from ptqc.pass_manager import (AnalysisStore, DumpIRInstrument, PassContext, PassManager, PassTiming, TimingInstrument,
                                VerifyInstrument)
 from ptqc.passes.assign_quant_specs import check_weights, node_key
-from ptqc.passes.calibrate import observed_values
+from ptqc.passes.calibrate import held_out, observed_values
 from ptqc.passes.calibration import OBSERVERS
+from ptqc.passes.choose_ranges import AUTO
+
+RANGE_METHODS = (AUTO, *OBSERVERS)  # -qm: auto chooses among the observers' methods per tensor
 from ptqc.quant import QuantParam, QuantScheme
 from ptqc.runtime.ort import OrtRunner
 from ptqc.driver.simulate import is_qdq, simulator_for
@@ -65,6 +68,7 @@ class QuantReport:
     quant_scheme: Path | None = None  # the nncase scheme written (--export-quant-scheme)
     template: Path | None = None  # the mixed-precision template written (-gt)
     simulation: list[str] = field(default_factory=list)  # -du / -r compare summary lines
+    evaluated_on: str = ""  # the data the cosines (and every choice) were scored on
 
 
 # ------------------------------------------------------------------------ settings
@@ -105,12 +109,13 @@ def workers_of(config: QuantConfig, client=None):
 
 
 def methods_of(config: QuantConfig) -> tuple[str, ...]:
-    """``-qm``: kl at 8 bit and min_max at 16 bit by default (the reference tool's defaults);
-    several values, or ``all``, quantize once per method from one calibration run."""
+    """``-qm``: ``auto`` by default (each tensor's method chosen by measured output error,
+    :mod:`ptqc.passes.choose_ranges`); several values, or ``all``, quantize once per method
+    from one calibration run."""
     modes = config.effective_quant_modes
-    unknown = [m for m in modes if m not in OBSERVERS]
+    unknown = [m for m in modes if m not in RANGE_METHODS]
     if unknown:
-        raise ConfigError(f"-qm/--quant-mode {unknown[0]}: unknown method (available: {', '.join(OBSERVERS)})")
+        raise ConfigError(f"-qm/--quant-mode {unknown[0]}: unknown method (available: {', '.join(RANGE_METHODS)})")
     return tuple(dict.fromkeys(modes))
 
 
@@ -183,6 +188,7 @@ def input_specs(graph: Graph) -> list[InputSpec]:
 
 
 SHARDABLE = ("infer_auto", "npy folder", "image folder", "bin folder")  # built-in sources ignore outputs
+EVERY_BATCH = 1 << 62  # the iteration count of a -d folder read whole
 
 
 def make_drive(fn: Callable, name: str, specs: list[InputSpec], config: QuantConfig,
@@ -191,8 +197,11 @@ def make_drive(fn: Callable, name: str, specs: list[InputSpec], config: QuantCon
     """``drive(run)``: run the infer function with an executor whose forward calls ``run``.
     A built-in source's drive also has ``drive.shard(k, n)``: the drive of worker k of n
     (-cn, Dask), which runs every n-th batch."""
+    every = name in SHARDABLE and name != "infer_auto" and "iteration" not in config.explicit
+    iteration = EVERY_BATCH if every else max(config.iteration)  # a -d folder without -i: all of it
+
     def drive(run: Callable[[dict], list]) -> float:
-        executor = Executor(run, specs, iteration=max(config.iteration), batch_size=config.batch_size,
+        executor = Executor(run, specs, iteration=iteration, batch_size=config.batch_size,
                             dataset=str(config.data) if config.data is not None else None,
                             node_of_output=node_of_output, shard=shard)
         return run_infer_function(fn, executor, name)
@@ -242,10 +251,10 @@ def quantize(model: str | Path | onnx.ModelProto, output: str | Path | None = No
     check_weights(graph)
     timing = TimingInstrument()
     instruments: list = [timing] + ([VerifyInstrument()] if config.debug else [])
-    prepare = prepare_pipeline(config.output_name, config.mean, config.std)
+    prepare = prepare_pipeline(config.output_name, config.mean, config.std, config.cross_layer_equalization)
     observe = observe_pipeline(scheme, method=methods[0] if len(methods) == 1 else "kl", calibrate=not loaded,
                                executor=executor, workers=workers, client=client, snapshots=iterations[:-1],
-                               percent=config.percent)
+                               holdout=config.holdout, percent=config.percent)
     steps = Path(config.save_dir) / "steps"  # --dump-ir numbers the halves as one pipeline
     dump = (lambda first, folder=steps: [DumpIRInstrument(folder, save_model, first)] if config.dump_ir else [])
     ctx = PassContext(config=config, target=family, logger=logger)
@@ -258,7 +267,7 @@ def quantize(model: str | Path | onnx.ModelProto, output: str | Path | None = No
                                               iterations)
     elif config.target_cosine is not None or hawq:  # one histogram serves the search over assignments
         observe = observe_pipeline(scheme, method="kl", executor=executor, workers=workers, client=client,
-                                   percent=config.percent)
+                                   holdout=config.holdout, percent=config.percent)
     prepared = copy.deepcopy(graph) if config.target_cosine is not None or hawq else None
     specs = input_specs(graph)
     drive = make_drive(fn, fn_name, specs, config, {o: n.name for n in graph.nodes() for o in n.outputs if o})
@@ -273,8 +282,13 @@ def quantize(model: str | Path | onnx.ModelProto, output: str | Path | None = No
         graph = _observe_with_cache(graph, ctx, observe, methods, data, config, instruments)
     else:
         graph = PassManager(observe, instruments + dump(len(prepare) + 1)).run(graph, ctx).graph
+    validation, evaluated_on = validation_of(ctx, config, drive, float_model, specs, fn_name)
+    ctx.analyses["validation_feeds"] = validation
+    vdrive = feeds_drive(validation) if validation else drive
+    every = _metric_matters(fn_name, data) or not validation
+    drives = Drives(drive, vdrive, drive if every else vdrive)
     if config.target_cosine is not None or hawq:
-        graph, scheme = _auto_mix(prepared, ctx, scheme, family, config, drive, float_model, methods[0])
+        graph, scheme = _auto_mix(prepared, ctx, scheme, family, config, drive, vdrive, float_model, methods[0])
     snapshots = ctx.analyses.get("observer_snapshots") or {iterations[-1]: ctx.analyses.get("observers") or {}}
     seconds = {"prepare": t1 - t0, "calibrate": time.perf_counter() - t1}
     input_dtypes = input_dtypes_of(config, [s.name for s in specs])
@@ -288,17 +302,20 @@ def quantize(model: str | Path | onnx.ModelProto, output: str | Path | None = No
             observers = snapshots.get(iteration, snapshots[max(snapshots)])  # the data ran out before i batches
             g, analyses = copy.deepcopy(graph), AnalysisStore()
             analyses.results, analyses.established = dict(ctx.analyses.results), set(ctx.analyses.established)
-            analyses["observers"] = {n: o.with_method(method, percent=config.percent) if len(methods) > 1 else o
-                                     for n, o in observers.items()}
+            analyses["observers"] = {n: o.with_method(method, percent=config.percent)
+                                     if len(methods) > 1 and method != AUTO else o for n, o in observers.items()}
         mctx = dataclasses.replace(ctx, analyses=analyses)
         first = len(prepare) + len(observe) + 1
         folder = steps if len(runs) == 1 else steps / label
-        g = PassManager(materialize_pipeline(scheme, output_dequant=config.output_dequant, input_dtypes=input_dtypes),
+        g = PassManager(materialize_pipeline(scheme, output_dequant=config.output_dequant, input_dtypes=input_dtypes,
+                                             choose=method == AUTO),
                         instruments + dump(first, folder)).run(g, mctx).graph
-        report = _finish(g, float_model, mctx, drive, method, config, evaluate,
+        report = _finish(g, float_model, mctx, drives, method, config, evaluate,
                          _method_path(output, label, len(runs) > 1), external_data, data,
                          label if len(runs) > 1 else None)
         report.iteration = iteration
+        report.evaluated_on = evaluated_on if not every or not validation else \
+            "every batch (the infer function's metric needs them all)"
         report.timings = timing.timings
         report.seconds = {**seconds, "quantize": time.perf_counter() - t2 - report.seconds.get("evaluate", 0.0),
                           **report.seconds}
@@ -327,16 +344,20 @@ def _apply_mix(graph: Graph, ctx: PassContext, scheme: QuantScheme, family, conf
         mix = as_mix(quantized, high, config.bit_width, methods_of(config)[0])
     ctx.analyses["mix"] = mix
     modes = sorted({m for _, m in mix.values()})
+    if AUTO in modes and len(modes) > 1:
+        raise ConfigError(f"-mc/--mix-config {config.mix_config}: mode auto with other modes in one file is not "
+                          "built yet (auto chooses every tensor's method; give auto to every node or to none)")
     scheme = dataclasses.replace(scheme, node_bits=tuple(sorted((k, b) for k, (b, _) in mix.items())),
-                                 node_modes=tuple(sorted((k, m) for k, (_, m) in mix.items())))
+                                 node_modes=tuple(sorted((k, m) for k, (_, m) in mix.items() if m != AUTO)))
     observe_method = modes[0] if len(modes) == 1 else "kl"
     observe = observe_pipeline(scheme, method=observe_method, executor=executor, workers=workers, client=client,
-                               snapshots=iterations[:-1], percent=config.percent)
+                               snapshots=iterations[:-1], holdout=config.holdout, percent=config.percent)
     return scheme, (modes[0] if len(modes) == 1 else "mixed",), observe
 
 
 def _auto_mix(prepared: Graph, ctx: PassContext, scheme: QuantScheme, family, config: QuantConfig,
-              drive: Callable, float_model: onnx.ModelProto, method: str) -> tuple[Graph, QuantScheme]:
+              drive: Callable, vdrive: Callable, float_model: onnx.ModelProto,
+              method: str) -> tuple[Graph, QuantScheme]:
     """``--target-cosine`` or ``-ams HAWQ`` (ptqc.driver.automix) on the one calibration done:
     the specced graph and scheme to quantize with; the assignment goes to
     ``ctx.analyses["mix"]`` for -gt."""
@@ -344,15 +365,32 @@ def _auto_mix(prepared: Graph, ctx: PassContext, scheme: QuantScheme, family, co
 
     what = "--target-cosine" if config.target_cosine is not None else "-ams/--auto-mix-strategy HAWQ"
     automix.check_mixed(family, what)
-    ctx.analyses["observers"] = {n: o.with_method(method, percent=config.percent)
-                                 for n, o in ctx.analyses["observers"].items()}
-    trials = automix.Trials(prepared, ctx, scheme, config, drive, float_model, method)
+    if method == AUTO:  # each tensor's method chosen once, on the all-8-bit model
+        ctx.analyses["observers"] = _chosen_observers(prepared, ctx, scheme)
+    else:
+        ctx.analyses["observers"] = {n: o.with_method(method, percent=config.percent)
+                                     for n, o in ctx.analyses["observers"].items()}
+    trials = automix.Trials(prepared, ctx, scheme, config, vdrive, float_model, method, fit_drive=drive)
     if config.target_cosine is not None:
         high = automix.target_cosine(trials, config.target_cosine)
     else:
         high = automix.hawq(trials, 1.0 - config.auto_mix_ratio)
     ctx.analyses["mix"] = as_mix(trials.keys, high, config.bit_width, method)
     return trials.specced(high)
+
+
+def _chosen_observers(prepared: Graph, ctx: PassContext, scheme: QuantScheme) -> dict:
+    """The observers with ChooseRanges' choices, made on ``prepared`` specced by ``scheme``."""
+    from ptqc.passes import AssignQuantSpecs
+    from ptqc.passes.choose_ranges import ChooseRanges
+
+    g = copy.deepcopy(prepared)
+    analyses = AnalysisStore()
+    analyses.results = {k: ctx.analyses.get(k) for k in ("observers", "validation_feeds", "calibration_feeds")}
+    cctx = dataclasses.replace(ctx, analyses=analyses)
+    AssignQuantSpecs(scheme).run(g, cctx)
+    ChooseRanges(unify=scheme.unify_concat, wide_headroom=scheme.wide_headroom).run(g, cctx)
+    return analyses["observers"]
 
 
 def _observe_with_cache(graph: Graph, ctx: PassContext, observe: list, methods: tuple[str, ...], data: Any,
@@ -393,7 +431,7 @@ def calibrate(model: str | Path | onnx.ModelProto, data: Any = None, config: Qua
     fn, fn_name = infer_function_of(data, config)
     graph = import_model(model)
     ctx = PassContext(config=config, target=family, logger=logger or log)
-    graph = PassManager(prepare_pipeline(config.output_name, config.mean, config.std)).run(graph, ctx).graph
+    graph = PassManager(prepare_pipeline(config.output_name, config.mean, config.std, config.cross_layer_equalization)).run(graph, ctx).graph
     drive = make_drive(fn, fn_name, input_specs(graph), config)
     ctx = dataclasses.replace(ctx, data=drive)
     PassManager(observe_pipeline(scheme, method=method, executor=executor, percent=config.percent)).run(graph, ctx)
@@ -404,6 +442,58 @@ def calibrate(model: str | Path | onnx.ModelProto, data: Any = None, config: Qua
         if r is not None:
             ranges[n] = (float(r[0]), float(r[1]))
     return observers, ranges
+
+
+def validation_of(ctx: PassContext, config: QuantConfig, drive: Callable, float_model: onnx.ModelProto,
+                  specs: list[InputSpec], fn_name: str = "") -> tuple[list[dict], str]:
+    """The batches every choice and the evaluation are scored on, and what they are: up to
+    MAX_VALIDATION batches of ``-vd``, else those calibration held out (``-vs``; found again
+    by index when calibration did not run: ``-cd`` hit, ``-lsj``), else none."""
+    if config.validation_data is not None:
+        folder = Path(config.validation_data)
+        if not folder.is_dir():
+            raise ConfigError(f"-vd/--validation-data {folder}: no such folder")
+        fn, name = infer_function_of(folder, config)
+        feeds = collect_feeds(make_drive(fn, name, specs, config), _float_run(float_model),
+                              lambda i: i < MAX_VALIDATION)
+        if not feeds:
+            raise ConfigError(f"-vd/--validation-data {folder}: the folder gave no batch")
+        return feeds, f"{len(feeds)} batches of -vd {folder}"
+    feeds = ctx.analyses.get("validation_feeds")
+    if feeds is None and config.holdout:  # the built-in sources ignore the outputs: no need to run the model
+        run = (lambda f: []) if fn_name in SHARDABLE else _float_run(float_model)  # noqa: E731
+        feeds = collect_feeds(drive, run, lambda i: held_out(i, config.holdout, MAX_VALIDATION))
+    if feeds:
+        return list(feeds), f"{len(feeds)} held-out batches (not calibrated on)"
+    why = "-vs 0" if not config.holdout else f"fewer than {config.holdout} batches"
+    return [], f"the calibration data (no batch held out: {why})"
+
+
+def collect_feeds(drive: Callable, run: Callable[[dict], list], keep: Callable[[int], bool]) -> list[dict]:
+    """The feeds of the batches ``keep(index)`` selects, from one pass of ``drive`` on ``run``."""
+    kept, seen = [], [0]
+
+    def collect(feeds: dict) -> list:
+        if keep(seen[0]):
+            kept.append(dict(feeds))
+        seen[0] += 1
+        return run(feeds)
+    drive(collect)
+    return kept
+
+
+def feeds_drive(feeds: list[dict]) -> Callable[[Callable], None]:
+    """A drive over stored feeds (the held-out batches), in the infer-function protocol."""
+    def drive(run: Callable[[dict], list]) -> None:
+        for f in feeds:
+            run(f)
+    return drive
+
+
+def _metric_matters(fn_name: str, data: Any) -> bool:
+    """A user's infer function computes a metric over all its batches; the built-in sources
+    and readers return none, so their evaluation can stay on the held-out batches."""
+    return fn_name not in SHARDABLE and not hasattr(data, "get_next") and fn_name != "infer_auto"
 
 
 def _score(report: QuantReport) -> float:
@@ -437,11 +527,23 @@ def _evaluate(float_model: onnx.ModelProto, qmodel: onnx.ModelProto, drive: Call
     return cos, metric
 
 
-def _finish(graph: Graph, float_model: onnx.ModelProto, ctx: PassContext, drive: Callable, method: str,
+@dataclass(frozen=True)
+class Drives:
+    """The data in the infer-function protocol: ``data`` every batch (fitting: calibration,
+    bias means; the infer function's metric), ``score`` the held-out batches every choice is
+    scored on, ``evaluate`` what the reported cosines are measured on."""
+
+    data: Callable
+    score: Callable
+    evaluate: Callable
+
+
+def _finish(graph: Graph, float_model: onnx.ModelProto, ctx: PassContext, drives: Drives, method: str,
             config: QuantConfig, evaluate: bool, output: Path | None, external_data: bool | None,
             data: Any = None, label: str | None = None) -> QuantReport:
-    """Export and check, evaluate (before anything is written: a failing infer function leaves
-    no output behind), then save the model and the scale JSON."""
+    """Export and check, evaluate (on ``drives.evaluate``, the held-out batches unless the infer
+    function's metric needs every batch; before anything is written: a failing infer function
+    leaves no output behind), then save the model and the scale JSON."""
     t0 = time.perf_counter()
     qmodel = export_model(graph, constants_as_initializers=True)
     try:
@@ -454,15 +556,16 @@ def _finish(graph: Graph, float_model: onnx.ModelProto, ctx: PassContext, drive:
     if config.bias_correction:
         from ptqc.driver.bias_correction import correct_bias
 
-        qmodel, corrected = correct_bias(qmodel, float_model, drive, input_params,
-                                         ctx.analyses.get("output_params") or {})
+        qmodel, corrected = correct_bias(qmodel, float_model, drives.data, input_params,
+                                         ctx.analyses.get("output_params") or {}, score_drive=drives.score,
+                                         holdout=config.holdout)
         log.info("--bias-correction: %d Conv/Gemm biases corrected on the calibration data", corrected)
     report = QuantReport(qmodel, float_model, None, float_ops=dict(ctx.analyses.get("float_ops", {})),
                          output_params=dict(ctx.analyses.get("output_params", {})), input_params=input_params,
                          method=method, float_metric=ctx.analyses.get("float_metric"))
     t1 = time.perf_counter()
     if evaluate:
-        report.cosine, report.quant_metric = _evaluate(float_model, qmodel, drive, report, config, data)
+        report.cosine, report.quant_metric = _evaluate(float_model, qmodel, drives.evaluate, report, config, data)
     t2 = time.perf_counter()
     if output is not None:
         table = scale_table(graph, ctx.analyses.get("weight_params")) if config.generate_scale_json else None
@@ -475,11 +578,11 @@ def _finish(graph: Graph, float_model: onnx.ModelProto, ctx: PassContext, drive:
 
             folder = Path(config.debug_info_save_path) / (label or "")  # several runs: one folder each
             write_debug_reports(folder, float_model, qmodel, graph, ctx.analyses.get("weight_params") or {},
-                                drive, cosine)
+                                drives.data, cosine)
         if config.generate_template:
             from ptqc.driver.mix import write_template
 
-            report.template = write_template(graph, config.bit_width, method if method in OBSERVERS else "kl",
+            report.template = write_template(graph, config.bit_width, method if method in (AUTO, *OBSERVERS) else "kl",
                                              output.parent / f"{stem}_mix.json", ctx.analyses.get("mix"))
         if config.export_quant_scheme:
             from ptqc.driver.nncase_scheme import export_scheme
@@ -487,7 +590,7 @@ def _finish(graph: Graph, float_model: onnx.ModelProto, ctx: PassContext, drive:
             report.quant_scheme = export_scheme(graph, ctx.analyses.get("weight_params") or {},
                                                 output.parent / f"{stem}_quant_scheme.json")
         if config.dump or config.run_mode == "compare":
-            report.simulation = _simulate(qmodel, float_model, drive, report, ctx.target, config, output.parent)
+            report.simulation = _simulate(qmodel, float_model, drives.data, report, ctx.target, config, output.parent)
     report.seconds = {"evaluate": t2 - t1, "export": (t1 - t0) + (time.perf_counter() - t2)}
     return report
 

@@ -45,7 +45,9 @@ def test_trials_run_the_float_model_once_per_batch(tmp_path, digits, monkeypatch
     monkeypatch.setattr(ort_runtime.OrtRunner, "run", lambda self, f: runs.append(1) or run(self, f))
     first = trials.cosine(set(trials.keys[:2]))
     again = trials.cosine(set(trials.keys[:2]))
-    assert first == again and len(runs) == 2 * len(feeds)  # quantized runs only: the float outputs are kept
+    scored = trials.ctx.analyses["validation_feeds"]  # the batches calibration held out
+    assert 0 < len(scored) < len(feeds)
+    assert first == again and len(runs) == 2 * len(scored)  # quantized runs only: the float outputs are kept
     assert trials.cosine(set(trials.keys)) >= trials.cosine(set()) - 1e-6
 
 

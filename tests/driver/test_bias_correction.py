@@ -51,13 +51,14 @@ def test_conv_output_means_match_the_float_model_after_correction(digits):
 
 def test_the_flag_corrects_the_written_model(tmp_path, ppocr):
     """PP-OCR rec at 8 bits (mse): the flag moves only int32 bias codes, deterministically,
-    and raises the output cosine on the calibration data."""
+    and raises the output cosine on the calibration data (-vs 0: fitted and scored on the same
+    four batches)."""
     import models
 
     feeds = [models.ppocr_sample_inputs("rec", seed=s) for s in range(4)]
 
     def run(out, **kw):
-        cfg = QuantConfig(chip="TX5368AV200", quant_mode=("mse",), output_dequant=True, **kw)
+        cfg = QuantConfig(chip="TX5368AV200", quant_mode=("mse",), output_dequant=True, validation_split=0, **kw)
         return quantize(ppocr["rec"], tmp_path / out, list_reader(feeds), cfg)
 
     plain, fixed, again = run("a.onnx"), run("b.onnx", bias_correction=True), run("c.onnx", bias_correction=True)
@@ -77,8 +78,8 @@ def test_a_correction_that_lowers_the_output_cosine_is_not_applied(ppocr, caplog
     import models
 
     feeds = [models.ppocr_sample_inputs("det", seed=s) for s in range(4)]
-    report = quantize(ppocr["det"], None, list_reader(feeds), QuantConfig(chip="TX5368AV200", output_dequant=True),
-                      evaluate=False)
+    report = quantize(ppocr["det"], None, list_reader(feeds),
+                      QuantConfig(chip="TX5368AV200", quant_mode=("kl",), output_dequant=True), evaluate=False)
 
     def drive(run):
         for f in feeds:
@@ -89,3 +90,20 @@ def test_a_correction_that_lowers_the_output_cosine_is_not_applied(ppocr, caplog
         kept, count = correct_bias(report.model, report.float_model, drive)
     assert count == 0 and kept.SerializeToString() == report.model.SerializeToString()
     assert any("would lower the mean output cosine" in r.getMessage() for r in caplog.records)
+
+
+def test_the_guard_scores_on_the_held_out_batches(tmp_path, ppocr, caplog):
+    """PP-OCR rec, four images, the default split: the means are fitted on the three
+    calibration images; on the fourth, held out, the correction lowers the output cosine
+    (0.908 -> 0.886), so the written model is the uncorrected one."""
+    import models
+
+    feeds = [models.ppocr_sample_inputs("rec", seed=s) for s in range(4)]
+    cfg = dict(chip="TX5368AV200", quant_mode=("mse",), output_dequant=True)
+    plain = quantize(ppocr["rec"], tmp_path / "a.onnx", list_reader(feeds), QuantConfig(**cfg))
+    with caplog.at_level("WARNING", logger="ptqc"):
+        kept = quantize(ppocr["rec"], tmp_path / "b.onnx", list_reader(feeds), QuantConfig(bias_correction=True, **cfg))
+    assert "held-out" in plain.evaluated_on
+    assert any("lower the mean output cosine on the held-out data" in r.getMessage() for r in caplog.records)
+    assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
+    assert kept.cosine == plain.cosine

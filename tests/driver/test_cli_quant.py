@@ -454,3 +454,36 @@ def test_bias_correction_flag_reaches_the_run(ws, tmp_path):
     code, out, err = quant(tmp_path, "-m", ws.model, "-d", ws.data, "--bias-correction", "-l", "1")
     assert code == 0 and "Traceback" not in err
     assert "--bias-correction: " in out + err
+
+
+def test_validation_split_and_folder_say_what_the_cosines_were_measured_on(ws, tmp_path):
+    """A -d folder without -i is read whole; every 4th batch (-vs 0.25) is held out of
+    calibration and the cosine table is measured on it; -vd measures on a folder of its own;
+    -vs 0 on the calibration data, and the summary says which."""
+    data = npy_folder(tmp_path / "d8", *(ws.digits.x_train[i:i + 1] for i in range(8)))
+    val = npy_folder(tmp_path / "v3", *(ws.digits.x_test[i:i + 1] for i in range(3)))
+    out = assert_ok(quant(tmp_path / "a", "-m", ws.model, "-d", data))
+    assert "cosine against float on 2 held-out batches (not calibrated on)" in out
+    out = assert_ok(quant(tmp_path / "b", "-m", ws.model, "-d", data, "-vd", val))
+    assert f"cosine against float on 3 batches of -vd {val}" in out
+    out = assert_ok(quant(tmp_path / "c", "-m", ws.model, "-d", data, "-vs", "0"))
+    assert "cosine against float on the calibration data (no batch held out: -vs 0)" in out
+    out = assert_ok(quant(tmp_path / "d", "-m", ws.model, "-d", data, "-i", "2"))
+    assert "no batch held out: fewer than 4 batches" in out
+    for args, needle in [(("-vs", "0.9"), "-vs/--validation-split: 0.9 is outside [0, 0.5]"),
+                         (("-vd", tmp_path / "nope"), "-vd/--validation-data")]:
+        save = tmp_path / "bad"
+        assert_refused(quant(save, "-m", ws.model, "-d", data, *args), save, needle)
+
+
+def test_a_mix_config_cannot_mix_auto_with_other_modes(ws, tmp_path):
+    assert_ok(quant(tmp_path / "a", "-m", ws.model, "-d", ws.data, "-gt", chip="TX5368AV200"))
+    table = json.loads((tmp_path / "a" / "digits_mix.json").read_text())
+    assert {v["mode"] for v in table.values()} == {"auto"}
+    first = next(iter(table))
+    table[first]["mode"] = "mse"
+    path = tmp_path / "mixed.json"
+    path.write_text(json.dumps(table))
+    save = tmp_path / "b"
+    assert_refused(quant(save, "-m", ws.model, "-d", ws.data, "-mc", path, chip="TX5368AV200"), save,
+                   "-mc/--mix-config", "mode auto with other modes")

@@ -62,14 +62,20 @@ def _accuracy(out: str) -> float:
     return float(out.rsplit("returned", 1)[1].split()[0])
 
 
-def test_digits_on_tx510x_through_infer_is_within_02pt_of_float(ws, tx510, digits):
+def test_digits_on_tx510x_through_infer_is_within_07pt_of_float(ws, tx510, digits):
+    """The simulated chip reads as many of the 450 held-out images right as onnxruntime running
+    the same QDQ model (one image either way), and 8-bit logits lose at most 3 of them (two of
+    the 10 wrong ones are ties between int8 logit codes)."""
     root, model, _, script = ws
     save, _ = tx510
     float_acc = _accuracy(_ok(ptqc("quant", "-r", "infer", "-m", model, "-uds", script, "-if", "accuracy")))
+    qdq_acc = _accuracy(_ok(ptqc("quant", "-r", "infer", "-m", save / "digits_quantize.onnx",
+                                 "-uds", script, "-if", "accuracy")))
     sim_acc = _accuracy(_ok(ptqc("--chip", "TX510x", "quant", "-r", "infer", "-m", save / "digits_quantize.onnx",
                                  "-uds", script, "-if", "accuracy")))
     assert float_acc == pytest.approx(digits.float_accuracy, abs=1e-5)
-    assert sim_acc >= float_acc - 0.002, (float_acc, sim_acc)  # one image of 450 is 0.22 pt: no loss
+    assert abs(sim_acc - qdq_acc) <= 0.0023, (qdq_acc, sim_acc)  # one image of 450 is 0.22 pt
+    assert sim_acc >= float_acc - 0.007, (float_acc, sim_acc)
 
 
 def test_dump_during_quant_writes_every_tensor_with_an_index(tx510):

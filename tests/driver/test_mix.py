@@ -65,7 +65,7 @@ RULES = [
     ({"g1": {"bitwidth": 8}}, (), None),  # filled below: mode missing
     ({}, ("g2",), "node 'g2': rule 2: every quantized node sets bitwidth and mode (1 missing)"),
     ({"g1": {"bitwidth": 12}}, (), "node 'g1': rule 3: bitwidth 12 is not 8 or 16"),
-    ({"g1": {"mode": "entropy"}}, (), "node 'g1': rule 4: mode 'entropy' is not one of min_max, kl, kl_v2, "
+    ({"g1": {"mode": "entropy"}}, (), "node 'g1': rule 4: mode 'entropy' is not one of auto, min_max, kl, kl_v2, "
                                       "percentile, mse"),
     ({"g1": {"bitwidth": 16}}, (), "node 'g1': rule 5: the quantized ops around LayerNormalization 'ln' share "
                                    "one bit-width ([8, 16] given)"),
@@ -118,16 +118,16 @@ def test_target_cosine_finds_a_small_16_bit_set_that_reaches_it(tmp_path, digits
             executor.forward(f["input"])
         return 1.0
 
-    cfg = QuantConfig(chip="TX5368AV200", target_cosine=0.999, generate_template=True, output_dequant=True)
+    cfg = QuantConfig(chip="TX5368AV200", quant_mode=("kl",), target_cosine=0.999, generate_template=True, output_dequant=True)
     report = quantize(digits.model, tmp_path / "d_quantize.onnx", feed, cfg)
     table = json.loads(report.template.read_text())
     high = [k for k, v in table.items() if v["bitwidth"] == 16]
     assert report.cosine["logits"][0] >= 0.999
     assert 0 < len(high) < len(table)
-    plain = quantize(digits.model, None, feed, QuantConfig(chip="TX5368AV200", output_dequant=True))
+    plain = quantize(digits.model, None, feed, QuantConfig(chip="TX5368AV200", quant_mode=("kl",), output_dequant=True))
     assert plain.cosine["logits"][0] < 0.999  # the search had something to do
     again = quantize(digits.model, tmp_path / "again_quantize.onnx", feed,
-                     QuantConfig(chip="TX5368AV200", mix_config=report.template, output_dequant=True))
+                     QuantConfig(chip="TX5368AV200", quant_mode=("kl",), mix_config=report.template, output_dequant=True))
     assert again.model.SerializeToString() == report.model.SerializeToString()  # the template it wrote is the model
 
 

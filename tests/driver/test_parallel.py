@@ -26,6 +26,13 @@ def test_cpu_num_2_gives_the_one_process_model(tmp_path, digits, data):
     assert one.model.SerializeToString() == two.model.SerializeToString()
 
 
+def test_cpu_num_2_holds_out_the_same_batches_and_chooses_the_same_ranges(tmp_path, digits, data):
+    cfg = dict(iteration=(6,), batch_size=4, validation_split=0.34)  # -qm auto: scored on held-out batches
+    one = quantize(digits.model, tmp_path / "one.onnx", data, QuantConfig(**cfg), evaluate=False)
+    two = quantize(digits.model, tmp_path / "two.onnx", data, QuantConfig(cpu_num=2, **cfg), evaluate=False)
+    assert one.model.SerializeToString() == two.model.SerializeToString()
+
+
 def test_dask_local_cluster_gives_the_one_process_model(tmp_path, digits, data):
     distributed = pytest.importorskip("dask.distributed")
     one = quantize(digits.model, None, data, _config(), evaluate=False)

@@ -90,3 +90,15 @@ def test_memory_does_not_grow_with_the_number_of_batches():
     peak(2)  # warm-up: one-time imports and caches are not the calibration's memory
     small, large = min(peak(4), peak(4)), min(peak(40), peak(40))
     assert large <= small * 1.2 + 64 * 1024, (small, large)
+
+
+def test_held_out_batches_are_run_but_not_observed():
+    graph = import_model(builders.conv_bn_relu_model())
+    batches = [{"x": np.full((1, 3, 8, 8), float(i), np.float32)} for i in range(9)]
+    ctx = PassContext(data=lambda run: [run(f) for f in batches])
+    AssignQuantSpecs().run(graph, ctx)
+    Calibrate(holdout=3, max_holdout=2).run(graph, ctx)
+    held = [float(f["x"].flat[0]) for f in ctx.analyses["validation_feeds"]]
+    assert held == [2.0, 5.0]  # every 3rd batch, at most 2 of them; batch 8 is calibrated on
+    assert ctx.analyses["calibration_batches"] == 7
+    assert ctx.analyses["observers"]["x"].range()[1] == pytest.approx(8.0)

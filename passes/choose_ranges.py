@@ -1,0 +1,381 @@
+"""ChooseRanges (``-qm auto``): each activation group's range read from its histogram by the
+method whose error is smallest where it matters, at the model's outputs against float.
+
+Every tensor keeps one histogram (calibration), so every method's range is at hand without
+another pass over the data: ``min_max``, ``percentile`` at two levels, ``mse``, ``kl_v2`` and
+``kl``.  Which one a tensor wants depends on what reads it (an SE gate, a residual sum, a
+softmax input are hurt by clipping; a wide post-ReLU tensor by rounding), which no per-tensor
+statistic sees.  So the choice is measured, on one QDQ model whose activation scales and
+zero points are graph inputs (one onnxruntime session serves every trial; the float outputs
+are computed once):
+
+1. every method applied to every group; the one with the least output error is the start,
+   so the result is never worse on the scoring batches than the best single method;
+2. the groups visited in topological order (the sequential layer-wise search of
+   AdaQuant/BRECQ and PPQ, without training): each distinct candidate range is scored where
+   the group is read (its readers' outputs, by a small model of just those nodes, against
+   float), and the local favourite replaces the current choice only where the whole
+   model's error drops.
+
+The error is the mean over samples and outputs of ||y - y_float||² / ||y_float||².
+The scoring batches are ``ctx.analyses["validation_feeds"]`` (batches the calibration held
+out; see :class:`~ptqc.passes.calibrate.Calibrate`), else the calibration batches it kept
+(``["calibration_feeds"]``) or up to ``max_batches`` batches of ``ctx.data`` (then the choice
+is scored on calibration data, and the log says so).  The
+result is the observers, each member reading its group's chosen method
+(``ctx.analyses["observers"]``), and the choices in ``ctx.analyses["range_choices"]``.
+Ties keep the earlier candidate; the same inputs give the same choices.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import numpy as np
+
+from ptqc.errors import PtqcError
+from ptqc.ir import Graph
+from ptqc.onnx_io import export_model
+from ptqc.pass_manager import AnalysisStore, Pass, PassContext, PassResult
+from ptqc.passes.insert_qdq import InsertQDQ
+from ptqc.passes.propagate_ranges import PropagateRanges, group_param, share_groups
+from ptqc.quant import PlainSpec
+
+AUTO = "auto"  # the -qm name
+# (label, method, options); the first is every group's start
+CANDIDATES = (("mse", "mse", {}), ("min_max", "min_max", {}), ("percentile", "percentile", {"percent": 0.99999}),
+              ("percentile_0.9999", "percentile", {"percent": 0.9999}), ("kl_v2", "kl_v2", {}), ("kl", "kl", {}))
+SAME_SCALE = 1e-3  # candidates whose scales differ by less than this share one trial
+
+
+class ChooseRanges(Pass):
+    """Pick each activation group's range method by the output error it causes."""
+
+    requires = ("quant_specs", "observers")
+    produces = ("observers",)
+    preserves = ("shapes", "activation_groups", "quant_specs", "observers")
+
+    def __init__(self, unify: bool = False, wide_headroom: float = 1.0, max_batches: int = 8, refine: bool = True):
+        self.unify, self.wide_headroom, self.max_batches, self.refine = unify, wide_headroom, max_batches, refine
+
+    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
+        observers = dict(ctx.analyses["observers"])
+        groups = [(root, members) for root, members in share_groups(graph, self.unify).items()
+                  if graph.value(root).const is None
+                  and all(hasattr(observers.get(m), "with_method") for m in members if m in observers)
+                  and any(m in observers for m in members)]
+        options = {lab: [self._variant(observers, members, method, opts) for _, members in groups]
+                   for lab, method, opts in CANDIDATES}
+        feeds = self._feeds(graph, ctx)
+        trial_graph, trial, names = _trial_model(graph, ctx, observers, self.unify, self.wide_headroom)
+        params = [{lab: _param(group_param(graph, members, graph.value(root).meta["qspec"],
+                                           {**observers, **options[lab][gi]}, self.wide_headroom))
+                   for lab, _, _ in CANDIDATES} for gi, (root, members) in enumerate(groups)]
+        search = _Search(params, [names.get(next((m for m in members if m in names), None)) for _, members in groups],
+                         *_runners(graph, trial, feeds))
+        start = search.start()
+        if self.refine:
+            search.refine(_Local(trial_graph, trial, graph, names, groups, search.feeds, search.values))
+        choices = {root: search.choices[gi] for gi, (root, _) in enumerate(groups)}
+        for gi, (root, _) in enumerate(groups):
+            observers.update(options[choices[root]][gi])
+        ctx.analyses["observers"] = observers
+        ctx.analyses["range_choices"] = choices
+        counts = {lab: sum(c == lab for c in choices.values()) for lab, _, _ in CANDIDATES}
+        ctx.logger.info("choose ranges: %d groups, start %s (relative output error %.3g), %d whole-model trials "
+                        "on %d batches, error %.3g; %s", len(groups), start, search.uniform[start], search.trials,
+                        len(search.feeds), search.best, ", ".join(f"{k} {v}" for k, v in counts.items() if v))
+        return PassResult(graph, False)
+
+    @staticmethod
+    def _variant(observers: dict, members: list[str], method: str, opts: dict) -> dict:
+        return {m: observers[m].with_method(method, **opts) for m in members if m in observers}
+
+    def _feeds(self, graph: Graph, ctx: PassContext) -> list[dict]:
+        feeds = ctx.analyses.get("validation_feeds")
+        if feeds:
+            return list(feeds)[: self.max_batches]
+        collected = list(ctx.analyses.get("calibration_feeds") or [])[: self.max_batches]
+        if not collected:
+            from ptqc.passes.calibrate import random_data
+
+            drive, float_run = ctx.data or random_data(graph), _float_runner(graph)
+
+            def run(f: dict) -> list:
+                if len(collected) < self.max_batches:
+                    collected.append(dict(f))
+                return float_run(f)
+            drive(run)
+        if not collected:
+            raise PtqcError("choose ranges: the data source gave no batch to score the ranges on")
+        ctx.logger.info("choose ranges: no held-out batches; scored on %d calibration batches", len(collected))
+        return collected
+
+
+class _Search:
+    """The choice state: per group its candidates' (scale, zero point), the trial model's
+    scale/zero-point inputs (``values``) and the whole model's error with them."""
+
+    def __init__(self, params: list[dict], slot: list, runner, feeds: list[dict], reference):
+        self.params, self.slot, self.runner, self.feeds, self.reference = params, slot, runner, feeds, reference
+        self.values: dict = {}
+        self.choices: list[str] = []
+        self.uniform: dict[str, float] = {}
+        self.best, self.trials = float("inf"), 0
+
+    def assign(self, gi: int, lab: str) -> None:
+        if self.slot[gi] is not None:
+            self.values[self.slot[gi][0]], self.values[self.slot[gi][1]] = self.params[gi][lab]
+
+    def loss(self) -> float:
+        self.trials += 1
+        return _loss(self.runner, self.reference, self.feeds, self.values)
+
+    def start(self) -> str:
+        """Every group on the best single method (ties: the earlier candidate)."""
+        labels = [lab for lab, _, _ in CANDIDATES]
+        for lab in labels:
+            for gi in range(len(self.params)):
+                self.assign(gi, lab)
+            self.uniform[lab] = self.loss()
+        start = min(labels, key=lambda lab: (self.uniform[lab], labels.index(lab)))
+        for gi in range(len(self.params)):
+            self.assign(gi, start)
+        self.best, self.choices = self.uniform[start], [start] * len(self.params)
+        return start
+
+    def refine(self, local: "_Local") -> None:
+        """Group by group in topological order: the candidate the group's readers like best
+        (local error) replaces the current one where the whole model's error drops."""
+        for gi, cands in enumerate(self.params):
+            if self.slot[gi] is None:
+                continue
+            distinct: dict[str, tuple] = {}
+            for lab, (s, z) in cands.items():
+                if not any(_same(s, z, *q) for q in distinct.values()):
+                    distinct[lab] = (s, z)
+            if len(distinct) < 2:
+                continue
+            scored = {}
+            for lab in distinct:
+                self.assign(gi, lab)
+                scored[lab] = local.score(gi, self.values)
+            self.assign(gi, self.choices[gi])
+            if any(v is None for v in scored.values()):
+                continue
+            pick = min(scored, key=lambda lab: scored[lab])
+            if _same(*cands[pick], *cands[self.choices[gi]]):
+                continue
+            self.assign(gi, pick)
+            err = self.loss()
+            if err < self.best:
+                self.best, self.choices[gi] = err, pick
+            else:
+                self.assign(gi, self.choices[gi])
+
+
+def _param(p) -> tuple[np.ndarray, np.ndarray]:
+    return np.asarray(p.scale, np.float32), np.asarray(p.zero_point).astype(p.dtype)
+
+
+def _same(s1, z1, s2, z2) -> bool:
+    return _close(s1, s2) and np.array_equal(z1, z2)
+
+
+def _close(a, b) -> bool:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return a.shape == b.shape and bool(np.all(np.abs(a - b) <= SAME_SCALE * np.maximum(np.abs(a), np.abs(b))))
+
+
+def _trial_model(graph: Graph, ctx: PassContext, observers: dict, unify: bool, wide_headroom: float):
+    """The QDQ model with every activation group's scale and zero point as graph inputs, and
+    the map activation -> (scale input, zero-point input)."""
+    g = copy.deepcopy(graph)
+    analyses = AnalysisStore()
+    analyses.results = {"observers": observers}
+    analyses.established = {"quant_specs", "observers"}
+    tctx = dataclasses.replace(ctx, analyses=analyses)
+    for p in (PropagateRanges(unify=unify, wide_headroom=wide_headroom), InsertQDQ(output_dequant=True)):
+        g = p.run(g, tctx).graph
+    names = analyses["qdq_param_names"]
+    for s, z in set(names.values()):
+        for n in (s, z):
+            v = g.value(n)
+            v.const = None
+            g.add_input(n, v.elem_type, v.shape)
+    return g, export_model(g, constants_as_initializers=True).SerializeToString(), names
+
+
+def _float_runner(graph: Graph):
+    from ptqc.runtime.ort import OrtRunner
+
+    runner = OrtRunner(export_model(graph, constants_as_initializers=True).SerializeToString())
+    return lambda feeds: list(runner.run(feeds).values())
+
+
+def _runners(graph: Graph, trial: bytes, feeds: list[dict]):
+    """The trial session, the scoring feeds (stacked into one batch where the model gives the
+    same outputs that way: one run per trial instead of one per batch) and their float outputs."""
+    from ptqc.runtime.ort import OrtRunner
+
+    float_run = _float_runner(graph)
+    reference = [[np.asarray(y, np.float64) for y in float_run(f)] for f in feeds]
+    stacked = _stacked(feeds)
+    if stacked is not None:
+        try:
+            together = [np.asarray(y, np.float64) for y in float_run(stacked)]
+        except Exception:  # noqa: BLE001 - a model that refuses a larger batch is scored batch by batch
+            together = None
+        parts = [np.concatenate(ys) if all(y.ndim for y in ys) else None for ys in zip(*reference)]
+        if together is not None and all(p is not None and p.shape == t.shape and np.allclose(p, t, rtol=1e-3, atol=1e-5)
+                                        for p, t in zip(parts, together)):
+            feeds, reference = [stacked], [together]
+    return OrtRunner(trial, list(graph.outputs)), feeds, reference
+
+
+def _stacked(feeds: list[dict]) -> dict | None:
+    """The batches concatenated along axis 0, or None where their shapes differ elsewhere."""
+    if len(feeds) < 2 or any(f.keys() != feeds[0].keys() for f in feeds):
+        return None
+    out = {}
+    for k in feeds[0]:
+        arrays = [np.asarray(f[k]) for f in feeds]
+        if any(a.ndim == 0 or a.shape[1:] != arrays[0].shape[1:] or a.dtype != arrays[0].dtype for a in arrays):
+            return None
+        out[k] = np.concatenate(arrays)
+    return out
+
+
+def _loss(runner, reference: list[list[np.ndarray]], feeds: list[dict], values: dict) -> float:
+    """Mean over samples (rows of axis 0) and outputs of ||y - y_float||² / ||y_float||²: each
+    sample weighs the same, whatever its outputs' magnitude."""
+    total, count = 0.0, 0
+    for f, ref in zip(feeds, reference):
+        got = runner.run({**f, **values})
+        for r, y in zip(ref, got.values()):
+            r2 = r.reshape(len(r), -1) if r.ndim else r.reshape(1, 1)
+            d = np.asarray(y, np.float64).reshape(r2.shape) - r2
+            total += float(np.sum(np.einsum("ij,ij->i", d, d) / np.maximum(np.einsum("ij,ij->i", r2, r2), 1e-30)))
+            count += len(r2)
+    return total / max(count, 1)
+
+
+class _Local:
+    """Each group scored where it is read: at its readers' outputs, computed by a model of just
+    those nodes (the group's Q/DQ and pass-through ops, its readers, their weight DQs) from
+    the values one run of the whole trial model gave, against the float model's values."""
+
+    def __init__(self, trial_graph: Graph, trial: bytes, float_graph: Graph, names: dict, groups: list,
+                 feeds: list[dict], values: dict):
+        import onnx
+
+        from ptqc.runtime.ort import OrtRunner
+
+        self.g, self.names = trial_graph, names
+        plans = [self._plan(members) for _, members in groups]
+        params = {x for pair in names.values() for x in pair}
+        wanted = sorted({x for p in plans if p for x in p[0]} - params - set(feeds[0]))
+        renamed = {self.g.producer(self.g.producer(o).inputs[0]).inputs[0]: o for o in self.g.outputs
+                   if self.g.producer(o) is not None and self.g.producer(o).op_type == "DequantizeLinear"}
+        targets = sorted({renamed.get(y, y) for p in plans if p for y in p[2]})
+        model = onnx.load_from_string(trial)
+        run = OrtRunner(_typed_outputs(model, wanted, trial_graph), wanted) if wanted else None
+        self.stored = [{**f, **values, **(run.run({**f, **values}) if run else {})} for f in feeds]
+        fmodel = export_model(float_graph, constants_as_initializers=True)
+        fr = OrtRunner(_typed_outputs(fmodel, targets, float_graph), targets)
+        self.reference = [{k: (np.ascontiguousarray(v, np.float32).ravel(), max(_sq(v), 1e-30))
+                           for k, v in fr.run(f).items()} for f in feeds]
+        self.models = [None if p is None else
+                       (OrtRunner(_submodel(model, p[0], p[1], self.stored[0], trial_graph), list(p[1])), p[0],
+                        [renamed.get(y, y) for y in p[2]]) for p in plans]
+
+    def _plan(self, members: list[str]):
+        """(boundary inputs, outputs, the float model's names for them) of one group's local
+        model, or None."""
+        g = self.g
+        own = [m for m in members if m in self.names]
+        dqs = {}
+        for m in own:
+            q = next((n for n in g.consumer_nodes(m) if n.op_type == "QuantizeLinear"), None)
+            dq = q and next((n for n in g.consumer_nodes(q.outputs[0]) if n.op_type == "DequantizeLinear"), None)
+            if dq is None:
+                return None
+            dqs[m] = dq.outputs[0]
+        inner = set(dqs.values())  # values the local model computes from the group itself
+        boundary, outputs = set(), []
+        for m in own:
+            prod = g.producer(m)
+            if prod is None or not all(g.value(x).const is not None or x in inner for x in prod.inputs if x):
+                boundary.add(m)
+            readers = [n for n in g.consumer_nodes(dqs[m]) if not (set(n.outputs) & set(own))]
+            if not readers or dqs[m] in g.outputs:
+                outputs.append((dqs[m], m))
+            for n in readers:
+                outputs += [(o, o) for o in n.outputs if o]
+                for x in n.inputs:
+                    p = x and g.producer(x)
+                    weight = p and p.op_type == "DequantizeLinear" and g.value(p.inputs[0]).const is not None
+                    if x and x not in inner and not weight and g.value(x).const is None:
+                        boundary.add(x)
+        for s, z in {self.names[m] for m in own}:
+            boundary |= {s, z}
+        outputs = list(dict.fromkeys(outputs))
+        return tuple(sorted(boundary)), tuple(o for o, _ in outputs), tuple(f for _, f in outputs)
+
+    def score(self, gi: int, values: dict) -> float | None:
+        """Relative squared error at the group's readers with ``values`` for the scales."""
+        entry = self.models[gi]
+        if entry is None:
+            return None
+        runner, inputs, refs = entry
+        total, count = 0.0, 0
+        for stored, ref in zip(self.stored, self.reference):
+            got = runner.run({x: values[x] if x in values else stored[x] for x in inputs})
+            for y, r in zip(got.values(), refs):
+                r, norm = ref[r]
+                total += _sq(np.asarray(y, np.float32).ravel() - r) / norm
+                count += 1
+        return total / max(count, 1)
+
+
+def _sq(x) -> float:
+    x = np.asarray(x, np.float32).ravel()
+    return float(np.dot(x, x))
+
+
+def _submodel(model, inputs: tuple[str, ...], outputs: tuple[str, ...], example: dict, graph: Graph) -> bytes:
+    """The nodes of ``model`` that compute ``outputs`` from ``inputs`` (typed like ``example``'s
+    arrays) and its initializers, as a model of its own."""
+    import onnx
+
+    producer = {o: n for n in model.graph.node for o in n.output}
+    stop, seen, order, stack = set(inputs), set(), [], list(outputs)
+    while stack:
+        x = stack.pop()
+        n = producer.get(x)
+        if x in stop or n is None or id(n) in seen:
+            continue
+        seen.add(id(n))
+        stack += [i for i in n.input if i]
+    nodes = [n for n in model.graph.node if id(n) in seen]  # the model's order is topological
+    used = {i for n in nodes for i in n.input}
+    graph = onnx.helper.make_graph(
+        nodes, "local", [onnx.helper.make_tensor_value_info(
+            x, onnx.helper.np_dtype_to_tensor_dtype(np.asarray(example[x]).dtype), None) for x in inputs],
+        [onnx.helper.make_tensor_value_info(y, graph.value(y).elem_type or onnx.TensorProto.FLOAT, None)
+         for y in outputs],
+        [t for t in model.graph.initializer if t.name in used])
+    return onnx.helper.make_model(graph, opset_imports=model.opset_import,
+                                  ir_version=model.ir_version).SerializeToString()
+
+
+def _typed_outputs(model, names: list[str], graph: Graph) -> bytes:
+    """``model`` with ``names`` added to its outputs, each typed as ``graph`` has it."""
+    import onnx
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    have = {o.name for o in m.graph.output}
+    m.graph.output.extend(onnx.helper.make_tensor_value_info(n, graph.value(n).elem_type or onnx.TensorProto.FLOAT,
+                                                             None) for n in names if n not in have)
+    return m.SerializeToString()
