@@ -268,7 +268,11 @@ def quantize(model: str | Path | onnx.ModelProto, output: str | Path | None = No
     elif config.target_cosine is not None or hawq:  # one histogram serves the search over assignments
         observe = observe_pipeline(scheme, method="kl", executor=executor, workers=workers, client=client,
                                    holdout=config.holdout, percent=config.percent)
-    prepared = copy.deepcopy(graph) if config.target_cosine is not None or hawq else None
+    searched = config.target_cosine is not None or hawq
+    # -qm auto with per-node bit-widths: the ranges are chosen once on the all-8-bit model, as
+    # the searches score them, so that the template a search writes reproduces its model
+    mixed_auto = "mix" in ctx.analyses.results and methods == (AUTO,)
+    prepared = copy.deepcopy(graph) if searched or mixed_auto else None
     specs = input_specs(graph)
     drive = make_drive(fn, fn_name, specs, config, {o: n.name for n in graph.nodes() for o in n.outputs if o})
     ctx = PassContext(config=config, target=family, data=drive, logger=logger, analyses=ctx.analyses)
@@ -287,8 +291,11 @@ def quantize(model: str | Path | onnx.ModelProto, output: str | Path | None = No
     vdrive = feeds_drive(validation) if validation else drive
     every = _metric_matters(fn_name, data) or not validation
     drives = Drives(drive, vdrive, drive if every else vdrive)
-    if config.target_cosine is not None or hawq:
+    if searched:  # then the ranges it scored are the ones written
         graph, scheme = _auto_mix(prepared, ctx, scheme, family, config, drive, vdrive, float_model, methods[0])
+    elif mixed_auto:
+        ctx.analyses["observers"] = _chosen_observers(prepared, ctx, dataclasses.replace(scheme, node_bits=(),
+                                                                                         node_modes=()))
     snapshots = ctx.analyses.get("observer_snapshots") or {iterations[-1]: ctx.analyses.get("observers") or {}}
     seconds = {"prepare": t1 - t0, "calibrate": time.perf_counter() - t1}
     input_dtypes = input_dtypes_of(config, [s.name for s in specs])
@@ -308,7 +315,7 @@ def quantize(model: str | Path | onnx.ModelProto, output: str | Path | None = No
         first = len(prepare) + len(observe) + 1
         folder = steps if len(runs) == 1 else steps / label
         g = PassManager(materialize_pipeline(scheme, output_dequant=config.output_dequant, input_dtypes=input_dtypes,
-                                             choose=method == AUTO),
+                                             choose=method == AUTO and not (searched or mixed_auto)),
                         instruments + dump(first, folder)).run(g, mctx).graph
         report = _finish(g, float_model, mctx, drives, method, config, evaluate,
                          _method_path(output, label, len(runs) > 1), external_data, data,
