@@ -1,6 +1,7 @@
 """ptqc.passes: one module per pass.  Each pass runs alone on any graph:
 ``FuseBatchNorm().run(graph, PassContext())``."""
 from ptqc.passes.assign_quant_specs import AssignQuantSpecs
+from ptqc.passes.adaround import AdaRound
 from ptqc.passes.calibrate import Calibrate
 from ptqc.passes.choose_ranges import ChooseRanges
 from ptqc.passes.equalize_cross_layer import EqualizeCrossLayer
@@ -22,6 +23,6 @@ from ptqc.passes.propagate_ranges import PropagateRanges
 from ptqc.passes.remove_identity import RemoveIdentity
 from ptqc.passes.upgrade_opset import UpgradeOpset
 
-__all__ = ["AssignQuantSpecs", "Calibrate", "ChooseRanges", "CropOutputs", "EliminateDeadCode", "EqualizeCrossLayer", "FoldAffineIntoConv", "FoldConstants", "FuseBatchNorm",
+__all__ = ["AdaRound", "AssignQuantSpecs", "Calibrate", "ChooseRanges", "CropOutputs", "EliminateDeadCode", "EqualizeCrossLayer", "FoldAffineIntoConv", "FoldConstants", "FuseBatchNorm",
            "FuseBiasAdd", "FuseConvScale", "FuseHardSwish", "FuseLayerNorm", "InferShapes", "InsertNormalization", "InsertQDQ", "LiftConstantNodes",
            "MarkActivationFusion", "PropagateRanges", "RemoveIdentity", "UpgradeOpset"]

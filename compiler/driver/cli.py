@@ -33,7 +33,7 @@ BUILT_FLAGS = {
                                 "dask_scheduler", "quant_scheme", "export_quant_scheme", "config_file",
                                 "per_channel", "skip_quant_nodes", "debug_info_save_path", "generate_template",
                                 "mix_config", "auto_mix_strategy", "auto_mix_ratio", "target_cosine", "bias_correction",
-                                "cross_layer_equalization", "validation_split", "validation_data",
+                                "cross_layer_equalization", "adaround", "validation_split", "validation_data",
                                 "quantize_input_dtype", "output_dequant", "mean", "std",
                                 "output_name", "unify_input_scale", "generate_scale_json", "load_scale_json",
                                 "dump_ir", "debug", "dump", "lut_len"} | _IMAGES,
@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
       help="fold each Conv/Gemm's output-mean shift, measured on the calibration data, into its int32 bias")
     a("--cle", "--cross-layer-equalization", dest="cross_layer_equalization", action="store_true", default=None,
       help="cross-layer equalization of Conv -> (Relu/PRelu/pool) -> Conv pairs before calibration")
+    a("--adaround", action=argparse.BooleanOptionalAction, default=None,
+      help="learn each Conv/Gemm/MatMul weight's rounding by output reconstruction on the calibration data "
+           "(default on; kept only where the held-out cosine does not drop)")
     a("-vs", "--validation-split", type=float,
       help="share of the data batches held out to score every choice and the result (default 0.25, 0 = none)")
     a("-vd", "--validation-data", help="a separate validation folder (instead of -vs)")

@@ -62,6 +62,7 @@ class QuantConfig:
     target_cosine: float | None = None  # search the fewest 16-bit nodes reaching this output cosine
     bias_correction: bool = False  # fold each Conv/Gemm's measured output-mean shift into its int32 bias
     cross_layer_equalization: bool = False  # --cle: rescale channels between Conv pairs (float unchanged)
+    adaround: bool = True  # learn each weight's rounding by layer output reconstruction (--no-adaround: nearest)
     validation_split: float = 0.25  # share of the batches held out to score decisions and the result
     validation_data: Path | None = None  # a separate validation folder instead of the split
     dump: bool = False

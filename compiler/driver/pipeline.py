@@ -6,7 +6,7 @@ from typing import Callable
 import numpy as np
 
 from ptqc.pass_manager import Pass
-from ptqc.passes import (AssignQuantSpecs, Calibrate, CropOutputs, EliminateDeadCode, EqualizeCrossLayer,
+from ptqc.passes import (AdaRound, AssignQuantSpecs, Calibrate, CropOutputs, EliminateDeadCode, EqualizeCrossLayer,
                          FoldAffineIntoConv,
                          FoldConstants, FuseBatchNorm, FuseBiasAdd, FuseConvScale, FuseHardSwish, FuseLayerNorm,
                          InferShapes, InsertNormalization, InsertQDQ, LiftConstantNodes, MarkActivationFusion,
@@ -49,11 +49,15 @@ def observe_pipeline(scheme: QuantScheme, *, method: str = "min_max", calibrate:
 
 
 def materialize_pipeline(scheme: QuantScheme, *, output_dequant: bool = True,
-                         input_dtypes: dict[str, np.dtype] | None = None, choose: bool = False) -> list[Pass]:
+                         input_dtypes: dict[str, np.dtype] | None = None, choose: bool = False,
+                         adaround: bool = False, holdout: int = 0, batches: int | None = None) -> list[Pass]:
     """With ``choose`` (-qm auto) each group's range method picked by measured output error;
+    with ``adaround`` each weight's rounding learned on the calibration batches;
     one union-find over all sharing, then Q/DQ.  Runs once per method when one calibration
     serves several (-qm all)."""
     return [*([ChooseRanges(unify=scheme.unify_concat, wide_headroom=scheme.wide_headroom)] if choose else []),
+            *([AdaRound(holdout=holdout, max_holdout=MAX_VALIDATION, unify=scheme.unify_concat,
+                        wide_headroom=scheme.wide_headroom, max_batches=batches)] if adaround else []),
             PropagateRanges(unify=scheme.unify_concat, wide_headroom=scheme.wide_headroom),
             InsertQDQ(output_dequant=output_dequant, input_dtypes=input_dtypes)]
 

@@ -315,7 +315,9 @@ def quantize(model: str | Path | onnx.ModelProto, output: str | Path | None = No
         first = len(prepare) + len(observe) + 1
         folder = steps if len(runs) == 1 else steps / label
         g = PassManager(materialize_pipeline(scheme, output_dequant=config.output_dequant, input_dtypes=input_dtypes,
-                                             choose=method == AUTO and not (searched or mixed_auto)),
+                                             choose=method == AUTO and not (searched or mixed_auto),
+                                             adaround=config.adaround, holdout=config.holdout,
+                                             batches=iteration if iteration != iterations[-1] else None),
                         instruments + dump(first, folder)).run(g, mctx).graph
         report = _finish(g, float_model, mctx, drives, method, config, evaluate,
                          _method_path(output, label, len(runs) > 1), external_data, data,

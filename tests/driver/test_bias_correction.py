@@ -58,7 +58,8 @@ def test_the_flag_corrects_the_written_model(tmp_path, ppocr):
     feeds = [models.ppocr_sample_inputs("rec", seed=s) for s in range(4)]
 
     def run(out, **kw):
-        cfg = QuantConfig(chip="TX5368AV200", quant_mode=("mse",), output_dequant=True, validation_split=0, **kw)
+        cfg = QuantConfig(chip="TX5368AV200", quant_mode=("mse",), output_dequant=True, validation_split=0,
+                          adaround=False, **kw)
         return quantize(ppocr["rec"], tmp_path / out, list_reader(feeds), cfg)
 
     plain, fixed, again = run("a.onnx"), run("b.onnx", bias_correction=True), run("c.onnx", bias_correction=True)
@@ -79,7 +80,8 @@ def test_a_correction_that_lowers_the_output_cosine_is_not_applied(ppocr, caplog
 
     feeds = [models.ppocr_sample_inputs("det", seed=s) for s in range(4)]
     report = quantize(ppocr["det"], None, list_reader(feeds),
-                      QuantConfig(chip="TX5368AV200", quant_mode=("kl",), output_dequant=True), evaluate=False)
+                      QuantConfig(chip="TX5368AV200", quant_mode=("kl",), output_dequant=True, adaround=False),
+                      evaluate=False)
 
     def drive(run):
         for f in feeds:
@@ -99,7 +101,7 @@ def test_the_guard_scores_on_the_held_out_batches(tmp_path, ppocr, caplog):
     import models
 
     feeds = [models.ppocr_sample_inputs("rec", seed=s) for s in range(4)]
-    cfg = dict(chip="TX5368AV200", quant_mode=("mse",), output_dequant=True)
+    cfg = dict(chip="TX5368AV200", quant_mode=("mse",), output_dequant=True, adaround=False)
     plain = quantize(ppocr["rec"], tmp_path / "a.onnx", list_reader(feeds), QuantConfig(**cfg))
     with caplog.at_level("WARNING", logger="ptqc"):
         kept = quantize(ppocr["rec"], tmp_path / "b.onnx", list_reader(feeds), QuantConfig(bias_correction=True, **cfg))
