@@ -255,7 +255,8 @@ def _layer(graph: Graph, node: Node) -> _Layer | None:
             or np.dtype(spec.dtype).kind != "i" or not spec.symmetric:
         return None
     if node.op_type == "Conv":
-        if node.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET") or w.ndim < 3 or spec.axis not in (0, None):
+        if node.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET") or w.ndim < 3 \
+                or spec.axis not in (0, None):
             return None
         layer = _Layer(node, w, spec, int(node.attrs.get("group", 1)), "conv")
     elif w.ndim != 2 or (node.op_type == "Gemm" and node.attrs.get("transA", 0)):

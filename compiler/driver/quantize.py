@@ -35,13 +35,13 @@ from ptqc.passes.assign_quant_specs import check_weights, node_key
 from ptqc.passes.calibrate import held_out, observed_values
 from ptqc.passes.calibration import OBSERVERS
 from ptqc.passes.choose_ranges import AUTO
-
-RANGE_METHODS = (AUTO, *OBSERVERS)  # -qm: auto chooses among the observers' methods per tensor
 from ptqc.quant import QuantParam, QuantScheme
 from ptqc.runtime.ort import OrtRunner
 from ptqc.driver.simulate import is_qdq, simulator_for
 from ptqc.targets.base import Target
 from ptqc.targets.families import chip_names, family_of
+
+RANGE_METHODS = (AUTO, *OBSERVERS)  # -qm: auto chooses among the observers' methods per tensor
 
 log = logging.getLogger("ptqc")
 
@@ -440,7 +440,8 @@ def calibrate(model: str | Path | onnx.ModelProto, data: Any = None, config: Qua
     fn, fn_name = infer_function_of(data, config)
     graph = import_model(model)
     ctx = PassContext(config=config, target=family, logger=logger or log)
-    graph = PassManager(prepare_pipeline(config.output_name, config.mean, config.std, config.cross_layer_equalization)).run(graph, ctx).graph
+    prepare = prepare_pipeline(config.output_name, config.mean, config.std, config.cross_layer_equalization)
+    graph = PassManager(prepare).run(graph, ctx).graph
     drive = make_drive(fn, fn_name, input_specs(graph), config)
     ctx = dataclasses.replace(ctx, data=drive)
     PassManager(observe_pipeline(scheme, method=method, executor=executor, percent=config.percent)).run(graph, ctx)
@@ -463,8 +464,8 @@ def validation_of(ctx: PassContext, config: QuantConfig, drive: Callable, float_
         if not folder.is_dir():
             raise ConfigError(f"-vd/--validation-data {folder}: no such folder")
         fn, name = infer_function_of(folder, config)
-        feeds = collect_feeds(make_drive(fn, name, specs, config), _float_run(float_model),
-                              lambda i: i < MAX_VALIDATION)
+        run = (lambda f: []) if name in SHARDABLE else _float_run(float_model)  # noqa: E731 - built-ins ignore it
+        feeds = collect_feeds(make_drive(fn, name, specs, config), run, lambda i: i < MAX_VALIDATION)
         if not feeds:
             raise ConfigError(f"-vd/--validation-data {folder}: the folder gave no batch")
         return feeds, f"{len(feeds)} batches of -vd {folder}"

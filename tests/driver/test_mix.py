@@ -118,7 +118,8 @@ def test_target_cosine_finds_a_small_16_bit_set_that_reaches_it(tmp_path, digits
             executor.forward(f["input"])
         return 1.0
 
-    cfg = QuantConfig(chip="TX5368AV200", quant_mode=("kl",), target_cosine=0.999, generate_template=True, output_dequant=True)
+    cfg = QuantConfig(chip="TX5368AV200", quant_mode=("kl",), target_cosine=0.999, generate_template=True,
+                      output_dequant=True)
     report = quantize(digits.model, tmp_path / "d_quantize.onnx", feed, cfg)
     table = json.loads(report.template.read_text())
     high = [k for k, v in table.items() if v["bitwidth"] == 16]
@@ -127,7 +128,8 @@ def test_target_cosine_finds_a_small_16_bit_set_that_reaches_it(tmp_path, digits
     plain = quantize(digits.model, None, feed, QuantConfig(chip="TX5368AV200", quant_mode=("kl",), output_dequant=True))
     assert plain.cosine["logits"][0] < 0.999  # the search had something to do
     again = quantize(digits.model, tmp_path / "again_quantize.onnx", feed,
-                     QuantConfig(chip="TX5368AV200", quant_mode=("kl",), mix_config=report.template, output_dequant=True))
+                     QuantConfig(chip="TX5368AV200", quant_mode=("kl",), mix_config=report.template,
+                                 output_dequant=True))
     assert again.model.SerializeToString() == report.model.SerializeToString()  # the template it wrote is the model
 
 

@@ -60,7 +60,8 @@ def test_float_outputs_stay_and_both_sides_share_each_channel_range():
     # this model's channel ranges span e^4 and its sums cancel: float32 itself is 1e-5 off the
     # exact function here, so the equalized model must be as close to exact as the original
     exact = _exact(model, feeds)
-    assert relative_error(exact, ort_outputs(after, feeds)[0]) <= 2 * relative_error(exact, ort_outputs(model, feeds)[0])
+    original = relative_error(exact, ort_outputs(model, feeds)[0])
+    assert relative_error(exact, ort_outputs(after, feeds)[0]) <= 2 * original
     convs = {n.outputs[0]: n for n in graph.nodes() if n.op_type == "Conv"}
     w1, w2, w3, w4, w5 = (convs[c].inputs[1] for c in ("c1", "c2", "c3", "c4", "y"))
     # c1 -> (Relu, MaxPool) -> depthwise c2: channel c of w1 and w2[c] share their range

@@ -32,7 +32,8 @@ def zoo(request, tmp_path_factory):
     """(chip, ptqc's QDQ op-zoo model for it, its program, the lowering)."""
     chip, bits = request.param
     path = tmp_path_factory.mktemp("zoo") / "zoo_quantize.onnx"
-    quantize(builders.op_zoo_model(), path, data=list_reader(_feeds()), config=QuantConfig(chip=chip, bit_width=bits, validation_split=0))
+    quantize(builders.op_zoo_model(), path, data=list_reader(_feeds()),
+             config=QuantConfig(chip=chip, bit_width=bits, validation_split=0))
     lowering = Lowering(import_model(path), family_of(chip))
     return chip, onnx.load(str(path)), lowering.run(), lowering
 
