@@ -9,8 +9,8 @@ with weight rows ``w`` (one per output channel, per group), scale ``s`` and inpu
     E(h) = sum_x ||(s * (floor(w / s) + h) - w) . x||² = tr(D H D^T),   H = sum_x x x^T
 
 with ``h`` in {0, 1} per weight.  ``H`` is gathered once (streaming: one d x d sum per
-layer and group, whatever the number of batches).  As in the paper, ``h`` is relaxed to a
-rectified sigmoid ``h(V)`` and ``E / N + lambda * sum(1 - |2h - 1|^beta)`` minimized by Adam,
+layer and group) over the first ``HESSIAN_BATCHES`` calibration batches.  As in the paper,
+``h`` is relaxed to a rectified sigmoid ``h(V)`` and ``E / N + lambda * sum(1 - |2h - 1|^beta)`` minimized by Adam,
 ``beta`` annealed 20 -> 2 after a warm-up so that every ``h`` ends at 0 or 1.  A layer keeps
 the learned rounding only where it reconstructs better than round-to-nearest (``E`` on the
 same data), and each row's largest weight keeps its nearest rounding so that the scale
@@ -35,6 +35,7 @@ from ptqc.quant import qparam_from_range
 
 ZETA, GAMMA = 1.1, -0.1  # the rectified sigmoid's stretch
 MAX_RANK = 512
+HESSIAN_BATCHES = 32  # H from the first 32 calibration batches: each gives many patch rows, and time stays bounded
 MAX_D = 8192  # larger layers keep round-to-nearest (H would not fit a sane memory budget)
 
 
@@ -117,12 +118,12 @@ class AdaRound(Pass):
             seen[0] += 1
             fit = not held_out(seen[0] - 1, self.holdout, self.max_holdout)
             used[0] += fit
-            if fit and (self.max_batches is None or used[0] <= self.max_batches):
+            if fit and used[0] <= min(self.max_batches or HESSIAN_BATCHES, HESSIAN_BATCHES):
                 for i, t in enumerate(layers):
                     x = feeds[t.node.inputs[0]] if t.node.inputs[0] in feeds else got[t.node.inputs[0]]
-                    cols = t.columns(np.asarray(x, np.float64))  # (groups, rows, d)
+                    cols = np.ascontiguousarray(t.columns(np.asarray(x, np.float32)))  # (groups, rows, d)
                     h, n = acc[i]
-                    acc[i] = (h + np.einsum("grd,gre->gde", cols, cols), n + cols.shape[1])
+                    acc[i] = (h + np.matmul(cols.transpose(0, 2, 1), cols), n + cols.shape[1])  # BLAS, float32
             return [got[o] for o in graph.outputs]
         ctx.data(run)
         return acc
