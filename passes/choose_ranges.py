@@ -63,7 +63,7 @@ class ChooseRanges(Pass):
         groups = [(root, members) for root, members in share_groups(graph, self.unify).items()
                   if graph.value(root).const is None
                   and all(hasattr(observers.get(m), "with_method") for m in members if m in observers)
-                  and any(m in observers for m in members)]
+                  and any(m in observers for m in members) and not _empty(observers, members)]
         options = {lab: [self._variant(observers, members, method, opts) for _, members in groups]
                    for lab, method, opts in CANDIDATES}
         feeds = self._feeds(graph, ctx)
@@ -197,13 +197,20 @@ def _trial_model(graph: Graph, ctx: PassContext, observers: dict, unify: bool, w
     tctx = dataclasses.replace(ctx, analyses=analyses)
     for p in (PropagateRanges(unify=unify, wide_headroom=wide_headroom), InsertQDQ(output_dequant=True)):
         g = p.run(g, tctx).graph
-    names = analyses["qdq_param_names"]
+    names = {a: sz for a, sz in analyses["qdq_param_names"].items()
+             if not _empty(observers, [a])}
     for s, z in set(names.values()):
         for n in (s, z):
             v = g.value(n)
             v.const = None
             g.add_input(n, v.elem_type, v.shape)
     return g, export_model(g, constants_as_initializers=True).SerializeToString(), names
+
+
+def _empty(observers: dict, members: list[str]) -> bool:
+    """Observed, but empty on every batch: nothing to choose, and its scale stays a constant
+    (onnxruntime 1.2x crashes on Q/DQ of an empty tensor whose scale is a graph input)."""
+    return all(getattr(observers.get(m), "min", 0) is None for m in members)
 
 
 def _float_runner(graph: Graph):

@@ -106,6 +106,10 @@ def group_param(graph: Graph, members: list[str], spec: PlainSpec, observers: di
             continue
         lo = r[0] if lo is None else np.minimum(lo, r[0])
         hi = r[1] if hi is None else np.maximum(hi, r[1])
+    if lo is None and observers and all(m in observers for m in members):
+        # observed on every batch but always empty (a ConstantOfShape of a zero-length shape):
+        # any scale serves, so the zero range's default one is used
+        lo = hi = np.float32(0.0)
     if lo is None:
         raise PtqcError(f"tensor {members[0]!r} has no observed range: run calibration (or load a scale JSON) first")
     method = "weight" if graph.value(members[0]).const is not None else next(

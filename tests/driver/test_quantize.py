@@ -203,3 +203,25 @@ def test_several_methods_and_iterations_come_from_one_run_and_equal_single_runs(
                           evaluate=False)
         written = (tmp_path / f"d_{method}_i{i}_quantize.onnx").read_bytes()
         assert written == single.model.SerializeToString(), (method, i)
+
+
+def test_a_tensor_empty_on_every_batch_gets_a_range_and_the_default_run_completes():
+    """A ConstantOfShape of a zero-length shape (brainmaze's spindle U-Net pads its output so):
+    the tensor is observed but never holds a value; it must neither stop the run ("no observed
+    range") nor enter -qm auto's trial model with its scale as an input (onnxruntime crashes)."""
+    from onnx import TensorProto, helper
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["y"]), helper.make_node("Relu", ["y"], ["r"]),
+             helper.make_node("Shape", ["x"], ["s"], start=0, end=1),
+             helper.make_node("Concat", ["s", "zero", "eight"], ["shape"], axis=0),
+             helper.make_node("ConstantOfShape", ["shape"], ["pad"],
+                              value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0])),
+             helper.make_node("Mul", ["pad", "two"], ["pad2"]),
+             helper.make_node("Concat", ["r", "pad2"], ["out"], axis=1)]
+    model = builders.make_model(nodes, [("x", np.float32, ["n", 5, 8])], [("out", np.float32, None)],
+                                {"w": rng.normal(size=(8, 8)).astype(np.float32), "zero": np.array([0], np.int64),
+                                 "eight": np.array([8], np.int64), "two": np.array(2.0, np.float32)}, opset=17)
+    feeds = [{"x": rng.normal(size=(1, 5, 8)).astype(np.float32)} for _ in range(12)]
+    report = quantize(model, None, list_reader(feeds), QuantConfig())
+    assert models.ort_run(report.model, feeds[0])[0].shape == (1, 5, 8)
+    assert min(lo for lo, _ in report.cosine.values()) > 0.99, report.cosine
