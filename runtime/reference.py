@@ -647,6 +647,151 @@ def _einsum(i, a, c):
     return np.einsum(_s(a["equation"]), *i)
 
 
+# ----------------------------------------------------------------- recurrent (RNN, GRU, LSTM)
+
+# name (lower case) -> (how many of activation_alpha / activation_beta it consumes, function).
+_RNN_ACTS: dict[str, tuple[int, Callable]] = {
+    "relu": (0, lambda x, al, be: np.maximum(x, 0)),
+    "tanh": (0, lambda x, al, be: np.tanh(x)),
+    "sigmoid": (0, lambda x, al, be: 0.5 * (np.tanh(0.5 * x) + 1)),
+    "affine": (2, lambda x, al, be: al * x + be),
+    "leakyrelu": (1, lambda x, al, be: np.where(x >= 0, x, al * x)),
+    "thresholdedrelu": (1, lambda x, al, be: np.where(x > al, x, 0)),
+    "scaledtanh": (2, lambda x, al, be: al * np.tanh(be * x)),
+    "hardsigmoid": (2, lambda x, al, be: np.clip(al * x + be, 0, 1)),
+    "elu": (1, lambda x, al, be: np.where(x >= 0, x, al * np.expm1(x))),
+    "softsign": (0, lambda x, al, be: x / (1 + np.abs(x))),
+    "softplus": (0, lambda x, al, be: np.logaddexp(0, x)),
+}
+# Defaults of an omitted alpha/beta, as onnxruntime (0 for the others, e.g. ThresholdedRelu).
+_RNN_ACT_DEFAULTS = {"leakyrelu": (0.01, 0.0), "hardsigmoid": (0.2, 0.5), "elu": (1.0, 0.0)}
+
+
+def _rnn_activations(a: dict, c: _Call, default: Sequence[str], dirs: int) -> list[list[Callable]]:
+    """Per direction, the activation functions (f, g, h...) with their alpha/beta bound.  The
+    alphas and betas are consumed in order by the functions that take them, as onnxruntime."""
+    n = len(default)
+    names = [_s(v) for v in a.get("activations") or list(default) * dirs]
+    if len(names) == 2 * n and dirs == 1:  # RNN's schema default ["Tanh", "Tanh"] on one direction
+        names = names[:n]
+    if len(names) != n * dirs:
+        raise ValueError(f"{len(names)} activations, expected {n * dirs}")
+    alphas, betas = iter(a.get("activation_alpha") or []), iter(a.get("activation_beta") or [])
+    fns = []
+    for name in names:
+        if name.lower() not in _RNN_ACTS:
+            raise c.unsupported(f"activation {name!r}")
+        n_params, fn = _RNN_ACTS[name.lower()]
+        da, db = _RNN_ACT_DEFAULTS.get(name.lower(), (0.0, 0.0))
+        al = float(next(alphas, da)) if n_params >= 1 else 0.0
+        be = float(next(betas, db)) if n_params == 2 else 0.0
+        fns.append(lambda x, fn=fn, al=al, be=be: fn(x, al, be))
+    return [fns[d * n:(d + 1) * n] for d in range(dirs)]
+
+
+def _recurrent(i: list, a: dict, c: _Call, n_gates: int, default_acts: Sequence[str], cell: Callable) -> list:
+    """The driver shared by RNN, GRU and LSTM: layout, directions, per-batch sequence_lens,
+    initial states and the Y / Y_h / Y_c outputs.  ``cell(d, r, rb, acts, clip)`` returns
+    ``step(xw_t, states) -> new states`` for direction ``d``, where ``xw_t`` is X_t*W^T + Wb and
+    ``states`` is [H] (RNN, GRU) or [H, C] (LSTM).  Computes in float32 (float64 stays float64)."""
+    direction = _s(a.get("direction", "forward"))
+    if direction not in ("forward", "reverse", "bidirectional"):
+        raise c.unsupported(f"direction {direction!r}")
+    layout = a.get("layout", 0) if c.opset >= 14 else 0
+    if layout not in (0, 1):
+        raise c.unsupported(f"layout {layout}")
+    if i[0].dtype.kind != "f":
+        raise c.unsupported(f"X of dtype {i[0].dtype} (float types only)")
+    dirs = 2 if direction == "bidirectional" else 1
+    ft = np.promote_types(i[0].dtype, np.float32)
+    x, w, r = (v.astype(ft) for v in i[:3])
+    n_states = 2 if c.op_type == "LSTM" else 1
+    init = [_opt(i, 5 + k) for k in range(n_states)]
+    if layout:  # batch-first X [batch, seq, input], initial states [batch, dirs, hidden]
+        x = x.swapaxes(0, 1)
+        init = [None if s is None else s.swapaxes(0, 1) for s in init]
+    seq, batch, hidden = x.shape[0], x.shape[1], r.shape[-1]
+    if a.get("hidden_size", hidden) != hidden:
+        raise ValueError(f"hidden_size {a['hidden_size']} but R has shape {r.shape}")
+    b = _opt(i, 3)
+    b = np.zeros((dirs, 2 * n_gates * hidden), ft) if b is None else b.astype(ft)
+    lens = _opt(i, 4)
+    lens = np.full(batch, seq, np.int64) if lens is None else lens.astype(np.int64).reshape(batch)
+    clip = a.get("clip")
+    clipf = (lambda v: v) if clip is None else (lambda v: np.clip(v, -clip, clip))
+    acts = _rnn_activations(a, c, default_acts, dirs)
+    t = np.arange(seq)[:, None]
+    valid = t < lens  # [seq, batch]
+    cols = np.arange(batch)
+    ys, finals = [], []
+    for d in range(dirs):
+        # time order per batch: reverse runs backwards within each sequence's own length
+        rev = direction == "reverse" or d == 1
+        order = np.where(valid, lens - 1 - t, t) if rev else np.broadcast_to(t, valid.shape)
+        xw = (x @ w[d].T + b[d, :n_gates * hidden])[order, cols]
+        step = cell(d, r[d], b[d, n_gates * hidden:], acts[d], clipf)
+        states = [np.zeros((batch, hidden), ft) if s is None else s[d].astype(ft) for s in init]
+        y = np.zeros((seq, batch, hidden), ft)
+        for k in range(seq):
+            new = step(xw[k], states)
+            m = valid[k][:, None]
+            states = [np.where(m, v, s) for v, s in zip(new, states)]
+            y[k] = np.where(m, new[0], 0)
+        ys.append(y[order, cols])  # the reversal within a length is its own inverse
+        finals.append([np.where((lens > 0)[:, None], s, 0) for s in states])  # length 0: zeros, as onnxruntime
+    outs = [np.stack(ys, 1)] + [np.stack([f[k] for f in finals]) for k in range(n_states)]
+    if layout:  # Y [batch, seq, dirs, hidden], Y_h / Y_c [batch, dirs, hidden]
+        outs = [outs[0].transpose(2, 0, 1, 3)] + [s.transpose(1, 0, 2) for s in outs[1:]]
+    return [o.astype(i[0].dtype) for o in outs][:c.n_outputs]
+
+
+@_op("RNN")
+def _rnn(i, a, c):
+    def cell(d, r, rb, acts, clip):
+        return lambda xw, s: [acts[0](clip(xw + s[0] @ r.T + rb))]
+    return _recurrent(i, a, c, 1, ("Tanh",), cell)
+
+
+@_op("GRU")
+def _gru(i, a, c):
+    lbr = a.get("linear_before_reset", 0)
+
+    def cell(d, r, rb, acts, clip):
+        f, g = acts
+        hs = r.shape[-1]
+        r_zr, r_h, rb_zr, rb_h = r[:2 * hs], r[2 * hs:], rb[:2 * hs], rb[2 * hs:]
+
+        def step(xw, s):
+            h = s[0]
+            xz, xr, xh = np.split(xw, 3, -1)
+            hz, hr = np.split(h @ r_zr.T + rb_zr, 2, -1)
+            z, rt = f(clip(xz + hz)), f(clip(xr + hr))
+            hh = g(clip(xh + rt * (h @ r_h.T + rb_h))) if lbr else g(clip(xh + (rt * h) @ r_h.T + rb_h))
+            return [(1 - z) * hh + z * h]
+        return step
+    return _recurrent(i, a, c, 3, ("Sigmoid", "Tanh"), cell)
+
+
+@_op("LSTM")
+def _lstm(i, a, c):
+    peep, input_forget = _opt(i, 7), a.get("input_forget", 0)
+
+    def cell(d, r, rb, acts, clip):
+        f, g, h_act = acts
+        p = np.zeros(3 * r.shape[-1], r.dtype) if peep is None else peep[d].astype(r.dtype)
+        p_i, p_o, p_f = np.split(p, 3)
+
+        def step(xw, s):
+            h, cs = s
+            gi, go, gf, gc = np.split(xw + h @ r.T + rb, 4, -1)
+            it = f(clip(gi + p_i * cs))
+            forget = 1 - it if input_forget else f(clip(gf + p_f * cs))
+            cn = forget * cs + it * g(clip(gc))
+            return [f(clip(go + p_o * cn)) * h_act(cn), cn]
+        return step
+    return _recurrent(i, a, c, 4, ("Sigmoid", "Tanh", "Tanh"), cell)
+
+
 # ------------------------------------------------------------------------- convolutions
 
 def _spatial_pads(in_sp: Sequence[int], k: Sequence[int], s: Sequence[int], d: Sequence[int],
