@@ -17,6 +17,7 @@ import onnx
 from ptqc.errors import PtqcError
 from ptqc.ir import Graph, Node
 from ptqc.pass_manager import Pass, PassContext, PassResult
+from ptqc.passes.masks import mask_tensors
 from ptqc.quant import DerivedSpec, PlainSpec, QuantScheme, SharedSpec
 
 FLOAT = onnx.TensorProto.FLOAT
@@ -69,6 +70,7 @@ class AssignQuantSpecs(Pass):
         quantized: set[int] = set()
         float_ops: dict[str, list[str]] = {}
         order = graph.topological_order()
+        self._fills, self._mask_arithmetic = mask_tensors(graph)
         for node in order:
             role = _role(graph, node)
             why = self._refusal(graph, node, role)
@@ -107,6 +109,10 @@ class AssignQuantSpecs(Pass):
         data = _data_inputs(graph, node, role)
         if not data or any(graph.value(x).elem_type != FLOAT for x in data):
             return "not float"
+        if any(x in self._fills for x in node.inputs) or any(x in self._fills for x in node.outputs):
+            return "an attention-mask fill passes through it (no range can hold it; see passes/masks.py)"
+        if any(x in self._mask_arithmetic for x in node.outputs):
+            return "it computes an attention mask's fill"
         return ""
 
     def _spec_node(self, graph: Graph, node: Node, role: OpRole, act: PlainSpec, quantized: set[int]) -> None:
