@@ -8,18 +8,20 @@ with weight rows ``w`` (one per output channel, per group), scale ``s`` and inpu
 
     E(h) = sum_x ||(s * (floor(w / s) + h) - w) . x||² = tr(D H D^T),   H = sum_x x x^T
 
-with ``h`` in {0, 1} per weight.  ``H`` is gathered once (streaming: one d x d sum per
-layer and group) over the first ``HESSIAN_BATCHES`` calibration batches.  As in the paper,
-``h`` is relaxed to a rectified sigmoid ``h(V)`` and ``E / N + lambda * sum(1 - |2h - 1|^beta)`` minimized by Adam,
-``beta`` annealed 20 -> 2 after a warm-up so that every ``h`` ends at 0 or 1.  A layer keeps
-the learned rounding only where it reconstructs better than round-to-nearest (``E`` on the
-same data), and each row's largest weight keeps its nearest rounding so that the scale
-(``max|w| / qmax``) does not move.  The float weights are replaced by ``s * q``: the Q/DQ that
-follows quantizes them to exactly ``q``.  Large ``d`` uses ``H``'s leading eigenvectors
-(99.99 % of its trace, at most ``MAX_RANK``).  The inputs are the float model's (symmetric
-reconstruction); batches the calibration held out are skipped.  With ``guard`` the result is
-kept only where it does not lower the output cosine on the held-out batches (as the
-pipeline quantizes the model: against round-to-nearest), as bias correction refuses itself.
+with ``h`` in {0, 1} per weight. ``H`` is gathered once (streaming: one d x d sum per layer and
+group) over the first ``HESSIAN_BATCHES`` calibration batches. As in the paper, ``h`` is relaxed
+to a rectified sigmoid ``h(V)`` and ``E / N + lambda * sum(1 - |2h - 1|^beta)`` minimized by
+Adam, ``beta`` annealed 20 -> 2 after a warm-up so that every ``h`` ends at 0 or 1. A layer with
+fewer than ``ROWS_PER_INPUT`` input rows per input dimension keeps round-to-nearest (its ``H``
+is too noisy to generalize). A layer keeps the learned rounding only where it reconstructs
+better than round-to-nearest (``E`` on the same data), and each row's largest weight keeps its
+nearest rounding so that the scale (``max|w| / qmax``) does not move. The float weights are
+replaced by ``s * q``: the Q/DQ that follows quantizes them to exactly ``q``. Large ``d`` uses
+``H``'s leading eigenvectors (99.99 % of its trace, at most ``MAX_RANK``). The inputs are the
+float model's (symmetric reconstruction); batches the calibration held out are skipped. With
+``guard`` the result is kept only where it does not lower the output cosine on the held-out
+batches (as the pipeline quantizes the model: against round-to-nearest), as bias correction
+refuses itself.
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ from ptqc.quant import qparam_from_range
 ZETA, GAMMA = 1.1, -0.1  # the rectified sigmoid's stretch
 MAX_RANK = 512
 HESSIAN_BATCHES = 32  # H from the first 32 calibration batches: each gives many patch rows, and time stays bounded
+ROWS_PER_INPUT = 4  # a layer learns only with at least 4 input rows (patches, tokens) per input dimension
 MAX_D = 8192  # larger layers keep round-to-nearest (H would not fit a sane memory budget)
 
 
@@ -59,9 +62,10 @@ class AdaRound(Pass):
             return PassResult(graph, False)
         hessians = self._hessians(graph, ctx, layers)
         before = copy.deepcopy(graph) if self.guard else None
-        gains = []
+        gains, thin = [], 0
         for layer, (h, n) in zip(layers, hessians):
-            if n == 0:
+            if n < ROWS_PER_INPUT * layer.d:  # H too noisy to generalize (and the time goes for nothing)
+                thin += n > 0
                 continue
             rtn, learned, q = self._learn(layer, h, n)
             if learned < rtn:
@@ -69,6 +73,9 @@ class AdaRound(Pass):
                 gains.append(learned / max(rtn, 1e-30))
         ctx.logger.info("adaround: %d of %d layers rounded by reconstruction (error %.2fx round-to-nearest's, "
                         "median)", len(gains), len(layers), float(np.median(gains)) if gains else 1.0)
+        if thin:
+            ctx.logger.info("adaround: %d layers keep round-to-nearest: the calibration data gives them fewer than "
+                            "%d input rows per input", thin, ROWS_PER_INPUT)
         feeds = ctx.analyses.get("validation_feeds") or ctx.analyses.get("calibration_feeds")
         if gains and before is not None and feeds:
             old, new = (self._cosine(g, before, ctx, feeds) for g in (before, graph))

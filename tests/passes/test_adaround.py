@@ -86,3 +86,18 @@ def test_a_rounding_that_lowers_the_held_out_cosine_is_refused(digits, caplog):
     assert len(measured) == 2 and 0.9 < measured[0] <= 1.0
     assert not result.modified and all(np.array_equal(before[k], graph.constant(k)) for k in before)
     assert "round-to-nearest kept" in caplog.text
+
+
+def test_a_layer_with_fewer_input_rows_than_four_per_input_keeps_round_to_nearest(caplog):
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["y"], transB=1)]
+    model = builders.make_model(nodes, [("x", np.float32, ["n", 32])], [("y", np.float32, None)],
+                                {"w": rng.normal(size=(16, 32)).astype(np.float32),
+                                 "b": np.zeros(16, np.float32)}, opset=13)
+    for batches, learns in ((20, True), (12, False)):  # 8 rows a batch; 4 * 32 = 128 rows needed
+        feeds = [{"x": rng.normal(size=(8, 32)).astype(np.float32)} for _ in range(batches)]
+        graph, ctx = _prepared(model, feeds)
+        before = graph.constant("w").copy()
+        with caplog.at_level("INFO", logger="ptqc"):
+            AdaRound(guard=False).run(graph, ctx)
+        assert (not np.array_equal(before, graph.constant("w"))) == learns, batches
