@@ -216,7 +216,13 @@ def _dequantize(sim: Simulator, op: Op, a: list) -> np.ndarray:
     q = a[0]
     scale = np.asarray(sim.p.constants[op.attrs["scale"]], np.float32)
     zp = sim.p.constants[op.attrs["zp"]]
-    if scale.size > 1:
+    block = op.attrs.get("block_size", 0)
+    if block and scale.size > 1:  # block-wise (opset 21): scale has q's rank, axis shortened by the block size
+        axis = op.attrs["axis"] % q.ndim
+        zp = np.broadcast_to(zp, scale.shape)
+        scale = np.repeat(scale, block, axis=axis).take(np.arange(q.shape[axis]), axis=axis)
+        zp = np.repeat(zp, block, axis=axis).take(np.arange(q.shape[axis]), axis=axis)
+    elif scale.size > 1:
         shape = [1] * q.ndim
         shape[op.attrs["axis"] % q.ndim] = -1
         scale, zp = scale.reshape(shape), zp.reshape(shape)
@@ -425,8 +431,29 @@ def _resize_linear(sim: Simulator, op: Op, a: list) -> np.ndarray:
     return requantize_channels(acc, m, s, at["zo"], at["lo"], at["hi"], sim.p.rounding, _info(sim, op).dtype, None)
 
 
+def _pad(sim: Simulator, op: Op, a: list) -> np.ndarray:
+    """Pad on codes: the input requantized to the output's quantization first (elementwise, so
+    it commutes with the data movement), then padded — constant mode with ``pad_code``, the pad
+    value already quantized by the output's QuantizeLinear (saturating) in lowering."""
+    at = op.attrs
+    dtype = _info(sim, op).dtype
+    x = _rescale_with(sim, a[0], at["rescale"], dtype) if at.get("rescale") else a[0]
+    oa = dict(at["onnx_attrs"])
+    inputs = [x, *a[1:]]
+    code = at.get("pad_code")
+    if code is not None:
+        if sim.p.opset < 11:
+            oa["value"] = code
+        else:
+            inputs += [None] * (3 - len(inputs))
+            inputs[2] = np.asarray(code, dtype)
+    return run_node("Pad", inputs, oa, opset=sim.p.opset, name=op.node)[0].astype(dtype, copy=False)
+
+
 def _move(sim: Simulator, op: Op, a: list) -> list[np.ndarray]:
     at = op.attrs
+    if at["op_type"] == "Pad":
+        return [_pad(sim, op, a)]
     if at["op_type"] in ("MaxPool",):
         oa = at["onnx_attrs"]
         kernel = tuple(int(k) for k in oa["kernel_shape"])

@@ -10,6 +10,11 @@ writes the Q output's integers directly; the Q/DQ pair is folded away.  Every ot
 float: its DQ inputs become ``dequantize`` ops and its Q outputs ``quantize`` ops, and
 :attr:`Lowering.float_reasons` says why, per node.  A DQ feeding straight into a Q is a
 ``rescale``.  Ops whose results nothing reads are dropped at the end.
+
+Quantized types: int8/uint8/int16/uint16 activations; weights also int4/uint4 (read as
+int8/uint8 codes of the same values).  A block-wise weight (``block_size``) keeps its op
+float (its DequantizeLinear is exact); float8 Q/DQ, and int4 activations, are ModelErrors
+naming the node and the type.  A constant-mode Pad's value is quantized by the output's Q.
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ import logging
 from typing import Any, Callable
 
 import numpy as np
+import onnx
 
 from ptqc.errors import ConfigError, ModelError
 from ptqc.ir import Graph, Node
@@ -36,6 +42,7 @@ _Q = ("QuantizeLinear",)
 _DQ = ("DequantizeLinear",)
 _QDOMAINS = ("", "ai.onnx", "com.microsoft")
 _INT_TYPES = {np.dtype(t) for t in (np.int8, np.uint8, np.int16, np.uint16)}
+_NIBBLE_TYPES = {"int4": np.int8, "uint4": np.uint8}  # ml_dtypes names onnx reads INT4/UINT4 as
 RESIZE_FRAC_BITS = 10  # fixed-point weights of linear Resize (per resized axis)
 AFFINE_FRAC_BITS = 8  # fraction bits of a standalone BN's offset
 
@@ -82,7 +89,11 @@ class Lowering:
                     self.tensors[name] = self._dq_info(dq[0])
             inputs.append(name)
         self.produced.update(inputs)
-        for node in g.topological_order():
+        order = g.topological_order()
+        for node in order:
+            if self._is(node, _Q + _DQ):
+                self._check_qtype(node)
+        for node in order:
             if node.id in self.absorbed:
                 continue
             if self._is(node, _DQ):
@@ -104,6 +115,8 @@ class Lowering:
         """Every integer tensor and weight must have a width the family runs (rule bit-width)."""
         for op in ops:
             names = [o for o in op.outputs if o in self.tensors] + [op.attrs[k] for k in ("w",) if k in op.attrs]
+            if op.kind in ("matmul", "add", "mul", "concat"):  # constant weights / operands among the inputs
+                names += [x for x in op.inputs if x in self.constants and (x in self.tensors or op.kind == "matmul")]
             for name in names:
                 data = self.constants.get(name)
                 bits = np.dtype(data.dtype).itemsize * 8 if data is not None else self.tensors[name].bits
@@ -136,8 +149,11 @@ class Lowering:
         q = self.g.producer(dq.inputs[0])
         if codes is None and q is not None and self._is(q, _Q) and self._const(q.inputs[0]) is not None:
             inputs = [self._const(x) if x else None for x in q.inputs]
-            codes = run_node("QuantizeLinear", inputs, q.attrs, opset=max(self.g.opset, 13), domain=q.domain)[0]
-        return codes
+            try:
+                codes = run_node("QuantizeLinear", inputs, q.attrs, opset=max(self.g.opset, 13), domain=q.domain)[0]
+            except Exception as e:  # noqa: BLE001 - e.g. a type the reference executor does not quantize to
+                raise NotInteger(f"QuantizeLinear {_key(q)!r} of a constant: {e}") from None
+        return _as_codes(codes)
 
     def _real_const(self, name: str) -> np.ndarray | None:
         """The float value of a constant input, also when it arrives through DQ (of integer
@@ -157,16 +173,49 @@ class Lowering:
         return (codes.astype(np.float64) - zp) * scale
 
     def _params(self, node: Node) -> tuple[np.ndarray, np.ndarray, int]:
+        """(scale, zero point, axis); the zero point keeps the quantized type (int4 too)."""
         scale = self._const(node.inputs[1])
         if scale is None:
             raise NotInteger(f"{node.op_type} {node.name!r} has a computed scale")
-        zp = self._const(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else np.zeros((), np.uint8)
+        zp = self._const(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else None
+        if zp is None:
+            zp = np.zeros((), self._qdtype(node) or np.dtype(np.uint8))
         return scale.astype(np.float64), zp, int(node.attrs.get("axis", 1))
+
+    def _qdtype(self, node: Node, depth: int = 0) -> np.dtype | None:
+        """The quantized type of a Q (output) or DQ (input) node, as numpy (ml_dtypes for
+        int4/float8): the zero point's type; without one, a Q's ``output_dtype`` (opset 21,
+        default uint8) and a DQ's input type (constant, producing Q or declared type)."""
+        if len(node.inputs) > 2 and node.inputs[2]:
+            zp = self._const(node.inputs[2])
+            v = self.g.value(node.inputs[2]) if self.g.has_value(node.inputs[2]) else None
+            if zp is not None:
+                return np.dtype(zp.dtype)
+            return v.dtype if v is not None else None
+        if self._is(node, _Q):
+            to = int(node.attrs.get("output_dtype", 0) or 0)
+            return _np_dtype(to) if to else np.dtype(np.uint8)
+        x = node.inputs[0]
+        c = self._const(x)
+        if c is not None:
+            return np.dtype(c.dtype)
+        p = self.g.producer(x)
+        if p is not None and self._is(p, _Q) and depth < 4:
+            return self._qdtype(p, depth + 1)
+        return self.g.value(x).dtype if self.g.has_value(x) else None
+
+    def _check_qtype(self, node: Node) -> None:
+        """Q/DQ of a float type (float8...) cannot be simulated in integer: one-line refusal."""
+        dtype = self._qdtype(node)
+        if dtype is not None and dtype.kind not in "iu" and dtype.name not in _NIBBLE_TYPES:
+            raise NotInteger(f"{node.op_type} {_key(node)!r}: {_type_name(dtype)} quantization: the integer simulator "
+                             f"runs integer types only (int4/int8/int16, unsigned too)")
 
     def _q_info(self, q: Node) -> TensorInfo:
         scale, zp, _ = self._params(q)
         if scale.size != 1:
             raise NotInteger("per-channel activation quantization")
+        _check_activation_type(zp)
         return TensorInfo(np.dtype(zp.dtype), float(scale.reshape(-1)[0]), int(zp.reshape(-1)[0]), self._source(q))
 
     def _source(self, q: Node) -> str:
@@ -184,6 +233,7 @@ class Lowering:
         scale, zp, _ = self._params(dq)
         if scale.size != 1:
             raise NotInteger("per-channel activation quantization")
+        _check_activation_type(zp)
         source = dq.inputs[0]
         prod = self.g.producer(source)
         if prod is not None and self._is(prod, _Q):
@@ -195,10 +245,11 @@ class Lowering:
         src = dq.inputs[0]
         data = self._const(src)
         if data is not None:
-            self.constants[src] = data
+            self.constants[src] = _as_codes(data)
         self.constants[dq.inputs[1]] = scale
         self.constants[_key(dq) + "::zp"] = zp.astype(np.int64)
-        self._emit("dequantize", [src], [dq.outputs[0]], dq, scale=dq.inputs[1], zp=_key(dq) + "::zp", axis=axis)
+        self._emit("dequantize", [src], [dq.outputs[0]], dq, scale=dq.inputs[1], zp=_key(dq) + "::zp", axis=axis,
+                   block_size=int(dq.attrs.get("block_size", 0) or 0))
 
     def _lower_q(self, q: Node) -> None:
         out = q.outputs[0]
@@ -243,6 +294,10 @@ class Lowering:
         codes = self._codes(dq) if dq is not None and self._is(dq, _DQ) else None
         if codes is None:
             raise NotInteger(f"input {name!r} is not a quantized constant")
+        block = int(dq.attrs.get("block_size", 0) or 0)
+        if block:
+            raise NotInteger(f"input {name!r} is quantized block-wise (block_size {block}): one scale per block of "
+                             f"the reduction axis has no integer accumulation")
         scale, zp, axis = self._params(dq)
         return codes, scale, zp.astype(np.int64), axis
 
@@ -602,17 +657,73 @@ class Lowering:
             c = self._const(name) if name else None
             if c is not None:
                 self.constants[name] = c
-        if node.op_type == "Pad" and len(rest) >= 2 and rest[1]:  # the pad value, as a code
-            key = _key(node) + "::pad_code"
-            self.constants[key] = xi.quantize(np.asarray(self._const(rest[1]), np.float32)).reshape(())
-            rest[1] = key
         attrs = dict(node.attrs)
-        if node.op_type == "Pad" and "value" in attrs:
-            attrs["value"] = int(xi.quantize(np.float32(attrs["value"])))
-        same = (xi.dtype, xi.scale, xi.zero_point) == (info.dtype, info.scale, info.zero_point)
+        extra = {}
+        if node.op_type == "Pad":
+            extra["pad_code"] = self._pad_code(node, rest, info, lo, hi)
+            if len(rest) >= 2:
+                rest[1] = ""  # the simulator pads with pad_code (opset >= 11: constant_value)
+            attrs.pop("value", None)  # opset < 11: likewise
+        same = (xi.dtype, xi.scale, xi.zero_point) == (info.dtype, info.scale, info.zero_point) \
+            and (lo, hi) == (info.qmin, info.qmax)  # a fused Relu/Clip needs the clamp of a rescale
         rescale = None if same else self._rescale(xi, info, lo, hi)
         self._emit("move", [x, *rest], [out], node, op_type=node.op_type, onnx_attrs=attrs, rescale=rescale,
-                   n_outputs=len(node.outputs))
+                   n_outputs=len(node.outputs), **extra)
+
+    def _pad_code(self, node: Node, rest: list[str], info: TensorInfo, lo: int, hi: int) -> int | None:
+        """A constant-mode Pad's value as an output code: in the QDQ graph the float pad value
+        goes through the output's QuantizeLinear (float32 division, half-to-even, saturating),
+        and a fused Relu/Clip after it.  None for the other modes (pure data movement)."""
+        mode = node.attrs.get("mode", "constant")
+        mode = mode.decode() if isinstance(mode, bytes) else mode
+        if mode != "constant":
+            return None
+        if self.g.opset < 11:
+            value = float(node.attrs.get("value", 0.0))
+        elif len(rest) >= 2 and rest[1]:
+            real = self._real_const(rest[1])
+            if real is None:
+                raise NotInteger(f"Pad constant_value {rest[1]!r} is computed")
+            value = float(np.asarray(real).reshape(-1)[0]) if np.size(real) else 0.0
+        else:
+            value = 0.0
+        with np.errstate(all="ignore"):
+            q = float(np.rint(np.float32(value) / np.float32(info.scale))) + info.zero_point
+        if np.isnan(q):
+            raise NotInteger("Pad with a NaN constant value")
+        return int(np.clip(q, max(lo, info.qmin), min(hi, info.qmax)))
+
+
+def _as_codes(a: np.ndarray | None) -> np.ndarray | None:
+    """int4 / uint4 constants (``onnx.numpy_helper`` reads INT4/UINT4 as ml_dtypes arrays) as
+    int8 / uint8 codes of the same values; other arrays as they are."""
+    if a is not None and a.dtype.name in _NIBBLE_TYPES:
+        return a.astype(_NIBBLE_TYPES[a.dtype.name])
+    return a
+
+
+def _np_dtype(tensor_type: int) -> np.dtype | None:
+    try:
+        return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor_type))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _type_name(dtype: np.dtype) -> str:
+    """The ONNX name of a numpy / ml_dtypes type (FLOAT8E4M3FN, INT4...), else numpy's."""
+    try:
+        return onnx.TensorProto.DataType.Name(onnx.helper.np_dtype_to_tensor_dtype(dtype))
+    except (KeyError, TypeError, ValueError):
+        return dtype.name
+
+
+def _check_activation_type(zp: np.ndarray) -> None:
+    """Integer tensors of the program are int8/uint8/int16/uint16 (numpy types): an int4 or
+    float8 activation is refused here (its Q/DQ then names the node)."""
+    dtype = np.dtype(zp.dtype)
+    if dtype.kind not in "iu":
+        raise NotInteger(f"{_type_name(dtype)} activations: the integer simulator runs int8/int16 activations "
+                         f"(unsigned too)")
 
 
 def _key(node: Node) -> str:
