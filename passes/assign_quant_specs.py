@@ -98,6 +98,8 @@ class AssignQuantSpecs(Pass):
 
     def _refusal(self, graph: Graph, node: Node, role: OpRole | None) -> str:
         s = self.scheme
+        if node.op_type in ("LSTM", "GRU", "RNN") and node.domain in ("", "ai.onnx"):
+            return "recurrent ops run float: no integer LSTM/GRU/RNN kernel yet (the simulator runs them float)"
         if role is None or node.domain not in ("", "ai.onnx"):
             return "ptqc does not quantize this op"
         if s.op_types is not None and node.op_type not in s.op_types:

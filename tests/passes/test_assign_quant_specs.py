@@ -61,3 +61,16 @@ def test_pass_runs_alone_and_leaves_the_graph_unchanged():
     model = builders.conv_bn_relu_model()
     result, _ = run_pass(model, AssignQuantSpecs())
     assert not result.modified and result.graph.op_counts() == {"BatchNormalization": 1, "Conv": 1, "Relu": 1}
+
+
+def test_recurrent_ops_stay_float_and_say_why(caplog):
+    rng = np.random.default_rng(0)
+    model = builders.make_model(
+        [helper.make_node("Relu", ["x"], ["r"], name="relu"),
+         helper.make_node("GRU", ["r", "w", "rr"], ["y", ""], name="gru", hidden_size=4)],
+        [("x", np.float32, [5, 1, 3])], [("y", np.float32, None)],
+        {"w": rng.normal(size=(1, 12, 3)).astype(np.float32), "rr": rng.normal(size=(1, 12, 4)).astype(np.float32)})
+    with caplog.at_level("DEBUG", logger="ptqc"):
+        g, ctx = _specced(model)
+    assert ctx.analyses["float_ops"] == {"GRU": ["gru"]}
+    assert "no integer LSTM/GRU/RNN kernel" in caplog.text
