@@ -67,6 +67,7 @@ class Calibrate(Pass):
         names = observed_values(graph)
         observers = {n: make_observer(self.method, n, **self.options) for n in names}
         run_model = self._runner(graph, names)
+        counter = _counting_input(graph)
         stats = {"batches": 0, "samples": 0, "seen": 0}
         validation: list[dict] = []
         kept: list[dict] = []  # the first calibration batches, for scoring when none is held out
@@ -85,7 +86,7 @@ class Calibrate(Pass):
             for n, obs in observers.items():
                 obs.observe(feeds[n] if n in feeds else values[n])
             stats["batches"] += 1
-            stats["samples"] += _batch_len(feeds)
+            stats["samples"] += _batch_len(feeds, counter)
             if stats["batches"] in self.snapshots:
                 snapshots[stats["batches"]] = copy.deepcopy(observers)
             bar.update(1)
@@ -263,7 +264,20 @@ def random_data(graph: Graph, batches: int = 1, seed: int = 0) -> Callable[[Run]
     return drive
 
 
-def _batch_len(feeds: dict) -> int:
-    for x in feeds.values():
+def _counting_input(graph: Graph) -> str | None:
+    """The input whose dim 0 counts the samples of a batch: the first with a symbolic dim 0
+    (a state input such as ``h [layers, N, hidden]`` has its batch on another axis); None,
+    when there is none, for the first input (a static model's dim 0 is its batch)."""
+    for name in graph.inputs:
+        v = graph.value(name)
+        if v.const is None and v.shape and not (isinstance(v.shape[0], int) and v.shape[0] >= 0):
+            return name
+    return None
+
+
+def _batch_len(feeds: dict, counter: str | None = None) -> int:
+    """Samples in a batch: dim 0 of ``feeds[counter]`` (:func:`_counting_input`), else of the first feed."""
+    x = feeds.get(counter) if counter is not None else None
+    for x in ([x] if x is not None else feeds.values()):
         return int(x.shape[0]) if getattr(x, "ndim", 0) else 1
     return 0

@@ -122,14 +122,15 @@ class Executor:
         return dict(self._node_of_output)
 
 
-def check_array(array: Any, spec: InputSpec, where: str, batch_dim: bool = True) -> np.ndarray:
+def check_array(array: Any, spec: InputSpec, where: str, batch_axis: int | None = None) -> np.ndarray:
     """``array`` checked against ``spec`` (float64 cast to a float32 spec); ``where`` starts the
-    error message.  ``batch_dim=False`` leaves dim 0 unchecked (one sample of a batch)."""
+    error message.  ``batch_axis`` is left unchecked (a sample file may hold any number of rows
+    along its input's batch axis: see :func:`batch_axes`)."""
     if not isinstance(array, np.ndarray):
         raise DataError(f"{where} is a {type(array).__name__}, not a numpy array")
     if spec.shape is not None and (array.ndim != len(spec.shape) or any(
             _is_static(d) and d != s for i, (d, s) in enumerate(zip(spec.shape, array.shape))
-            if batch_dim or i)):
+            if i != batch_axis)):
         raise DataError(f"{where} has shape {list(array.shape)}, model wants {_show_shape(spec.shape)}")
     if array.dtype != spec.dtype:
         # Images are often loaded as float64; casting them is what every user would do.
@@ -151,12 +152,54 @@ def _show_shape(shape: tuple | None) -> str:
     return "[" + ", ".join(str(d) if _is_static(d) or isinstance(d, str) else "?" for d in shape) + "]"
 
 
+def batch_axes(specs: list[InputSpec]) -> list[int | None]:
+    """The batch axis of each input, read from the model's declared shapes (never assumed to
+    be 0: LSTM states are ``[layers, N, hidden]``); None for an input without one.
+
+    The batch dim is the symbolic dim (dim_param) that looks like a batch (``N``, ``B``, any
+    name holding "batch") or sits at axis 0 of some input -- the one most inputs share.  An
+    input holding it is batched along it.  Another input with symbolic dims is batched along
+    its only one (an unnamed dim, or a name the exporter gave per input), or along the
+    batch-like or else first of several; names that sit beside the batch dim in another input
+    (``T`` of ``x[N, T, 8]``) are not batch dims.  An input of static shape has no batch axis:
+    it is fed as is.  An input of unknown shape falls back to axis 0.  A model whose dims say
+    nothing of a batch (all static, or only non-batch dims like ``[1, seq]``) keeps axis 0 as a
+    static batch dim, for every input whose dim 0 matches the first input's."""
+    shapes = [spec.shape for spec in specs]
+    known = [shape for shape in shapes if shape is not None]
+    names = list(dict.fromkeys(d for shape in known for d in shape if isinstance(d, str)))
+    candidates = [n for n in names if _batch_like(n) or any(shape and shape[0] == n for shape in known)]
+    batch = max(candidates, default=None,
+                key=lambda n: (_batch_like(n), sum(n in shape for shape in known), -names.index(n)))
+    beside = {d for shape in known if batch in shape for d in shape if isinstance(d, str) and d != batch}
+    has_batch = batch is not None or any(shape and shape[0] is None for shape in known)
+    axes: list[int | None] = []
+    for shape in shapes:
+        if shape is None:
+            axes.append(0)
+        elif batch is not None and batch in shape:
+            axes.append(shape.index(batch))
+        else:
+            dynamic = [i for i, d in enumerate(shape) if has_batch and not _is_static(d) and d not in beside]
+            dynamic = [i for i in dynamic if _batch_like(shape[i])] or dynamic
+            axes.append(dynamic[0] if dynamic else None)
+    if not any(a is not None and shape is not None for a, shape in zip(axes, shapes)):
+        first = next((shape[0] for shape in known if shape), None)
+        axes = [0 if shape is None or (shape and shape[0] == first) else None for shape in shapes]
+    return axes
+
+
+def _batch_like(name: Any) -> bool:
+    return isinstance(name, str) and (name in ("N", "B") or "batch" in name.lower())
+
+
 # --- random data -------------------------------------------------------------------------
 
 def make_infer_auto(input_shapes: tuple[tuple[int, ...], ...] = ()) -> InferFunction:
     """The built-in default: ``executor.iteration`` batches of seeded random data.  A dynamic
-    batch dim (dim 0) becomes ``executor.batch_size``; ``input_shapes`` (``-is``, one shape per
-    input in order) replaces the model's shapes.  Reruns draw identical data."""
+    batch dim (each input's own batch axis, :func:`batch_axes`) becomes ``executor.batch_size``;
+    ``input_shapes`` (``-is``, one shape per input in order) replaces the model's shapes.
+    Reruns draw identical data."""
     def infer_auto(executor: Executor) -> float:
         shapes = _resolve_auto_shapes(executor.inputs, input_shapes, executor.batch_size)
         rng = np.random.default_rng(0)
@@ -174,6 +217,7 @@ def _resolve_auto_shapes(specs: list[InputSpec], input_shapes: tuple, batch_size
         raise ConfigError(f"-is/--input-shapes: {len(input_shapes)} shapes given, model has "
                           f"{len(specs)} inputs")
     shapes = []
+    axes = batch_axes(specs)
     for i, spec in enumerate(specs):
         if input_shapes:
             shape = tuple(input_shapes[i])
@@ -181,7 +225,7 @@ def _resolve_auto_shapes(specs: list[InputSpec], input_shapes: tuple, batch_size
                 raise ConfigError(f"-is/--input-shapes: input {spec.name!r} has rank "
                                   f"{len(spec.shape)}, got {list(shape)}")
         elif spec.shape is not None:
-            shape = tuple(batch_size if j == 0 and not _is_static(d) else d
+            shape = tuple(batch_size if j == axes[i] and not _is_static(d) else d
                           for j, d in enumerate(spec.shape))
         else:
             shape = None
@@ -209,11 +253,15 @@ infer_auto = onnx_infer_func.register("infer_auto")(make_infer_auto())
 def make_npy_folder_func(folder: Path, limit: int | None = None) -> InferFunction:
     """``-d`` as an infer function.  Layouts: subfolders (sorted), each one sample holding
     ``<input_name>.npy`` per input; or flat files: every ``*.npy`` (sorted) is one sample of a
-    one-input model, and a multi-input model reads ``<input_name>.npy`` once.  A sample has the
-    input's full rank or one less (then it is one row).  Consecutive samples are joined along
-    axis 0 into batches of ``executor.batch_size``; the last, shorter batch runs too unless an
-    input's batch dim is static.  Files are read one batch at a time.  ``limit`` (MindSpore's
-    ``calibrate_size``) caps the samples read, on top of ``executor.iteration`` batches."""
+    one-input model, and a multi-input model reads ``<input_name>.npy`` once.  Each input has
+    its own batch axis, from the model (:func:`batch_axes`: ``h [2, N, 64]`` is batched along
+    axis 1).  A sample has the input's full rank or one less (then it is one row); its files
+    must agree on the batch size along their batch axes.  Consecutive samples are joined along
+    those axes into batches of ``executor.batch_size``; the last, shorter batch runs too unless
+    an input's batch dim is static.  An input of static shape (no batch axis) is fed as is:
+    each sample is then one batch, and -bs > 1 is refused.  Files are read one batch at a
+    time.  ``limit`` (MindSpore's ``calibrate_size``) caps the samples read, on top of
+    ``executor.iteration`` batches."""
     folder = _check_folder(folder)
     if not any(folder.glob("*.npy")) and not any(folder.glob("*/*.npy")):
         raise ConfigError(f"-d/--data {folder}: no .npy files")
@@ -231,7 +279,7 @@ def _check_folder(folder: Path) -> Path:
 
 
 def _feed_folder(executor: Executor, folder: Path, samples: list[dict[str, Path]],
-                 load: Callable[[Path, InputSpec], np.ndarray], limit: int | None) -> float:
+                 load: Callable[[Path, InputSpec, int | None], np.ndarray], limit: int | None) -> float:
     """Feed ``samples`` (at most ``limit``) in batches until ``executor.iteration`` batches ran
     or the early-stop flag rose; a batch the model rejects names its first file."""
     reach = executor.iteration * executor.batch_size
@@ -272,51 +320,71 @@ def _require_file(folder: Path, name: str, suffix: str = ".npy") -> Path:
 
 
 def _batch_samples(samples: list[dict[str, Path]], specs: list[InputSpec], batch_size: int,
-                   load: Callable[[Path, InputSpec], np.ndarray] | None = None
+                   load: Callable[[Path, InputSpec, int | None], np.ndarray] | None = None
                    ) -> Iterator[tuple[Path, list[np.ndarray]]]:
     """(first file, one array per input) per batch; holds at most a batch plus one sample.
-    ``load(path, spec)`` reads one sample (default: a .npy file)."""
+    ``load(path, spec, batch_axis)`` reads one sample (default: a .npy file).  Samples are
+    counted, checked and joined along each input's own batch axis (:func:`batch_axes`).  An
+    input without one is fed as is: then each sample is one batch, and ``batch_size`` > 1 is
+    refused naming that input."""
     load = load or _load_sample
+    axes = batch_axes(specs)
+    fixed = [spec for spec, axis in zip(specs, axes) if axis is None]
+    if fixed and batch_size > 1:
+        raise DataError(f"-bs/--batch-size {batch_size}: input {fixed[0].name!r} "
+                        f"{_show_shape(fixed[0].shape)} has no dynamic batch dim, so samples cannot be joined "
+                        "along it; use -bs 1 (each sample is then one batch, fed as is)")
     pending: list[list[np.ndarray]] = [[] for _ in specs]
     rows, first_file = 0, None
     for sample in samples:
-        arrays = [load(sample[spec.name], spec) for spec in specs]
-        sizes = {a.shape[0] for a in arrays}
-        if len(sizes) > 1:
-            raise DataError(f"{sample[specs[0].name].parent}: sample files have different batch "
-                            f"sizes {[a.shape[0] for a in arrays]} for inputs {[s.name for s in specs]}")
+        arrays = [load(sample[spec.name], spec, axis) for spec, axis in zip(specs, axes)]
+        sizes = [None if axis is None else a.shape[axis] for a, axis in zip(arrays, axes)]
+        if len({n for n in sizes if n is not None}) > 1:
+            listing = ", ".join(f"{sample[spec.name].name} {n} (axis {axis} of {list(a.shape)})"
+                                for spec, a, n, axis in zip(specs, arrays, sizes, axes) if n is not None)
+            raise DataError(f"{sample[specs[0].name].parent}: sample files have different batch sizes along "
+                            f"their inputs' batch axes: {listing}")
+        if fixed:  # nothing to join or split along: the sample is the batch
+            yield sample[specs[0].name], arrays
+            continue
         for queue, array in zip(pending, arrays):
             queue.append(array)
         first_file = first_file or sample[specs[0].name]
-        rows += sizes.pop()
+        rows += sizes[0]
         while rows >= batch_size:
-            joined = [np.concatenate(queue) for queue in pending]
-            yield first_file, [a[:batch_size] for a in joined]
+            joined = [np.concatenate(queue, axis=axis) for queue, axis in zip(pending, axes)]
+            yield first_file, [_rows(a, axis, 0, batch_size) for a, axis in zip(joined, axes)]
             # copy: a view of the remainder would keep the whole joined batch alive
-            pending = [[a[batch_size:].copy()] for a in joined]
+            pending = [[_rows(a, axis, batch_size, None).copy()] for a, axis in zip(joined, axes)]
             rows -= batch_size
             first_file = sample[specs[0].name] if rows else None
     if rows:
-        static = [s.name for s in specs if s.shape and _is_static(s.shape[0]) and s.shape[0] != rows]
+        static = [s.name for s, axis in zip(specs, axes)
+                  if s.shape and _is_static(s.shape[axis]) and s.shape[axis] != rows]
         if static:
             log.warning("-d/--data: dropping the last %d samples: input %r has a static batch dim",
                         rows, static[0])
             return
-        yield first_file, [np.concatenate(queue) for queue in pending]
+        yield first_file, [np.concatenate(queue, axis=axis) for queue, axis in zip(pending, axes)]
 
 
-def _load_sample(path: Path, spec: InputSpec) -> np.ndarray:
+def _rows(array: np.ndarray, axis: int, start: int, stop: int | None) -> np.ndarray:
+    """``array[start:stop]`` along ``axis``."""
+    return array[(slice(None),) * axis + (slice(start, stop),)]
+
+
+def _load_sample(path: Path, spec: InputSpec, axis: int | None = 0) -> np.ndarray:
+    """One .npy sample of ``spec``: its full rank, or one less when the input has a batch axis
+    (then it is one row, and the batch axis is inserted)."""
     try:
         array = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as e:
         raise DataError(f"{path}: unreadable .npy file for input {spec.name!r} ({_one_line(e)})") from None
     if not isinstance(array, np.ndarray):  # an .npz archive saved under a .npy name
         raise DataError(f"{path}: not a .npy array (input {spec.name!r})")
-    if spec.shape == ():
-        raise DataError(f"{path}: input {spec.name!r} is a scalar, so its samples cannot be batched")
-    if spec.shape is not None and array.ndim == len(spec.shape) - 1:
-        array = array[np.newaxis]
-    return check_array(array, spec, f"{path}: input {spec.name!r}", batch_dim=False)
+    if spec.shape is not None and axis is not None and array.ndim == len(spec.shape) - 1:
+        array = np.expand_dims(array, axis)
+    return check_array(array, spec, f"{path}: input {spec.name!r}", batch_axis=axis)
 
 
 # --- a folder of images (MindSpore Lite's preprocessing) -----------------------------------
@@ -398,7 +466,7 @@ def make_image_folder_func(folder: Path, preprocess: ImagePreprocess | None = No
         plan = _image_plan(spec, preprocess)
         samples = [{spec.name: path} for path in _image_files(folder)]
         return _feed_folder(executor, folder, samples,
-                            lambda path, s: _load_image(path, s, preprocess, plan), limit)
+                            lambda path, s, _axis: _load_image(path, s, preprocess, plan), limit)
     return infer_image_folder
 
 
@@ -462,7 +530,7 @@ def _load_image(path: Path, spec: InputSpec, pre: ImagePreprocess, plan: _ImageP
     if plan.nchw:
         x = x.transpose(2, 0, 1)
     x = np.ascontiguousarray(x[np.newaxis], dtype=plan.dtype)
-    return check_array(x, spec, f"{path}: input {spec.name!r}", batch_dim=False)
+    return check_array(x, spec, f"{path}: input {spec.name!r}", batch_axis=0)
 
 
 def _pillow():
@@ -477,33 +545,35 @@ def _pillow():
 
 def make_bin_folder_func(folder: Path, limit: int | None = None) -> InferFunction:
     """``-d`` holding raw little-endian ``.bin`` buffers, as an infer function: each file is one
-    sample (batch dim 1) whose dtype and shape come from the model input, so every dim but the
-    batch must be static.  Layouts as for .npy: flat ``*.bin`` (sorted) for a one-input model,
-    or one subfolder per sample holding ``<input_name>.bin`` per input.  Batching, ``limit``
+    sample (1 along the input's batch axis, :func:`batch_axes`) whose dtype and shape come from
+    the model input, so every dim but the batch must be static.  Layouts as for .npy: flat
+    ``*.bin`` (sorted) for a one-input model, or one subfolder per sample holding
+    ``<input_name>.bin`` per input.  Batching, ``limit``
     and ``executor.iteration`` as for .npy folders."""
     folder = _check_folder(folder)
     if not any(folder.glob("*.bin")) and not any(folder.glob("*/*.bin")):
         raise DataError(f"-d/--data {folder}: no .bin files")
 
     def infer_bin_folder(executor: Executor) -> float:
-        for spec in executor.inputs:
-            _bin_shape(spec)
+        for spec, axis in zip(executor.inputs, batch_axes(executor.inputs)):
+            _bin_shape(spec, axis)
         return _feed_folder(executor, folder, _list_samples(folder, executor.input_nodes, ".bin"), _load_bin, limit)
     return infer_bin_folder
 
 
-def _bin_shape(spec: InputSpec) -> tuple[int, ...]:
+def _bin_shape(spec: InputSpec, axis: int | None) -> tuple[int, ...]:
+    """The shape of one .bin sample: the input's, with 1 at its batch axis (if it has one)."""
     shape = spec.shape
-    if not shape or not all(_is_static(d) for d in shape[1:]):
+    if shape is None or not all(_is_static(d) for i, d in enumerate(shape) if i != axis):
         raise DataError(f"input {spec.name!r} has shape {_show_shape(shape)}; .bin files need every dim but the "
                         "batch static (use .npy files)")
     if np.dtype(spec.dtype).kind not in "biufc":
         raise DataError(f"input {spec.name!r} has dtype {spec.dtype}; .bin files hold numbers")
-    return (1, *shape[1:])
+    return tuple(1 if i == axis else d for i, d in enumerate(shape))
 
 
-def _load_bin(path: Path, spec: InputSpec) -> np.ndarray:
-    shape = _bin_shape(spec)
+def _load_bin(path: Path, spec: InputSpec, axis: int | None) -> np.ndarray:
+    shape = _bin_shape(spec, axis)
     dtype = np.dtype(spec.dtype).newbyteorder("<")
     expected = int(np.prod(shape)) * dtype.itemsize
     try:
@@ -516,7 +586,7 @@ def _load_bin(path: Path, spec: InputSpec) -> np.ndarray:
         raise DataError(f"{path}: {size} bytes; input {spec.name!r} ({np.dtype(spec.dtype)} "
                         f"{_show_shape(shape)}) needs {expected}")
     array = array.reshape(shape).astype(spec.dtype, copy=False)
-    return check_array(array, spec, f"{path}: input {spec.name!r}", batch_dim=False)
+    return check_array(array, spec, f"{path}: input {spec.name!r}", batch_axis=axis)
 
 
 # --- which folder source ------------------------------------------------------------------
