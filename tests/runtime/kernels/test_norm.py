@@ -115,7 +115,10 @@ def test_layernorm_float(c, out, in_scale, eps):
     x = in_scale * (q.astype(np.float64) - zp)
     y = run_node("LayerNormalization", [x, g, b], {"axis": axis, "epsilon": eps, "stash_type": 0})[0]
     ideal = y / out_scale + out_zp
-    noise = 1e-6 * (1 + np.abs(ideal))
+    # the float64 reference's own error: x - mean rounds at ~|x| 2^-52, and 1/sqrt(var + eps)
+    # amplifies it (a constant row with eps 2^-38: 2^19); the integer statistics are exact
+    ref_err = 8 * np.finfo(np.float64).eps * np.abs(x).max(initial=0) / np.sqrt(eps) * np.abs(g).max() / out_scale
+    noise = 1e-6 * (1 + np.abs(ideal)) + ref_err
     assert np.all(np.abs(got.astype(np.int64) - np.clip(ideal, lo, hi)) <= 0.5 + noise)
 
 
