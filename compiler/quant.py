@@ -237,3 +237,13 @@ class QuantScheme:
     @property
     def bits(self) -> int:
         return np.dtype(self.activation_dtype).itemsize * 8
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Cosine similarity of two tensors, flattened, in float64 (1.0 when both are zero)."""
+    a = np.asarray(a, np.float64).ravel()
+    b = np.asarray(b, np.float64).ravel()
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    if na == 0 or nb == 0:
+        return 1.0 if na == nb else 0.0
+    return float(a @ b / (na * nb))

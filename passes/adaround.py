@@ -33,7 +33,7 @@ import numpy as np
 from ptqc.ir import Graph, Node
 from ptqc.onnx_io import export_model, with_outputs
 from ptqc.pass_manager import AnalysisStore, Pass, PassContext, PassResult
-from ptqc.quant import qparam_from_range
+from ptqc.quant import cosine, qparam_from_range
 
 ZETA, GAMMA = 1.1, -0.1  # the rectified sigmoid's stretch
 MAX_RANK = 512
@@ -78,7 +78,11 @@ class AdaRound(Pass):
                             "%d input rows per input", thin, ROWS_PER_INPUT)
         feeds = ctx.analyses.get("validation_feeds") or ctx.analyses.get("calibration_feeds")
         if gains and before is not None and feeds:
-            old, new = (self._cosine(g, before, ctx, feeds) for g in (before, graph))
+            from ptqc.runtime.ort import OrtRunner
+
+            f = OrtRunner(export_model(before, constants_as_initializers=True).SerializeToString(), list(graph.outputs))
+            reference = [list(f.run(x).values()) for x in feeds]
+            old, new = (self._cosine(g, ctx, feeds, reference) for g in (before, graph))
             if new < old:  # never applied where it lowers the held-out cosine
                 ctx.logger.warning("adaround: the learned rounding would lower the output cosine on the %s batches "
                                    "(%.6f -> %.6f); round-to-nearest kept", "held-out" if ctx.analyses.get(
@@ -89,9 +93,9 @@ class AdaRound(Pass):
             ctx.logger.info("adaround: output cosine on the scoring batches %.6f -> %.6f", old, new)
         return PassResult(graph, bool(gains))
 
-    def _cosine(self, graph: Graph, float_graph: Graph, ctx: PassContext, feeds: list[dict]) -> float:
+    def _cosine(self, graph: Graph, ctx: PassContext, feeds: list[dict], reference: list[list[np.ndarray]]) -> float:
         """Mean over outputs of the min over ``feeds`` of the cosine between ``graph`` quantized
-        (as the pipeline will) and ``float_graph``."""
+        (as the pipeline will) and the float model's outputs ``reference`` (one list per feed)."""
         from ptqc.passes.insert_qdq import InsertQDQ
         from ptqc.passes.propagate_ranges import PropagateRanges
         from ptqc.runtime.ort import OrtRunner
@@ -102,12 +106,10 @@ class AdaRound(Pass):
         for p in (PropagateRanges(unify=self.unify, wide_headroom=self.wide_headroom), InsertQDQ(output_dequant=True)):
             g = p.run(g, qctx).graph
         q = OrtRunner(export_model(g, constants_as_initializers=True).SerializeToString(), list(graph.outputs))
-        f = OrtRunner(export_model(float_graph, constants_as_initializers=True).SerializeToString(),
-                      list(graph.outputs))
         worst = {o: 1.0 for o in graph.outputs}
-        for x in feeds:
-            for (o, y), r in zip(q.run(x).items(), f.run(x).values()):
-                worst[o] = min(worst[o], _cos(r, y))
+        for x, ref in zip(feeds, reference):
+            for (o, y), r in zip(q.run(x).items(), ref):
+                worst[o] = min(worst[o], cosine(r, y))
         return float(np.mean(list(worst.values())))
 
     def _hessians(self, graph: Graph, ctx: PassContext, layers: list["_Layer"]) -> list:
@@ -171,12 +173,6 @@ class AdaRound(Pass):
         learned = np.where(keep, nearest, learned)
         err = lambda q: float(sum(np.sum((dg @ f) ** 2) for dg, f in zip(s * q - w, factors)))  # noqa: E731
         return err(nearest), err(learned), learned
-
-
-def _cos(a, b) -> float:
-    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
-    na, nb = np.linalg.norm(a), np.linalg.norm(b)
-    return 1.0 if na == 0 and nb == 0 else float(a @ b / max(na * nb, 1e-300))
 
 
 def _through(d: np.ndarray, ops) -> np.ndarray:

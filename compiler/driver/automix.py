@@ -30,14 +30,13 @@ from ptqc.driver.bias_correction import correct_bias
 from ptqc.driver.data import cannot_reread, first_batch
 from ptqc.driver.mix import as_mix, comply, share_units
 from ptqc.driver.pipeline import materialize_pipeline
-from ptqc.driver.quantize import cosine
 from ptqc.errors import ConfigError
 from ptqc.ir import Graph
 from ptqc.onnx_io import export_model
 from ptqc.pass_manager import AnalysisStore, PassContext, PassManager
 from ptqc.passes import AssignQuantSpecs
 from ptqc.passes.assign_quant_specs import node_key
-from ptqc.quant import QuantScheme, qparam_from_range
+from ptqc.quant import QuantScheme, cosine, qparam_from_range
 from ptqc.runtime.ort import OrtRunner
 
 log = logging.getLogger("ptqc")

@@ -25,6 +25,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from ptqc.onnx_io import with_outputs
+from ptqc.quant import cosine
 from ptqc.runtime.ort import OrtRunner
 
 log = logging.getLogger("ptqc")
@@ -107,7 +108,6 @@ def correct_bias(qmodel: onnx.ModelProto, float_model: onnx.ModelProto, drive: C
     ``input_params`` quantize the feeds of integer inputs, ``output_params`` dequantize
     integer outputs; ``guard=False`` skips the output check."""
     from ptqc.driver.data import cannot_reread
-    from ptqc.driver.quantize import cosine
 
     float_names = {o for n in float_model.graph.node for o in n.output}
     targets = _targets(qmodel, float_names)

@@ -35,7 +35,7 @@ from ptqc.passes.assign_quant_specs import check_weights, node_key
 from ptqc.passes.calibrate import held_out, observed_values
 from ptqc.passes.calibration import OBSERVERS
 from ptqc.passes.choose_ranges import AUTO
-from ptqc.quant import QuantParam, QuantScheme
+from ptqc.quant import QuantParam, QuantScheme, cosine
 from ptqc.runtime.ort import OrtRunner
 from ptqc.driver.simulate import is_qdq, simulator_for
 from ptqc.targets.base import Target
@@ -658,15 +658,6 @@ def compare_outputs(float_model: onnx.ModelProto, qmodel: onnx.ModelProto, drive
         log.warning("the evaluation run saw no data (a CalibrationDataReader without rewind() is used up by "
                     "calibration); no cosine to report")
     return {n: (min(c), float(np.mean(c))) for n, c in stats.items() if c}, metric
-
-
-def cosine(a: np.ndarray, b: np.ndarray) -> float:
-    a = np.asarray(a, np.float64).ravel()
-    b = np.asarray(b, np.float64).ravel()
-    na, nb = np.linalg.norm(a), np.linalg.norm(b)
-    if na == 0 or nb == 0:
-        return 1.0 if na == nb else 0.0
-    return float(a @ b / (na * nb))
 
 
 # ------------------------------------------------------------------------ infer
