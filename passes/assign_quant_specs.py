@@ -42,6 +42,12 @@ OP_ROLES: dict[str, OpRole] = {
     **dict.fromkeys(["Add", "Sub", "Mul"], _OWN_ALL),
     **dict.fromkeys(["Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh",
                      "Softmax", "AveragePool", "GlobalAveragePool", "ReduceMean", "LayerNormalization"], _OWN),
+    # one-input nonlinear ops a chip runs as lookup tables (targets/base.py EXTENDED_LUT_OPS) whose
+    # output range a table holds; Exp, Log, Reciprocal and Sqrt stay float (their outputs span
+    # decades, which one 8-bit scale cannot hold), and Abs (the reference's mixed-precision
+    # rule 6 refuses it, so a template listing it could not be loaded back)
+    **dict.fromkeys(["Gelu", "Erf", "Softplus", "Elu", "Selu", "Mish", "Softsign", "Neg"], _OWN),
+    "Div": OpRole("own", (0,)),  # by a positive constant scalar only (a rescale; _role)
     "PRelu": OpRole("own", (0, 1)),
     **dict.fromkeys(["Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Slice", "Gather",
                      "Split", "MaxPool", "GlobalMaxPool", "Identity", "DepthToSpace", "SpaceToDepth",
@@ -100,6 +106,8 @@ class AssignQuantSpecs(Pass):
         s = self.scheme
         if node.op_type in ("LSTM", "GRU", "RNN") and node.domain in ("", "ai.onnx"):
             return "recurrent ops run float: no integer LSTM/GRU/RNN kernel yet (the simulator runs them float)"
+        if role is None and node.op_type == "Div" and node.domain in ("", "ai.onnx"):
+            return "only Div by a positive constant scalar runs quantized (a rescale)"
         if role is None or node.domain not in ("", "ai.onnx"):
             return "ptqc does not quantize this op"
         if s.op_types is not None and node.op_type not in s.op_types:
@@ -189,6 +197,8 @@ def check_weights(graph: Graph) -> None:
 
 def _role(graph: Graph, node: Node) -> OpRole | None:
     role = OP_ROLES.get(node.op_type)
+    if node.op_type == "Div" and not _positive_scalar(graph, node.inputs[1] if len(node.inputs) > 1 else ""):
+        return None
     if node.op_type == "Resize" and node.attrs.get("mode", "nearest") != "nearest":
         return _OWN
     if node.op_type == "Pad" and node.attrs.get("mode", "constant") == "constant":
@@ -198,6 +208,11 @@ def _role(graph: Graph, node: Node) -> OpRole | None:
         if node.attrs.get("value", 0.0) != 0.0:
             return _OWN
     return role
+
+
+def _positive_scalar(graph: Graph, name: str) -> bool:
+    c = graph.constant(name) if name else None
+    return c is not None and c.size == 1 and c.dtype.kind == "f" and float(c.reshape(-1)[0]) > 0
 
 
 def _follows_quantized(graph: Graph, node: Node, quantized: set[int]) -> str:

@@ -32,13 +32,13 @@ def test_pass_through_ops_share_their_input_and_unknown_ops_stay_float():
     model = builders.make_model(
         [helper.make_node("Relu", ["x"], ["r"], name="relu"),
          helper.make_node("Transpose", ["r"], ["t"], name="tr", perm=[1, 0]),
-         helper.make_node("Erf", ["t"], ["e"], name="erf"),
+         helper.make_node("Exp", ["t"], ["e"], name="exp"),
          helper.make_node("Reshape", ["e", "shape"], ["y"], name="reshape")],
         [("x", np.float32, [2, 3])], [("y", np.float32, [6])], {"shape": np.array([6], np.int64)})
     g, ctx = _specced(model)
     assert g.value("t").meta["qspec"] == SharedSpec("r")
-    assert "qspec" not in g.value("y").meta  # a Reshape behind the float Erf stays float
-    assert ctx.analyses["float_ops"] == {"Erf": ["erf"], "Reshape": ["reshape"]}
+    assert "qspec" not in g.value("y").meta  # a Reshape behind the float Exp stays float
+    assert ctx.analyses["float_ops"] == {"Exp": ["exp"], "Reshape": ["reshape"]}
 
 
 def test_gemm_weight_axis_follows_transB_and_node_exclusion_is_honoured():
@@ -74,3 +74,27 @@ def test_recurrent_ops_stay_float_and_say_why(caplog):
         g, ctx = _specced(model)
     assert ctx.analyses["float_ops"] == {"GRU": ["gru"]}
     assert "no integer LSTM/GRU/RNN kernel" in caplog.text
+
+
+def test_gelu_erf_and_div_by_a_positive_constant_run_quantized_div_by_a_tensor_does_not(caplog):
+    """BERT's GELU, x * 0.5 * (1 + erf(x / sqrt 2)): the Div is a rescale and Erf a table, so
+    every op of it is quantized; a Div by a tensor or by a negative constant stays float, with
+    its reason in the log."""
+    model = builders.make_model(
+        [helper.make_node("Div", ["x", "s2"], ["d"], name="div"),
+         helper.make_node("Erf", ["d"], ["e"], name="erf"),
+         helper.make_node("Add", ["e", "one"], ["e1"], name="add"),
+         helper.make_node("Mul", ["x", "e1"], ["m"], name="mul"),
+         helper.make_node("Gelu", ["m"], ["g"], name="gelu"),
+         helper.make_node("Div", ["g", "x"], ["q"], name="div_tensor"),
+         helper.make_node("Div", ["q", "neg"], ["y"], name="div_negative")],
+        [("x", np.float32, [2, 3])], [("y", np.float32, [2, 3])],
+        {"s2": np.array(1.4142135, np.float32), "one": np.array(1.0, np.float32),
+         "neg": np.array(-2.0, np.float32)}, opset=20)
+    with caplog.at_level("DEBUG", logger="ptqc"):
+        g, ctx = _specced(model)
+    assert ctx.analyses["float_ops"] == {"Div": ["div_tensor", "div_negative"]}
+    for name in ("d", "e", "e1", "m", "g"):
+        assert g.value(name).meta["qspec"] == PlainSpec(np.dtype(np.uint8), False), name
+    assert "qspec" not in g.value("s2").meta  # the divisor is folded into the rescale, not quantized
+    assert "only Div by a positive constant scalar runs quantized" in caplog.text
