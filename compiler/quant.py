@@ -233,6 +233,9 @@ class QuantScheme:
     # rec (8 calibration images) clipping alone took held-out cosine to 0.9981; 1.25 (a third
     # of a bit) brings it to 0.99999.  8-bit ranges are never widened: there noise dominates.
     wide_headroom: float = 1.25
+    # RNN/GRU/LSTM run quantized (X, W, R, states and outputs; the chip's integer recurrent
+    # kernel): on the TX5xxx families that run it, not on onnxruntime (which runs them float)
+    recurrent: bool = False
 
     @property
     def bits(self) -> int:

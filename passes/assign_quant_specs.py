@@ -19,6 +19,7 @@ from ptqc.ir import Graph, Node
 from ptqc.pass_manager import Pass, PassContext, PassResult
 from ptqc.passes.masks import mask_tensors
 from ptqc.quant import DerivedSpec, PlainSpec, QuantScheme, SharedSpec
+from ptqc.runtime.kernels.recurrent import unsupported as recurrent_unsupported
 
 FLOAT = onnx.TensorProto.FLOAT
 
@@ -49,6 +50,9 @@ OP_ROLES: dict[str, OpRole] = {
     **dict.fromkeys(["Gelu", "Erf", "Softplus", "Elu", "Selu", "Mish", "Softsign", "Neg"], _OWN),
     "Div": OpRole("own", (0,)),  # by a positive constant scalar only (a rescale; _role)
     "PRelu": OpRole("own", (0, 1)),
+    # X, W, R (constants: per gate row, axis 1), initial_h, initial_c; B stays float (lowering
+    # puts it in the gate format); only where the scheme runs recurrent ops (_refusal)
+    **dict.fromkeys(["RNN", "GRU", "LSTM"], OpRole("own", (0, 1, 2, 5, 6))),
     **dict.fromkeys(["Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Slice", "Gather",
                      "Split", "MaxPool", "GlobalMaxPool", "Identity", "DepthToSpace", "SpaceToDepth",
                      "Expand", "Tile"], _SHARED),
@@ -105,7 +109,12 @@ class AssignQuantSpecs(Pass):
     def _refusal(self, graph: Graph, node: Node, role: OpRole | None) -> str:
         s = self.scheme
         if node.op_type in ("LSTM", "GRU", "RNN") and node.domain in ("", "ai.onnx"):
-            return "recurrent ops run float: no integer LSTM/GRU/RNN kernel yet (the simulator runs them float)"
+            if not s.recurrent:
+                return ("recurrent ops run float on this target (onnxruntime runs LSTM/GRU/RNN in float; TX510x, "
+                        "8-bit only, has no 16-bit recurrent state)")
+            why = recurrent_unsupported(node.op_type, node.attrs, node.inputs)
+            if why or any(graph.constant(x) is None for x in node.inputs[1:3]):
+                return f"recurrent op runs float: {why or 'W or R is computed'}"
         if role is None and node.op_type == "Div" and node.domain in ("", "ai.onnx"):
             return "only Div by a positive constant scalar runs quantized (a rescale)"
         if role is None or node.domain not in ("", "ai.onnx"):
@@ -230,7 +239,10 @@ def _follows_quantized(graph: Graph, node: Node, quantized: set[int]) -> str:
 def _data_inputs(graph: Graph, node: Node, role: OpRole) -> list[str]:
     if role.data is None:
         return [x for x in node.inputs if x and graph.value(x).elem_type == FLOAT]
-    return [node.inputs[i] for i in role.data if i < len(node.inputs) and node.inputs[i]]
+    data = [node.inputs[i] for i in role.data if i < len(node.inputs) and node.inputs[i]]
+    if node.op_type in ("RNN", "GRU", "LSTM"):  # a constant initial state goes in as it is (lowering)
+        data = [x for x in data if x in node.inputs[:3] or graph.constant(x) is None]
+    return data
 
 
 def _fused_internal(graph: Graph, node: Node, quantized: set[int]) -> set[str]:
@@ -257,6 +269,8 @@ def _weight_axis(graph: Graph, node: Node, name: str, scheme: QuantScheme) -> in
         return 0 if node.attrs.get("transB", 0) else 1
     if node.op_type == "MatMul" and len(node.inputs) > 1 and name == node.inputs[1] and w.ndim == 2:
         return 1
+    if node.op_type in ("RNN", "GRU", "LSTM") and name in node.inputs[1:3] and w.ndim == 3:
+        return 1  # [directions, gates x hidden, in]: per gate row
     return None
 
 

@@ -22,7 +22,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from ptqc.runtime.kernels import elementwise, linear, lut, norm, pool, resize, softmax
+from ptqc.runtime.kernels import elementwise, linear, lut, norm, pool, recurrent, resize, softmax
 from ptqc.runtime.kernels.requant import quantize_multiplier, requantize_accumulator, requantize_channels
 from ptqc.runtime.program import Op, Program, TensorInfo
 from ptqc.runtime.reference import run_node
@@ -468,6 +468,53 @@ def _move(sim: Simulator, op: Op, a: list) -> list[np.ndarray]:
     return outs[:len(op.outputs)]
 
 
+def _recurrent(sim: Simulator, op: Op, a: list) -> list[np.ndarray]:
+    """RNN/GRU/LSTM on ``kernels.recurrent`` (every multiplier and table from lowering):
+    per direction the input part of all steps at once, then the steps."""
+    at, c, mode = op.attrs, sim.p.constants, sim.p.rounding
+    x = a[0] if at["layout"] == 0 else np.swapaxes(a[0], 0, 1)  # [T, B, I]
+    n_t, n_b = x.shape[:2]
+    lens = np.full(n_b, n_t, np.int64) if a[1] is None else np.asarray(a[1], np.int64).reshape(-1)
+    hidden = c[at["r"]].shape[2]
+    ys, hs, cs = [], [], []
+    for d, reverse in enumerate(at["reverse"]):
+        acc = linear.int_matmul(x.astype(np.int32) - at["x_zp"], np.ascontiguousarray(c[at["w"]][d].T))
+        xg, saturated = requantize_accumulator(acc, None, at["x_acc_bits"], c[at["mx"]][d], c[at["sx"]][d], 0,
+                                               -(1 << 62), 1 << 62, mode, np.int64, -1)
+        xg += c[at["bias"]][d]  # Wb + Rb in Q4.11
+        if saturated:
+            sim.saturated[op.node] = sim.saturated.get(op.node, 0) + saturated
+        states = []
+        for i, (key, bits) in enumerate((("h0", 16), ("c0", 32))):
+            q = a[2 + i]
+            if q is None or at[key] is None:
+                states.append(np.zeros((n_b, hidden), np.int64))
+                continue
+            q = q[d] if at["layout"] == 0 else q[:, d]
+            m, s, zp = at[key]
+            states.append(requantize_channels(q.astype(np.int64) - zp, m, s, 0, -(1 << (bits - 1)), (1 << (bits - 1)) - 1,
+                                              mode, np.int64, None))
+        y, h, cell = recurrent.recurrent_int(at["cell"], xg, c[at["r"]][d], c[at["mh"]][d], c[at["sh"]][d],
+                                             c[at["rbn"]][d], at["h_acc_bits"], lens, reverse, states[0], states[1],
+                                             c[at["sig"]], c[at["tanh"]], at["step_log2"], at["lbr"], mode)
+        ys.append(y)
+        hs.append(h)
+        cs.append(cell)
+    layout1 = at["layout"] == 1
+    y_all = np.stack(ys, 1)  # [T, D, B, H]
+    values = [y_all.transpose(2, 0, 1, 3) if layout1 else y_all,
+              np.stack(hs, 1 if layout1 else 0), np.stack(cs, 1 if layout1 else 0)]
+    out = []
+    for name, value, rq in zip(op.outputs, values, at["requant"]):
+        if not name:
+            out.append(None)
+            continue
+        info = sim.p.tensors[name]
+        out.append(requantize_channels(value.astype(np.int64), rq[0], rq[1], info.zero_point, info.qmin, info.qmax,
+                                       mode, info.dtype, None))
+    return out
+
+
 def _float(sim: Simulator, op: Op, a: list) -> list[np.ndarray]:
     at = op.attrs
     return run_node(at["op_type"], a, at["onnx_attrs"], domain=at.get("domain", ""), opset=sim.p.opset, name=op.node,
@@ -479,4 +526,5 @@ _KINDS: dict[str, Callable] = {
     "add": _add, "mul": _mul, "rescale": _rescale, "concat": _concat, "lut": _lut, "lut_interp": _lut_interp,
     "softmax": _softmax, "layernorm": _layernorm, "avgpool": _avgpool, "global_avgpool": _global_avgpool,
     "resize_nearest": _resize_nearest, "resize_linear": _resize_linear, "move": _move, "float": _float,
+    "recurrent": _recurrent,
 }

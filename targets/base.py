@@ -30,6 +30,9 @@ BASE_INTEGER_OPS = frozenset({
     "Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "Concat", "AveragePool",
     "GlobalAveragePool", "Resize", "Relu", "Clip", "Softmax", "BatchNormalization",
 }) | DATA_MOVEMENT
+# Recurrent layers on the integer recurrent kernel (runtime/kernels/recurrent.py): 16-bit
+# states and gates inside, so only on families that run 16 bits.
+RECURRENT_OPS = frozenset({"RNN", "GRU", "LSTM"})
 BASE_LUT_OPS = frozenset({"Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "LeakyRelu", "Exp"})
 EXTENDED_LUT_OPS = BASE_LUT_OPS | frozenset({
     "Gelu", "Erf", "Softplus", "Reciprocal", "Sqrt", "Log", "Elu", "Selu", "Mish", "Softsign", "Abs", "Neg",
@@ -64,6 +67,9 @@ class Target:
     - Softmax runs in integer (exp table on ``max - x``, integer sum and division);
       LayerNormalization runs "mixed" (exact integer statistics, float normalization) on
       the families that list it, float elsewhere.
+    - RNN/GRU/LSTM run on the 8/16-bit families with fixed-point internals (Q4.11 gate
+      inputs, Q0.15 gates and hidden state, Q11.20 cell state: runtime/kernels/recurrent.py);
+      TX510x, 8-bit only, runs them float.
     """
 
     name: str

@@ -5,17 +5,18 @@ integer arithmetic; plus ``generic`` (onnxruntime QDQ, no chip rules).
 The reference documents bit-widths and mixed precision per family; it is silent on op
 coverage, so: TX510x (8-bit only, the oldest) runs the base integer op set; the 8/16-bit
 families add the extended lookup tables (Gelu, Erf, Softplus, Reciprocal, Sqrt, Log...) and
-LayerNormalization as a mixed op.
+LayerNormalization as a mixed op, and RNN/GRU/LSTM on the integer recurrent kernel.
 """
 from __future__ import annotations
 
-from ptqc.targets.base import EXTENDED_LUT_OPS, RULES, Target  # noqa: F401 - RULES re-exported
+from ptqc.targets.base import BASE_INTEGER_OPS, EXTENDED_LUT_OPS, RECURRENT_OPS, RULES, Target  # noqa: F401 - RULES re-exported
 
 _MIXED = frozenset({"LayerNormalization"})
 
 
 def _family(name: str, chips: tuple[str, ...]) -> Target:
-    return Target(name, chips, frozenset({8, 16}), True, lut_ops=EXTENDED_LUT_OPS, mixed_ops=_MIXED)
+    return Target(name, chips, frozenset({8, 16}), True, integer_ops=BASE_INTEGER_OPS | RECURRENT_OPS,
+                  lut_ops=EXTENDED_LUT_OPS, mixed_ops=_MIXED)
 
 
 FAMILIES: tuple[Target, ...] = (

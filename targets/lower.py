@@ -35,6 +35,7 @@ from ptqc.runtime.kernels.elementwise import add_multipliers
 from ptqc.runtime.program import Op, Program, TensorInfo
 from ptqc.runtime.reference import run_node
 from ptqc.targets.base import DATA_MOVEMENT, Target
+from ptqc.targets.lower_recurrent import OPS as RECURRENT_OPS, lower_recurrent
 
 log = logging.getLogger("ptqc.lower")
 
@@ -386,6 +387,9 @@ class Lowering:
             elif lowerer is None and node.op_type in DATA_MOVEMENT:
                 lowerer = Lowering._move
             try:
+                if node.op_type in RECURRENT_OPS:  # several outputs, each into its own Q
+                    lower_recurrent(self, node, _key(node), NotInteger)
+                    return
                 if lowerer is None:
                     raise NotInteger("no integer lowering")
                 out, info, lo, hi, absorbed = self._int_output(node)

@@ -89,7 +89,8 @@ def scheme_of(config: QuantConfig, family: Target) -> QuantScheme:
     return QuantScheme(activation_dtype=np.dtype(act), activation_symmetric=symmetric,
                        weight_dtype=np.dtype(np.int8 if bits == 8 else np.int16), per_channel=config.per_channel,
                        unify_concat=config.unify_input_scale, requantize_outputs=not config.output_dequant,
-                       nodes_to_exclude=frozenset(config.skip_quant_nodes))
+                       nodes_to_exclude=frozenset(config.skip_quant_nodes),
+                       recurrent=family.runs_integer("LSTM"))
 
 
 def workers_of(config: QuantConfig, client=None):

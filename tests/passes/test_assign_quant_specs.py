@@ -63,17 +63,34 @@ def test_pass_runs_alone_and_leaves_the_graph_unchanged():
     assert not result.modified and result.graph.op_counts() == {"BatchNormalization": 1, "Conv": 1, "Relu": 1}
 
 
-def test_recurrent_ops_stay_float_and_say_why(caplog):
+def _gru_model(activations=None):
     rng = np.random.default_rng(0)
-    model = builders.make_model(
+    return builders.make_model(
         [helper.make_node("Relu", ["x"], ["r"], name="relu"),
-         helper.make_node("GRU", ["r", "w", "rr"], ["y", ""], name="gru", hidden_size=4)],
+         helper.make_node("GRU", ["r", "w", "rr", "", "", "h0"], ["y", ""], name="gru", hidden_size=4,
+                          **({"activations": activations} if activations else {}))],
         [("x", np.float32, [5, 1, 3])], [("y", np.float32, None)],
-        {"w": rng.normal(size=(1, 12, 3)).astype(np.float32), "rr": rng.normal(size=(1, 12, 4)).astype(np.float32)})
+        {"w": rng.normal(size=(1, 12, 3)).astype(np.float32), "rr": rng.normal(size=(1, 12, 4)).astype(np.float32),
+         "h0": np.zeros((1, 1, 4), np.float32)})
+
+
+def test_recurrent_ops_stay_float_by_default_and_say_why(caplog):
     with caplog.at_level("DEBUG", logger="ptqc"):
-        g, ctx = _specced(model)
+        g, ctx = _specced(_gru_model())
     assert ctx.analyses["float_ops"] == {"GRU": ["gru"]}
-    assert "no integer LSTM/GRU/RNN kernel" in caplog.text
+    assert "recurrent ops run float on this target" in caplog.text
+
+
+def test_where_the_scheme_runs_recurrent_ops_w_and_r_are_per_gate_row_and_constant_states_stay_float(caplog):
+    g, ctx = _specced(_gru_model(), QuantScheme(recurrent=True))
+    assert "GRU" not in ctx.analyses["float_ops"]
+    assert g.value("w").meta["qspec"].axis == 1 and g.value("rr").meta["qspec"].axis == 1
+    assert g.value("y").meta["qspec"] == PlainSpec(np.dtype(np.uint8), False)
+    assert "qspec" not in g.value("h0").meta  # lowering puts a constant state in the kernel's format itself
+    with caplog.at_level("DEBUG", logger="ptqc"):
+        g, ctx = _specced(_gru_model(["Sigmoid", "Relu"]), QuantScheme(recurrent=True))
+    assert ctx.analyses["float_ops"] == {"GRU": ["gru"]}
+    assert "the integer kernel runs the defaults" in caplog.text
 
 
 def test_gelu_erf_and_div_by_a_positive_constant_run_quantized_div_by_a_tensor_does_not(caplog):
