@@ -19,9 +19,10 @@ from ptqc.ir import Graph, Node
 from ptqc.pass_manager import Pass, PassContext, PassResult
 from ptqc.passes.masks import mask_tensors
 from ptqc.quant import DerivedSpec, PlainSpec, QuantScheme, SharedSpec
-from ptqc.runtime.kernels.recurrent import unsupported as recurrent_unsupported
+from ptqc.runtime.kernels.recurrent import GATES, unsupported as recurrent_unsupported
 
 FLOAT = onnx.TensorProto.FLOAT
+RECURRENT = frozenset(GATES)  # RNN, GRU, LSTM
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ OP_ROLES: dict[str, OpRole] = {
     "PRelu": OpRole("own", (0, 1)),
     # X, W, R (constants: per gate row, axis 1), initial_h, initial_c; B stays float (lowering
     # puts it in the gate format); only where the scheme runs recurrent ops (_refusal)
-    **dict.fromkeys(["RNN", "GRU", "LSTM"], OpRole("own", (0, 1, 2, 5, 6))),
+    **dict.fromkeys(RECURRENT, OpRole("own", (0, 1, 2, 5, 6))),
     **dict.fromkeys(["Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Slice", "Gather",
                      "Split", "MaxPool", "GlobalMaxPool", "Identity", "DepthToSpace", "SpaceToDepth",
                      "Expand", "Tile"], _SHARED),
@@ -108,7 +109,7 @@ class AssignQuantSpecs(Pass):
 
     def _refusal(self, graph: Graph, node: Node, role: OpRole | None) -> str:
         s = self.scheme
-        if node.op_type in ("LSTM", "GRU", "RNN") and node.domain in ("", "ai.onnx"):
+        if node.op_type in RECURRENT and node.domain in ("", "ai.onnx"):
             if not s.recurrent:
                 return ("recurrent ops run float on this target (onnxruntime runs LSTM/GRU/RNN in float; TX510x, "
                         "8-bit only, has no 16-bit recurrent state)")
@@ -240,7 +241,7 @@ def _data_inputs(graph: Graph, node: Node, role: OpRole) -> list[str]:
     if role.data is None:
         return [x for x in node.inputs if x and graph.value(x).elem_type == FLOAT]
     data = [node.inputs[i] for i in role.data if i < len(node.inputs) and node.inputs[i]]
-    if node.op_type in ("RNN", "GRU", "LSTM"):  # a constant initial state goes in as it is (lowering)
+    if node.op_type in RECURRENT:  # a constant initial state goes in as it is (lowering)
         data = [x for x in data if x in node.inputs[:3] or graph.constant(x) is None]
     return data
 
@@ -269,7 +270,7 @@ def _weight_axis(graph: Graph, node: Node, name: str, scheme: QuantScheme) -> in
         return 0 if node.attrs.get("transB", 0) else 1
     if node.op_type == "MatMul" and len(node.inputs) > 1 and name == node.inputs[1] and w.ndim == 2:
         return 1
-    if node.op_type in ("RNN", "GRU", "LSTM") and name in node.inputs[1:3] and w.ndim == 3:
+    if node.op_type in RECURRENT and name in node.inputs[1:3] and w.ndim == 3:
         return 1  # [directions, gates x hidden, in]: per gate row
     return None
 

@@ -82,15 +82,20 @@ def _gather(q, table, in_qmin, out):
     return out
 
 
+@njit(cache=True, inline="always")
+def interp_one(q, table, in_qmin, step_log2, lo, hi, mode):
+    """One code through an interpolated table (the arithmetic of :func:`apply_table_interp`)."""
+    d = np.int64(q) - in_qmin
+    i = d >> step_log2
+    t0 = table[i]
+    v = t0 + round_shift((table[i + 1] - t0) * (d & ((np.int64(1) << step_log2) - 1)), step_log2, mode)
+    return min(max(v, lo), hi)
+
+
 @njit(cache=True)
 def _interp(q, table, in_qmin, step_log2, lo, hi, mode, out):
-    mask = (np.int64(1) << step_log2) - 1
     for n in range(q.shape[0]):
-        d = np.int64(q[n]) - in_qmin
-        i = d >> step_log2
-        t0 = table[i]
-        v = t0 + round_shift((table[i + 1] - t0) * (d & mask), step_log2, mode)
-        out[n] = min(max(v, lo), hi)
+        out[n] = interp_one(q[n], table, in_qmin, step_log2, lo, hi, mode)
     return out
 
 

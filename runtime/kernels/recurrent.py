@@ -14,7 +14,7 @@ accumulator width of the input's bit-width, all steps at once) and the recurrent
 ``Σ h·R[r]`` (exact, saturated to the 16-bit accumulator) are each requantized to Q4.11 with
 their own per-row multiplier, the biases (``Wb + Rb``, in Q4.11) added, and the sum clamped
 to int16.  Sigmoid and tanh are the family's 16-bit interpolated tables (``lut.make_table``
-with ``2^L + 1`` entries, ``lut._interp``'s arithmetic).  Products of two Q0.15 values are
+with ``2^L + 1`` entries, ``lut.interp_one``).  Products of two Q0.15 values are
 rounded right shifts (the target's rounding).  ``Y`` is ``h`` (zero past a batch entry's
 sequence length, as ONNX says), requantized to the output's scale by the caller.
 
@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .lut import make_table
+from .lut import interp_one, make_table
 from .requant import round_shift
 
 GATE_FRAC, STATE_FRAC, CELL_FRAC = 11, 15, 20
@@ -70,12 +70,8 @@ def _clamp(v, lo, hi):
 
 @njit(cache=True, inline="always")
 def _table(v, table, step_log2, mode):
-    """One Q4.11 code through an interpolated Q0.15 table (``lut._interp`` for one element)."""
-    d = v - I16_MIN
-    i = d >> step_log2
-    t0 = table[i]
-    return _clamp(t0 + round_shift((table[i + 1] - t0) * (d & ((np.int64(1) << step_log2) - 1)), step_log2, mode),
-                  I16_MIN, I16_MAX)
+    """One Q4.11 code through an interpolated Q0.15 table."""
+    return interp_one(v, table, np.int64(I16_MIN), step_log2, I16_MIN, I16_MAX, mode)
 
 
 @njit(cache=True, inline="always")
