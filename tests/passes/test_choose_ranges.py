@@ -3,6 +3,7 @@ deterministic, runnable alone on a specced and calibrated graph."""
 import copy
 
 import numpy as np
+import onnx
 import pytest
 
 import builders
@@ -83,3 +84,30 @@ def test_without_held_out_batches_it_scores_on_the_data_and_says_so(caplog):
         ChooseRanges().run(graph, ctx)
     assert "scored on 4 calibration batches" in caplog.text
     assert ctx.analyses["range_choices"]
+
+
+@pytest.mark.parametrize("name", ["digits", "synthetic"])
+def test_the_trial_model_computes_exactly_the_model_each_candidate_writes(name):
+    """The scored model is the written one: scales as inputs, and the int32 biases re-quantized
+    at those scales (a bias rounded once at another scale moved PP-OCR cls's outputs)."""
+    import onnxruntime as ort
+
+    from ptqc.passes.choose_ranges import _trial_model
+
+    _, model, calib, validation = next(c for c in _cases() if c[0] == name)
+    graph, ctx = _calibrated(model, calib, validation)
+    observers = ctx.analyses["observers"]
+    _, trial, names = _trial_model(graph, ctx, observers, False, 1.0)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    trial_session = ort.InferenceSession(trial, so, providers=["CPUExecutionProvider"])
+    for lab, method, opts in CANDIDATES[:3]:
+        chosen = {n: o.with_method(method, **opts) for n, o in observers.items()}
+        written = _materialized(graph, ctx, chosen)
+        inits = {t.name: onnx.numpy_helper.to_array(t) for t in onnx.load_from_string(written).graph.initializer}
+        values = {x: inits[x] for pair in names.values() for x in pair}
+        assert values, "no scale became a trial input"
+        session = ort.InferenceSession(written, so, providers=["CPUExecutionProvider"])
+        for f in validation:
+            for a, b in zip(trial_session.run(None, {**f, **values}), session.run(None, f)):
+                np.testing.assert_array_equal(a, b, err_msg=lab)
