@@ -20,9 +20,10 @@ from ptqc.passes.insert_normalization import InsertNormalization
 from ptqc.passes.insert_qdq import InsertQDQ
 from ptqc.passes.lift_constants import LiftConstantNodes
 from ptqc.passes.propagate_ranges import PropagateRanges
+from ptqc.passes.read_qdq import FitQDQParams, ReadQDQ
 from ptqc.passes.remove_identity import RemoveIdentity
 from ptqc.passes.upgrade_opset import UpgradeOpset
 
-__all__ = ["AdaRound", "AssignQuantSpecs", "Calibrate", "ChooseRanges", "CropOutputs", "EliminateDeadCode", "EqualizeCrossLayer", "FoldAffineIntoConv", "FoldConstants", "FuseBatchNorm",
+__all__ = ["AdaRound", "AssignQuantSpecs", "Calibrate", "ChooseRanges", "CropOutputs", "EliminateDeadCode", "EqualizeCrossLayer", "FitQDQParams", "FoldAffineIntoConv", "FoldConstants", "FuseBatchNorm",
            "FuseBiasAdd", "FuseConvScale", "FuseHardSwish", "FuseLayerNorm", "InferShapes", "InsertNormalization", "InsertQDQ", "LiftConstantNodes",
-           "MarkActivationFusion", "PropagateRanges", "RemoveIdentity", "UpgradeOpset"]
+           "MarkActivationFusion", "PropagateRanges", "ReadQDQ", "RemoveIdentity", "UpgradeOpset"]

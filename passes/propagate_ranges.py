@@ -9,7 +9,8 @@ identical parameters; a 16-bit activation group's range is widened by ``wide_hea
 (QuantScheme).  Weights get symmetric per-channel parameters from their data; biases
 get scale = input scale x weight scale in int32.
 
-With ``ctx.analyses["loaded_params"]`` (``-lsj``) the loaded parameters replace calibration;
+With ``ctx.analyses["loaded_params"]`` (``-lsj``; a quantized input model's, which may
+also hold weights') the loaded parameters replace calibration;
 the members of a group must agree, or the run stops naming the two tensors.  With
 ``ctx.analyses["range_overrides"]`` (an nncase quant scheme: tensor -> (dtype or None, min,
 max)) a group holding an overridden tensor takes that range and type, and a float type (None)
@@ -46,7 +47,7 @@ class PropagateRanges(Pass):
             override = next((overrides[m] for m in members if m in overrides), None)
             if override is not None:
                 param = _override_param(members, spec, override)
-            elif loaded is not None and graph.value(root).const is None:
+            elif loaded is not None and (graph.value(root).const is None or root in loaded):
                 param = _loaded_group_param(members, loaded)
             else:
                 param = group_param(graph, members, spec, observers, self.wide_headroom)

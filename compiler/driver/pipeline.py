@@ -12,6 +12,7 @@ from ptqc.passes import (AdaRound, AssignQuantSpecs, Calibrate, CropOutputs, Eli
                          InferShapes, InsertNormalization, InsertQDQ, LiftConstantNodes, MarkActivationFusion,
                          PropagateRanges, RemoveIdentity, UpgradeOpset)
 from ptqc.passes.choose_ranges import AUTO, ChooseRanges
+from ptqc.passes.read_qdq import FitQDQParams, ReadQDQ
 from ptqc.quant import QuantScheme
 
 MAX_VALIDATION = 8  # held-out batches kept for scoring (memory stays bounded)
@@ -26,23 +27,24 @@ def convert_pipeline() -> list[Pass]:
 
 def prepare_pipeline(output_names: tuple[str, ...] = (), mean: tuple[float, ...] = (),
                      std: tuple[float, ...] = (), equalize: bool = False) -> list[Pass]:
-    """The float half of ``-r quant``: opset 17 (per-channel QDQ needs 13, HardSwish 14,
-    LayerNormalization 17), crop at ``-on``,
-    ``--mean/--std`` after the first input, then the convert cleanup, then (``--cle``)
-    cross-layer equalization.  Its output is the float model the quantized one is compared
-    against."""
-    return [UpgradeOpset(17), LiftConstantNodes(), CropOutputs(output_names), InsertNormalization(mean, std),
+    """The float half of ``-r quant``: a QDQ input model's Q/DQ taken out (its activation
+    scales kept), opset 17 (per-channel QDQ needs 13, HardSwish 14, LayerNormalization 17),
+    crop at ``-on``, ``--mean/--std`` after the first input, then the convert cleanup, then
+    (``--cle``) cross-layer equalization.  Its output is the float model the quantized one
+    is compared against."""
+    return [ReadQDQ(), UpgradeOpset(17), LiftConstantNodes(), CropOutputs(output_names), InsertNormalization(mean, std),
             *convert_pipeline(), *([EqualizeCrossLayer()] if equalize else [])]
 
 
 def observe_pipeline(scheme: QuantScheme, *, method: str = "min_max", calibrate: bool = True,
                      executor: str = "onnxruntime", workers: int = 1, client=None, snapshots: tuple[int, ...] = (),
-                     holdout: int = 0, **options) -> list[Pass]:
-    """Specs, then calibration (skipped when a scale JSON is loaded; over ``workers``
-    processes or a Dask ``client`` when given; keeping observer copies after ``snapshots``
-    batches for several -i values; holding every ``holdout``-th batch out for validation)."""
+                     holdout: int = 0, quantized_input: bool = False, **options) -> list[Pass]:
+    """Specs, then calibration (skipped when a scale JSON is loaded or the input model is
+    quantized, whose scales are fitted to the specs instead; over ``workers`` processes or a
+    Dask ``client`` when given; keeping observer copies after ``snapshots`` batches for
+    several -i values; holding every ``holdout``-th batch out for validation)."""
     method = "kl" if method == AUTO else method  # auto reads the same histograms
-    return [AssignQuantSpecs(scheme),
+    return [AssignQuantSpecs(scheme), *([FitQDQParams(unify=scheme.unify_concat)] if quantized_input else []),
             *([Calibrate(method, executor, workers=workers, client=client, snapshots=snapshots, holdout=holdout,
                          max_holdout=MAX_VALIDATION, **options)]
               if calibrate else [])]

@@ -35,9 +35,10 @@ from ptqc.passes.assign_quant_specs import check_weights, node_key
 from ptqc.passes.calibrate import held_out, observed_values
 from ptqc.passes.calibration import OBSERVERS
 from ptqc.passes.choose_ranges import AUTO
+from ptqc.passes.read_qdq import is_qdq_model
 from ptqc.quant import QuantParam, QuantScheme, cosine
 from ptqc.runtime.ort import OrtRunner
-from ptqc.driver.simulate import is_qdq, simulator_for
+from ptqc.driver.simulate import simulator_for
 from ptqc.targets.base import Target
 from ptqc.targets.families import chip_names, family_of
 
@@ -250,12 +251,16 @@ def quantize(model: str | Path | onnx.ModelProto, output: str | Path | None = No
     t0 = time.perf_counter()
     graph = import_model(model)
     check_weights(graph)
+    quantized_input = is_qdq_model(graph)
+    if quantized_input:  # its scales are read, not calibrated again
+        refuse_on_quantized_input(config)
+        loaded, methods, iterations = True, ("loaded",), iterations[-1:]
     timing = TimingInstrument()
     instruments: list = [timing] + ([VerifyInstrument()] if config.debug else [])
     prepare = prepare_pipeline(config.output_name, config.mean, config.std, config.cross_layer_equalization)
     observe = observe_pipeline(scheme, method=methods[0] if len(methods) == 1 else "kl", calibrate=not loaded,
                                executor=executor, workers=workers, client=client, snapshots=iterations[:-1],
-                               holdout=config.holdout, percent=config.percent)
+                               holdout=config.holdout, percent=config.percent, quantized_input=quantized_input)
     steps = Path(config.save_dir) / "steps"  # --dump-ir numbers the halves as one pipeline
     dump = (lambda first, folder=steps: [DumpIRInstrument(folder, save_model, first)] if config.dump_ir else [])
     ctx = PassContext(config=config, target=family, logger=logger)
@@ -277,7 +282,7 @@ def quantize(model: str | Path | onnx.ModelProto, output: str | Path | None = No
     specs = input_specs(graph)
     drive = make_drive(fn, fn_name, specs, config, {o: n.name for n in graph.nodes() for o in n.outputs if o})
     ctx = PassContext(config=config, target=family, data=drive, logger=logger, analyses=ctx.analyses)
-    if loaded:
+    if config.load_scale_json is not None:
         ctx.analyses["loaded_params"] = load_scale_json(Path(config.load_scale_json), graph)
     if config.quant_scheme is not None:
         from ptqc.driver.nncase_scheme import load_scheme
@@ -317,7 +322,8 @@ def quantize(model: str | Path | onnx.ModelProto, output: str | Path | None = No
         folder = steps if len(runs) == 1 else steps / label
         g = PassManager(materialize_pipeline(scheme, output_dequant=config.output_dequant, input_dtypes=input_dtypes,
                                              choose=method == AUTO and not (searched or mixed_auto),
-                                             adaround=config.adaround, holdout=config.holdout,
+                                             adaround=config.adaround and not quantized_input,
+                                             holdout=config.holdout,
                                              batches=iteration if iteration != iterations[-1] else None),
                         instruments + dump(first, folder)).run(g, mctx).graph
         report = _finish(g, float_model, mctx, drives, method, config, evaluate,
@@ -333,6 +339,23 @@ def quantize(model: str | Path | onnx.ModelProto, output: str | Path | None = No
     ranked = sorted(reports, key=lambda r: -_score(r)) if evaluate else reports
     ranked[0].ranking = ranked
     return ranked[0]
+
+
+def refuse_on_quantized_input(config: QuantConfig) -> None:
+    """An input model that is already QDQ keeps its scales: the flags that would choose them
+    again are refused by name."""
+    clash = [flag for flag, given in (("-lsj/--load-scale-json", config.load_scale_json is not None),
+                                      ("-qs/--quant-scheme", config.quant_scheme is not None),
+                                      ("-qm/--quant-mode", "quant_mode" in config.explicit),
+                                      ("-mc/--mix-config", config.mix_config is not None),
+                                      ("--target-cosine", config.target_cosine is not None),
+                                      ("-ams/--auto-mix-strategy", "auto_mix_strategy" in config.explicit),
+                                      ("--cle", config.cross_layer_equalization),
+                                      ("-cd/--cache-distribution", config.cache_distribution is not None))
+             if given]
+    if clash:
+        raise ConfigError(f"{clash[0]}: the input model is already quantized (it holds QuantizeLinear/"
+                          "DequantizeLinear nodes) and keeps its scales; give its float model to quantize afresh")
 
 
 def _apply_mix(graph: Graph, ctx: PassContext, scheme: QuantScheme, family, config: QuantConfig, executor: str,
@@ -671,7 +694,7 @@ def infer(model: str | Path | onnx.ModelProto, data: Any = None, config: QuantCo
     graph = import_model(model)
     exported = export_model(graph, constants_as_initializers=True)
     family = target_of(config)
-    if family.name != "generic" and is_qdq(exported):  # the chip's integer arithmetic
+    if family.name != "generic" and is_qdq_model(graph):  # the chip's integer arithmetic
         from ptqc.runtime.simulator import SimulationError
 
         sim = simulator_for(graph, family, config.lut_len)

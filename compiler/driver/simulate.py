@@ -28,10 +28,6 @@ log = logging.getLogger("ptqc.simulate")
 COMPARE_THRESHOLD = 0.99  # the cosine below which a layer is reported as the first drop
 
 
-def is_qdq(model: onnx.ModelProto) -> bool:
-    return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
-
-
 def simulator_for(model, target: Target, lut_len: int | None = None) -> Simulator:
     """Lower a QDQ model for ``target`` and wrap it in a simulator; says what stays float."""
     if target.name == "generic":

@@ -397,7 +397,7 @@ def test_dump_ir_numbers_every_pass_of_both_halves_once(ws, tmp_path):
     steps = sorted(p.name for p in (tmp_path / "steps").glob("*.onnx"))
     numbers = [int(name.split("_")[0]) for name in steps]
     assert numbers == list(range(1, len(steps) + 1))
-    assert steps[0].endswith("upgrade_opset.onnx") and steps[-1].endswith("insert_qdq.onnx")
+    assert steps[0].endswith("read_qdq.onnx") and steps[-1].endswith("insert_qdq.onnx")
     assert onnx.load(str(tmp_path / "steps" / steps[-1])).graph.node  # each step is a model
 
 

@@ -1,0 +1,156 @@
+"""ReadQDQ / FitQDQParams: a model that is already quantized is read as quantized, never
+quantized twice: its activation and weight scales kept where the chip takes them, refit
+(and said so, per tensor) where it does not, the Relu onnxruntime's quantizer folds into a
+Q range put back; what cannot be read is refused in one line naming the node."""
+import logging
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import helper
+
+import builders
+import models
+from checks import assert_bad_input, list_reader, ptqc
+from ptqc.driver.config import QuantConfig
+from ptqc.driver.quantize import quantize
+from ptqc.errors import ConfigError, ModelError
+from ptqc.onnx_io import export_model, import_model
+from ptqc.pass_manager import PassContext
+from ptqc.passes import ReadQDQ
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return models.train_digits_cnn()
+
+
+def _feeds(d, n, start=0):
+    return [{"input": np.ascontiguousarray(d.x_train[i:i + 1])} for i in range(start, start + n)]
+
+
+def _ort_qdq(d, tmp_path, activation: str) -> str:
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    raw, src, dst = tmp_path / "raw.onnx", tmp_path / "float.onnx", tmp_path / f"qdq_{activation}.onnx"
+    onnx.save(d.model, str(raw))
+    quant_pre_process(str(raw), str(src))  # BatchNorm folded, as ptqc folds it: the same roundings on both sides
+    quantize_static(str(src), str(dst), list_reader(_feeds(d, 16)), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType[activation], weight_type=QuantType.QInt8,
+                    extra_options={"ActivationSymmetric": activation == "QInt8"})
+    return str(dst)
+
+
+def _run(path_or_model, feeds):
+    data = path_or_model if isinstance(path_or_model, str) else path_or_model.SerializeToString()
+    s = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    return [s.run(None, f)[0].astype(np.float64) for f in feeds]
+
+
+def _scales(model: onnx.ModelProto) -> dict[str, float]:
+    """activation tensor -> the scale of the QuantizeLinear reading it."""
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    return {n.input[0]: float(inits[n.input[1]]) for n in model.graph.node
+            if n.op_type == "QuantizeLinear" and n.input[0] not in inits}
+
+
+def _cos(a, b) -> float:
+    return float((a * b).sum() / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+def test_a_compliant_qdq_model_keeps_its_scales_and_is_not_quantized_twice(digits, tmp_path):
+    qdq = _ort_qdq(digits, tmp_path, "QInt8")  # int8 symmetric activations: what TX510x takes
+    out = tmp_path / "out.onnx"
+    quantize(qdq, out, list_reader(_feeds(digits, 4, 100)), QuantConfig(chip="TX510x", output_dequant=True))
+    mine, theirs = _scales(onnx.load(str(out))), _scales(onnx.load(qdq))
+    kept = {x: s for x, s in mine.items() if x in theirs}
+    assert kept and all(s == theirs[x] for x, s in kept.items()), (mine, theirs)
+    readers = [n.input[0] for n in onnx.load(str(out)).graph.node if n.op_type == "QuantizeLinear"]
+    assert len(readers) == len(set(readers)), "a tensor quantized twice"
+    feeds = _feeds(digits, 4, 200)
+    for a, b in zip(_run(qdq, feeds), _run(str(out), feeds)):
+        assert _cos(a, b) > 0.9999
+
+
+def test_onnxruntimes_default_uint8_model_keeps_its_scales_on_generic_and_gets_its_relu_back(digits, tmp_path):
+    qdq = _ort_qdq(digits, tmp_path, "QUInt8")  # onnxruntime drops the Relus: the Q range does their work
+    assert "Relu" not in {n.op_type for n in onnx.load(qdq).graph.node}
+    graph = import_model(qdq)
+    ReadQDQ().run(graph, PassContext())
+    stripped = export_model(graph, constants_as_initializers=True)
+    assert sum(n.op_type == "Relu" for n in stripped.graph.node) == 2
+    assert not {"QuantizeLinear", "DequantizeLinear"} & {n.op_type for n in stripped.graph.node}
+    feeds = _feeds(digits, 4, 200)
+    for a, b in zip(_run(digits.model, feeds), _run(stripped, feeds)):  # the float model it describes
+        assert _cos(a, b) > 0.999
+    out = tmp_path / "out.onnx"
+    report = quantize(qdq, out, list_reader(feeds), QuantConfig(chip="generic", output_dequant=True))
+    assert min(c for c, _ in report.cosine.values()) > 0.999
+    for a, b in zip(_run(qdq, feeds), _run(str(out), feeds)):
+        assert _cos(a, b) > 0.9999
+
+
+def test_parameters_the_chip_cannot_take_are_refit_and_named(digits, tmp_path, caplog):
+    qdq = _ort_qdq(digits, tmp_path, "QUInt8")
+    out = tmp_path / "out.onnx"
+    with caplog.at_level(logging.WARNING, logger="ptqc"):
+        report = quantize(qdq, out, list_reader(_feeds(digits, 4, 200)), QuantConfig(chip="TX510x", output_dequant=True))
+    refits = [r.getMessage() for r in caplog.records if "refit to int8" in r.getMessage()]
+    assert refits and all("the chip takes int8 symmetric" in m for m in refits)
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(str(out)).graph.initializer}
+    zps = [inits[n.input[2]] for n in onnx.load(str(out)).graph.node if n.op_type == "QuantizeLinear"]
+    assert all(z.dtype == np.int8 and not z.any() for z in zps)
+    assert min(c for c, _ in report.cosine.values()) > 0.999
+
+
+def test_requantizing_ptqcs_own_output_keeps_every_scale(tmp_path):
+    model = builders.conv_bn_relu_model()
+    feeds = [builders.random_feeds(model, seed=s) for s in range(6)]
+    first, second = tmp_path / "first.onnx", tmp_path / "second.onnx"
+    quantize(model, first, list_reader(feeds), QuantConfig(chip="TX510x", output_dequant=True))
+    quantize(str(first), second, list_reader(feeds), QuantConfig(chip="TX510x", output_dequant=True))
+    a, b = onnx.load(str(first)), onnx.load(str(second))
+    assert sorted(_scales(a).values()) == sorted(_scales(b).values())
+    assert sum(n.op_type == "QuantizeLinear" for n in a.graph.node) == \
+        sum(n.op_type == "QuantizeLinear" for n in b.graph.node)
+    for x, y in zip(_run(str(first), feeds), _run(str(second), feeds)):
+        np.testing.assert_allclose(x, y, atol=1e-6)
+
+
+def _q_read_by(op: str) -> onnx.ModelProto:
+    n = helper.make_node
+    nodes = [n("QuantizeLinear", ["x", "s", "z"], ["xq"], name="q0"), n(op, ["xq"], ["y"], name="reader")]
+    return builders.make_model(nodes, [("x", np.float32, [1, 4])], [("y", np.int8 if op == "Identity" else
+                                                                        np.float32, [1, 4])],
+                               {"s": np.float32(0.1), "z": np.int8(0)}, opset=13)
+
+
+def test_a_q_not_read_by_a_dq_is_refused_naming_the_node():
+    with pytest.raises(ModelError, match="'q0'.*Identity 'reader'"):
+        ReadQDQ().run(import_model(_q_read_by("Identity")), PassContext())
+
+
+def test_an_integer_model_input_is_refused_naming_the_node():
+    n = helper.make_node
+    model = builders.make_model([n("DequantizeLinear", ["x", "s", "z"], ["y"], name="dq0")],
+                                [("x", np.int8, [1, 4])], [("y", np.float32, [1, 4])],
+                                {"s": np.float32(0.1), "z": np.int8(0)}, opset=13)
+    with pytest.raises(ModelError, match="'dq0'.*integer model input"):
+        ReadQDQ().run(import_model(model), PassContext())
+
+
+def test_flags_that_would_choose_the_scales_again_are_refused(digits, tmp_path):
+    qdq = _ort_qdq(digits, tmp_path, "QInt8")
+    with pytest.raises(ConfigError, match="-qm/--quant-mode: the input model is already quantized"):
+        quantize(qdq, tmp_path / "o.onnx", list_reader(_feeds(digits, 2)),
+                 QuantConfig(chip="TX510x", quant_mode=("mse",), explicit=frozenset({"quant_mode"})))
+
+
+def test_the_cli_refuses_an_unreadable_qdq_model_in_one_line(tmp_path):
+    path = tmp_path / "bad_qdq.onnx"
+    onnx.save(_q_read_by("Identity"), str(path))
+    code, _, err = ptqc("--chip", "TX510x", "quant", "-m", path, "--save-dir", tmp_path / "out")
+    assert_bad_input(code, err, "'q0'", "DequantizeLinear")
+    assert not list((tmp_path / "out").glob("**/*.onnx"))
