@@ -5,6 +5,8 @@ prints it as is.  Imports nothing of ptqc.
 """
 from __future__ import annotations
 
+import re
+
 
 class PtqcError(Exception):
     """Bad input or bad configuration: the CLI prints the message and exits 2."""
@@ -24,3 +26,35 @@ class ConfigError(PtqcError):
 
 class PassOrderError(PtqcError):
     """A pass ran before an analysis it requires was established."""
+
+
+_ORT_RUN = re.compile(r"running (\w+) node\. Name:'([^']*)' Status Message: (.*)")
+_ORT_NODE = re.compile(r"in node \(([^)]*)\)")
+_ORT_SIGNATURE = re.compile(r"^(?:\w+ )?[\w:~<>]+\([^()]*\)\s*")
+
+
+def onnxruntime_error(exc: BaseException, label: str, nodes: dict[str, str] | None = None) -> ModelError | None:
+    """An exception onnxruntime raised on the user's model as a one-line ModelError naming the
+    node (``nodes``: node name -> op type, to find the ONNX node behind a name onnxruntime's
+    optimizer made up), or None when ``exc`` is not onnxruntime's."""
+    if type(exc).__module__ != "onnxruntime.capi.onnxruntime_pybind11_state":
+        return None
+    text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", " ".join(str(exc).split()))
+    where = ""
+    run = _ORT_RUN.search(text)
+    if run:
+        op, name, text = run.groups()
+        if nodes is not None and name not in nodes:  # a fused or renamed node: name the model's
+            same = sorted(n for n, t in nodes.items() if t == op)
+            name = same[0] if len(same) == 1 else name
+        where = f"{op} node {name!r}: "
+    elif _ORT_NODE.search(text):
+        name = _ORT_NODE.search(text).group(1)
+        where = f"node {name!r}{f' ({nodes[name]})' if nodes and name in nodes else ''}: "
+    text = re.sub(r"/onnxruntime_src/\S+:\d+ ", "", text)
+    text = _ORT_SIGNATURE.sub("", text)
+    text = text.split(" was false. ", 1)[-1]
+    opset = re.search(r"Opset \d+ is [^.]*\.", text)
+    if "ONNX Runtime only" in text and opset:
+        text = opset.group(0)
+    return ModelError(f"{label}: {where}onnxruntime cannot run the model: {text}")

@@ -40,7 +40,7 @@ from ptqc.onnx_io import export_model
 from ptqc.pass_manager import AnalysisStore, Pass, PassContext, PassResult
 from ptqc.passes.insert_qdq import InsertQDQ
 from ptqc.passes.propagate_ranges import PropagateRanges, group_param, share_groups
-from ptqc.quant import QRANGE, DerivedSpec, PlainSpec
+from ptqc.quant import QRANGE, DerivedSpec
 
 AUTO = "auto"  # the -qm name
 # (label, method, options); the first is every group's start
@@ -393,7 +393,7 @@ def _submodel(model, inputs: tuple[str, ...], outputs: tuple[str, ...], example:
     import onnx
 
     producer = {o: n for n in model.graph.node for o in n.output}
-    stop, seen, order, stack = set(inputs), set(), [], list(outputs)
+    stop, seen, stack = set(inputs), set(), list(outputs)
     while stack:
         x = stack.pop()
         n = producer.get(x)

@@ -19,7 +19,7 @@ class OrtRunner:
     def __init__(self, model: bytes, outputs: Sequence[str] | None = None, *, threads: int = 0,
                  optimize: bool = True):
         so = ort.SessionOptions()
-        so.log_severity_level = 3
+        so.log_severity_level = 4  # fatal only: a failure comes back as the exception, not a log line
         if threads:
             so.intra_op_num_threads = threads
         if not optimize:

@@ -145,6 +145,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ptqc: error: -l/--log-level: {level} is outside 0..3", file=sys.stderr)
         return 2
     _configure_logging(3 if level is None else level)
+    import onnxruntime
+
+    onnxruntime.set_default_logger_severity(4)  # its failures come back as exceptions, named once
     try:
         cfg = with_ini(from_cli(values))
         return _run(cfg, _flag_names(parser))

@@ -339,6 +339,10 @@ def _batch_samples(samples: list[dict[str, Path]], specs: list[InputSpec], batch
     for sample in samples:
         arrays = [load(sample[spec.name], spec, axis) for spec, axis in zip(specs, axes)]
         sizes = [None if axis is None else a.shape[axis] for a, axis in zip(arrays, axes)]
+        empty = next((spec for spec, a in zip(specs, arrays) if a.size == 0), None)
+        if empty is not None:
+            raise DataError(f"{sample[empty.name]}: input {empty.name!r} holds no data "
+                            f"(shape {list(arrays[specs.index(empty)].shape)})")
         if len({n for n in sizes if n is not None}) > 1:
             listing = ", ".join(f"{sample[spec.name].name} {n} (axis {axis} of {list(a.shape)})"
                                 for spec, a, n, axis in zip(specs, arrays, sizes, axes) if n is not None)
@@ -716,6 +720,8 @@ def run_infer_function(fn: InferFunction, executor: Executor, name: str = "") ->
             raise
         raise ConfigError(f"infer function {name!r} failed at {where[0]}:{where[1]}: "
                           f"{type(e).__name__}: {_one_line(e)}") from e
+    if executor.calls == 0 and not getattr(fn, "__module__", "").startswith("ptqc."):
+        raise DataError(f"infer function {name!r} never called executor.forward: it gave no data")
     if isinstance(metric, numbers.Real):
         return float(metric)
     log.debug("infer function %r returned %r, not a number; metric taken as 1.0", name, metric)

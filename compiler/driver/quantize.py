@@ -9,6 +9,7 @@ for both).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import logging
@@ -21,12 +22,12 @@ import numpy as np
 import onnx
 
 from ptqc.driver.config import QuantConfig, with_ini
-from ptqc.driver.data import (Executor, InputSpec, first_batch, load_infer_function, make_infer_auto,
-                              make_reader_func, run_infer_function)
+from ptqc.driver.data import (DataError, Executor, InputSpec, batch_axes, first_batch, load_infer_function,
+                              make_infer_auto, make_reader_func, run_infer_function)
 from ptqc.driver.mix import as_mix
 from ptqc.driver.pipeline import MAX_VALIDATION, materialize_pipeline, observe_pipeline, prepare_pipeline
 from ptqc.driver.scale_json import load_scale_json, scale_table, write_scale_json
-from ptqc.errors import ConfigError, ModelError
+from ptqc.errors import ConfigError, ModelError, onnxruntime_error
 from ptqc.ir import Graph
 from ptqc.onnx_io import check_model, export_model, import_model, save_model
 from ptqc.pass_manager import (AnalysisStore, DumpIRInstrument, PassContext, PassManager, PassTiming, TimingInstrument,
@@ -202,14 +203,37 @@ def make_drive(fn: Callable, name: str, specs: list[InputSpec], config: QuantCon
     every = name in SHARDABLE and name != "infer_auto" and "iteration" not in config.explicit
     iteration = EVERY_BATCH if every else max(config.iteration)  # a -d folder without -i: all of it
 
+    shaped = _shapes_checker(specs, config.input_shapes)
+
     def drive(run: Callable[[dict], list]) -> float:
-        executor = Executor(run, specs, iteration=iteration, batch_size=config.batch_size,
+        executor = Executor(shaped(run), specs, iteration=iteration, batch_size=config.batch_size,
                             dataset=str(config.data) if config.data is not None else None,
                             node_of_output=node_of_output, shard=shard)
         return run_infer_function(fn, executor, name)
     if name in SHARDABLE and shard is None:
         drive.shard = lambda k, n: make_drive(fn, name, specs, config, node_of_output, (k, n))
     return drive
+
+
+def _shapes_checker(specs: list[InputSpec], input_shapes: tuple) -> Callable[[Callable], Callable]:
+    """With ``-is``, data of another shape (its batch axis aside) is a contradiction: refused
+    naming the input (a -d folder's message adds the file)."""
+    if not input_shapes:
+        return lambda run: run
+    if len(input_shapes) != len(specs):
+        raise ConfigError(f"-is/--input-shapes: {len(input_shapes)} shapes given, model has {len(specs)} inputs")
+    axes = batch_axes(specs)
+
+    def shaped(run: Callable[[dict], list]) -> Callable[[dict], list]:
+        def checked(feeds: dict) -> list:
+            for spec, want, axis in zip(specs, input_shapes, axes):
+                got = np.shape(feeds[spec.name])
+                if len(got) != len(want) or any(g != w for i, (g, w) in enumerate(zip(got, want)) if i != axis):
+                    raise DataError(f"-is/--input-shapes gives input {spec.name!r} as {list(want)}, the data as "
+                                    f"{list(got)}")
+            return run(feeds)
+        return checked
+    return shaped
 
 
 # ------------------------------------------------------------------------ quantize
@@ -264,7 +288,9 @@ def quantize(model: str | Path | onnx.ModelProto, output: str | Path | None = No
     steps = Path(config.save_dir) / "steps"  # --dump-ir numbers the halves as one pipeline
     dump = (lambda first, folder=steps: [DumpIRInstrument(folder, save_model, first)] if config.dump_ir else [])
     ctx = PassContext(config=config, target=family, logger=logger)
-    graph = PassManager(prepare, instruments + dump(1)).run(graph, ctx).graph
+    model_errors = _OnnxruntimeErrors(model, graph)  # the float model fails in onnxruntime: name the node
+    with model_errors:
+        graph = PassManager(prepare, instruments + dump(1)).run(graph, ctx).graph
     float_model = export_model(graph, constants_as_initializers=True)
     t1 = time.perf_counter()
     hawq = config.auto_mix_strategy == "HAWQ" and config.mix_config is None
@@ -288,11 +314,12 @@ def quantize(model: str | Path | onnx.ModelProto, output: str | Path | None = No
         from ptqc.driver.nncase_scheme import load_scheme
 
         ctx.analyses["range_overrides"] = load_scheme(Path(config.quant_scheme), graph)
-    if config.cache_distribution is not None and not loaded:
-        graph = _observe_with_cache(graph, ctx, observe, methods, data, config, instruments)
-    else:
-        graph = PassManager(observe, instruments + dump(len(prepare) + 1)).run(graph, ctx).graph
-    validation, evaluated_on = validation_of(ctx, config, drive, float_model, specs, fn_name)
+    with model_errors:
+        if config.cache_distribution is not None and not loaded:
+            graph = _observe_with_cache(graph, ctx, observe, methods, data, config, instruments)
+        else:
+            graph = PassManager(observe, instruments + dump(len(prepare) + 1)).run(graph, ctx).graph
+        validation, evaluated_on = validation_of(ctx, config, drive, float_model, specs, fn_name)
     ctx.analyses["validation_feeds"] = validation
     vdrive = feeds_drive(validation) if validation else drive
     every = _metric_matters(fn_name, data) or not validation
@@ -339,6 +366,22 @@ def quantize(model: str | Path | onnx.ModelProto, output: str | Path | None = No
     ranked = sorted(reports, key=lambda r: -_score(r)) if evaluate else reports
     ranked[0].ranking = ranked
     return ranked[0]
+
+
+class _OnnxruntimeErrors(contextlib.AbstractContextManager):
+    """onnxruntime failing on the user's model (opset it does not know, a type clash, a Conv
+    or Reshape that cannot run on the data) as a one-line ModelError naming the node; every
+    other exception passes through.  Reusable: one instance guards several blocks."""
+
+    def __init__(self, model, graph: Graph):
+        self.label = str(model) if isinstance(model, (str, Path)) else "the model"
+        self.nodes = {n.name: n.op_type for n in graph.nodes() if n.name}
+
+    def __exit__(self, kind, exc, tb):
+        error = onnxruntime_error(exc, self.label, self.nodes) if exc is not None else None
+        if error is not None:
+            raise error from None
+        return False
 
 
 def refuse_on_quantized_input(config: QuantConfig) -> None:
@@ -692,6 +735,7 @@ def infer(model: str | Path | onnx.ModelProto, data: Any = None, config: QuantCo
     config = config or QuantConfig()
     fn, fn_name = infer_function_of(data, config)
     graph = import_model(model)
+    model_errors = _OnnxruntimeErrors(model, graph)
     exported = export_model(graph, constants_as_initializers=True)
     family = target_of(config)
     if family.name != "generic" and is_qdq_model(graph):  # the chip's integer arithmetic
@@ -706,14 +750,16 @@ def infer(model: str | Path | onnx.ModelProto, data: Any = None, config: QuantCo
             except SimulationError as e:  # the model or its data, not the user's code: name the node
                 raise ModelError(f"simulating on {family.name}: {e}") from None
     else:
-        runner = OrtRunner(exported.SerializeToString())
+        with model_errors:
+            runner = OrtRunner(exported.SerializeToString())
         names, run_model = runner.outputs, runner.run
     node_of_output = {o: n.name for n in graph.nodes() for o in n.outputs if o}
     drive = make_drive(fn, fn_name, input_specs(graph), config, node_of_output)
     dequantize = output_dequantizers(graph)
 
     def run(feeds: dict) -> list:
-        out = run_model(feeds)
+        with model_errors:
+            out = run_model(feeds)
         return [dequantize[n](out[n]) if n in dequantize else out[n] for n in names]
     return drive(run)
 

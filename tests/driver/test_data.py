@@ -467,8 +467,14 @@ def test_bad_batches_name_the_users_line_and_crashes_inside_ptqc_pass_through_un
                                               ("92%", 1.0)])
 def test_run_infer_function_returns_a_float_metric(returned, metric):
     executor, _ = make_executor()
-    result = run_infer_function(lambda ex: returned, executor)
+    result = run_infer_function(lambda ex: (ex.forward(np.zeros((1, 3), np.float32)), returned)[1], executor)
     assert result == metric and type(result) is float
+
+
+def test_an_infer_function_that_feeds_nothing_is_refused_by_name():
+    executor, _ = make_executor()
+    with pytest.raises(data.DataError, match="infer function 'idle' never called executor.forward"):
+        run_infer_function(lambda ex: 1.0, executor, "idle")
 
 
 def test_data_error_is_a_config_error():
