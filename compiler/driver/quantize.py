@@ -783,7 +783,13 @@ def output_dequantizers(graph: Graph) -> dict[str, Callable[[np.ndarray], np.nda
 
 
 # ------------------------------------------------------------------------ onnxruntime's API
-_EXTRA_OPTIONS = {"ActivationSymmetric", "WeightSymmetric", "QuantizeBias"}
+# CalibStridedMinMax and CalibMaxIntermediateOutputs only bound onnxruntime's memory ("the same
+# result as all computing with None"): ptqc's calibration streams anyway, so they change nothing
+_EXTRA_OPTIONS = {"ActivationSymmetric", "WeightSymmetric", "QuantizeBias", "CalibTensorRangeSymmetric",
+                  "CalibPercentile", "CalibStridedMinMax", "CalibMaxIntermediateOutputs"}
+# onnxruntime's calibrators -> ptqc's methods on the same idea (Entropy: the KL-divergence
+# threshold search, on ptqc's histogram)
+_CALIBRATE_METHODS = {"MinMax": "min_max", "Entropy": "kl", "Percentile": "percentile"}
 
 
 def _enum_name(value: Any) -> str:
@@ -794,12 +800,17 @@ def quantize_static(model_input, model_output, calibration_data_reader, quant_fo
                     op_types_to_quantize=None, per_channel=False, reduce_range=False,
                     activation_type="QInt8", weight_type="QInt8", nodes_to_quantize=None,
                     nodes_to_exclude=None, use_external_data_format=False, calibrate_method="MinMax",
-                    extra_options=None) -> QuantReport:
+                    calibration_providers=None, extra_options=None, calibration_cache_path=None,
+                    optimize_model=None) -> QuantReport:
     """onnxruntime's ``quantize_static``, same arguments (its enums or their names as strings).
 
-    Supported: QDQ format, MinMax calibration, (U)Int8/(U)Int16 activations, Int8/Int16
-    symmetric weights, per-tensor or per-channel, op/node selection, external data, and the
-    extra options ActivationSymmetric, WeightSymmetric (True), QuantizeBias (True).  Anything
+    Supported: QDQ format; MinMax, Entropy (ptqc's kl) and Percentile (``CalibPercentile``,
+    default 99.999) calibration; (U)Int8/(U)Int16 activations, Int8/Int16 symmetric weights,
+    per-tensor or per-channel, op/node selection, external data; the extra options
+    ActivationSymmetric, CalibTensorRangeSymmetric, WeightSymmetric (True), QuantizeBias
+    (True), and CalibStridedMinMax / CalibMaxIntermediateOutputs (memory bounds: ptqc streams
+    anyway).  ``calibration_providers`` may name the CPU provider only; ``optimize_model``,
+    which older onnxruntime took, is accepted (ptqc always cleans the graph first).  Anything
     else raises a ConfigError naming the option.
     """
     fmt = _enum_name(quant_format)
@@ -808,8 +819,13 @@ def quantize_static(model_input, model_output, calibration_data_reader, quant_fo
     if reduce_range:
         raise ConfigError("reduce_range=True: not supported (7-bit weights); ptqc uses the full symmetric range")
     method = _enum_name(calibrate_method)
-    if method != "MinMax":
-        raise ConfigError(f"calibrate_method {method}: not built yet in this version (available: MinMax)")
+    if method not in _CALIBRATE_METHODS:
+        raise ConfigError(f"calibrate_method {method}: not built yet (available: {', '.join(_CALIBRATE_METHODS)}; "
+                          "Distribution calibrates float8, which ptqc does not write)")
+    if calibration_providers not in (None, [], ["CPUExecutionProvider"], ("CPUExecutionProvider",)):
+        raise ConfigError(f"calibration_providers {calibration_providers}: ptqc calibrates on the CPU provider only")
+    if calibration_cache_path is not None:
+        raise ConfigError("calibration_cache_path: not built yet (ptqc's own cache is QuantConfig.cache_distribution)")
     extra = dict(extra_options or {})
     unknown = sorted(set(extra) - _EXTRA_OPTIONS)
     if unknown:
@@ -823,12 +839,16 @@ def quantize_static(model_input, model_output, calibration_data_reader, quant_fo
         raise ConfigError(f"activation_type {act}: not supported (use QInt8, QUInt8, QInt16 or QUInt16)")
     if wt not in ("QInt8", "QInt16"):
         raise ConfigError(f"weight_type {wt}: not supported; weights are symmetric signed (use QInt8 or QInt16)")
-    scheme = QuantScheme(activation_dtype=np.dtype(types[act]),
-                         activation_symmetric=bool(extra.get("ActivationSymmetric", False)),
+    percentile = float(extra.get("CalibPercentile", 99.999))
+    if not 0.0 < percentile <= 100.0:
+        raise ConfigError(f"extra_options CalibPercentile {percentile}: must be in (0, 100]")
+    symmetric = bool(extra.get("ActivationSymmetric", False) or extra.get("CalibTensorRangeSymmetric", False))
+    scheme = QuantScheme(activation_dtype=np.dtype(types[act]), activation_symmetric=symmetric,
                          weight_dtype=np.dtype(types[wt]), per_channel=bool(per_channel),
                          op_types=frozenset(op_types_to_quantize) if op_types_to_quantize else None,
                          nodes_to_quantize=frozenset(nodes_to_quantize) if nodes_to_quantize else None,
                          nodes_to_exclude=frozenset(nodes_to_exclude or ()), requantize_outputs=False)
-    config = QuantConfig(bit_width=16 if act.endswith("16") else 8, output_dequant=True, quant_mode=("min_max",))
+    config = QuantConfig(bit_width=16 if act.endswith("16") else 8, output_dequant=True,
+                         quant_mode=(_CALIBRATE_METHODS[method],), percent=percentile / 100.0)
     return quantize(model_input, model_output, calibration_data_reader, config, scheme=scheme, evaluate=False,
                     external_data=True if use_external_data_format else None)

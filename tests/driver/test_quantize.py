@@ -140,14 +140,41 @@ def test_quantize_static_accepts_strings_and_refuses_what_it_cannot_do(tmp_path,
                     activation_type="QUInt8", weight_type="QInt8", per_channel=True)
     onnx.checker.check_model(onnx.load(str(tmp_path / "q.onnx")))
     refusals = [({"quant_format": "QOperator"}, "use QuantFormat.QDQ"),
-                ({"calibrate_method": "Entropy"}, "calibrate_method Entropy"),
+                ({"calibrate_method": "Distribution"}, "calibrate_method Distribution"),
                 ({"reduce_range": True}, "reduce_range"),
-                ({"extra_options": {"CalibTensorRangeSymmetric": True}}, "CalibTensorRangeSymmetric"),
+                ({"extra_options": {"CalibMovingAverage": True}}, "CalibMovingAverage"),
+                ({"extra_options": {"CalibPercentile": 0}}, "CalibPercentile 0"),
+                ({"calibration_providers": ["CUDAExecutionProvider"]}, "CPU provider only"),
+                ({"calibration_cache_path": tmp_path / "c"}, "calibration_cache_path"),
                 ({"weight_type": "QUInt8"}, "weight_type QUInt8")]
     for kwargs, needle in refusals:
         with pytest.raises(ConfigError, match=needle):
             quantize_static(digits.model, tmp_path / "r.onnx", list_reader(data), **kwargs)
     assert not (tmp_path / "r.onnx").exists()
+
+
+def test_quantize_static_calibrate_methods_and_range_options_do_what_they_say(tmp_path, digits):
+    """Entropy is ptqc's kl, Percentile reads CalibPercentile, CalibTensorRangeSymmetric makes
+    the activation ranges symmetric (zero points at the middle of uint8), and the memory-only
+    options and older onnxruntime's optimize_model change nothing."""
+    data = [{"input": digits.x_train[i:i + 8]} for i in range(0, 32, 8)]
+
+    def scales(**kwargs) -> dict:
+        out = tmp_path / "s.onnx"
+        quantize_static(digits.model, out, list_reader(data), per_channel=True, activation_type="QUInt8", **kwargs)
+        m = onnx.load(str(out))
+        inits = {t.name: onnx.numpy_helper.to_array(t) for t in m.graph.initializer}
+        return {n.input[0]: (float(inits[n.input[1]]), int(inits[n.input[2]])) for n in m.graph.node
+                if n.op_type == "QuantizeLinear" and n.input[0] not in inits}
+
+    base = scales()
+    assert scales(calibrate_method="Entropy") != base
+    p1, p2 = scales(calibrate_method="Percentile", extra_options={"CalibPercentile": 99.0}), \
+        scales(calibrate_method="Percentile", extra_options={"CalibPercentile": 99.999})
+    assert p1 != p2 and all(p1[x][0] <= p2[x][0] for x in p1)
+    assert all(z == 128 for _, z in scales(extra_options={"CalibTensorRangeSymmetric": True}).values())
+    assert scales(extra_options={"CalibStridedMinMax": 2, "CalibMaxIntermediateOutputs": 1},
+                  calibration_providers=["CPUExecutionProvider"], optimize_model=False) == base
 
 
 @pytest.mark.parametrize("name", ["cls", "det", "rec"])
