@@ -6,6 +6,8 @@ Its Q/DQ nodes come out, leaving the float model they describe:
 * a DequantizeLinear of an integer constant (a weight, a bias) becomes the float constant
   it dequantizes to (per tensor, per axis or block-wise); requantized later with the same
   scale, a symmetric weight gets its codes back;
+* a QuantizeLinear -> DequantizeLinear pair on a float weight (onnxruntime's
+  AddQDQPairToWeight) is removed and the weight's parameters kept the same way;
 * a QuantizeLinear -> DequantizeLinear pair on an activation is removed and the activation's
   (type, scale, zero point) kept in ``ctx.analyses["qdq_params"]`` (tensor -> QuantParam),
   which :class:`FitQDQParams` turns into the run's parameters once the specs say what the
@@ -58,7 +60,10 @@ class ReadQDQ(Pass):
                 weights += 1
             elif node.op_type == "QuantizeLinear":
                 name, param = _remove_pair(graph, node)
-                if param is not None:
+                if graph.value(name).const is not None:  # a float weight quantized in the graph
+                    constants[name] = param
+                    weights += 1
+                else:
                     params[name] = param
             elif node.op_type == "DequantizeLinear":
                 raise ModelError(f"node {_label(node)}: DequantizeLinear of {node.inputs[0]!r}, which no "
@@ -124,9 +129,9 @@ def _fold_constant_dq(graph: Graph, node: Node) -> tuple[str, QuantParam | None]
             scale, zp = scale.reshape(shape), zp.reshape(shape)
     value = ((q.astype(np.float64) - zp.astype(np.float64)) * scale.astype(np.float64)).astype(np.float32)
     out = node.outputs[0]
-    graph.remove_node(node)
     if out in graph.outputs:
         raise ModelError(f"node {_label(node)}: a dequantized constant is a graph output; not built yet")
+    graph.remove_node(node)
     graph.add_constant(out, value)
     if dtype == np.int32 or block:
         return out, None
@@ -147,11 +152,13 @@ def _never_negative(graph: Graph, x: str) -> bool:
 
 def _remove_pair(graph: Graph, q: Node) -> tuple[str, QuantParam | None]:
     """Remove ``q`` and the DQs reading it; the activation's name (the graph output's where a
-    DQ wrote one) and its parameters (None for a constant: its data stays)."""
+    DQ wrote one) and its parameters (per axis allowed for a constant: a weight the graph
+    quantizes, whose float data stays)."""
     scale, zp, dtype = _qparams(graph, q)
-    if scale.size != 1:
-        raise ModelError(f"node {_label(q)} (QuantizeLinear): per-axis activation parameters are not supported")
     x, y = q.inputs[0], q.outputs[0]
+    weight = graph.value(x).const is not None
+    if scale.size != 1 and not weight:
+        raise ModelError(f"node {_label(q)} (QuantizeLinear): per-axis activation parameters are not supported")
     readers = graph.consumer_nodes(y)
     for dq in readers:
         if dq.op_type != "DequantizeLinear":
@@ -167,7 +174,7 @@ def _remove_pair(graph: Graph, q: Node) -> tuple[str, QuantParam | None]:
     # a range starting at 0 clamps: onnxruntime's quantizer drops a Relu (Clip) there and
     # lets the Q do its work, so the float model gets it back
     producer = graph.producer(x)
-    clamp = int(zp) == QRANGE[dtype][0] and producer is not None and not _never_negative(graph, x)
+    clamp = not weight and int(zp) == QRANGE[dtype][0] and producer is not None and not _never_negative(graph, x)
     name = keep[0] if keep else graph.unique_name(f"{x}_clamped") if clamp else x
     for dq in readers:
         out = dq.outputs[0]
@@ -183,11 +190,12 @@ def _remove_pair(graph: Graph, q: Node) -> tuple[str, QuantParam | None]:
                              "output; not built yet")
         graph.replace_all_uses(x, name)
         graph.set_output(producer, list(producer.outputs).index(x), name)
-    if graph.value(name).const is not None:
-        return name, None
-    bits = dtype.itemsize * 8
-    param = QuantParam(dtype, scale.reshape(()), zp.reshape(()).astype(dtype), None, bits=bits, method="qdq",
-                       rmin=None, rmax=None, symmetric=dtype.kind == "i" and bool(np.all(zp == 0)))
+    per_axis = scale.size > 1
+    axis = int(q.attrs.get("axis", 1)) % max(np.ndim(graph.value(x).const), 1) if per_axis else None
+    param = QuantParam(dtype, scale.reshape(-1) if per_axis else scale.reshape(()),
+                       zp.reshape(-1).astype(dtype) if per_axis else zp.reshape(()).astype(dtype), axis,
+                       bits=dtype.itemsize * 8, method="qdq-float" if weight else "qdq",
+                       symmetric=dtype.kind == "i" and bool(np.all(zp == 0)))
     return name, param
 
 
@@ -209,7 +217,7 @@ class FitQDQParams(Pass):
         from ptqc.passes.propagate_ranges import share_groups
 
         qdq = ctx.analyses.get("qdq_params") or {}
-        loaded, overrides, refit, floats = {}, {}, 0, []
+        loaded, overrides, floats = {}, {}, []
         weights = ctx.analyses.get("qdq_weight_params") or {}
         float_constants = ctx.analyses.get("qdq_float_constants") or frozenset()
         kept = 0
@@ -240,7 +248,6 @@ class FitQDQParams(Pass):
             lo = min(float((QRANGE[p.dtype][0] - p.zero_point.astype(np.int64)) * p.scale) for p in have)
             hi = max(float((QRANGE[p.dtype][1] - p.zero_point.astype(np.int64)) * p.scale) for p in have)
             overrides.update({m: (spec.dtype, lo, hi) for m in members})
-            refit += 1
             why = ("its members' parameters differ (rule: one scale per sharing group)" if not agree else
                    f"the chip takes {np.dtype(spec.dtype)}{' symmetric' if spec.symmetric else ''} here")
             ctx.logger.warning("quantized input model: tensor %r: %s scale %.6g zero point %d refit to %s over "
@@ -260,13 +267,14 @@ class FitQDQParams(Pass):
                             len(unused), ", ".join(repr(u) for u in unused[:3]))
         ctx.analyses["loaded_params"] = loaded
         ctx.analyses["range_overrides"] = {**(ctx.analyses.get("range_overrides") or {}), **overrides}
-        ctx.analyses["qdq_refit"] = refit
         return PassResult(graph, False)
 
 
 def _fitting_weight(data: np.ndarray, param: QuantParam | None, spec) -> QuantParam | None:
     """The input model's parameters of a weight, on the spec's axis, where they fit the spec
-    and still quantize its data exactly (a fusion such as BatchNorm folding changes it)."""
+    and still quantize its data as the input model did: a dequantized weight exactly (a
+    fusion such as BatchNorm folding changes it), a float one (quantized by a Q in the graph,
+    method ``qdq-float``) within the type's range."""
     if param is None or param.dtype != spec.dtype or (spec.symmetric and not np.all(param.zero_point == 0)):
         return None
     if param.axis is not None and param.axis != spec.axis:
@@ -279,6 +287,7 @@ def _fitting_weight(data: np.ndarray, param: QuantParam | None, spec) -> QuantPa
     codes += param._view(param.zero_point.astype(np.float64), data.ndim)
     lo, hi = QRANGE[np.dtype(param.dtype)]
     nearest = np.rint(codes)
-    if not np.allclose(codes, nearest, rtol=0, atol=1e-3) or nearest.min(initial=0) < lo or nearest.max(initial=0) > hi:
+    on_grid = param.method == "qdq-float" or np.allclose(codes, nearest, rtol=0, atol=1e-3)  # float data: Q rounds it
+    if not on_grid or nearest.min(initial=0) < lo or nearest.max(initial=0) > hi:
         return None
     return param

@@ -30,16 +30,16 @@ def _feeds(d, n, start=0):
     return [{"input": np.ascontiguousarray(d.x_train[i:i + 1])} for i in range(start, start + n)]
 
 
-def _ort_qdq(d, tmp_path, activation: str) -> str:
+def _ort_qdq(d, tmp_path, activation: str, **extra) -> str:
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    raw, src, dst = tmp_path / "raw.onnx", tmp_path / "float.onnx", tmp_path / f"qdq_{activation}.onnx"
+    raw, src, dst = tmp_path / "raw.onnx", tmp_path / "float.onnx", tmp_path / f"qdq_{activation}_{len(extra)}.onnx"
     onnx.save(d.model, str(raw))
     quant_pre_process(str(raw), str(src))  # BatchNorm folded, as ptqc folds it: the same roundings on both sides
     quantize_static(str(src), str(dst), list_reader(_feeds(d, 16)), quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType[activation], weight_type=QuantType.QInt8,
-                    extra_options={"ActivationSymmetric": activation == "QInt8"})
+                    extra_options={"ActivationSymmetric": activation == "QInt8", **extra})
     return str(dst)
 
 
@@ -69,6 +69,21 @@ def test_a_compliant_qdq_model_keeps_its_scales_and_is_not_quantized_twice(digit
     assert kept and all(s == theirs[x] for x, s in kept.items()), (mine, theirs)
     readers = [n.input[0] for n in onnx.load(str(out)).graph.node if n.op_type == "QuantizeLinear"]
     assert len(readers) == len(set(readers)), "a tensor quantized twice"
+    feeds = _feeds(digits, 4, 200)
+    for a, b in zip(_run(qdq, feeds), _run(str(out), feeds)):
+        assert _cos(a, b) > 0.9999
+
+
+def test_weights_quantized_in_the_graph_keep_their_scales(digits, tmp_path, caplog):
+    """onnxruntime's AddQDQPairToWeight: float weights with a per-channel Q -> DQ pair."""
+    qdq = _ort_qdq(digits, tmp_path, "QInt8", AddQDQPairToWeight=True)
+    assert any(n.op_type == "QuantizeLinear" and n.input[0] in {t.name for t in onnx.load(qdq).graph.initializer}
+               for n in onnx.load(qdq).graph.node)
+    out = tmp_path / "out.onnx"
+    with caplog.at_level(logging.INFO, logger="ptqc"):
+        quantize(qdq, out, list_reader(_feeds(digits, 4, 100)), QuantConfig(chip="TX510x", output_dequant=True))
+    kept = next(r.getMessage() for r in caplog.records if "quantized weights keep their scales" in r.getMessage())
+    assert kept.startswith("quantized input model: 3 of its 3"), kept
     feeds = _feeds(digits, 4, 200)
     for a, b in zip(_run(qdq, feeds), _run(str(out), feeds)):
         assert _cos(a, b) > 0.9999
