@@ -8,7 +8,7 @@ PassContext, instruments) and ``ptqc.errors``.  The public API (``quantize``,
 """
 from __future__ import annotations
 
-__version__ = "0.1.0"
+__version__ = "0.4.0"  # pyproject.toml and README's status line say the same
 
 _LAZY = {
     "quantize": ("ptqc.driver.api", "quantize"),

@@ -259,7 +259,8 @@ class FitQDQParams(Pass):
                             "changed them)", kept, len(weights))
         if floats:
             ctx.logger.info("quantized input model: %d tensors (constants included) the chip would quantize are "
-                            "float in it and stay float (first: %s)", len(floats), ", ".join(repr(f) for f in floats[:3]))
+                            "float in it and stay float (first: %s)", len(floats),
+                            ", ".join(repr(f) for f in floats[:3]))
         unused = sorted(set(qdq) - {m for m in loaded} - set(overrides))
         if unused:
             ctx.logger.info("quantized input model: %d of its quantized tensors are not quantized here (fused away, "

@@ -21,6 +21,7 @@ from typing import NoReturn, Sequence
 
 from ptqc.driver.config import (FOLDER_FLAGS, FRAMEWORKS, IMAGE_FLAGS, IMAGE_FORMATS, INPUT_DTYPES, MIX_STRATEGIES,
                                 QUANT_MODES, RESIZE_METHODS, RUN_MODES, QuantConfig, from_cli, with_ini)
+from ptqc import __version__
 from ptqc.errors import ConfigError, PtqcError
 from ptqc.targets.families import chip_names, family_of
 
@@ -54,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
                 description="Post-training quantization compiler for ONNX models.")
     p.add_argument("--chip", default=None, help="target chip or family (e.g. TX5368AV200); "
                    f"known: {', '.join(chip_names())}")
-    p.add_argument("--version", action="version", version="ptqc 0.1.0")
+    p.add_argument("--version", action="version", version=f"ptqc {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     q = sub.add_parser("quant", allow_abbrev=False, help="quantize / convert / infer a model")
     a = q.add_argument
@@ -185,12 +186,12 @@ def _run(cfg: QuantConfig, flags: dict[str, str]) -> int:
         raise ConfigError(f"--chip: unknown chip {cfg.chip!r} (known: {', '.join(chip_names())})")
     built = BUILT_FLAGS.get(cfg.run_mode)
     if built is None:
-        raise ConfigError(f"-r/--run-mode {cfg.run_mode}: not built yet in ptqc 0.1 "
+        raise ConfigError(f"-r/--run-mode {cfg.run_mode}: not built yet in ptqc {__version__} "
                           f"(available: {', '.join(BUILT_FLAGS)})")
     refused = sorted(cfg.explicit - built)
     if refused:
         raise ConfigError(f"{flags.get(refused[0], refused[0])}: not built yet for -r {cfg.run_mode} "
-                          f"in ptqc 0.1")
+                          f"in ptqc {__version__}")
     if cfg.framework != "onnx":
         raise ConfigError(f"-f/--framework {cfg.framework}: only onnx models are supported; convert "
                           f"the model to ONNX first")

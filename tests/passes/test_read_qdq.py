@@ -111,7 +111,8 @@ def test_parameters_the_chip_cannot_take_are_refit_and_named(digits, tmp_path, c
     qdq = _ort_qdq(digits, tmp_path, "QUInt8")
     out = tmp_path / "out.onnx"
     with caplog.at_level(logging.WARNING, logger="ptqc"):
-        report = quantize(qdq, out, list_reader(_feeds(digits, 4, 200)), QuantConfig(chip="TX510x", output_dequant=True))
+        report = quantize(qdq, out, list_reader(_feeds(digits, 4, 200)),
+                          QuantConfig(chip="TX510x", output_dequant=True))
     refits = [r.getMessage() for r in caplog.records if "refit to int8" in r.getMessage()]
     assert refits and all("the chip takes int8 symmetric" in m for m in refits)
     inits = {t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(str(out)).graph.initializer}
