@@ -24,8 +24,15 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ptqc.driver.simulate import COMPARE_THRESHOLD, first_drop
 from ptqc.runtime.simulator import LayerError
+
+COMPARE_THRESHOLD = 0.99  # the cosine below which a layer is reported as the first drop
+
+
+def first_drop(rows: list[LayerError], threshold: float = COMPARE_THRESHOLD) -> LayerError | None:
+    """The first layer (in program order) whose cosine is below ``threshold``; a NaN cosine
+    (a shape mismatch) is no drop."""
+    return next((r for r in rows if r.cosine < threshold), None)
 
 WORST = 20  # rows in the worst-layers tables
 MODES = ("graphwise", "layerwise")

@@ -16,6 +16,7 @@ from typing import Mapping
 import numpy as np
 import onnx
 
+from ptqc.driver.report import COMPARE_THRESHOLD, first_drop, write_report
 from ptqc.errors import ConfigError
 from ptqc.onnx_io import import_model
 from ptqc.runtime.ort import OrtRunner
@@ -25,7 +26,6 @@ from ptqc.targets.lower import lower
 
 log = logging.getLogger("ptqc.simulate")
 
-COMPARE_THRESHOLD = 0.99  # the cosine below which a layer is reported as the first drop
 
 
 def simulator_for(model, target: Target, lut_len: int | None = None) -> Simulator:
@@ -53,10 +53,6 @@ def float_values(float_model: onnx.ModelProto, feeds: Mapping[str, np.ndarray]) 
     values = runner.run(feeds)
     values.update(feeds)
     return values
-
-
-def first_drop(rows: list[LayerError], threshold: float = COMPARE_THRESHOLD) -> LayerError | None:
-    return next((r for r in rows if r.cosine < threshold), None)
 
 
 def write_compare_csv(rows: list[LayerError], path: Path) -> Path:
@@ -101,8 +97,6 @@ def dump_and_compare(qmodel: onnx.ModelProto, float_model: onnx.ModelProto, feed
     """``-du``: the simulator's tensors for one batch under ``save_dir/dump``; ``-r compare``:
     both comparisons as CSV under ``save_dir`` and the HTML report ``save_dir/report.html``.
     Returns lines for the summary."""
-    from ptqc.driver.report import write_report
-
     sim = simulator_for(qmodel, target, lut_len)
     lines = []
     if dump:

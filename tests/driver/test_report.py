@@ -23,7 +23,7 @@ NAMES = ["stem/conv", "stem/relu", "block1/conv", "block1/add", EVIL, "block2/co
          "block3/conv", "head/matmul", "head/softmax"]
 GRAPH_COS = [1.0, 0.9999, 0.998, 0.996, 0.995, 0.993, 0.991, 0.975, 0.96, 0.95]
 LAYER_COS = [1.0, 0.9999, 0.999, math.nan, 0.97, 0.999, 0.9995, 0.985, 0.998, 0.9999]
-# first cosine below 0.99 (a NaN cosine, from a shape mismatch, is no drop, as in simulate.first_drop)
+# first cosine below 0.99 (a NaN cosine, from a shape mismatch, is no drop, as in report.first_drop)
 FIRST = {"graphwise": (7, "block3/conv"), "layerwise": (4, EVIL)}
 
 # what Chromium prints on stderr for a page's console messages with --enable-logging=stderr:
