@@ -18,8 +18,8 @@ from typing import Callable, Protocol
 
 import numpy as np
 
+import ptqc.passes.calibration.histogram as histogram
 from ptqc.errors import PtqcError
-from ptqc.passes.calibration import histogram
 from ptqc.quant import QuantParam, qparam_from_range
 
 
