@@ -27,12 +27,13 @@ from ptqc.errors import ModelError
 from ptqc.ir import Graph, Node
 from ptqc.pass_manager import Pass, PassContext, PassResult
 from ptqc.quant import QRANGE, QuantParam
+from ptqc.runtime import reference
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 # ops whose output is never negative: a Q range starting at 0 after them clamps nothing
 NON_NEGATIVE = ("Relu", "Sigmoid", "Softmax", "HardSigmoid", "Abs", "Exp", "Sqrt")
 MOVES = ("MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Slice", "Gather")
-_TYPES = {np.dtype(t) for t in (np.int8, np.uint8, np.int16, np.uint16, np.int32)}
+_TYPES = set(QRANGE)  # int8/uint8/int16/uint16, int32 biases
 
 
 def is_qdq_model(graph: Graph) -> bool:
@@ -120,14 +121,10 @@ def _fold_constant_dq(graph: Graph, node: Node) -> tuple[str, QuantParam | None]
                          "in an input QDQ model (int8/uint8/int16/uint16/int32)")
     axis = int(node.attrs.get("axis", 1)) % max(q.ndim, 1)
     block = int(node.attrs.get("block_size", 0))
-    if scale.ndim and scale.size > 1 or block:
-        shape = [1] * q.ndim
-        if block:
-            scale, zp = (np.repeat(a, block, axis=axis).take(range(q.shape[axis]), axis=axis) for a in (scale, zp))
-        else:
-            shape[axis] = -1
-            scale, zp = scale.reshape(shape), zp.reshape(shape)
-    value = ((q.astype(np.float64) - zp.astype(np.float64)) * scale.astype(np.float64)).astype(np.float32)
+    one = scale.size == 1  # a [1] scale is per tensor (as onnxruntime reads it), whatever the rank
+    value = reference.run_node("DequantizeLinear", [q, scale.reshape(()) if one else scale,
+                                                    (zp.reshape(()) if one else zp).astype(q.dtype)],
+                               node.attrs, opset=graph.opset, name=node.name)[0]
     out = node.outputs[0]
     if out in graph.outputs:
         raise ModelError(f"node {_label(node)}: a dequantized constant is a graph output; not built yet")

@@ -212,10 +212,15 @@ def make_infer_auto(input_shapes: tuple[tuple[int, ...], ...] = ()) -> InferFunc
     return infer_auto
 
 
-def _resolve_auto_shapes(specs: list[InputSpec], input_shapes: tuple, batch_size: int) -> list[tuple]:
+def check_input_shapes_count(specs: list[InputSpec], input_shapes: tuple) -> None:
+    """``-is`` gives one shape per model input, or none."""
     if input_shapes and len(input_shapes) != len(specs):
         raise ConfigError(f"-is/--input-shapes: {len(input_shapes)} shapes given, model has "
                           f"{len(specs)} inputs")
+
+
+def _resolve_auto_shapes(specs: list[InputSpec], input_shapes: tuple, batch_size: int) -> list[tuple]:
+    check_input_shapes_count(specs, input_shapes)
     shapes = []
     axes = batch_axes(specs)
     for i, spec in enumerate(specs):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -22,8 +23,8 @@ import numpy as np
 import onnx
 
 from ptqc.driver.config import QuantConfig, with_ini
-from ptqc.driver.data import (DataError, Executor, InputSpec, batch_axes, first_batch, load_infer_function,
-                              make_infer_auto, make_reader_func, run_infer_function)
+from ptqc.driver.data import (DataError, Executor, InputSpec, batch_axes, check_input_shapes_count, first_batch,
+                              load_infer_function, make_infer_auto, make_reader_func, run_infer_function)
 from ptqc.driver.mix import as_mix
 from ptqc.driver.pipeline import MAX_VALIDATION, materialize_pipeline, observe_pipeline, prepare_pipeline
 from ptqc.driver.scale_json import load_scale_json, scale_table, write_scale_json
@@ -216,24 +217,21 @@ def make_drive(fn: Callable, name: str, specs: list[InputSpec], config: QuantCon
 
 
 def _shapes_checker(specs: list[InputSpec], input_shapes: tuple) -> Callable[[Callable], Callable]:
-    """With ``-is``, data of another shape (its batch axis aside) is a contradiction: refused
-    naming the input (a -d folder's message adds the file)."""
+    """With ``-is``, data of another shape (its batch axis aside) is a contradiction: ``run``
+    wrapped to refuse it naming the input (a -d folder's message adds the file)."""
+    check_input_shapes_count(specs, input_shapes)
     if not input_shapes:
         return lambda run: run
-    if len(input_shapes) != len(specs):
-        raise ConfigError(f"-is/--input-shapes: {len(input_shapes)} shapes given, model has {len(specs)} inputs")
-    axes = batch_axes(specs)
+    checks = list(zip(specs, input_shapes, batch_axes(specs)))
 
-    def shaped(run: Callable[[dict], list]) -> Callable[[dict], list]:
-        def checked(feeds: dict) -> list:
-            for spec, want, axis in zip(specs, input_shapes, axes):
-                got = np.shape(feeds[spec.name])
-                if len(got) != len(want) or any(g != w for i, (g, w) in enumerate(zip(got, want)) if i != axis):
-                    raise DataError(f"-is/--input-shapes gives input {spec.name!r} as {list(want)}, the data as "
-                                    f"{list(got)}")
-            return run(feeds)
-        return checked
-    return shaped
+    def checked(run: Callable[[dict], list], feeds: dict) -> list:
+        for spec, want, axis in checks:
+            got = np.shape(feeds[spec.name])
+            if len(got) != len(want) or any(g != w for i, (g, w) in enumerate(zip(got, want)) if i != axis):
+                raise DataError(f"-is/--input-shapes gives input {spec.name!r} as {list(want)}, the data as "
+                                f"{list(got)}")
+        return run(feeds)
+    return lambda run: functools.partial(checked, run)
 
 
 # ------------------------------------------------------------------------ quantize

@@ -170,3 +170,16 @@ def test_the_cli_refuses_an_unreadable_qdq_model_in_one_line(tmp_path):
     code, _, err = ptqc("--chip", "TX510x", "quant", "-m", path, "--save-dir", tmp_path / "out")
     assert_bad_input(code, err, "'q0'", "DequantizeLinear")
     assert not list((tmp_path / "out").glob("**/*.onnx"))
+
+
+def test_a_rank_1_constant_with_a_one_element_scale_dequantizes_per_tensor():
+    """As onnxruntime reads it (pipecat's smart-turn biases): a [1] scale is per tensor."""
+    n = helper.make_node
+    model = builders.make_model([n("DequantizeLinear", ["b_q", "s", "z"], ["b"], name="dq_b"),
+                                 n("Add", ["x", "b"], ["y"], name="add")],
+                                [("x", np.float32, [1, 3])], [("y", np.float32, [1, 3])],
+                                {"b_q": np.array([10, -20, 30], np.int32), "s": np.array([0.5], np.float32),
+                                 "z": np.array([0], np.int32)}, opset=13)
+    graph = import_model(model)
+    ReadQDQ().run(graph, PassContext())
+    np.testing.assert_array_equal(graph.constant("b"), np.array([5.0, -10.0, 15.0], np.float32))
