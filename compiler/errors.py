@@ -28,6 +28,13 @@ class PassOrderError(PtqcError):
     """A pass ran before an analysis it requires was established."""
 
 
+def cannot_reread(flag: str) -> ConfigError:
+    """What a search or correction that reads the calibration data again says when the second
+    pass saw nothing."""
+    return ConfigError(f"{flag}: the calibration data cannot be read again (a CalibrationDataReader without "
+                       "rewind() is used up by calibration); give it rewind(), or a folder or infer function")
+
+
 _ORT_RUN = re.compile(r"running (\w+) node\. Name:'([^']*)' Status Message: (.*)")
 _ORT_NODE = re.compile(r"in node \(([^)]*)\)")
 _ORT_SIGNATURE = re.compile(r"^(?:\w+ )?[\w:~<>]+\([^()]*\)\s*")

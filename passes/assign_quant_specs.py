@@ -175,6 +175,18 @@ class AssignQuantSpecs(Pass):
                 v.meta["qmethod"] = mode
 
 
+def clear_specs(graph: Graph) -> Graph:
+    """``graph`` as it was before AssignQuantSpecs (every mark it leaves removed), to be specced
+    again under another scheme (mixed precision)."""
+    for node in graph.nodes():
+        node.meta.pop("quantized", None)
+        node.meta.pop("mixable", None)
+    for v in graph.values():
+        v.meta.pop("qspec", None)
+        v.meta.pop("qmethod", None)
+    return graph
+
+
 def node_key(node: Node) -> str:
     """The name a node goes by in mixed-precision templates (unnamed nodes: op#id)."""
     return node.name or f"{node.op_type}#{node.id}"

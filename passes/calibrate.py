@@ -232,6 +232,27 @@ def _observe_shard(job: _ShardJob, k: int, n: int):
     return observers, count[0], validation
 
 
+def first_batch(drive: Callable, run: Run) -> dict:
+    """The first feeds the infer function hands to ``forward`` ({} if none); the function
+    runs to its end on ``run`` (so it sees real outputs throughout)."""
+    first: list[dict] = []
+
+    def capture(feeds: dict) -> list:
+        if not first:
+            first.append(dict(feeds))
+        return run(feeds)
+    drive(capture)
+    return first[0] if first else {}
+
+
+def feeds_drive(feeds: list[dict]) -> Callable[[Run], None]:
+    """A drive over stored feeds (the held-out batches), in the infer-function protocol."""
+    def drive(run: Run) -> None:
+        for f in feeds:
+            run(f)
+    return drive
+
+
 def held_out(index: int, holdout: int, max_holdout: int) -> bool:
     """Whether batch ``index`` (0-based) is held out for validation: every ``holdout``-th
     batch, the first ``max_holdout`` such; 0 holds out nothing."""

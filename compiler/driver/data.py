@@ -770,21 +770,3 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split())
 
 
-def cannot_reread(flag: str) -> ConfigError:
-    """What a search or correction that reads the calibration data again says when the second
-    pass saw nothing."""
-    return ConfigError(f"{flag}: the calibration data cannot be read again (a CalibrationDataReader without "
-                       "rewind() is used up by calibration); give it rewind(), or a folder or infer function")
-
-
-def first_batch(drive: Callable, run: Callable[[dict], list]) -> dict:
-    """The first feeds the infer function hands to ``forward`` ({} if none); the function
-    runs to its end on ``run`` (so it sees real outputs throughout)."""
-    first: list[dict] = []
-
-    def capture(feeds: dict) -> list:
-        if not first:
-            first.append(dict(feeds))
-        return run(feeds)
-    drive(capture)
-    return first[0] if first else {}

@@ -11,7 +11,9 @@ from ptqc.passes import (AdaRound, AssignQuantSpecs, Calibrate, CropOutputs, Eli
                          FoldConstants, FuseBatchNorm, FuseBiasAdd, FuseConvScale, FuseHardSwish, FuseLayerNorm,
                          InferShapes, InsertNormalization, InsertQDQ, LiftConstantNodes, MarkActivationFusion,
                          PropagateRanges, RemoveIdentity, UpgradeOpset)
+from ptqc.passes.assign_precision import AssignPrecision
 from ptqc.passes.choose_ranges import AUTO, ChooseRanges
+from ptqc.passes.correct_bias import CorrectBias
 from ptqc.passes.read_qdq import FitQDQParams, ReadQDQ
 from ptqc.quant import QuantScheme
 
@@ -52,16 +54,22 @@ def observe_pipeline(scheme: QuantScheme, *, method: str = "min_max", calibrate:
 
 def materialize_pipeline(scheme: QuantScheme, *, output_dequant: bool = True,
                          input_dtypes: dict[str, np.dtype] | None = None, choose: bool = False,
-                         adaround: bool = False, holdout: int = 0, batches: int | None = None) -> list[Pass]:
-    """With ``choose`` (-qm auto) each group's range method picked by measured output error;
-    with ``adaround`` each weight's rounding learned on the calibration batches;
-    one union-find over all sharing, then Q/DQ.  Runs once per method when one calibration
-    serves several (-qm all)."""
-    return [*([ChooseRanges(unify=scheme.unify_concat, wide_headroom=scheme.wide_headroom)] if choose else []),
-            *([AdaRound(holdout=holdout, max_holdout=MAX_VALIDATION, unify=scheme.unify_concat,
-                        wide_headroom=scheme.wide_headroom, max_batches=batches)] if adaround else []),
-            PropagateRanges(unify=scheme.unify_concat, wide_headroom=scheme.wide_headroom),
-            InsertQDQ(output_dequant=output_dequant, input_dtypes=input_dtypes)]
+                         precision: dict | None = None, adaround: bool = False, bias_correction: bool = False,
+                         holdout: int = 0, batches: int | None = None) -> list[Pass]:
+    """With ``choose`` (-qm auto) each group's range method picked by measured output error
+    (on the all-8-bit model); with ``precision`` (AssignPrecision's arguments: -mc, -ams,
+    --target-cosine) the 16-bit nodes chosen and the graph specced again; with ``adaround``
+    each weight's rounding learned on the calibration batches; one union-find over all
+    sharing, then Q/DQ; with ``bias_correction`` each Conv/Gemm's output mean corrected in its
+    int32 bias.  Runs once per method when one calibration serves several (-qm all)."""
+    headroom = dict(unify=scheme.unify_concat, wide_headroom=scheme.wide_headroom)
+    held = dict(holdout=holdout, max_holdout=MAX_VALIDATION)
+    return [*([ChooseRanges(**headroom)] if choose else []),
+            *([AssignPrecision(scheme, bias_correction=bias_correction, **held, **precision)] if precision else []),
+            *([AdaRound(**held, **headroom, max_batches=batches)] if adaround else []),
+            PropagateRanges(**headroom),
+            InsertQDQ(output_dequant=output_dequant, input_dtypes=input_dtypes),
+            *([CorrectBias(**held)] if bias_correction else [])]
 
 
 def quantize_pipeline(scheme: QuantScheme, *, method: str = "min_max", calibrate: bool = True,

@@ -23,9 +23,8 @@ import numpy as np
 import onnx
 
 from ptqc.driver.config import QuantConfig, with_ini
-from ptqc.driver.data import (DataError, Executor, InputSpec, batch_axes, check_input_shapes_count, first_batch,
+from ptqc.driver.data import (DataError, Executor, InputSpec, batch_axes, check_input_shapes_count,
                               load_infer_function, make_infer_auto, make_reader_func, run_infer_function)
-from ptqc.driver.mix import as_mix
 from ptqc.driver.pipeline import MAX_VALIDATION, materialize_pipeline, observe_pipeline, prepare_pipeline
 from ptqc.driver.scale_json import load_scale_json, scale_table, write_scale_json
 from ptqc.errors import ConfigError, ModelError, onnxruntime_error
@@ -33,8 +32,8 @@ from ptqc.ir import Graph
 from ptqc.onnx_io import check_model, export_model, import_model, save_model
 from ptqc.pass_manager import (AnalysisStore, DumpIRInstrument, PassContext, PassManager, PassTiming, TimingInstrument,
                                VerifyInstrument)
-from ptqc.passes.assign_quant_specs import check_weights, node_key
-from ptqc.passes.calibrate import held_out, observed_values
+from ptqc.passes.assign_quant_specs import check_weights
+from ptqc.passes.calibrate import feeds_drive, first_batch, held_out, observed_values
 from ptqc.passes.calibration import OBSERVERS
 from ptqc.passes.choose_ranges import AUTO
 from ptqc.passes.read_qdq import is_qdq_model
@@ -261,13 +260,7 @@ def quantize(model: str | Path | onnx.ModelProto, output: str | Path | None = No
         raise ConfigError(f"{'-du/--dump' if config.dump else '-r/--run-mode compare'}: runs the chip's integer "
                           "simulator: name a TX5xxx --chip (generic has none)")
     scheme = scheme or scheme_of(config, family)
-    methods = methods_of(config)  # validated even with -lsj: a bad -qm is refused, never ignored
-    iterations = tuple(sorted(set(config.iteration)))
-    loaded = config.load_scale_json is not None
-    if loaded:
-        methods, iterations = ("loaded",), iterations[-1:]
-    if len(iterations) > 1 and config.cache_distribution is not None:
-        raise ConfigError("-cd/--cache-distribution with several -i values: not built yet; give one -i")
+    methods, iterations, loaded = runs_of(config)
     fn, fn_name = infer_function_of(data, config)
     workers, client = workers_of(config, client)
     t0 = time.perf_counter()
@@ -280,9 +273,6 @@ def quantize(model: str | Path | onnx.ModelProto, output: str | Path | None = No
     timing = TimingInstrument()
     instruments: list = [timing] + ([VerifyInstrument()] if config.debug else [])
     prepare = prepare_pipeline(config.output_name, config.mean, config.std, config.cross_layer_equalization)
-    observe = observe_pipeline(scheme, method=methods[0] if len(methods) == 1 else "kl", calibrate=not loaded,
-                               executor=executor, workers=workers, client=client, snapshots=iterations[:-1],
-                               holdout=config.holdout, percent=config.percent, quantized_input=quantized_input)
     steps = Path(config.save_dir) / "steps"  # --dump-ir numbers the halves as one pipeline
     dump = (lambda first, folder=steps: [DumpIRInstrument(folder, save_model, first)] if config.dump_ir else [])
     ctx = PassContext(config=config, target=family, logger=logger)
@@ -290,28 +280,16 @@ def quantize(model: str | Path | onnx.ModelProto, output: str | Path | None = No
     with model_errors:
         graph = PassManager(prepare, instruments + dump(1)).run(graph, ctx).graph
     float_model = export_model(graph, constants_as_initializers=True)
+    ctx.analyses["float_model"] = float_model
     t1 = time.perf_counter()
-    hawq = config.auto_mix_strategy == "HAWQ" and config.mix_config is None
-    if config.mix_config is not None or config.auto_mix_strategy == "IOhigh":  # per-node bit-widths
-        scheme, methods, observe = _apply_mix(graph, ctx, scheme, family, config, executor, workers, client,
-                                              iterations)
-    elif config.target_cosine is not None or hawq:  # one histogram serves the search over assignments
-        observe = observe_pipeline(scheme, method="kl", executor=executor, workers=workers, client=client,
-                                   holdout=config.holdout, percent=config.percent)
-    searched = config.target_cosine is not None or hawq
-    # -qm auto with per-node bit-widths: the ranges are chosen once on the all-8-bit model, as
-    # the searches score them, so that the template a search writes reproduces its model
-    mixed_auto = "mix" in ctx.analyses.results and methods == (AUTO,)
-    prepared = copy.deepcopy(graph) if searched or mixed_auto else None
+    precision, methods, observe_method = _precision(graph, ctx, scheme, family, config, methods)
+    observe = observe_pipeline(scheme, method=observe_method, calibrate=not loaded, executor=executor,
+                               workers=workers, client=client, snapshots=iterations[:-1], holdout=config.holdout,
+                               percent=config.percent, quantized_input=quantized_input)
     specs = input_specs(graph)
     drive = make_drive(fn, fn_name, specs, config, {o: n.name for n in graph.nodes() for o in n.outputs if o})
     ctx = PassContext(config=config, target=family, data=drive, logger=logger, analyses=ctx.analyses)
-    if config.load_scale_json is not None:
-        ctx.analyses["loaded_params"] = load_scale_json(Path(config.load_scale_json), graph)
-    if config.quant_scheme is not None:
-        from ptqc.driver.nncase_scheme import load_scheme
-
-        ctx.analyses["range_overrides"] = load_scheme(Path(config.quant_scheme), graph)
+    _load_overrides(ctx, config, graph)
     with model_errors:
         if config.cache_distribution is not None and not loaded:
             graph = _observe_with_cache(graph, ctx, observe, methods, data, config, instruments)
@@ -319,51 +297,92 @@ def quantize(model: str | Path | onnx.ModelProto, output: str | Path | None = No
             graph = PassManager(observe, instruments + dump(len(prepare) + 1)).run(graph, ctx).graph
         validation, evaluated_on = validation_of(ctx, config, drive, float_model, specs, fn_name)
     ctx.analyses["validation_feeds"] = validation
-    vdrive = feeds_drive(validation) if validation else drive
     every = _metric_matters(fn_name, data) or not validation
-    drives = Drives(drive, vdrive, drive if every else vdrive)
-    if searched:  # then the ranges it scored are the ones written
-        graph, scheme = _auto_mix(prepared, ctx, scheme, family, config, drive, vdrive, float_model, methods[0])
-    elif mixed_auto:
-        ctx.analyses["observers"] = _chosen_observers(prepared, ctx, dataclasses.replace(scheme, node_bits=(),
-                                                                                         node_modes=()))
-    snapshots = ctx.analyses.get("observer_snapshots") or {iterations[-1]: ctx.analyses.get("observers") or {}}
-    seconds = {"prepare": t1 - t0, "calibrate": time.perf_counter() - t1}
-    input_dtypes = input_dtypes_of(config, [s.name for s in specs])
-    runs = [(m, i) for i in iterations for m in methods]
-    reports = []
-    for method, iteration in runs:
-        t2 = time.perf_counter()
-        label = "_".join([method] * (len(methods) > 1) + [f"i{iteration}"] * (len(iterations) > 1))
-        g, analyses = graph, ctx.analyses
-        if len(runs) > 1:
-            observers = snapshots.get(iteration, snapshots[max(snapshots)])  # the data ran out before i batches
-            g, analyses = copy.deepcopy(graph), AnalysisStore()
-            analyses.results, analyses.established = dict(ctx.analyses.results), set(ctx.analyses.established)
-            analyses["observers"] = {n: o.with_method(method, percent=config.percent)
-                                     if len(methods) > 1 and method != AUTO else o for n, o in observers.items()}
-        mctx = dataclasses.replace(ctx, analyses=analyses)
-        first = len(prepare) + len(observe) + 1
-        folder = steps if len(runs) == 1 else steps / label
-        g = PassManager(materialize_pipeline(scheme, output_dequant=config.output_dequant, input_dtypes=input_dtypes,
-                                             choose=method == AUTO and not (searched or mixed_auto),
-                                             adaround=config.adaround and not quantized_input,
-                                             holdout=config.holdout,
-                                             batches=iteration if iteration != iterations[-1] else None),
-                        instruments + dump(first, folder)).run(g, mctx).graph
-        report = _finish(g, float_model, mctx, drives, method, config, evaluate,
-                         _method_path(output, label, len(runs) > 1), external_data, data,
-                         label if len(runs) > 1 else None)
-        report.iteration = iteration
-        report.evaluated_on = evaluated_on if not every or not validation else \
-            "every batch (the infer function's metric needs them all)"
-        report.timings = timing.timings
-        report.seconds = {**seconds, "quantize": time.perf_counter() - t2 - report.seconds.get("evaluate", 0.0),
-                          **report.seconds}
-        reports.append(report)
+    drives = Drives(drive, drive if every else feeds_drive(validation))
+    plan = _Plan(scheme, precision, methods, iterations, input_dtypes_of(config, [s.name for s in specs]),
+                 instruments, dump, len(prepare) + len(observe) + 1, drives, evaluated_on if not every or not
+                 validation else "every batch (the infer function's metric needs them all)",
+                 {"prepare": t1 - t0, "calibrate": time.perf_counter() - t1}, quantized_input, timing)
+    reports = [_materialize(plan, graph, ctx, float_model, method, iteration, evaluate, output, external_data, data)
+               for iteration in iterations for method in methods]
     ranked = sorted(reports, key=lambda r: -_score(r)) if evaluate else reports
     ranked[0].ranking = ranked
     return ranked[0]
+
+
+def runs_of(config: QuantConfig) -> tuple[tuple[str, ...], tuple[int, ...], bool]:
+    """The methods and iteration counts to quantize with, and whether the scales are loaded
+    (-lsj: one run, no calibration)."""
+    methods = methods_of(config)  # validated even with -lsj: a bad -qm is refused, never ignored
+    iterations = tuple(sorted(set(config.iteration)))
+    loaded = config.load_scale_json is not None
+    if loaded:
+        methods, iterations = ("loaded",), iterations[-1:]
+    if len(iterations) > 1 and config.cache_distribution is not None:
+        raise ConfigError("-cd/--cache-distribution with several -i values: not built yet; give one -i")
+    return methods, iterations, loaded
+
+
+def _load_overrides(ctx: PassContext, config: QuantConfig, graph: Graph) -> None:
+    """-lsj's parameters and -qs's ranges, checked against the graph, into the analyses."""
+    if config.load_scale_json is not None:
+        ctx.analyses["loaded_params"] = load_scale_json(Path(config.load_scale_json), graph)
+    if config.quant_scheme is not None:
+        from ptqc.driver.nncase_scheme import load_scheme
+
+        ctx.analyses["range_overrides"] = load_scheme(Path(config.quant_scheme), graph)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What every (method, iteration) run of one quantize shares."""
+
+    scheme: QuantScheme
+    precision: dict | None  # AssignPrecision's arguments
+    methods: tuple[str, ...]
+    iterations: tuple[int, ...]
+    input_dtypes: dict[str, np.dtype]
+    instruments: list
+    dump: Callable  # (first pass number, folder) -> --dump-ir instruments
+    first: int  # the number of the first materializing pass
+    drives: "Drives"
+    evaluated_on: str
+    seconds: dict[str, float]
+    quantized_input: bool
+    timing: TimingInstrument
+
+
+def _materialize(plan: _Plan, graph: Graph, ctx: PassContext, float_model: onnx.ModelProto, method: str,
+                 iteration: int, evaluate: bool, output, external_data, data) -> QuantReport:
+    """One (method, iteration) run: the materializing passes on the calibrated graph (on a copy,
+    with that method's reading of the observers as they were after ``iteration`` batches,
+    when there are several runs), then export, evaluation and the files."""
+    config, several = ctx.config, len(plan.methods) * len(plan.iterations) > 1
+    t0 = time.perf_counter()
+    label = "_".join([method] * (len(plan.methods) > 1) + [f"i{iteration}"] * (len(plan.iterations) > 1))
+    g, analyses = graph, ctx.analyses
+    if several:
+        snapshots = ctx.analyses.get("observer_snapshots") or {plan.iterations[-1]: ctx.analyses.get("observers") or {}}
+        observers = snapshots.get(iteration, snapshots[max(snapshots)])  # the data ran out before i batches
+        g, analyses = copy.deepcopy(graph), AnalysisStore()
+        analyses.results, analyses.established = dict(ctx.analyses.results), set(ctx.analyses.established)
+        analyses["observers"] = {n: o.with_method(method, percent=config.percent)
+                                 if len(plan.methods) > 1 and method != AUTO else o for n, o in observers.items()}
+    mctx = dataclasses.replace(ctx, analyses=analyses)
+    steps = Path(config.save_dir) / "steps"
+    passes = materialize_pipeline(plan.scheme, output_dequant=config.output_dequant, input_dtypes=plan.input_dtypes,
+                                  choose=method == AUTO, adaround=config.adaround and not plan.quantized_input,
+                                  precision=plan.precision and {**plan.precision, "method": method},
+                                  bias_correction=config.bias_correction, holdout=config.holdout,
+                                  batches=iteration if iteration != plan.iterations[-1] else None)
+    g = PassManager(passes, plan.instruments + plan.dump(plan.first, steps / label if several else steps)).run(
+        g, mctx).graph
+    report = _finish(g, float_model, mctx, plan.drives, method, config, evaluate,
+                     _method_path(output, label, several), external_data, data, label if several else None)
+    report.iteration, report.evaluated_on, report.timings = iteration, plan.evaluated_on, plan.timing.timings
+    report.seconds = {**plan.seconds, "quantize": time.perf_counter() - t0 - report.seconds.get("evaluate", 0.0),
+                      **report.seconds}
+    return report
 
 
 class _OnnxruntimeErrors(contextlib.AbstractContextManager):
@@ -399,72 +418,44 @@ def refuse_on_quantized_input(config: QuantConfig) -> None:
                           "DequantizeLinear nodes) and keeps its scales; give its float model to quantize afresh")
 
 
-def _apply_mix(graph: Graph, ctx: PassContext, scheme: QuantScheme, family, config: QuantConfig, executor: str,
-               workers: int, client, iterations: tuple[int, ...]):
-    """Check the -mc file against the nodes this model quantizes (found on a copy), then give
-    the scheme its per-node bits and modes; one histogram serves mixed modes."""
-    from ptqc.driver.automix import check_mixed
-    from ptqc.driver.mix import comply, io_high, load_mix
+def _precision(graph: Graph, ctx: PassContext, scheme: QuantScheme, family, config: QuantConfig,
+               methods: tuple[str, ...]) -> tuple[dict | None, tuple[str, ...], str]:
+    """AssignPrecision's arguments for -mc / -ams / --target-cosine (None: every node at
+    -b bits), the methods to run, and the one calibration reads.  A -mc file is checked
+    against the nodes this model quantizes (found on a copy) before any calibration; one
+    histogram serves mixed modes and the searches."""
+    from ptqc.driver.mix import load_mix
     from ptqc.passes import AssignQuantSpecs
 
+    calibrated = methods[0] if len(methods) == 1 else "kl"
+    what = ("-mc/--mix-config" if config.mix_config is not None else
+            "-ams/--auto-mix-strategy IOhigh" if config.auto_mix_strategy == "IOhigh" else
+            "--target-cosine" if config.target_cosine is not None else
+            "-ams/--auto-mix-strategy HAWQ" if config.auto_mix_strategy == "HAWQ" else None)
+    if what is None:
+        return None, methods, calibrated
+    bits, high = config.bit_width, 1.0 - config.auto_mix_ratio
+    if config.mix_config is None:  # (load_mix checks the family on its own)
+        check_mixed(family, what)
+        strategy, amount = (("IOhigh", high) if what.endswith("IOhigh") else ("HAWQ", high) if what.endswith("HAWQ")
+                            else ("target-cosine", config.target_cosine))
+        return dict(strategy=strategy, amount=amount, bits=bits, percent=config.percent), methods, \
+            calibrated if strategy == "IOhigh" else "kl"
     probe = copy.deepcopy(graph)
     AssignQuantSpecs(scheme).run(probe, dataclasses.replace(ctx, analyses=AnalysisStore()))
-    if config.mix_config is not None:
-        mix = load_mix(Path(config.mix_config), probe, family, config.bit_width)
-    else:  # -ams IOhigh: the first and last quantized layers at 16 bits, -amr of them stay low
-        check_mixed(family, "-ams/--auto-mix-strategy IOhigh")
-        quantized = [node_key(n) for n in probe.topological_order() if n.meta.get("mixable")]
-        high = comply(probe, io_high(probe, quantized, 1.0 - config.auto_mix_ratio), quantized)
-        mix = as_mix(quantized, high, config.bit_width, methods_of(config)[0])
-    ctx.analyses["mix"] = mix
+    mix = load_mix(Path(config.mix_config), probe, family, bits)
     modes = sorted({m for _, m in mix.values()})
     if AUTO in modes and len(modes) > 1:
         raise ConfigError(f"-mc/--mix-config {config.mix_config}: mode auto with other modes in one file is not "
                           "built yet (auto chooses every tensor's method; give auto to every node or to none)")
-    scheme = dataclasses.replace(scheme, node_bits=tuple(sorted((k, b) for k, (b, _) in mix.items())),
-                                 node_modes=tuple(sorted((k, m) for k, (_, m) in mix.items() if m != AUTO)))
-    observe_method = modes[0] if len(modes) == 1 else "kl"
-    observe = observe_pipeline(scheme, method=observe_method, executor=executor, workers=workers, client=client,
-                               snapshots=iterations[:-1], holdout=config.holdout, percent=config.percent)
-    return scheme, (modes[0] if len(modes) == 1 else "mixed",), observe
+    one = modes[0] if len(modes) == 1 else None
+    return dict(mix=mix, bits=bits, percent=config.percent), (one or "mixed",), one or "kl"
 
 
-def _auto_mix(prepared: Graph, ctx: PassContext, scheme: QuantScheme, family, config: QuantConfig,
-              drive: Callable, vdrive: Callable, float_model: onnx.ModelProto,
-              method: str) -> tuple[Graph, QuantScheme]:
-    """``--target-cosine`` or ``-ams HAWQ`` (ptqc.driver.automix) on the one calibration done:
-    the specced graph and scheme to quantize with; the assignment goes to
-    ``ctx.analyses["mix"]`` for -gt."""
-    from ptqc.driver import automix
-
-    what = "--target-cosine" if config.target_cosine is not None else "-ams/--auto-mix-strategy HAWQ"
-    automix.check_mixed(family, what)
-    if method == AUTO:  # each tensor's method chosen once, on the all-8-bit model
-        ctx.analyses["observers"] = _chosen_observers(prepared, ctx, scheme)
-    else:
-        ctx.analyses["observers"] = {n: o.with_method(method, percent=config.percent)
-                                     for n, o in ctx.analyses["observers"].items()}
-    trials = automix.Trials(prepared, ctx, scheme, config, vdrive, float_model, method, fit_drive=drive)
-    if config.target_cosine is not None:
-        high = automix.target_cosine(trials, config.target_cosine)
-    else:
-        high = automix.hawq(trials, 1.0 - config.auto_mix_ratio)
-    ctx.analyses["mix"] = as_mix(trials.keys, high, config.bit_width, method)
-    return trials.specced(high)
-
-
-def _chosen_observers(prepared: Graph, ctx: PassContext, scheme: QuantScheme) -> dict:
-    """The observers with ChooseRanges' choices, made on ``prepared`` specced by ``scheme``."""
-    from ptqc.passes import AssignQuantSpecs
-    from ptqc.passes.choose_ranges import ChooseRanges
-
-    g = copy.deepcopy(prepared)
-    analyses = AnalysisStore()
-    analyses.results = {k: ctx.analyses.get(k) for k in ("observers", "validation_feeds", "calibration_feeds")}
-    cctx = dataclasses.replace(ctx, analyses=analyses)
-    AssignQuantSpecs(scheme).run(g, cctx)
-    ChooseRanges(unify=scheme.unify_concat, wide_headroom=scheme.wide_headroom).run(g, cctx)
-    return analyses["observers"]
+def check_mixed(family: Target, what: str) -> None:
+    family.check_bit_width(16, what)
+    if not family.mixed_precision:
+        raise ConfigError(f"{what}: rule mixed-precision: {family.name} does not support mixed precision")
 
 
 def _observe_with_cache(graph: Graph, ctx: PassContext, observe: list, methods: tuple[str, ...], data: Any,
@@ -557,14 +548,6 @@ def collect_feeds(drive: Callable, run: Callable[[dict], list], keep: Callable[[
     return kept
 
 
-def feeds_drive(feeds: list[dict]) -> Callable[[Callable], None]:
-    """A drive over stored feeds (the held-out batches), in the infer-function protocol."""
-    def drive(run: Callable[[dict], list]) -> None:
-        for f in feeds:
-            run(f)
-    return drive
-
-
 def _metric_matters(fn_name: str, data: Any) -> bool:
     """A user's infer function computes a metric over all its batches; the built-in sources
     and readers return none, so their evaluation can stay on the held-out batches."""
@@ -604,12 +587,11 @@ def _evaluate(float_model: onnx.ModelProto, qmodel: onnx.ModelProto, drive: Call
 
 @dataclass(frozen=True)
 class Drives:
-    """The data in the infer-function protocol: ``data`` every batch (fitting: calibration,
-    bias means; the infer function's metric), ``score`` the held-out batches every choice is
-    scored on, ``evaluate`` what the reported cosines are measured on."""
+    """The data in the infer-function protocol: ``data`` every batch (the passes fit on it,
+    skipping the held-out batches, and score on ``["validation_feeds"]``; -du and the debug
+    reports read it), ``evaluate`` what the reported cosines are measured on."""
 
     data: Callable
-    score: Callable
     evaluate: Callable
 
 
@@ -628,13 +610,6 @@ def _finish(graph: Graph, float_model: onnx.ModelProto, ctx: PassContext, drives
     input_params = {n: graph.value(n).meta["quant"] for n in graph.inputs
                     if "quant" in graph.value(n).meta and graph.value(n).dtype is not None
                     and graph.value(n).dtype.kind in "iu"}
-    if config.bias_correction:
-        from ptqc.driver.bias_correction import correct_bias
-
-        qmodel, corrected = correct_bias(qmodel, float_model, drives.data, input_params,
-                                         ctx.analyses.get("output_params") or {}, score_drive=drives.score,
-                                         holdout=config.holdout)
-        log.info("--bias-correction: %d Conv/Gemm biases corrected on the calibration data", corrected)
     report = QuantReport(qmodel, float_model, None, float_ops=dict(ctx.analyses.get("float_ops", {})),
                          output_params=dict(ctx.analyses.get("output_params", {})), input_params=input_params,
                          method=method, float_metric=ctx.analyses.get("float_metric"))

@@ -1,14 +1,32 @@
-"""--bias-correction: after it, every Conv's per-channel output mean over the calibration data
-matches the float model's to within one step of its bias (its own rounding and the earlier
-layers'), layer after layer."""
+"""CorrectBias (--bias-correction): after it, every Conv's per-channel output mean over the
+calibration data matches the float model's to within one step of its bias (its own rounding
+and the earlier layers'), layer after layer; run alone on a QDQ graph it gives the model the
+flag writes."""
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
 from checks import list_reader, ort_outputs
-from ptqc.driver.bias_correction import correct_bias
 from ptqc.driver.config import QuantConfig
 from ptqc.driver.quantize import quantize
+from ptqc.onnx_io import export_model, import_model
+from ptqc.pass_manager import PassContext
+from ptqc.passes.correct_bias import CorrectBias, correct_bias
+
+
+def _drive(feeds):
+    def drive(run):
+        for f in feeds:
+            run(f)
+        return 0.0
+    return drive
+
+
+def _corrected(model: onnx.ModelProto, codes: dict) -> onnx.ModelProto:
+    graph = import_model(model)
+    for name, array in codes.items():
+        graph.set_constant(name, array)
+    return export_model(graph, constants_as_initializers=True)
 
 
 def _means(model: onnx.ModelProto, names: list[str], feeds: list[dict]) -> dict[str, np.ndarray]:
@@ -28,13 +46,9 @@ def test_conv_output_means_match_the_float_model_after_correction(digits):
     names = [n.output[0] for n in report.model.graph.node if n.op_type == "Conv"]
     assert len(names) >= 2
 
-    def drive(run):
-        for f in feeds:
-            run(f)
-        return 0.0
-
-    fixed, count = correct_bias(report.model, report.float_model, drive, guard=False)  # the mechanism alone
-    assert count == len(names) + 1  # and the classifier's Gemm
+    codes = correct_bias(import_model(report.model), report.float_model, _drive(feeds))  # the mechanism alone
+    assert len(codes) == len(names) + 1  # and the classifier's Gemm
+    fixed = _corrected(report.model, codes)
     ref, before, after = (_means(m, names, feeds) for m in (report.float_model, report.model, fixed))
     inits = {i.name: numpy_helper.to_array(i) for i in fixed.graph.initializer}
     producer = {o: n for n in fixed.graph.node for o in n.output}
@@ -62,7 +76,7 @@ def test_the_flag_corrects_the_written_model(tmp_path, ppocr):
                           adaround=False, **kw)
         return quantize(ppocr["rec"], tmp_path / out, list_reader(feeds), cfg)
 
-    plain, fixed, again = run("a.onnx"), run("b.onnx", bias_correction=True), run("c.onnx", bias_correction=True)
+    plain, fixed, _ = run("a.onnx"), run("b.onnx", bias_correction=True), run("c.onnx", bias_correction=True)
     assert (tmp_path / "b.onnx").read_bytes() == (tmp_path / "c.onnx").read_bytes()  # deterministic
     codes = lambda m: {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}  # noqa: E731
     a, b = codes(plain.model), codes(fixed.model)
@@ -83,14 +97,14 @@ def test_a_correction_that_lowers_the_output_cosine_is_not_applied(ppocr, caplog
                       QuantConfig(chip="TX5368AV200", quant_mode=("kl",), output_dequant=True, adaround=False),
                       evaluate=False)
 
-    def drive(run):
-        for f in feeds:
-            run(f)
-        return 0.0
-
+    graph = import_model(report.model)
+    ctx = PassContext(data=_drive(feeds))
+    ctx.analyses["float_model"] = report.float_model
     with caplog.at_level("WARNING", logger="ptqc"):
-        kept, count = correct_bias(report.model, report.float_model, drive)
-    assert count == 0 and kept.SerializeToString() == report.model.SerializeToString()
+        result = CorrectBias()(graph, ctx)
+    assert ctx.analyses["bias_corrected"] == 0 and not result.modified
+    assert export_model(graph, constants_as_initializers=True).SerializeToString() == \
+        export_model(import_model(report.model), constants_as_initializers=True).SerializeToString()
     assert any("would lower the mean output cosine" in r.getMessage() for r in caplog.records)
 
 
@@ -109,3 +123,22 @@ def test_the_guard_scores_on_the_held_out_batches(tmp_path, ppocr, caplog):
     assert any("lower the mean output cosine on the held-out data" in r.getMessage() for r in caplog.records)
     assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
     assert kept.cosine == plain.cosine
+
+
+def test_the_pass_alone_gives_the_model_the_flag_writes(digits):
+    """CorrectBias run by hand on the QDQ model of a run without the flag (its float model,
+    its data, nothing held out) gives the model the run with the flag writes: the same nodes
+    and the same initializers, byte for byte."""
+    feeds = [{"input": digits.x_train[i:i + 16]} for i in range(0, 64, 16)]
+    cfg = dict(chip="TX510x", output_dequant=True, validation_split=0, adaround=False)
+    plain = quantize(digits.model, None, list_reader(feeds), QuantConfig(**cfg), evaluate=False)
+    flagged = quantize(digits.model, None, list_reader(feeds), QuantConfig(bias_correction=True, **cfg),
+                       evaluate=False)
+    graph = import_model(plain.model)
+    ctx = PassContext(data=_drive(feeds))
+    ctx.analyses["float_model"] = plain.float_model
+    assert CorrectBias()(graph, ctx).modified and ctx.analyses["bias_corrected"] > 0
+    by_hand = export_model(graph, constants_as_initializers=True)
+    inits = lambda m: {i.name: i.SerializeToString() for i in m.graph.initializer}  # noqa: E731
+    assert inits(by_hand) == inits(flagged.model) != inits(plain.model)
+    assert [n.SerializeToString() for n in by_hand.graph.node] == [n.SerializeToString() for n in flagged.model.graph.node]

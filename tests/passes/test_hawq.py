@@ -11,7 +11,7 @@ from onnx import helper
 
 import builders
 from checks import list_reader
-from ptqc.driver import hawq
+from ptqc.passes import hawq
 from ptqc.driver.config import QuantConfig
 from ptqc.driver.quantize import quantize
 

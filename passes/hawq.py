@@ -1,4 +1,5 @@
-"""``-ams HAWQ``: which nodes go to 16 bits, by Hessian-aware sensitivity, forward-only.
+"""``-ams HAWQ`` (AssignPrecision): which nodes go to 16 bits, by Hessian-aware sensitivity,
+forward-only.
 
 HAWQ ranks layers by ``Ω = ½ · tr(H) · σ²``: how much the loss grows when a tensor carries
 quantization noise of variance ``σ²``.  ptqc measures it on each quantized node's output

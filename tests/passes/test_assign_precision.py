@@ -1,15 +1,20 @@
-"""Automatic mixed precision internals: the units the rules tie together, and trials that
-reuse the float model's outputs."""
+"""AssignPrecision: alone on a specced graph it re-specs every tensor at the bits its node
+was given, keeping the rules; the units the rules tie together; trials that reuse the float
+model's outputs."""
 import re
 
 import pytest
 
 import builders
 from checks import list_reader
-from ptqc.driver import automix
+import numpy as np
+
 from ptqc.driver.config import QuantConfig
-from ptqc.driver.mix import share_units
 from ptqc.driver.quantize import quantize
+from ptqc.passes import assign_precision as automix
+from ptqc.passes.assign_precision import AssignPrecision
+from ptqc.passes.mixed_precision import share_units
+from ptqc.quant import QuantScheme
 from ptqc.onnx_io import import_model
 from ptqc.pass_manager import PassContext
 from ptqc.passes import AssignQuantSpecs, InferShapes
@@ -25,6 +30,30 @@ def test_units_tie_the_inputs_of_a_node_and_the_ops_around_a_layernorm():
     # rule 5: g1, ln, g2 and cat around the LayerNormalization; rule 7: g3 and g4 feed the Add;
     # rule 7 at cat: ln and g2 (already together)
     assert units == {frozenset({"g1", "ln", "g2", "cat"}), frozenset({"g3", "g4"}), frozenset({"add"})}
+
+
+def test_alone_on_a_specced_graph_it_respecs_every_tensor_at_its_nodes_bits():
+    """IOhigh with half the nodes high, run alone: g1 (nearest the input) goes to 16 bits, and
+    with it, by rule 5, every quantized op around the LayerNormalization; each output spec
+    follows its node, and a given mix with the same assignment gives the same specs."""
+    graph = import_model(builders.mixed_rules_model())
+    ctx = PassContext()
+    InferShapes().run(graph, ctx)
+    scheme = QuantScheme(activation_dtype=np.dtype(np.int8), activation_symmetric=True)
+    AssignQuantSpecs(scheme).run(graph, ctx)
+    AssignPrecision(scheme, strategy="IOhigh", amount=0.3).run(graph, ctx)
+    mix = ctx.analyses["mix"]
+    high = {k for k, (b, _) in mix.items() if b == 16}
+    assert {"g1", "ln", "g2", "cat"} <= high and "add" not in high
+    out = {n.name: n.outputs[0] for n in graph.nodes()}
+    for key, (bits, _) in mix.items():
+        assert graph.value(out[key]).meta["qspec"].dtype == np.dtype(np.int16 if bits == 16 else np.int8), key
+    specs = {v.name: v.meta.get("qspec") for v in graph.values()}
+    again = import_model(builders.mixed_rules_model())
+    InferShapes().run(again, PassContext())
+    AssignQuantSpecs(scheme).run(again, PassContext())
+    AssignPrecision(scheme, mix=mix).run(again, PassContext())
+    assert {v.name: v.meta.get("qspec") for v in again.values()} == specs
 
 
 def test_trials_run_the_float_model_once_per_batch(tmp_path, digits, monkeypatch):
