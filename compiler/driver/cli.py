@@ -12,6 +12,7 @@ node or flag), 1 internal error.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -26,7 +27,7 @@ from ptqc.errors import ConfigError, PtqcError
 from ptqc.targets.families import chip_names, family_of
 
 # What each run mode can honour today; any other flag the user sets is refused by name.
-_COMMON = {"model", "chip", "run_mode", "framework", "save_dir", "log_level"}
+_COMMON = {"model", "chip", "run_mode", "framework", "weight", "save_dir", "log_level"}
 _DATA = {"data", "input_shapes", "infer_func", "user_defined_script", "iteration", "batch_size"}
 _IMAGES = set(IMAGE_FLAGS) | set(FOLDER_FLAGS)  # -d folders: image preprocessing, calibrate_size
 BUILT_FLAGS = {
@@ -53,7 +54,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="ptqc", allow_abbrev=False,
                 description="Post-training quantization compiler for ONNX models.")
-    p.add_argument("--chip", default=None, help="target chip or family (e.g. TX5368AV200); "
+    p.add_argument("-ch", "--chip", default=None, help="target chip or family (e.g. TX5368AV200); "
                    f"known: {', '.join(chip_names())}")
     p.add_argument("--version", action="version", version=f"ptqc {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -115,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
       help="write {save_dir}/{model}_quant_scheme.json (nncase format)")
     a("--dask-scheduler", help="calibrate on this Dask cluster (pip install ptqc[dask]), e.g. tcp://host:8786")
     a("-rc", "--run-config", help="run-config JSON")
-    a("-w", "--weight", help="weights file (pytorch/caffe/paddle)")
+    a("-w", "--weight", help="weights file (-f paddle: the .pdiparams)")
     a("-snn", "--start-node-names", nargs="+", help="tensorflow start nodes")
     a("-enn", "--end-node-names", nargs="+", help="tensorflow end nodes")
     a("-c2chw", "--convert2chw", action="store_true", default=None, help="tensorflow NHWC to NCHW")
@@ -192,12 +193,16 @@ def _run(cfg: QuantConfig, flags: dict[str, str]) -> int:
     if refused:
         raise ConfigError(f"{flags.get(refused[0], refused[0])}: not built yet for -r {cfg.run_mode} "
                           f"in ptqc {__version__}")
-    if cfg.framework != "onnx":
-        raise ConfigError(f"-f/--framework {cfg.framework}: only onnx models are supported; convert "
-                          f"the model to ONNX first")
     if cfg.model is None:
         raise ConfigError("-m/--model is required")
     save_dir = _prepare_save_dir(cfg.save_dir)
+    if cfg.framework != "onnx" or cfg.weight is not None:
+        from ptqc.driver.frontends import to_onnx
+
+        model = to_onnx(cfg.framework, Path(cfg.model), Path(cfg.weight) if cfg.weight else None, save_dir,
+                        cfg.input_shapes)
+        print(f"ptqc: -f {cfg.framework}: {cfg.model} -> {model} (outputs checked against {cfg.framework})")
+        cfg = dataclasses.replace(cfg, model=model)
     if cfg.run_mode == "convert":
         return _convert(cfg, save_dir)
     if cfg.run_mode in ("quant", "compare"):

@@ -54,10 +54,13 @@ class InputSpec:
     shape: tuple
 
 
-class InferFuncRegistry:
-    """Infer functions by name; user scripts fill it with ``@onnx_infer_func.register(name)``."""
+class Registry:
+    """Functions by name, filled by user scripts through a decorator: infer functions
+    (``@onnx_infer_func.register(name)``) and PyTorch model definitions
+    (``@pytorch_model.register(name)``, the reference's ``-f pytorch``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
         self._functions: dict[str, Callable] = {}
 
     def register(self, name: str) -> Callable[[F], F]:
@@ -68,7 +71,7 @@ class InferFuncRegistry:
 
     def get(self, name: str) -> Callable:
         if name not in self._functions:
-            raise ConfigError(f"infer function {name!r} is not registered "
+            raise ConfigError(f"{self.kind} {name!r} is not registered "
                               f"(registered: {', '.join(self.names()) or 'none'})")
         return self._functions[name]
 
@@ -76,7 +79,8 @@ class InferFuncRegistry:
         return sorted(self._functions)
 
 
-onnx_infer_func = InferFuncRegistry()
+onnx_infer_func = Registry("infer function")
+pytorch_model = Registry("pytorch model")
 
 
 class Executor:
@@ -86,13 +90,15 @@ class Executor:
     def __init__(self, run: Callable[[dict[str, np.ndarray]], list[np.ndarray]],
                  inputs: list[InputSpec], *, iteration: int = 1, batch_size: int = 1,
                  dataset: str | None = None, node_of_output: dict[str, str] | None = None,
-                 shard: tuple[int, int] | None = None):
+                 shard: tuple[int, int] | None = None, layer_shapes: dict[str, list] | None = None):
         if iteration < 1:
             raise ConfigError(f"-i/--iteration must be at least 1, got {iteration}")
         if batch_size < 1:
             raise ConfigError(f"-bs/--batch-size must be at least 1, got {batch_size}")
         self._run = run
         self._node_of_output = dict(node_of_output or {})
+        self._layer_shapes = dict(layer_shapes or {})
+        self.shape_dicts: dict[str, list] = {}  # filled by init_shape_info(), as in the reference
         self.inputs = list(inputs)
         self.input_nodes = [spec.name for spec in self.inputs]
         self.iteration = iteration
@@ -120,6 +126,13 @@ class Executor:
 
     def output_name_to_node_name(self) -> dict[str, str]:
         return dict(self._node_of_output)
+
+    def init_shape_info(self) -> dict[str, list]:
+        """Fill ``shape_dicts``: node name -> the shape of its first output as the model
+        declares or shape inference finds it (a named dimension as its name, an unknown one as
+        None)."""
+        self.shape_dicts = {k: list(v) for k, v in self._layer_shapes.items()}
+        return self.shape_dicts
 
 
 def check_array(array: Any, spec: InputSpec, where: str, batch_axis: int | None = None) -> np.ndarray:

@@ -195,11 +195,16 @@ EVERY_BATCH = 1 << 62  # the iteration count of a -d folder read whole
 
 
 def make_drive(fn: Callable, name: str, specs: list[InputSpec], config: QuantConfig,
-               node_of_output: dict[str, str] | None = None,
-               shard: tuple[int, int] | None = None) -> Callable[[Callable], float]:
-    """``drive(run)``: run the infer function with an executor whose forward calls ``run``.
+               graph: Graph | None = None, shard: tuple[int, int] | None = None) -> Callable[[Callable], float]:
+    """``drive(run)``: run the infer function with an executor whose forward calls ``run``
+    (``graph``'s layers: ``executor.output_name_to_node_name()``, ``init_shape_info()``).
     A built-in source's drive also has ``drive.shard(k, n)``: the drive of worker k of n
     (-cn, Dask), which runs every n-th batch."""
+    nodes = list(graph.nodes()) if graph is not None else []
+    node_of_output = {o: n.name for n in nodes for o in n.outputs if o}
+    layer_shapes = {n.name: [d if isinstance(d, (int, str)) and d != -1 else None for d in v.shape]
+                    for n in nodes if n.name and n.outputs and n.outputs[0]
+                    and (v := graph.value(n.outputs[0])).shape is not None}
     every = name in SHARDABLE and name != "infer_auto" and "iteration" not in config.explicit
     iteration = EVERY_BATCH if every else max(config.iteration)  # a -d folder without -i: all of it
 
@@ -208,10 +213,10 @@ def make_drive(fn: Callable, name: str, specs: list[InputSpec], config: QuantCon
     def drive(run: Callable[[dict], list]) -> float:
         executor = Executor(shaped(run), specs, iteration=iteration, batch_size=config.batch_size,
                             dataset=str(config.data) if config.data is not None else None,
-                            node_of_output=node_of_output, shard=shard)
+                            node_of_output=node_of_output, layer_shapes=layer_shapes, shard=shard)
         return run_infer_function(fn, executor, name)
     if name in SHARDABLE and shard is None:
-        drive.shard = lambda k, n: make_drive(fn, name, specs, config, node_of_output, (k, n))
+        drive.shard = lambda k, n: make_drive(fn, name, specs, config, graph, (k, n))
     return drive
 
 
@@ -287,7 +292,7 @@ def quantize(model: str | Path | onnx.ModelProto, output: str | Path | None = No
                                workers=workers, client=client, snapshots=iterations[:-1], holdout=config.holdout,
                                percent=config.percent, quantized_input=quantized_input)
     specs = input_specs(graph)
-    drive = make_drive(fn, fn_name, specs, config, {o: n.name for n in graph.nodes() for o in n.outputs if o})
+    drive = make_drive(fn, fn_name, specs, config, graph)
     ctx = PassContext(config=config, target=family, data=drive, logger=logger, analyses=ctx.analyses)
     _load_overrides(ctx, config, graph)
     with model_errors:
@@ -726,8 +731,7 @@ def infer(model: str | Path | onnx.ModelProto, data: Any = None, config: QuantCo
         with model_errors:
             runner = OrtRunner(exported.SerializeToString())
         names, run_model = runner.outputs, runner.run
-    node_of_output = {o: n.name for n in graph.nodes() for o in n.outputs if o}
-    drive = make_drive(fn, fn_name, input_specs(graph), config, node_of_output)
+    drive = make_drive(fn, fn_name, input_specs(graph), config, graph)
     dequantize = output_dequantizers(graph)
 
     def run(feeds: dict) -> list:

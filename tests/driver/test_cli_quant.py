@@ -487,3 +487,42 @@ def test_a_mix_config_cannot_mix_auto_with_other_modes(ws, tmp_path):
     save = tmp_path / "b"
     assert_refused(quant(save, "-m", ws.model, "-d", ws.data, "-mc", path, chip="TX5368AV200"), save,
                    "-mc/--mix-config", "mode auto with other modes")
+
+
+REFERENCE_SCRIPT = '''\
+import json
+
+import numpy as np
+
+from onnx_quantize_tool.common.register import onnx_infer_func, pytorch_model
+
+X = np.load(r"ROOT/x.npy")
+
+
+@onnx_infer_func.register("with_shapes")
+def with_shapes(executor):
+    executor.init_shape_info()
+    with open(r"ROOT/shapes.json", "w") as f:
+        json.dump({"shapes": executor.shape_dicts, "layers": executor.output_name_to_node_name()}, f)
+    executor.forward(X)
+    return 1.0
+'''
+
+
+def test_a_script_written_for_the_reference_tool_runs_unchanged(ws, tmp_path):
+    """Its import (onnx_quantize_tool.common.register), -ch for --chip, and
+    executor.init_shape_info(): shape_dicts maps the model's layers to their output shapes."""
+    script = tmp_path / "ref.py"
+    script.write_text(REFERENCE_SCRIPT.replace("ROOT", str(tmp_path)))
+    np.save(tmp_path / "x.npy", np.load(ws.root / "x.npy"))
+    code, _, err = ptqc("-ch", "TX510x", "quant", "-m", ws.model, "-uds", script, "-if", "with_shapes",
+                        "--save-dir", tmp_path / "out")
+    assert code == 0, err
+    seen = json.loads((tmp_path / "shapes.json").read_text())
+    written = {n.name for n in onnx.load(str(tmp_path / "out" / "digits_quantize.onnx")).graph.node}
+    assert seen["shapes"] and set(seen["shapes"]) <= written
+    assert set(seen["layers"].values()) <= written
+    convs = [n.name for n in onnx.load(str(tmp_path / "out" / "digits_quantize.onnx")).graph.node
+             if n.op_type == "Conv"]
+    assert [len(seen["shapes"][c]) for c in convs] == [4] * len(convs) and \
+        all(seen["shapes"][c][1] > 0 for c in convs)

@@ -1,0 +1,1 @@
+"""See :mod:`onnx_quantize_tool.common.register`."""
