@@ -12,7 +12,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 import onnx
@@ -92,16 +92,25 @@ def infer_float(model: str | Path | onnx.ModelProto | Graph, feeds: Mapping[str,
     """Run a model with the numpy reference executor.  An op the executor lacks is an
     :class:`UnsupportedOpError` naming the node, raised before anything runs."""
     graph = model if isinstance(model, Graph) else import_model(model)
+    return reference_runner(graph)(feeds, outputs or list(graph.outputs))
+
+
+def reference_runner(graph: Graph) -> Callable[[Mapping[str, np.ndarray], list[str]], dict[str, np.ndarray]]:
+    """``run(feeds, outputs)`` on the numpy reference executor, every op checked first (an
+    :class:`UnsupportedOpError` naming the node); a missing input is a ConfigError."""
     nodes = graph.topological_order()
     for n in nodes:
         if not reference.supports(n.op_type, n.domain):
             raise UnsupportedOpError(n.op_type, n.domain, n.name, opset=graph.opset)
-    missing = [name for name in graph.inputs if graph.value(name).const is None and name not in feeds]
-    if missing:
-        raise ConfigError(f"no data for model input {missing[0]!r}")
     constants = {v.name: v.const for v in graph.values() if v.const is not None}
     executor = ReferenceExecutor(nodes, opset=graph.opset, constants=constants)
-    return executor.run(dict(feeds), outputs or list(graph.outputs))
+
+    def run(feeds: Mapping[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
+        missing = [name for name in graph.inputs if graph.value(name).const is None and name not in feeds]
+        if missing:
+            raise ConfigError(f"no data for model input {missing[0]!r}")
+        return executor.run(dict(feeds), outputs)
+    return run
 
 
 def random_feeds(graph: Graph, input_shapes: tuple[tuple[int, ...], ...] = (),

@@ -209,13 +209,6 @@ def _run(cfg: QuantConfig, flags: dict[str, str]) -> int:
         return _quant(cfg, save_dir)
     if cfg.user_defined_script is not None or "infer_func" in cfg.explicit:
         return _infer_with_function(cfg)
-    from ptqc.driver.config import FOLDER_FLAGS, IMAGE_FLAGS
-
-    needs_function = sorted(({"iteration", "batch_size"} | set(IMAGE_FLAGS) | set(FOLDER_FLAGS)) & cfg.explicit)
-    if needs_function:
-        raise ConfigError(f"{flags.get(needs_function[0], needs_function[0])} with -r infer needs an infer function "
-                          "(-uds/-if, or -if infer_auto); without one the reference executor runs the -d .npy "
-                          "inputs once")
     return _infer(cfg, save_dir)
 
 
@@ -297,31 +290,42 @@ def format_quant_summary(cfg: QuantConfig, report) -> str:
 
 
 def _infer_with_function(cfg: QuantConfig) -> int:
-    from ptqc.driver.quantize import infer
+    from ptqc.driver.quantize import infer, runs_on, target_of
+    from ptqc.onnx_io import import_model
 
     metric = infer(cfg.model, config=cfg)
-    print(f"ptqc infer: {cfg.model}: infer function {cfg.infer_func!r} returned {metric:.6g}")
+    where = runs_on(import_model(cfg.model), target_of(cfg))
+    print(f"ptqc infer: {cfg.model}: infer function {cfg.infer_func!r} returned {metric:.6g} (on {where})")
     return 0
 
 
 def _infer(cfg: QuantConfig, save_dir: Path) -> int:
+    """Every batch's outputs to ``{save_dir}/infer/<output>.npy`` (one batch) or
+    ``<output>_<k>.npy`` (several), each written atomically as it comes."""
     import numpy as np
 
-    from ptqc.driver.api import infer_float, load_feeds, random_feeds
-    from ptqc.onnx_io import import_model
+    from ptqc.driver.quantize import infer_batches
 
-    graph = import_model(cfg.model)
-    feeds = load_feeds(graph, cfg.data) if cfg.data else random_feeds(graph, cfg.input_shapes)
-    outputs = infer_float(graph, feeds)
     out_dir = save_dir / "infer"
-    out_dir.mkdir(exist_ok=True)
-    for name, array in outputs.items():
-        safe = name.replace("/", "_").replace(os.sep, "_")
-        tmp = out_dir / f".{safe}.npy.tmp"
-        with open(tmp, "wb") as f:
-            np.save(f, array)
-        os.replace(tmp, out_dir / f"{safe}.npy")
-        print(f"ptqc infer: {name} {array.dtype} {list(array.shape)} -> {out_dir / (safe + '.npy')}")
+    written: list[tuple[int, str, np.ndarray, Path]] = []
+
+    def keep(k: int, outputs: dict) -> None:
+        out_dir.mkdir(exist_ok=True)
+        for name, array in outputs.items():
+            safe = name.replace("/", "_").replace(os.sep, "_")
+            path = out_dir / f"{safe}_{k:04d}.npy"
+            tmp = out_dir / f".{path.name}.tmp"
+            with open(tmp, "wb") as f:
+                np.save(f, array)
+            os.replace(tmp, path)
+            written.append((k, name, array, path))
+
+    where, count = infer_batches(cfg.model, cfg, keep)
+    for k, name, array, path in written:
+        if count == 1:  # one batch: <output>.npy, as the reference names it
+            path = path.rename(path.with_name(path.name.removesuffix("_0000.npy") + ".npy"))
+        print(f"ptqc infer: {name} {array.dtype} {list(array.shape)} -> {path}")
+    print(f"ptqc infer: {cfg.model}: {count} batch{'es' * (count != 1)} on {where}")
     return 0
 
 

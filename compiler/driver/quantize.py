@@ -709,28 +709,13 @@ def compare_outputs(float_model: onnx.ModelProto, qmodel: onnx.ModelProto, drive
 def infer(model: str | Path | onnx.ModelProto, data: Any = None, config: QuantConfig | None = None) -> float:
     """``-r infer``: run the infer function (``-uds/-if``, ``-d`` or ``infer_auto``) on a float or
     QDQ model; returns the function's metric.  A QDQ model with a TX5xxx ``--chip`` runs on
-    the integer simulator (the chip's arithmetic), anything else on onnxruntime."""
+    the integer simulator (the chip's arithmetic), anything else on onnxruntime
+    (:func:`runs_on` says which)."""
     config = config or QuantConfig()
     fn, fn_name = infer_function_of(data, config)
     graph = import_model(model)
     model_errors = _OnnxruntimeErrors(model, graph)
-    exported = export_model(graph, constants_as_initializers=True)
-    family = target_of(config)
-    if family.name != "generic" and is_qdq_model(graph):  # the chip's integer arithmetic
-        from ptqc.runtime.simulator import SimulationError
-
-        sim = simulator_for(graph, family, config.lut_len)
-        names = list(graph.outputs)
-
-        def run_model(feeds: dict) -> dict:
-            try:
-                return sim.run(feeds)
-            except SimulationError as e:  # the model or its data, not the user's code: name the node
-                raise ModelError(f"simulating on {family.name}: {e}") from None
-    else:
-        with model_errors:
-            runner = OrtRunner(exported.SerializeToString())
-        names, run_model = runner.outputs, runner.run
+    _, names, run_model = model_runner(graph, config, model_errors)
     drive = make_drive(fn, fn_name, input_specs(graph), config, graph)
     dequantize = output_dequantizers(graph)
 
@@ -739,6 +724,64 @@ def infer(model: str | Path | onnx.ModelProto, data: Any = None, config: QuantCo
             out = run_model(feeds)
         return [dequantize[n](out[n]) if n in dequantize else out[n] for n in names]
     return drive(run)
+
+
+def infer_batches(model: str | Path | onnx.ModelProto, config: QuantConfig,
+                  keep: Callable[[int, dict[str, np.ndarray]], None]) -> tuple[str, int]:
+    """``-r infer`` without an infer function: every batch of ``-d`` (read as ``-r quant``
+    reads it), or one random batch from the input shapes, through the model; ``keep(k,
+    outputs)`` gets each batch's outputs as the model gives them.  A QDQ model with a TX5xxx
+    ``--chip`` runs on the integer simulator, anything else on ptqc's numpy reference
+    executor.  Returns where it ran and the number of batches."""
+    graph = import_model(model)
+    model_errors = _OnnxruntimeErrors(model, graph)
+    where, names, run_model = model_runner(graph, config, model_errors, reference=True)
+    fn, fn_name = infer_function_of(None, config)
+    drive = make_drive(fn, fn_name, input_specs(graph), config, graph)
+    count = [0]
+
+    def run(feeds: dict) -> list:
+        out = run_model(feeds)
+        keep(count[0], {n: out[n] for n in names})
+        count[0] += 1
+        return [out[n] for n in names]
+    drive(run)
+    return where, count[0]
+
+
+def runs_on(graph: Graph, family: Target, reference: bool = False) -> str:
+    """Where ``-r infer`` runs ``graph``: the chip's integer simulator for a QDQ model on a
+    TX5xxx family, else onnxruntime (or, ``reference``, ptqc's numpy executor)."""
+    if family.name != "generic" and is_qdq_model(graph):
+        return f"the {family.name} integer simulator"
+    return "ptqc's numpy reference executor" if reference else "onnxruntime"
+
+
+def model_runner(graph: Graph, config: QuantConfig, model_errors: "_OnnxruntimeErrors",
+                 reference: bool = False) -> tuple[str, list[str], Callable[[dict], dict]]:
+    """(:func:`runs_on`, the output names, ``run(feeds) -> {output: array}``); an op the
+    reference executor lacks is refused naming the node before anything runs."""
+    family = target_of(config)
+    where = runs_on(graph, family, reference)
+    if where.endswith("simulator"):  # the chip's integer arithmetic
+        from ptqc.runtime.simulator import SimulationError
+
+        sim = simulator_for(graph, family, config.lut_len)
+
+        def simulate(feeds: dict) -> dict:
+            try:
+                return sim.run(feeds)
+            except SimulationError as e:  # the model or its data, not the user's code: name the node
+                raise ModelError(f"simulating on {family.name}: {e}") from None
+        return where, list(graph.outputs), simulate
+    if reference:
+        from ptqc.driver.api import reference_runner
+
+        run = reference_runner(graph)
+        return where, list(graph.outputs), lambda feeds: run(feeds, list(graph.outputs))
+    with model_errors:
+        runner = OrtRunner(export_model(graph, constants_as_initializers=True).SerializeToString())
+    return where, runner.outputs, runner.run
 
 
 def output_dequantizers(graph: Graph) -> dict[str, Callable[[np.ndarray], np.ndarray]]:

@@ -130,7 +130,7 @@ def test_infer_with_reference_executor_matches_onnxruntime(tmp_path, digits):
     data.mkdir()
     x = digits.x_test[:4]
     np.save(data / "input.npy", x)
-    code, out, err = ptqc("quant", "-r", "infer", "-m", model, "-d", data, "--save-dir", tmp_path / "o")
+    code, out, err = ptqc("quant", "-r", "infer", "-m", model, "-d", data, "-bs", "4", "--save-dir", tmp_path / "o")
     assert code == 0, err
-    (logits_file,) = (tmp_path / "o" / "infer").glob("*.npy")
+    (logits_file,) = (tmp_path / "o" / "infer").glob("*.npy")  # one batch of -bs 4: logits.npy
     assert relative_error(ort_outputs(digits.model, {"input": x})[0], np.load(logits_file)) <= 1e-4

@@ -401,9 +401,18 @@ def test_dump_ir_numbers_every_pass_of_both_halves_once(ws, tmp_path):
     assert onnx.load(str(tmp_path / "steps" / steps[-1])).graph.node  # each step is a model
 
 
-def test_iteration_without_an_infer_function_is_refused_for_infer(ws, tmp_path):
-    code, _, err = ptqc("quant", "-r", "infer", "-m", ws.model, "-d", ws.data, "-i", "3", "--save-dir", tmp_path)
-    assert_bad_input(code, err, "-i/--iteration with -r infer needs an infer function")
+def test_infer_without_a_function_runs_every_batch_and_says_where(ws, tmp_path):
+    """-r infer -d reads the folder as -r quant does (-i batches of -bs samples), writes each
+    batch's outputs, and says what ran them: the chip's simulator for a QDQ model on a TX5xxx
+    chip, the numpy reference executor otherwise."""
+    out = assert_ok(ptqc("quant", "-r", "infer", "-m", ws.model, "-d", ws.data, "-i", "3", "--save-dir", tmp_path))
+    assert sorted(p.name for p in (tmp_path / "infer").glob("*.npy")) == [f"logits_{k:04d}.npy" for k in range(3)]
+    assert "3 batches on ptqc's numpy reference executor" in out
+    assert_ok(quant(tmp_path / "q", "-m", ws.model, "-d", ws.data, chip="TX510x"))
+    out = assert_ok(quant(tmp_path / "s", "-r", "infer", "-m", tmp_path / "q" / "digits_quantize.onnx", "-d", ws.data,
+                          chip="TX510x"))
+    assert "4 batches on the TX510x integer simulator" in out
+    assert len(list((tmp_path / "s" / "infer").glob("*.npy"))) == 4
 
 
 def test_cpu_num_shards_and_bad_parallel_settings_are_refused(ws, tmp_path):
