@@ -82,7 +82,7 @@ from google.protobuf.message import DecodeError
 from onnx import TensorProto, external_data_helper
 
 from ptqc.errors import GraphError, ModelError
-from ptqc.ir import ConstantOrigin, Graph, ModelInfo, Value, iter_subgraph_attrs
+from ptqc.ir import ConstantOrigin, Graph, ModelInfo, Value
 
 _TWO_GB = 2**31
 _DEFAULT_DOMAINS = ("", "ai.onnx")
@@ -166,13 +166,18 @@ def _uses_external_data(model: onnx.ModelProto) -> bool:
                for t in external_data_helper._get_all_tensors(model))
 
 
-def with_outputs(model: onnx.ModelProto, names: list[str]) -> bytes:
-    """``model`` serialized with ``names`` (intermediate float tensors) added to its outputs, so
-    one onnxruntime run returns them too."""
+def with_outputs(model: onnx.ModelProto | Graph, names: list[str]) -> bytes:
+    """``model`` serialized with ``names`` (intermediate tensors) added to its outputs, so one
+    onnxruntime run returns them too; typed from the graph when given one (a Graph is
+    exported with constants as initializers), else float."""
+    types: dict[str, int] = {}
+    if isinstance(model, Graph):
+        types = {n: model.value(n).elem_type for n in names if model.has_value(n)}
+        model = export_model(model, constants_as_initializers=True)
     m = onnx.ModelProto()
     m.CopyFrom(model)
     have = {o.name for o in m.graph.output}
-    m.graph.output.extend(onnx.helper.make_tensor_value_info(n, TensorProto.FLOAT, None)
+    m.graph.output.extend(onnx.helper.make_tensor_value_info(n, types.get(n) or TensorProto.FLOAT, None)
                           for n in dict.fromkeys(names) if n not in have)
     return m.SerializeToString()
 

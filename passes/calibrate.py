@@ -28,12 +28,11 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-import onnx
 from tqdm import tqdm
 
 from ptqc.errors import PtqcError
 from ptqc.ir import Graph
-from ptqc.onnx_io import export_model
+from ptqc.onnx_io import with_outputs
 from ptqc.pass_manager import Pass, PassContext, PassResult
 from ptqc.passes.calibration import make_observer
 from ptqc.quant import PlainSpec
@@ -124,7 +123,7 @@ class Calibrate(Pass):
                             "infer_auto); an infer function (-uds/-if) drives its own loop in one process")
         names = observed_values(graph)
         fetch = list(dict.fromkeys(list(graph.outputs) + [n for n in names if n not in graph.inputs]))
-        job = _ShardJob(_model_with_outputs(graph, fetch), list(graph.outputs), fetch, names, self.method,
+        job = _ShardJob(with_outputs(graph, fetch), list(graph.outputs), fetch, names, self.method,
                         self.options, shard_of, self.holdout, self.max_holdout)
         start = time.perf_counter()
         if self.client is not None:
@@ -169,20 +168,8 @@ class Calibrate(Pass):
             return lambda feeds: ex.run(feeds, wanted)
         from ptqc.runtime.ort import OrtRunner
 
-        runner = OrtRunner(_model_with_outputs(graph, wanted), wanted)
+        runner = OrtRunner(with_outputs(graph, wanted), wanted)
         return runner.run
-
-
-def _model_with_outputs(graph: Graph, names: list[str]) -> bytes:
-    """The model with every tensor of ``names`` as a graph output: one run gives them all."""
-    model = export_model(graph, constants_as_initializers=True)
-    declared = {o.name for o in model.graph.output}
-    for n in names:
-        if n not in declared:
-            # specs are only put on float tensors; an untyped one (no shape inference ran) is float too
-            elem_type = graph.value(n).elem_type or onnx.TensorProto.FLOAT
-            model.graph.output.append(onnx.helper.make_tensor_value_info(n, elem_type, None))
-    return model.SerializeToString()
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from ptqc.ir import Graph, Node
-from ptqc.pass_manager import Pass, PassContext, PassResult
+from ptqc.pass_manager import Pass, PassContext, PassResult, single_use
 
 HOMOGENEOUS = ("Relu", "LeakyRelu", "PRelu", "MaxPool", "AveragePool", "GlobalAveragePool", "Identity")
 
@@ -58,7 +58,7 @@ def _pair(graph: Graph, conv1: Node) -> tuple[Node, Node] | None:
         node = readers[0]
         if node.op_type == "Conv":
             ok = node.inputs[0] == x and graph.constant(node.inputs[1]) is not None \
-                and len(graph.consumers(node.inputs[1])) == 1
+                and single_use(graph, node.inputs[1])
             return (conv1, node) if ok else None
         if node.op_type not in HOMOGENEOUS or node.inputs[0] != x or len(node.outputs) != 1:
             return None
@@ -98,7 +98,7 @@ def _set(graph: Graph, node: Node, index: int, array: np.ndarray) -> None:
     the constant, else as a new constant."""
     name = node.inputs[index]
     array = np.asarray(array, graph.constant(name).dtype)
-    if len(graph.consumers(name)) == 1 and name not in graph.outputs:
+    if single_use(graph, name):
         graph.value(name).const = array
         return
     new = graph.unique_name(f"{name}_cle")

@@ -10,8 +10,8 @@ Hessian is the Gauss–Newton ``JᵀJ`` and Hutchinson's estimator needs no grad
     tr(H) = E_v ||J v||²,   J v ≈ (f(a + εv) − f(a − εv)) / 2ε,   v Rademacher,
 
 two forward runs per probe (``ε`` = 1e-3 · RMS of ``a``).  One onnxruntime session serves
-every tensor: each gets an ``Add(a, noise_a)`` with ``noise_a`` a graph input, fed 0 (a
-broadcast scalar) except for the tensor being probed.  ``σ²`` is the 8-bit quantization
+every tensor: each gets an ``Add(a, noise_a)`` (built through the IR) with ``noise_a`` a graph
+input, fed 0 (a broadcast scalar) except for the tensor being probed.  ``σ²`` is the 8-bit quantization
 error the calibration histogram predicts for ``a``.
 """
 from __future__ import annotations
@@ -22,6 +22,8 @@ from typing import Mapping
 import numpy as np
 import onnx
 
+from ptqc.errors import PtqcError
+from ptqc.onnx_io import export_model, import_model
 from ptqc.runtime.ort import OrtRunner
 
 log = logging.getLogger("ptqc.hawq")
@@ -31,57 +33,20 @@ EPS_REL = 1e-3
 
 
 def _perturbable(model: onnx.ModelProto, tensors: list[str]) -> tuple[bytes, dict[str, str]]:
-    """The model with ``Add(t, noise_t)`` after each tensor (every consumer and graph output
-    reads the sum); ``{tensor: noise input name}``."""
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    g = m.graph
-    noise = {t: f"__hawq_noise_{i}" for i, t in enumerate(tensors)}
-    renamed = {t: f"__hawq_{i}" for i, t in enumerate(tensors)}
-    for node in g.node:
-        for j, x in enumerate(node.input):
-            if x in renamed:
-                node.input[j] = renamed[x]
-    outputs = {o.name for o in g.output}
-    adds = []
-    for t in tensors:
-        if t in outputs:  # a graph output keeps its name: the Add writes it from a renamed source
-            src = f"__hawq_src_{noise[t]}"
-            for node in g.node:
-                for j, o in enumerate(node.output):
-                    if o == t:
-                        node.output[j] = src
-            adds.append(onnx.helper.make_node("Add", [src, noise[t]], [t]))
-            for node in g.node:
-                for j, x in enumerate(node.input):
-                    if x == renamed[t]:
-                        node.input[j] = t
-        else:
-            adds.append(onnx.helper.make_node("Add", [t, noise[t]], [renamed[t]]))
-        g.input.append(onnx.helper.make_tensor_value_info(noise[t], onnx.TensorProto.FLOAT, None))
-    g.node.extend(adds)
-    return _toposort(m), noise
-
-
-def _toposort(m: onnx.ModelProto) -> bytes:
-    """Serialize with nodes in topological order (the Adds were appended at the end)."""
-    known = {i.name for i in m.graph.input} | {i.name for i in m.graph.initializer} | {""}
-    pending, ordered = list(m.graph.node), []
-    while pending:
-        rest = []
-        for node in pending:
-            if all(x in known for x in node.input):
-                ordered.append(node)
-                known.update(node.output)
-            else:
-                rest.append(node)
-        if len(rest) == len(pending):  # inputs from Constant-free subgraphs etc.: keep order
-            ordered.extend(rest)
-            break
-        pending = rest
-    del m.graph.node[:]
-    m.graph.node.extend(ordered)
-    return m.SerializeToString()
+    """The model with ``t = Add(t_src, noise_t)`` after each tensor's producer (every consumer
+    and graph output reads the sum; ``noise_t`` a float graph input); ``{tensor: noise input
+    name}``."""
+    graph = import_model(model)
+    noise = {}
+    for i, t in enumerate(tensors):
+        node = graph.producer(t)
+        if node is None:
+            raise PtqcError(f"HAWQ: tensor {t!r} has no producer to perturb")
+        src, noise[t] = graph.unique_name(f"hawq_src_{i}"), graph.unique_name(f"hawq_noise_{i}")
+        graph.set_output(node, list(node.outputs).index(t), src)
+        graph.add_input(noise[t], onnx.TensorProto.FLOAT)
+        graph.add_node("Add", [src, noise[t]], [t], name=graph.unique_name(f"hawq_add_{i}"))
+    return export_model(graph, constants_as_initializers=True).SerializeToString(), noise
 
 
 def traces(float_model: onnx.ModelProto, tensors: list[str], feeds: Mapping[str, np.ndarray],

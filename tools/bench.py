@@ -158,6 +158,7 @@ from ptqc.driver.quantize import quantize as ptqc_quantize  # noqa: E402
 from ptqc.driver.quantize import quantize_static as ptqc_quantize_static  # noqa: E402
 from ptqc.onnx_io import export_model, import_model  # noqa: E402
 from ptqc.pass_manager import PassContext, PassManager, TimingInstrument  # noqa: E402
+from ptqc.quant import cosine  # noqa: E402
 from ptqc.runtime.simulator import Simulator  # noqa: E402
 from ptqc.targets.families import family_of  # noqa: E402
 from ptqc.targets.lower import lower  # noqa: E402
@@ -329,17 +330,6 @@ def _session(path: Path) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), ort.SessionOptions(), providers=["CPUExecutionProvider"])
 
 
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
-    a = np.asarray(a, np.float64).ravel()
-    b = np.asarray(b, np.float64).ravel()
-    na, nb = np.linalg.norm(a), np.linalg.norm(b)
-    if na == 0 and nb == 0:
-        return 1.0
-    if na == 0 or nb == 0:
-        return 0.0
-    return float(a @ b / (na * nb))
-
-
 def _opset13(path: Path, out: Path) -> Path:
     """onnxruntime's per-channel QDQ needs opset 13 but its quantizer does not upgrade (it
     writes an invalid model instead); give "ort+pre" the upgraded model, as ptqc upgrades."""
@@ -384,7 +374,7 @@ def _evaluate(case: QuantCase, names: list[str], float_test: list[list[np.ndarra
     for feeds, ref in zip(case.test, float_test):
         got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
         for n, r in zip(names, ref):
-            per_output[n].append(_cosine(r, got[n]))
+            per_output[n].append(cosine(r, got[n]))
     result.cosine = {n: (min(v), statistics.fmean(v)) for n, v in per_output.items()}
     if case.labels is not None:
         x, y = case.labels
@@ -815,7 +805,7 @@ def bench_sim(det_size: int, chips: list[str], repeat: int) -> None:
                     sim = Simulator(lower(qdq, family_of(chip)))
                     stage = "simulate"
                     names = [o.name for o in qsess.get_outputs()]
-                    row["cos"] = min(_cosine(sim.run(t)[n], r) for t in tests
+                    row["cos"] = min(cosine(sim.run(t)[n], r) for t in tests
                                      for n, r in zip(names, qsess.run(names, t)))
                     acc: dict[str, float] = {}
                     run_op = sim.run_op
@@ -935,7 +925,7 @@ def bench_mix(target: float, calib: int, test: int) -> None:
                     report, seconds, table, high = run(kw)
                 if label.startswith("--target-cosine") and share is None:
                     share = high / len(table)
-                cos = [_cosine(r, models.ort_run(report.model, f)[0]) for r, f in zip(refs, held)]
+                cos = [cosine(r, models.ort_run(report.model, f)[0]) for r, f in zip(refs, held)]
                 same = (f"{sum(models.ppocr_rec_decode(models.ort_run(report.model, f)[0], rec) == models.ppocr_rec_decode(r, rec) for r, f in zip(refs, held))}/{len(held)}"  # noqa: E501
                         if name == "text" else "-")
                 print(f"{name:8} {label:34} {f'{high}/{len(table)} {high / len(table):.0%}':>14} {min(cos):9.5f} "
@@ -1395,7 +1385,7 @@ def _grid_score(path: Path, case: QuantCase, names: list[str], float_test: list[
     float model; ptqc's integer outputs dequantized with its output ``params``."""
     _ort_probe(path, case.test[0])
     sess = _session(path)
-    cos = [_cosine(r, got) for feeds, ref in zip(case.test, float_test)
+    cos = [cosine(r, got) for feeds, ref in zip(case.test, float_test)
            for r, got in zip(ref, _dequantized(names, sess.run(names, feeds), params or {}))]
     score.min_cos, score.mean_cos = min(cos), statistics.fmean(cos)
 
@@ -1412,7 +1402,7 @@ def _grid_sim(qdq: Path, case: QuantCase, names: list[str], chip: str, params: d
         cos = 1.0
         for feeds in case.test:
             got = sim.run(feeds)
-            cos = min([cos] + [_cosine(a, b) for a, b in zip(
+            cos = min([cos] + [cosine(a, b) for a, b in zip(
                 _dequantized(names, [np.asarray(got[n]) for n in names], params),
                 _dequantized(names, sess.run(names, feeds), params))])
     except Exception as exc:  # noqa: BLE001 - reported in its row

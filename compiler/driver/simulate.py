@@ -18,7 +18,7 @@ import onnx
 
 from ptqc.driver.report import COMPARE_THRESHOLD, first_drop, write_report
 from ptqc.errors import ConfigError
-from ptqc.onnx_io import import_model
+from ptqc.onnx_io import import_model, with_outputs
 from ptqc.runtime.ort import OrtRunner
 from ptqc.runtime.simulator import LayerError, Simulator
 from ptqc.targets.base import Target
@@ -45,11 +45,9 @@ def simulator_for(model, target: Target, lut_len: int | None = None) -> Simulato
 
 def float_values(float_model: onnx.ModelProto, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Every tensor of the float model for ``feeds`` (one onnxruntime run)."""
-    from ptqc.passes.calibrate import _model_with_outputs
-
     graph = import_model(float_model)
     names = [o for n in graph.nodes() for o in n.outputs if o]
-    runner = OrtRunner(_model_with_outputs(graph, names))
+    runner = OrtRunner(with_outputs(graph, names))
     values = runner.run(feeds)
     values.update(feeds)
     return values

@@ -1,5 +1,4 @@
 """The pass manager: requirements checked, analyses invalidated, instruments from outside."""
-import numpy as np
 import pytest
 
 from ptqc.errors import GraphError, PassOrderError
