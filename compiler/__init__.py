@@ -3,8 +3,8 @@
 This package root is the core a pass author works against: ``ptqc.ir`` (Graph, Node,
 Value), ``ptqc.onnx_io`` (import/export), ``ptqc.pass_manager`` (Pass, PassResult,
 PassContext, instruments) and ``ptqc.errors``.  The public API (``quantize``,
-``quantize_static``, ``onnx_infer_func``) is resolved lazily through module
-``__getattr__`` so that importing ``ptqc.ir`` from a pass never drags in the driver.
+``quantize_static``, ``quantize_dynamic``, ``onnx_infer_func``) is resolved lazily through
+module ``__getattr__`` so that importing ``ptqc.ir`` from a pass never drags in the driver.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ __version__ = "0.4.0"  # pyproject.toml and README's status line say the same
 _LAZY = {
     "quantize": ("ptqc.driver.api", "quantize"),
     "quantize_static": ("ptqc.driver.api", "quantize_static"),
+    "quantize_dynamic": ("ptqc.driver.api", "quantize_dynamic"),
     "onnx_infer_func": ("ptqc.driver.api", "onnx_infer_func"),
 }
 

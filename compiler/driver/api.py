@@ -174,6 +174,7 @@ def load_feeds(graph: Graph, folder: Path) -> dict[str, np.ndarray]:
 
 from ptqc.driver.quantize import (QuantReport, infer, quantize, quantize_static)  # noqa: E402
 from ptqc.driver.data import onnx_infer_func  # noqa: E402
+from ptqc.driver.dynamic import quantize_dynamic  # noqa: E402
 
 __all__ = ["ConvertReport", "QuantReport", "convert", "infer", "infer_float", "load_feeds", "onnx_infer_func",
-           "op_counts", "quantize", "quantize_static", "random_feeds", "ModelError"]
+           "op_counts", "quantize", "quantize_dynamic", "quantize_static", "random_feeds", "ModelError"]

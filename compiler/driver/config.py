@@ -77,6 +77,7 @@ class QuantConfig:
     cache_distribution: Path | None = None
     run_config: Path | None = None
     weight: Path | None = None
+    dynamic_quant: str | None = None  # MindSpore INI DYNAMIC_QUANT: "ALWC" (ptqc.quantize_dynamic)
     start_node_names: tuple[str, ...] = ()
     end_node_names: tuple[str, ...] = ()
     convert2chw: bool = False

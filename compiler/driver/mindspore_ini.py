@@ -6,7 +6,9 @@ Sections and keys that map to ptqc: ``[common_quant_param]`` quant_type=FULL_QUA
 (``input:dir``, one input), calibrate_size, input_type (IMAGE/BIN), image_to_format,
 normalize_mean/std, resize_width/height/method, center_crop_width/height;
 ``[full_quant_param]`` activation_quant_method (MAX_MIN, KL, REMOVAL_OUTLIER), per_channel,
-bias_correction.  Anything else (weight-only and dynamic quantization, mixed-bit weights,
+bias_correction; quant_type=DYNAMIC_QUANT with ``[dynamic_quant_param]`` quant_strategy=ALWC
+(ptqc's quantize_dynamic, weights per channel).  Anything else (weight-only quantization,
+dynamic ACWL, mixed-bit weights,
 target devices, Ascend options) is an error naming the section and key:
 never silently ignored.  Explicit command-line flags win over the file.
 """
@@ -26,6 +28,7 @@ _KNOWN = {
                               "normalize_std", "resize_width", "resize_height", "resize_method", "center_crop_width",
                               "center_crop_height"},
     "full_quant_param": {"activation_quant_method", "per_channel", "bias_correction"},
+    "dynamic_quant_param": {"quant_strategy"},
 }
 
 
@@ -52,8 +55,13 @@ def load_ini(path: Path) -> dict[str, Any]:
     quant_type = get("common_quant_param", "quant_type")
     if quant_type is None:
         raise ConfigError(f"{flag}: [common_quant_param] quant_type is required")
+    if quant_type.strip() == "DYNAMIC_QUANT":
+        return _dynamic(flag, parser, get)
     if quant_type.strip() != "FULL_QUANT":
-        raise ConfigError(f"{flag}: [common_quant_param] quant_type={quant_type}: only FULL_QUANT is built yet")
+        raise ConfigError(f"{flag}: [common_quant_param] quant_type={quant_type}: only FULL_QUANT and DYNAMIC_QUANT "
+                          "are built yet")
+    if parser.has_section("dynamic_quant_param"):
+        raise ConfigError(f"{flag}: [dynamic_quant_param] applies to quant_type=DYNAMIC_QUANT only")
     if get("common_quant_param", "bit_num") is not None:
         out["bit_width"] = _int(flag, "common_quant_param", "bit_num", get("common_quant_param", "bit_num"))
     if get("common_quant_param", "skip_quant_node"):
@@ -73,6 +81,30 @@ def load_ini(path: Path) -> dict[str, Any]:
     correction = get("full_quant_param", "bias_correction")
     if correction is not None:
         out["bias_correction"] = _bool(flag, "full_quant_param", "bias_correction", correction)
+    return out
+
+
+def _dynamic(flag: str, parser: configparser.ConfigParser, get) -> dict[str, Any]:
+    """DYNAMIC_QUANT: ALWC (activations per layer at run time, weights per channel: ptqc's
+    quantize_dynamic); int8 only, no calibration data."""
+    for section in ("data_preprocess_param", "full_quant_param"):
+        if parser.has_section(section):
+            raise ConfigError(f"{flag}: [{section}] applies to quant_type=FULL_QUANT (DYNAMIC_QUANT calibrates nothing)")
+    strategy = (get("dynamic_quant_param", "quant_strategy") or "ALWC").strip().upper()
+    if strategy == "ACWL":
+        raise ConfigError(f"{flag}: [dynamic_quant_param] quant_strategy=ACWL: not built yet (activations per channel "
+                          "at run time; onnxruntime's DynamicQuantizeLinear is per tensor): use ALWC")
+    if strategy != "ALWC":
+        raise ConfigError(f"{flag}: [dynamic_quant_param] quant_strategy={strategy}: use ALWC or ACWL")
+    out: dict[str, Any] = {"dynamic_quant": strategy}
+    bits = get("common_quant_param", "bit_num")
+    if bits is not None and _int(flag, "common_quant_param", "bit_num", bits) != 8:
+        raise ConfigError(f"{flag}: [common_quant_param] bit_num={bits.strip()}: DYNAMIC_QUANT is 8-bit")
+    if get("common_quant_param", "skip_quant_node"):
+        out["skip_quant_nodes"] = tuple(n.strip() for n in get("common_quant_param", "skip_quant_node").split(",")
+                                        if n.strip())
+    if get("common_quant_param", "debug_info_save_path"):
+        raise ConfigError(f"{flag}: [common_quant_param] debug_info_save_path: not built yet for DYNAMIC_QUANT")
     return out
 
 

@@ -14,6 +14,7 @@ from ptqc.passes import (AdaRound, AssignQuantSpecs, Calibrate, CropOutputs, Eli
 from ptqc.passes.assign_precision import AssignPrecision
 from ptqc.passes.choose_ranges import AUTO, ChooseRanges
 from ptqc.passes.correct_bias import CorrectBias
+from ptqc.passes.quantize_dynamic import QuantizeDynamic
 from ptqc.passes.read_qdq import FitQDQParams, ReadQDQ
 from ptqc.quant import QuantScheme
 
@@ -78,6 +79,13 @@ def quantize_pipeline(scheme: QuantScheme, *, method: str = "min_max", calibrate
     """The quantizing half: specs, calibration, range propagation, Q/DQ materialization."""
     return [*observe_pipeline(scheme, method=method, calibrate=calibrate, executor=executor, **options),
             *materialize_pipeline(scheme, output_dequant=output_dequant, input_dtypes=input_dtypes)]
+
+
+def dynamic_pipeline(weight_dtype: np.dtype, **options) -> list[Pass]:
+    """``quantize_dynamic``: the convert cleanup, then MatMul/Gemm/Conv to integer ops on
+    run-time-quantized inputs (``options``: QuantizeDynamic's), then the float weights they
+    replaced dropped."""
+    return [*convert_pipeline(), QuantizeDynamic(weight_dtype, **options), EliminateDeadCode()]
 
 
 PIPELINES: dict[str, Callable[[], list[Pass]]] = {"convert": convert_pipeline}

@@ -58,7 +58,14 @@ def test_documented_keys_map_to_the_config(tmp_path):
 
 
 @pytest.mark.parametrize("text, needle", [
-    ("[common_quant_param]\nquant_type=WEIGHT_QUANT\n", "quant_type=WEIGHT_QUANT: only FULL_QUANT"),
+    ("[common_quant_param]\nquant_type=WEIGHT_QUANT\n", "quant_type=WEIGHT_QUANT: only FULL_QUANT and DYNAMIC_QUANT"),
+    ("[common_quant_param]\nquant_type=DYNAMIC_QUANT\n[dynamic_quant_param]\nquant_strategy=ACWL\n",
+     "[dynamic_quant_param] quant_strategy=ACWL: not built yet"),
+    ("[common_quant_param]\nquant_type=DYNAMIC_QUANT\nbit_num=16\n", "bit_num=16: DYNAMIC_QUANT is 8-bit"),
+    ("[common_quant_param]\nquant_type=DYNAMIC_QUANT\n[full_quant_param]\nper_channel=true\n",
+     "[full_quant_param] applies to quant_type=FULL_QUANT"),
+    ("[common_quant_param]\nquant_type=FULL_QUANT\n[dynamic_quant_param]\nquant_strategy=ALWC\n",
+     "[dynamic_quant_param] applies to quant_type=DYNAMIC_QUANT only"),
     ("[common_quant_param]\nquant_type=FULL_QUANT\nenable_encode=true\n", "[common_quant_param] enable_encode"),
     ("[common_quant_param]\nquant_type=FULL_QUANT\n[mixed_bit_weight_quant_param]\ninit_scale=0.02\n",
      "[mixed_bit_weight_quant_param] is not supported yet"),
@@ -118,3 +125,35 @@ def test_config_file_from_the_command_line(tmp_path, digits):
     bad = _ini(tmp_path, "[common_quant_param]\nquant_type=FULL_QUANT\ntarget=x\n")
     code, _, err = ptqc("quant", "-m", model, "--config_file", bad, "--save-dir", tmp_path / "p")
     assert_bad_input(code, err, "--config_file", "[common_quant_param] target")
+
+
+def test_dynamic_quant_alwc_from_the_command_line(tmp_path, digits):
+    """DYNAMIC_QUANT ALWC: the digits CNN's Conv and Gemm become integer ops on run-time
+    quantized inputs, weights per channel; the top-1 answers stay; flags it would not honour
+    and a TX5xxx chip are refused by name."""
+    import onnx
+
+    from checks import ort_outputs
+
+    model = tmp_path / "digits.onnx"
+    model.write_bytes(digits.model.SerializeToString())
+    data = tmp_path / "data"
+    data.mkdir()
+    np.save(data / "x.npy", np.ascontiguousarray(digits.x_test[:64]))
+    ini = _ini(tmp_path, "[common_quant_param]\nquant_type=DYNAMIC_QUANT\nbit_num=8\n"
+                         "[dynamic_quant_param]\nquant_strategy=ALWC\n")
+    code, out, err = ptqc("quant", "-m", model, "--config_file", ini, "-d", data, "-bs", "64", "--save-dir",
+                          tmp_path / "o")
+    assert code == 0, err
+    assert "method dynamic ALWC" in out
+    written = onnx.load(str(tmp_path / "o" / "digits_quantize.onnx"))
+    ops = [n.op_type for n in written.graph.node]
+    assert {"DynamicQuantizeLinear", "ConvInteger", "MatMulInteger"} <= set(ops) and "Conv" not in ops
+    x = np.ascontiguousarray(digits.x_test)
+    (want,), (got,) = ort_outputs(digits.model, {"input": x}), ort_outputs(written, {"input": x})
+    assert np.mean(np.argmax(want, 1) == np.argmax(got, 1)) >= 0.98
+    code, _, err = ptqc("quant", "-m", model, "--config_file", ini, "-qm", "kl", "--save-dir", tmp_path / "p")
+    assert_bad_input(code, err, "-qm/--quant-mode: does not apply to quant_type=DYNAMIC_QUANT")
+    code, _, err = ptqc("--chip", "TX510x", "quant", "-m", model, "--config_file", ini, "--save-dir", tmp_path / "p")
+    assert_bad_input(code, err, "--chip TX510x: DYNAMIC_QUANT quantizes activations at run time")
+    assert not (tmp_path / "p").exists() or not list((tmp_path / "p").glob("*.onnx"))
