@@ -14,8 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,7 @@ import numpy as np
 
 from ptqc.driver.config import QuantConfig
 from ptqc.errors import ConfigError
+from ptqc.files import atomic_open
 from ptqc.passes.calibration.observers import HistogramObserver, MinMaxObserver
 
 log = logging.getLogger("ptqc")
@@ -94,14 +93,8 @@ def save(path: Path, key: str, observers: dict, metric: float | None = None) -> 
             arrays[f"min_{i}"], arrays[f"max_{i}"] = obs.min, obs.max
     arrays["header"] = np.asarray(json.dumps({"format": FORMAT, "key": key, "observers": entries, "metric": metric}))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as f:
+        np.savez(f, **arrays)
 
 
 def _restore(entry: dict, z, i: int):
@@ -139,7 +132,5 @@ def save_evaluation(path: Path, model_bytes: bytes, fingerprint: str, result: di
     except (OSError, ValueError):
         table = {}
     table[key] = result
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    with os.fdopen(fd, "w") as f:
+    with atomic_open(target) as f:
         json.dump(table, f)
-    os.replace(tmp, target)

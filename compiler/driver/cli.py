@@ -320,6 +320,7 @@ def _infer(cfg: QuantConfig, save_dir: Path) -> int:
     import numpy as np
 
     from ptqc.driver.quantize import infer_batches
+    from ptqc.files import atomic_open
 
     out_dir = save_dir / "infer"
     written: list[tuple[int, str, np.ndarray, Path]] = []
@@ -329,10 +330,8 @@ def _infer(cfg: QuantConfig, save_dir: Path) -> int:
         for name, array in outputs.items():
             safe = name.replace("/", "_").replace(os.sep, "_")
             path = out_dir / f"{safe}_{k:04d}.npy"
-            tmp = out_dir / f".{path.name}.tmp"
-            with open(tmp, "wb") as f:
+            with atomic_open(path, "wb") as f:
                 np.save(f, array)
-            os.replace(tmp, path)
             written.append((k, name, array, path))
 
     where, count = infer_batches(cfg.model, cfg, keep)

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import tempfile
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import onnx
 
+from ptqc.files import atomic_open
 from ptqc.ir import Graph
 from ptqc.onnx_io import with_outputs
 from ptqc.quant import QuantParam
@@ -109,7 +108,5 @@ def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)
     writer.writerows(rows)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
+    with atomic_open(path) as f:
         f.write(buf.getvalue())
-    os.replace(tmp, path)

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import html
 import math
-import os
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from ptqc.files import atomic_open
 from ptqc.runtime.simulator import LayerError
 
 COMPARE_THRESHOLD = 0.99  # the cosine below which a layer is reported as the first drop
@@ -57,14 +57,8 @@ def write_report(path, *, title: str, settings: Mapping[str, object], graphwise:
     text = render(title=title, settings=settings, graphwise=graphwise, layerwise=layerwise,
                   layers=layers, mix=mix)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_open(path, "w", encoding="utf-8", newline="\n") as f:
+        f.write(text)
     return path
 
 

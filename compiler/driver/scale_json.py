@@ -16,13 +16,12 @@ Tensors that share parameters (pass-through ops, ``-uis`` groups) must keep equa
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from ptqc.errors import ConfigError
+from ptqc.files import atomic_open
 from ptqc.ir import Graph
 from ptqc.quant import QuantParam
 
@@ -47,15 +46,9 @@ def scale_table(graph: Graph, weight_params: dict[str, QuantParam] | None = None
 
 def write_scale_json(table: dict, path: Path) -> Path:
     """Write atomically (temp file, then rename)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(table, f, indent=1, sort_keys=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path) as f:
+        json.dump(table, f, indent=1, sort_keys=False)
+        f.write("\n")
     return path
 
 

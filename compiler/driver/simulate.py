@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import logging
 import math
-import os
 from pathlib import Path
 from typing import Mapping
 
@@ -18,6 +17,7 @@ import onnx
 
 from ptqc.driver.report import COMPARE_THRESHOLD, first_drop, write_report
 from ptqc.errors import ConfigError
+from ptqc.files import atomic_open
 from ptqc.onnx_io import import_model, with_outputs
 from ptqc.runtime.ort import OrtRunner
 from ptqc.runtime.simulator import LayerError, Simulator
@@ -54,13 +54,11 @@ def float_values(float_model: onnx.ModelProto, feeds: Mapping[str, np.ndarray]) 
 
 
 def write_compare_csv(rows: list[LayerError], path: Path) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["node", "op_type", "tensor", "cosine", "max_abs_error", "relative_error"])
         for r in rows:
             w.writerow([r.node, r.op_type, r.tensor, f"{r.cosine:.6f}", f"{r.max_abs:.6g}", f"{r.rel:.6g}"])
-    os.replace(tmp, path)
     return path
 
 
