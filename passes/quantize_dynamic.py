@@ -10,8 +10,9 @@ the selection allows becomes, as onnxruntime writes it:
 (ConvInteger for Conv, its attributes kept; Gemm's bias C and Conv's bias added in float).
 One DynamicQuantizeLinear serves every reader of a tensor.  Weights: int8 symmetric
 (``[-127, 127]``, zero point 0) or uint8 asymmetric over ``[min(w, 0), max(w, 0)]`` (either
-type either way with ``symmetric``), on onnxruntime's grids; ``reduce_range`` keeps 7 bits; ``per_channel`` gives MatMul/Gemm one scale per output column
-(Conv stays per tensor, as onnxruntime's ConvInteger does).  Every rewritten node is listed
+type either way with ``symmetric``), on onnxruntime's grids; ``reduce_range`` keeps 7 bits;
+``per_channel`` gives MatMul/Gemm one scale per output column (Conv stays per tensor, as
+onnxruntime's ConvInteger does).  Every rewritten node is listed
 by op type in ``ctx.analyses["dynamic_nodes"]``.
 """
 from __future__ import annotations
@@ -112,7 +113,7 @@ class QuantizeDynamic(Pass):
              for k, v in (("quantized", codes), ("scale", scale), ("zero_point", zp))}
         y, bias = node.outputs[0], node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else None
         acc, cast, scaled, both = (graph.unique_name(f"{base}_{s}") for s in ("int", "cast", "scaled", "scale"))
-        op, attrs = ("ConvInteger", {k: v for k, v in node.attrs.items()}) if conv else ("MatMulInteger", {})
+        op, attrs = ("ConvInteger", dict(node.attrs)) if conv else ("MatMulInteger", {})
         graph.remove_node(node)
         graph.add_node("Mul", [x_scale, c["scale"]], [both], name=graph.unique_name(f"{base}_scale_mul"))
         graph.add_node(op, [x_q, c["quantized"], x_zp, c["zero_point"]], [acc], attrs, name=base)
@@ -129,6 +130,7 @@ class QuantizeDynamic(Pass):
             else:
                 shape = graph.add_constant(graph.unique_name(f"{base}_bias_shape"),
                                            np.array([-1] + [1] * (w.ndim - 2), np.int64)).name
-                graph.add_node("Reshape", [bias, shape], [reshaped := graph.unique_name(f"{base}_bias")])
+                reshaped = graph.unique_name(f"{base}_bias")
+                graph.add_node("Reshape", [bias, shape], [reshaped])
                 bias = reshaped
         graph.add_node("Add", [scaled, bias], [y], name=graph.unique_name(f"{base}_bias_add"))

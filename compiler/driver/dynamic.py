@@ -39,7 +39,8 @@ def quantize_dynamic(model_input, model_output, op_types_to_quantize=None, per_c
     extra = dict(extra_options or {})
     unknown = sorted(set(extra) - _EXTRA_OPTIONS)
     if unknown:
-        raise ConfigError(f"extra_options {unknown[0]!r}: not supported (supported: {', '.join(sorted(_EXTRA_OPTIONS))})")
+        raise ConfigError(f"extra_options {unknown[0]!r}: not supported "
+                          f"(supported: {', '.join(sorted(_EXTRA_OPTIONS))})")
     if not extra.get("MatMulConstBOnly", True) or extra.get("EnableSubgraph", False):
         raise ConfigError("extra_options MatMulConstBOnly False / EnableSubgraph True: not built yet (MatMuls with "
                           "a constant B, outside subgraphs, are quantized)")

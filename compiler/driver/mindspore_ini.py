@@ -89,7 +89,8 @@ def _dynamic(flag: str, parser: configparser.ConfigParser, get) -> dict[str, Any
     quantize_dynamic); int8 only, no calibration data."""
     for section in ("data_preprocess_param", "full_quant_param"):
         if parser.has_section(section):
-            raise ConfigError(f"{flag}: [{section}] applies to quant_type=FULL_QUANT (DYNAMIC_QUANT calibrates nothing)")
+            raise ConfigError(f"{flag}: [{section}] applies to quant_type=FULL_QUANT (DYNAMIC_QUANT calibrates "
+                              "nothing)")
     strategy = (get("dynamic_quant_param", "quant_strategy") or "ALWC").strip().upper()
     if strategy == "ACWL":
         raise ConfigError(f"{flag}: [dynamic_quant_param] quant_strategy=ACWL: not built yet (activations per channel "

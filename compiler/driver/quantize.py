@@ -342,10 +342,10 @@ def _load_overrides(ctx: PassContext, config: QuantConfig, graph: Graph) -> None
 
 
 # what a DYNAMIC_QUANT run honours besides its INI: the model, where to write, the data to evaluate on
-DYNAMIC_FLAGS = {"model", "chip", "run_mode", "framework", "weight", "save_dir", "log_level", "config_file", "dynamic_quant",
-                  "skip_quant_nodes", "data", "input_shapes", "infer_func", "user_defined_script", "iteration",
-                  "batch_size", "image_format", "image_mean", "image_std", "resize", "resize_method",
-                  "center_crop", "calibrate_size"}
+DYNAMIC_FLAGS = {"model", "chip", "run_mode", "framework", "weight", "save_dir", "log_level", "config_file",
+                 "dynamic_quant", "skip_quant_nodes", "data", "input_shapes", "infer_func", "user_defined_script",
+                 "iteration", "batch_size", "image_format", "image_mean", "image_std", "resize", "resize_method",
+                 "center_crop", "calibrate_size"}
 
 
 def _quantize_dynamic(model, output, data, config: QuantConfig, evaluate: bool, external_data) -> QuantReport:
@@ -360,7 +360,8 @@ def _quantize_dynamic(model, output, data, config: QuantConfig, evaluate: bool, 
                           "chip cannot (its tables need fixed scales); drop --chip or use FULL_QUANT")
     refused = sorted(config.explicit - DYNAMIC_FLAGS)
     if refused:
-        raise ConfigError(f"{refused[0]}: does not apply to quant_type=DYNAMIC_QUANT (--config_file {config.config_file})")
+        raise ConfigError(f"{refused[0]}: does not apply to quant_type=DYNAMIC_QUANT "
+                          f"(--config_file {config.config_file})")
     t0 = time.perf_counter()
     float_model = export_model(import_model(model), constants_as_initializers=True)
     with tempfile.TemporaryDirectory() as tmp:  # written once evaluated: a failing infer function leaves nothing
