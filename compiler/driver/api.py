@@ -12,7 +12,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Mapping
 
 import numpy as np
 import onnx
@@ -23,8 +23,6 @@ from ptqc.ir import Graph
 from ptqc.onnx_io import import_model, save_model
 from ptqc.pass_manager import (DumpIRInstrument, PassContext, PassManager, PassTiming,
                                TimingInstrument, VerifyInstrument)
-from ptqc.runtime import reference
-from ptqc.runtime.reference import ReferenceExecutor, UnsupportedOpError
 
 log = logging.getLogger("ptqc")
 
@@ -95,24 +93,6 @@ def infer_float(model: str | Path | onnx.ModelProto | Graph, feeds: Mapping[str,
     return reference_runner(graph)(feeds, outputs or list(graph.outputs))
 
 
-def reference_runner(graph: Graph) -> Callable[[Mapping[str, np.ndarray], list[str]], dict[str, np.ndarray]]:
-    """``run(feeds, outputs)`` on the numpy reference executor, every op checked first (an
-    :class:`UnsupportedOpError` naming the node); a missing input is a ConfigError."""
-    nodes = graph.topological_order()
-    for n in nodes:
-        if not reference.supports(n.op_type, n.domain):
-            raise UnsupportedOpError(n.op_type, n.domain, n.name, opset=graph.opset)
-    constants = {v.name: v.const for v in graph.values() if v.const is not None}
-    executor = ReferenceExecutor(nodes, opset=graph.opset, constants=constants)
-
-    def run(feeds: Mapping[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
-        missing = [name for name in graph.inputs if graph.value(name).const is None and name not in feeds]
-        if missing:
-            raise ConfigError(f"no data for model input {missing[0]!r}")
-        return executor.run(dict(feeds), outputs)
-    return run
-
-
 def random_feeds(graph: Graph, input_shapes: tuple[tuple[int, ...], ...] = (),
                  seed: int = 0) -> dict[str, np.ndarray]:
     """Random inputs from the model's input shapes (the reference tool's ``infer_auto``);
@@ -172,7 +152,7 @@ def load_feeds(graph: Graph, folder: Path) -> dict[str, np.ndarray]:
     return feeds
 
 
-from ptqc.driver.quantize import (QuantReport, infer, quantize, quantize_static)  # noqa: E402
+from ptqc.driver.quantize import (QuantReport, infer, quantize, quantize_static, reference_runner)  # noqa: E402
 from ptqc.driver.data import onnx_infer_func  # noqa: E402
 from ptqc.driver.dynamic import quantize_dynamic  # noqa: E402
 

@@ -323,7 +323,7 @@ def _infer(cfg: QuantConfig, save_dir: Path) -> int:
     from ptqc.files import atomic_open
 
     out_dir = save_dir / "infer"
-    written: list[tuple[int, str, np.ndarray, Path]] = []
+    written: list[tuple[str, str, list[int], Path]] = []  # what was written (the arrays are not kept)
 
     def keep(k: int, outputs: dict) -> None:
         out_dir.mkdir(exist_ok=True)
@@ -332,13 +332,13 @@ def _infer(cfg: QuantConfig, save_dir: Path) -> int:
             path = out_dir / f"{safe}_{k:04d}.npy"
             with atomic_open(path, "wb") as f:
                 np.save(f, array)
-            written.append((k, name, array, path))
+            written.append((name, str(array.dtype), list(array.shape), path))
 
     where, count = infer_batches(cfg.model, cfg, keep)
-    for k, name, array, path in written:
+    for name, dtype, shape, path in written:
         if count == 1:  # one batch: <output>.npy, as the reference names it
             path = path.rename(path.with_name(path.name.removesuffix("_0000.npy") + ".npy"))
-        print(f"ptqc infer: {name} {array.dtype} {list(array.shape)} -> {path}")
+        print(f"ptqc infer: {name} {dtype} {shape} -> {path}")
     print(f"ptqc infer: {cfg.model}: {count} batch{'es' * (count != 1)} on {where}")
     return 0
 

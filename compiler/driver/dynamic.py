@@ -14,10 +14,10 @@ from ptqc.driver.pipeline import dynamic_pipeline
 from ptqc.errors import ConfigError, ModelError
 from ptqc.onnx_io import check_model, export_model, import_model, save_model
 from ptqc.pass_manager import PassContext, PassManager
+from ptqc.passes.quantize_dynamic import OPS
 
 # MatMulConstBOnly: onnxruntime's dynamic default (True) is what ptqc does; EnableSubgraph False
 _EXTRA_OPTIONS = {"WeightSymmetric", "MatMulConstBOnly", "EnableSubgraph"}
-OPS = ("MatMul", "Gemm", "Conv")
 
 
 def _enum_name(value: Any) -> str:

@@ -18,7 +18,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import onnx
@@ -39,7 +39,9 @@ from ptqc.passes.calibration import OBSERVERS
 from ptqc.passes.choose_ranges import AUTO
 from ptqc.passes.read_qdq import is_qdq_model
 from ptqc.quant import QuantParam, QuantScheme, cosine
+from ptqc.runtime import reference
 from ptqc.runtime.ort import OrtRunner
+from ptqc.runtime.reference import ReferenceExecutor, UnsupportedOpError
 from ptqc.driver.simulate import simulator_for
 from ptqc.targets.base import Target
 from ptqc.targets.families import chip_names, family_of
@@ -355,7 +357,7 @@ def _quantize_dynamic(model, output, data, config: QuantConfig, evaluate: bool, 
     so is every flag it would not honour."""
     from ptqc.driver.dynamic import quantize_dynamic
 
-    if family_of(config.chip or "generic") is not None and (config.chip or "generic") != "generic":
+    if target_of(config).name != "generic":
         raise ConfigError(f"--chip {config.chip}: DYNAMIC_QUANT quantizes activations at run time, which a TX5xxx "
                           "chip cannot (its tables need fixed scales); drop --chip or use FULL_QUANT")
     refused = sorted(config.explicit - DYNAMIC_FLAGS)
@@ -819,13 +821,29 @@ def model_runner(graph: Graph, config: QuantConfig, model_errors: "_OnnxruntimeE
                 raise ModelError(f"simulating on {family.name}: {e}") from None
         return where, list(graph.outputs), simulate
     if reference:
-        from ptqc.driver.api import reference_runner
-
         run = reference_runner(graph)
         return where, list(graph.outputs), lambda feeds: run(feeds, list(graph.outputs))
     with model_errors:
         runner = OrtRunner(export_model(graph, constants_as_initializers=True).SerializeToString())
     return where, runner.outputs, runner.run
+
+
+def reference_runner(graph: Graph) -> Callable[[Mapping[str, np.ndarray], list[str]], dict[str, np.ndarray]]:
+    """``run(feeds, outputs)`` on the numpy reference executor, every op checked first (an
+    :class:`UnsupportedOpError` naming the node); a missing input is a ConfigError."""
+    nodes = graph.topological_order()
+    for n in nodes:
+        if not reference.supports(n.op_type, n.domain):
+            raise UnsupportedOpError(n.op_type, n.domain, n.name, opset=graph.opset)
+    constants = {v.name: v.const for v in graph.values() if v.const is not None}
+    executor = ReferenceExecutor(nodes, opset=graph.opset, constants=constants)
+
+    def run(feeds: Mapping[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
+        missing = [name for name in graph.inputs if graph.value(name).const is None and name not in feeds]
+        if missing:
+            raise ConfigError(f"no data for model input {missing[0]!r}")
+        return executor.run(dict(feeds), outputs)
+    return run
 
 
 def output_dequantizers(graph: Graph) -> dict[str, Callable[[np.ndarray], np.ndarray]]:

@@ -279,38 +279,52 @@ def _chart(order: list[Key], by_key, drops, index) -> str:
         out.append(f'<line x1="{L}" y1="{ty:.2f}" x2="{L + pw}" y2="{ty:.2f}" class="threshold">'
                    f"<title>threshold {COMPARE_THRESHOLD}</title></line>"
                    f'<text x="{L + pw - 4}" y="{ty - 4:.2f}" class="thlabel">{COMPARE_THRESHOLD}</text>\n')
-    # lines and points, one mode after the other
+    # lines and points, one mode after the other; the first drops; the legend above the plot
     r_pt = 3.0 if n <= 120 else (2.0 if n <= 400 else 1.4)
     for m in MODES:
-        col = MODE_COLOUR[m]
-        pts = [(index[k], by_key[m][k]) for k in order if k in by_key[m]]
-        seg: list[str] = []
-        segs: list[list[str]] = []
-        for i, r in pts:
-            if _finite(r.cosine):
-                seg.append(f"{x(i):.2f},{y(float(r.cosine)):.2f}")
-            elif seg:
-                segs.append(seg)
-                seg = []
-        if seg:
+        out += _series(m, [(index[k], by_key[m][k]) for k in order if k in by_key[m]], x, y, r_pt, T + ph)
+    out += _drop_marks(drops, index, x, y, r_pt, T, ph)
+    out += _legend(by_key, drops, index, L, ymin)
+    out.append("</svg>\n")
+    return "".join(out)
+
+
+def _series(m: str, pts: list, x, y, r_pt: float, bottom: float) -> list[str]:
+    """One mode's polyline (broken where a row has no cosine) and points, a cross on the
+    bottom edge for a row without cosine (shapes differ)."""
+    col, out = MODE_COLOUR[m], []
+    seg: list[str] = []
+    segs: list[list[str]] = []
+    for i, r in pts:
+        if _finite(r.cosine):
+            seg.append(f"{x(i):.2f},{y(float(r.cosine)):.2f}")
+        elif seg:
             segs.append(seg)
-        out.append(f'<g class="mode {m}">\n')
-        for s in segs:
-            if len(s) > 1:
-                out.append(f'<polyline points="{" ".join(s)}" fill="none" stroke="{col}" stroke-width="1.6"/>\n')
-        for i, r in pts:
-            tip = _e(f"#{i} {r.node} ({r.op_type})\n{m} cosine {_cos(r.cosine)}\n"
-                     f"max abs {r.max_abs:.4g}, rel {r.rel:.4g}")
-            if _finite(r.cosine):
-                out.append(f'<circle cx="{x(i):.2f}" cy="{y(float(r.cosine)):.2f}" r="{r_pt}" fill="{col}">'
-                           f"<title>{tip}</title></circle>\n")
-            else:  # no cosine (shapes differ): a cross on the bottom edge
-                cx, cy, s = x(i), T + ph, 4
-                out.append(f'<path d="M{cx - s:.2f},{cy - s:.2f}L{cx + s:.2f},{cy + s:.2f}M{cx - s:.2f},{cy + s:.2f}'
-                           f'L{cx + s:.2f},{cy - s:.2f}" stroke="{col}" stroke-width="2" class="nanpt">'
-                           f"<title>{tip}</title></path>\n")
-        out.append("</g>\n")
-    # first drop in each mode: a ring, a dotted vertical line and its index above the plot
+            seg = []
+    if seg:
+        segs.append(seg)
+    out.append(f'<g class="mode {m}">\n')
+    for s in segs:
+        if len(s) > 1:
+            out.append(f'<polyline points="{" ".join(s)}" fill="none" stroke="{col}" stroke-width="1.6"/>\n')
+    for i, r in pts:
+        tip = _e(f"#{i} {r.node} ({r.op_type})\n{m} cosine {_cos(r.cosine)}\n"
+                 f"max abs {r.max_abs:.4g}, rel {r.rel:.4g}")
+        if _finite(r.cosine):
+            out.append(f'<circle cx="{x(i):.2f}" cy="{y(float(r.cosine)):.2f}" r="{r_pt}" fill="{col}">'
+                       f"<title>{tip}</title></circle>\n")
+        else:
+            cx, cy, s = x(i), bottom, 4
+            out.append(f'<path d="M{cx - s:.2f},{cy - s:.2f}L{cx + s:.2f},{cy + s:.2f}M{cx - s:.2f},{cy + s:.2f}'
+                       f'L{cx + s:.2f},{cy - s:.2f}" stroke="{col}" stroke-width="2" class="nanpt">'
+                       f"<title>{tip}</title></path>\n")
+    out.append("</g>\n")
+    return out
+
+
+def _drop_marks(drops, index, x, y, r_pt: float, T: float, ph: float) -> list[str]:
+    """The first drop in each mode: a ring, a dotted vertical line and its index above the plot."""
+    out = []
     for j, m in enumerate(MODES):
         d = drops[m]
         if d is None:
@@ -323,8 +337,12 @@ def _chart(order: list[Key], by_key, drops, index) -> str:
                    f'y2="{T + ph}" stroke="{col}" class="dropline"/><circle cx="{cx:.2f}" cy="{cy:.2f}" '
                    f'r="{r_pt + 5}" fill="none" stroke="{col}" stroke-width="2"/><text x="{tx:.2f}" '
                    f'y="{T - 5}" style="fill:{col}" text-anchor="{anchor}" class="droplabel">#{i}</text></g>\n')
-    # legend above the plot: the modes and the threshold, then the first drops
-    lx = L
+    return out
+
+
+def _legend(by_key, drops, index, L: float, ymin: float) -> list[str]:
+    """Above the plot: the modes and the threshold, then the first drops."""
+    out, lx = [], L
     for m in MODES:
         label = m if by_key[m] else f"{m} (no rows)"
         out.append(f'<line x1="{lx}" y1="14" x2="{lx + 24}" y2="14" stroke="{MODE_COLOUR[m]}" stroke-width="2.5"/>'
@@ -342,8 +360,7 @@ def _chart(order: list[Key], by_key, drops, index) -> str:
         out.append(f' <tspan fill="{MODE_COLOUR[m]}" font-weight="600">{m}: {_e(name)}</tspan>'
                    + (";" if m == MODES[0] else ""))
     out.append("</text>\n")
-    out.append("</svg>\n")
-    return "".join(out)
+    return out
 
 
 # ------------------------------------------------------------------------------- tables
