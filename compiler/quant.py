@@ -94,19 +94,21 @@ def _narrow(dtype: np.dtype, symmetric: bool) -> tuple[int, int]:
 
 
 def qparam_from_range(rmin, rmax, dtype, *, symmetric: bool, axis: int | None = None,
-                      method: str = "min_max", name: str = "") -> QuantParam:
+                      method: str = "min_max", name: str = "", warn: bool = True) -> QuantParam:
     """Scale and zero point covering [rmin, rmax] (widened to include 0).
 
     Symmetric: ``scale = max|r| / qmax``, zero point 0 (or the midpoint for unsigned types).
     Asymmetric: ``scale = (rmax - rmin) / (qmax - qmin)``, ``zp = round(qmin - rmin / scale)``.
     A zero-width range gets scale 1 and a warning naming the tensor; infinite bounds are
-    clamped to the float32 range first (attention masks), also with a warning.
+    clamped to the float32 range first (attention masks), also with a warning.  ``warn=False``
+    for estimates on a tensor whose own quantization warns (AdaRound's weight grid, HAWQ's).
     """
     dtype = np.dtype(dtype)
     lo = np.minimum(np.asarray(rmin, np.float64), 0.0)
     hi = np.maximum(np.asarray(rmax, np.float64), 0.0)
     if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
-        log.warning("tensor %r has an infinite range; clamped to the float32 range", name)
+        if warn:
+            log.warning("tensor %r has an infinite range; clamped to the float32 range", name)
         big = float(np.finfo(np.float32).max) / 4
         lo, hi = np.clip(lo, -big, 0.0), np.clip(hi, 0.0, big)
     qmin, qmax = _narrow(dtype, symmetric)
@@ -125,8 +127,9 @@ def qparam_from_range(rmin, rmax, dtype, *, symmetric: bool, axis: int | None = 
         zp = np.clip(np.rint(qmin - lo / safe), qmin, qmax)
     degenerate = ~(scale >= np.finfo(np.float32).tiny)  # zero, subnormal or NaN: no usable step
     if np.any(degenerate):
-        log.warning("tensor %r has a zero range; quantized as if its range were [%s, %g]", name,
-                    -UNIT_RANGE if symmetric else 0, UNIT_RANGE)
+        if warn:
+            log.warning("tensor %r has a zero range; quantized as if its range were [%s, %g]", name,
+                        -UNIT_RANGE if symmetric else 0, UNIT_RANGE)
         if symmetric:
             unit = UNIT_RANGE / qmax if qmin < 0 else 2 * UNIT_RANGE / (qmax - qmin)
             lo, hi = np.where(degenerate, -UNIT_RANGE, lo), np.where(degenerate, UNIT_RANGE, hi)

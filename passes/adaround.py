@@ -215,7 +215,8 @@ class _Layer:
         per_row = spec.axis is not None
         flat = self.w.reshape(-1, self.d)
         lo, hi = (flat.min(axis=1), flat.max(axis=1)) if per_row else (flat.min(), flat.max())
-        p = qparam_from_range(lo, hi, spec.dtype, symmetric=spec.symmetric, axis=0 if per_row else None)
+        p = qparam_from_range(lo, hi, spec.dtype, symmetric=spec.symmetric, axis=0 if per_row else None,
+                              warn=False)  # the weight's own quantization warns, by name
         scale = np.asarray(p.scale, np.float64)
         self.scale = (scale.reshape(self.w.shape[0], self.w.shape[1], 1) if per_row
                       else np.full((self.w.shape[0], self.w.shape[1], 1), float(scale)))

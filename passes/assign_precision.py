@@ -224,7 +224,7 @@ def relative_error(obs, spec) -> float:
     if not hasattr(obs, "counts") or obs.min is None:
         return 0.0
     lo, hi = obs.range(spec.dtype, spec.symmetric)
-    p = qparam_from_range(lo, hi, spec.dtype, symmetric=spec.symmetric)
+    p = qparam_from_range(lo, hi, spec.dtype, symmetric=spec.symmetric, warn=False)
     centers = (np.arange(obs.bins) - obs.bins // 2 + 0.5) * obs.width
     n = obs.counts.astype(np.float64)
     err = np.sum(n * (centers - p.fake_quantize(centers.astype(np.float32))) ** 2)

@@ -101,3 +101,23 @@ def test_a_layer_with_fewer_input_rows_than_four_per_input_keeps_round_to_neares
         with caplog.at_level("INFO", logger="ptqc"):
             AdaRound(guard=False).run(graph, ctx)
         assert (not np.array_equal(before, graph.constant("w"))) == learns, batches
+
+
+def test_a_weight_row_of_zeros_is_warned_about_once_by_name_not_by_adaround(caplog):
+    """AdaRound rebuilds each weight's grid for itself; a zero output channel is the weight's own
+    quantization's to report, by name, not AdaRound's as an unnamed tensor ''."""
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(16, 32)).astype(np.float32)
+    w[3] = 0.0
+    nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["y"], transB=1)]
+    model = builders.make_model(nodes, [("x", np.float32, ["n", 32])], [("y", np.float32, None)],
+                                {"w": w, "b": np.zeros(16, np.float32)}, opset=13)
+    graph, ctx = _prepared(model, [{"x": rng.normal(size=(8, 32)).astype(np.float32)} for _ in range(20)])
+    with caplog.at_level("WARNING", logger="ptqc"):
+        assert AdaRound(guard=False).run(graph, ctx).modified
+    assert "zero range" not in caplog.text
+    from ptqc.quant import qparam_from_range
+
+    with caplog.at_level("WARNING", logger="ptqc"):
+        qparam_from_range(np.zeros(2), np.array([0.0, 1.0]), np.int8, symmetric=True, axis=0, name="w")
+    assert caplog.text.count("tensor 'w' has a zero range") == 1
