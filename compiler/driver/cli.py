@@ -38,7 +38,7 @@ BUILT_FLAGS = {
                                 "cross_layer_equalization", "adaround", "validation_split", "validation_data",
                                 "quantize_input_dtype", "output_dequant", "mean", "std",
                                 "output_name", "unify_input_scale", "generate_scale_json", "load_scale_json",
-                                "dump_ir", "debug", "dump", "lut_len", "dynamic_quant"} | _IMAGES,
+                                "dump_ir", "debug", "dump", "lut_len", "dynamic_quant", "weight_quant"} | _IMAGES,
     "convert": _COMMON | {"dump_ir", "debug", "initializers"},
     "infer": _COMMON | _DATA | _IMAGES | {"lut_len"},
 }
@@ -195,7 +195,7 @@ def _run(cfg: QuantConfig, flags: dict[str, str]) -> int:
                           f"in ptqc {__version__}")
     if cfg.model is None:
         raise ConfigError("-m/--model is required")
-    _refuse_for_dynamic(cfg, flags)
+    _refuse_for_uncalibrated(cfg, flags)
     save_dir = _prepare_save_dir(cfg.save_dir)
     if cfg.framework != "onnx" or cfg.weight is not None:
         from ptqc.driver.frontends import to_onnx
@@ -213,17 +213,18 @@ def _run(cfg: QuantConfig, flags: dict[str, str]) -> int:
     return _infer(cfg, save_dir)
 
 
-def _refuse_for_dynamic(cfg: QuantConfig, flags: dict[str, str]) -> None:
-    """A MindSpore INI with quant_type=DYNAMIC_QUANT: the flags it would not honour, by name."""
+def _refuse_for_uncalibrated(cfg: QuantConfig, flags: dict[str, str]) -> None:
+    """A MindSpore INI with quant_type=DYNAMIC_QUANT or WEIGHT_QUANT: the flags it would not honour, by name."""
     if cfg.config_file is None or cfg.run_mode not in ("quant", "compare"):
         return
     from ptqc.driver.config import with_ini
-    from ptqc.driver.quantize import DYNAMIC_FLAGS
+    from ptqc.driver.quantize import UNCALIBRATED_FLAGS, uncalibrated_kind
 
-    if with_ini(cfg).dynamic_quant is not None:
-        extra = sorted(cfg.explicit - DYNAMIC_FLAGS)  # (a TX5xxx --chip: refused with its reason by quantize)
+    kind = uncalibrated_kind(with_ini(cfg))
+    if kind is not None:
+        extra = sorted(cfg.explicit - UNCALIBRATED_FLAGS)  # (a TX5xxx --chip: refused with its reason by quantize)
         if extra:
-            raise ConfigError(f"{flags.get(extra[0], extra[0])}: does not apply to quant_type=DYNAMIC_QUANT "
+            raise ConfigError(f"{flags.get(extra[0], extra[0])}: does not apply to quant_type={kind} "
                               f"(--config_file {cfg.config_file})")
 
 

@@ -26,6 +26,17 @@ FOLDER_FLAGS = {"calibrate_size": "--calibrate-size"}
 
 
 @dataclass(frozen=True)
+class WeightQuant:
+    """MindSpore's WEIGHT_QUANT at fixed bits: ``bit_num``, ``per_channel``, and the weights quantized
+    (more elements than ``min_quant_weight_size``, more channels than ``min_quant_weight_channel``)."""
+
+    bits: int = 8
+    per_channel: bool = True
+    min_size: int = 0
+    min_channels: int = 16
+
+
+@dataclass(frozen=True)
 class QuantConfig:
     """Every option of a run.  ``explicit`` names the options the user set (CLI dest names),
     so a feature that is not built yet can refuse a flag instead of ignoring it."""
@@ -78,6 +89,7 @@ class QuantConfig:
     run_config: Path | None = None
     weight: Path | None = None
     dynamic_quant: str | None = None  # MindSpore INI DYNAMIC_QUANT: "ALWC" (ptqc.quantize_dynamic)
+    weight_quant: WeightQuant | None = None  # MindSpore INI WEIGHT_QUANT (weights only, DequantizeLinear)
     start_node_names: tuple[str, ...] = ()
     end_node_names: tuple[str, ...] = ()
     convert2chw: bool = False

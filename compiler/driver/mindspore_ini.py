@@ -7,10 +7,15 @@ Sections and keys that map to ptqc: ``[common_quant_param]`` quant_type=FULL_QUA
 normalize_mean/std, resize_width/height/method, center_crop_width/height;
 ``[full_quant_param]`` activation_quant_method (MAX_MIN, KL, REMOVAL_OUTLIER), per_channel,
 bias_correction; quant_type=DYNAMIC_QUANT with ``[dynamic_quant_param]`` quant_strategy=ALWC
-(ptqc's quantize_dynamic, weights per channel).  Anything else (weight-only quantization,
-dynamic ACWL, mixed-bit weights,
-target devices, Ascend options) is an error naming the section and key:
-never silently ignored.  Explicit command-line flags win over the file.
+(ptqc's quantize_dynamic, weights per channel); quant_type=WEIGHT_QUANT at bit_num 1..16 with
+min_quant_weight_size, min_quant_weight_channel, skip_quant_node, enable_encode and
+``[weight_quant_param]`` per_channel, dequant_strategy=ON_THE_FLY (weights read through
+DequantizeLinear: passes/dequantize_weights.py; codes stored as int4, int8 or int16, so
+enable_encode packs no further than that).  Anything else (mixed-bit weights: bit_num=0 and
+``[mixed_bit_weight_quant_param]``; WEIGHT_QUANT's bias_correction=true, which MindSpore
+defaults to: ptqc's WEIGHT_QUANT corrects no bias; dynamic ACWL; target devices, Ascend options)
+is an error naming the section and key: never silently ignored.  Explicit command-line flags win
+over the file.
 """
 from __future__ import annotations
 
@@ -23,13 +28,17 @@ from ptqc.errors import ConfigError
 
 METHODS = {"MAX_MIN": "min_max", "KL": "kl", "REMOVAL_OUTLIER": "removal_outlier", "REMOVALOUTLIER": "removal_outlier"}
 _KNOWN = {
-    "common_quant_param": {"quant_type", "bit_num", "skip_quant_node", "debug_info_save_path"},
+    "common_quant_param": {"quant_type", "bit_num", "skip_quant_node", "debug_info_save_path", "min_quant_weight_size",
+                           "min_quant_weight_channel", "enable_encode"},
     "data_preprocess_param": {"calibrate_path", "calibrate_size", "input_type", "image_to_format", "normalize_mean",
                               "normalize_std", "resize_width", "resize_height", "resize_method", "center_crop_width",
                               "center_crop_height"},
     "full_quant_param": {"activation_quant_method", "per_channel", "bias_correction"},
     "dynamic_quant_param": {"quant_strategy"},
+    "weight_quant_param": {"per_channel", "bias_correction", "dequant_strategy"},
+    "mixed_bit_weight_quant_param": {"init_scale", "auto_tune"},
 }
+_WEIGHT_ONLY = ("min_quant_weight_size", "min_quant_weight_channel", "enable_encode")
 
 
 def load_ini(path: Path) -> dict[str, Any]:
@@ -55,11 +64,19 @@ def load_ini(path: Path) -> dict[str, Any]:
     quant_type = get("common_quant_param", "quant_type")
     if quant_type is None:
         raise ConfigError(f"{flag}: [common_quant_param] quant_type is required")
+    if quant_type.strip() == "WEIGHT_QUANT":
+        return _weight(flag, parser, get)
+    for key in _WEIGHT_ONLY:
+        if get("common_quant_param", key) is not None:
+            raise ConfigError(f"{flag}: [common_quant_param] {key} applies to quant_type=WEIGHT_QUANT only")
+    for section in ("weight_quant_param", "mixed_bit_weight_quant_param"):
+        if parser.has_section(section):
+            raise ConfigError(f"{flag}: [{section}] applies to quant_type=WEIGHT_QUANT only")
     if quant_type.strip() == "DYNAMIC_QUANT":
         return _dynamic(flag, parser, get)
     if quant_type.strip() != "FULL_QUANT":
-        raise ConfigError(f"{flag}: [common_quant_param] quant_type={quant_type}: only FULL_QUANT and DYNAMIC_QUANT "
-                          "are built yet")
+        raise ConfigError(f"{flag}: [common_quant_param] quant_type={quant_type}: use WEIGHT_QUANT, FULL_QUANT or "
+                          "DYNAMIC_QUANT")
     if parser.has_section("dynamic_quant_param"):
         raise ConfigError(f"{flag}: [dynamic_quant_param] applies to quant_type=DYNAMIC_QUANT only")
     if get("common_quant_param", "bit_num") is not None:
@@ -106,6 +123,44 @@ def _dynamic(flag: str, parser: configparser.ConfigParser, get) -> dict[str, Any
                                         if n.strip())
     if get("common_quant_param", "debug_info_save_path"):
         raise ConfigError(f"{flag}: [common_quant_param] debug_info_save_path: not built yet for DYNAMIC_QUANT")
+    return out
+
+
+def _weight(flag: str, parser: configparser.ConfigParser, get) -> dict[str, Any]:
+    """WEIGHT_QUANT at fixed bits: weights only, read through DequantizeLinear; no data needed."""
+    from ptqc.driver.config import WeightQuant
+
+    for section in ("data_preprocess_param", "full_quant_param", "dynamic_quant_param"):
+        if parser.has_section(section):
+            raise ConfigError(f"{flag}: [{section}] does not apply to quant_type=WEIGHT_QUANT")
+    c, w = "common_quant_param", "weight_quant_param"
+    bits = _int(flag, c, "bit_num", get(c, "bit_num") or "8")
+    if bits == 0 or parser.has_section("mixed_bit_weight_quant_param"):
+        raise ConfigError(f"{flag}: [common_quant_param] bit_num=0 / [mixed_bit_weight_quant_param] (mixed-bit "
+                          "weights): not built yet; give bit_num 1..16")
+    if not 1 <= bits <= 16:
+        raise ConfigError(f"{flag}: [common_quant_param] bit_num={bits}: WEIGHT_QUANT takes 1..16")
+    sizes = {}
+    for key, default in (("min_quant_weight_size", 0), ("min_quant_weight_channel", 16)):
+        sizes[key] = _int(flag, c, key, get(c, key) or str(default))
+        if not 0 <= sizes[key] <= 65535:
+            raise ConfigError(f"{flag}: [common_quant_param] {key}={sizes[key]}: outside [0, 65535]")
+    if get(c, "enable_encode") is not None and not _bool(flag, c, "enable_encode", get(c, "enable_encode")) \
+            and bits not in (8, 16):
+        raise ConfigError(f"{flag}: [common_quant_param] enable_encode=false: only with bit_num 8 or 16")
+    if get(w, "bias_correction") is not None and _bool(flag, w, "bias_correction", get(w, "bias_correction")):
+        raise ConfigError(f"{flag}: [weight_quant_param] bias_correction=true: not built yet for WEIGHT_QUANT "
+                          "(set it to false)")
+    strategy = get(w, "dequant_strategy")
+    if strategy is not None and strategy.strip().upper() != "ON_THE_FLY":
+        raise ConfigError(f"{flag}: [weight_quant_param] dequant_strategy={strategy.strip()}: use ON_THE_FLY")
+    per_channel = _bool(flag, w, "per_channel", get(w, "per_channel") or "true")
+    out: dict[str, Any] = {"weight_quant": WeightQuant(bits, per_channel, sizes["min_quant_weight_size"],
+                                                       sizes["min_quant_weight_channel"])}
+    if get(c, "skip_quant_node"):
+        out["skip_quant_nodes"] = tuple(n.strip() for n in get(c, "skip_quant_node").split(",") if n.strip())
+    if get(c, "debug_info_save_path"):
+        raise ConfigError(f"{flag}: [common_quant_param] debug_info_save_path: not built yet for WEIGHT_QUANT")
     return out
 
 

@@ -14,6 +14,7 @@ from ptqc.passes import (AdaRound, AssignQuantSpecs, Calibrate, CropOutputs, Eli
 from ptqc.passes.assign_precision import AssignPrecision
 from ptqc.passes.choose_ranges import AUTO, ChooseRanges
 from ptqc.passes.correct_bias import CorrectBias
+from ptqc.passes.dequantize_weights import DequantizeWeights, storage
 from ptqc.passes.quantize_dynamic import QuantizeDynamic
 from ptqc.passes.read_qdq import FitQDQParams, ReadQDQ
 from ptqc.quant import QuantScheme
@@ -86,6 +87,13 @@ def dynamic_pipeline(weight_dtype: np.dtype, **options) -> list[Pass]:
     run-time-quantized inputs (``options``: QuantizeDynamic's), then the float weights they
     replaced dropped."""
     return [*convert_pipeline(), QuantizeDynamic(weight_dtype, **options), EliminateDeadCode()]
+
+
+def weight_only_pipeline(bits: int, **options) -> list[Pass]:
+    """MindSpore's WEIGHT_QUANT: opset 21 where the codes need int4/int16, the convert cleanup, then
+    every weight read through a DequantizeLinear of ``bits``-bit codes (``options``:
+    DequantizeWeights')."""
+    return [UpgradeOpset(storage(bits)[1]), *convert_pipeline(), DequantizeWeights(bits, **options)]
 
 
 PIPELINES: dict[str, Callable[[], list[Pass]]] = {"convert": convert_pipeline}

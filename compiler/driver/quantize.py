@@ -262,8 +262,8 @@ def quantize(model: str | Path | onnx.ModelProto, output: str | Path | None = No
     the same, largest data), every run's report in ``ranking``.
     """
     config = with_ini(config or QuantConfig())
-    if config.dynamic_quant is not None:
-        return _quantize_dynamic(model, output, data, config, evaluate, external_data)
+    if uncalibrated_kind(config) is not None:
+        return _quantize_uncalibrated(model, output, data, config, evaluate, external_data)
     logger = logger or log
     family = target_of(config)
     if (config.dump or config.run_mode == "compare") and family.name == "generic":
@@ -343,40 +343,58 @@ def _load_overrides(ctx: PassContext, config: QuantConfig, graph: Graph) -> None
         ctx.analyses["range_overrides"] = load_scheme(Path(config.quant_scheme), graph)
 
 
-# what a DYNAMIC_QUANT run honours besides its INI: the model, where to write, the data to evaluate on
-DYNAMIC_FLAGS = {"model", "chip", "run_mode", "framework", "weight", "save_dir", "log_level", "config_file",
-                 "dynamic_quant", "skip_quant_nodes", "data", "input_shapes", "infer_func", "user_defined_script",
-                 "iteration", "batch_size", "image_format", "image_mean", "image_std", "resize", "resize_method",
-                 "center_crop", "calibrate_size"}
+# what a DYNAMIC_QUANT or WEIGHT_QUANT run honours besides its INI: the model, where to write, the data to evaluate on
+UNCALIBRATED_FLAGS = {"model", "chip", "run_mode", "framework", "weight", "save_dir", "log_level", "config_file",
+                      "dynamic_quant", "weight_quant", "skip_quant_nodes", "data", "input_shapes", "infer_func",
+                      "user_defined_script", "iteration", "batch_size", "image_format", "image_mean", "image_std",
+                      "resize", "resize_method", "center_crop", "calibrate_size"}
 
 
-def _quantize_dynamic(model, output, data, config: QuantConfig, evaluate: bool, external_data) -> QuantReport:
-    """MindSpore's DYNAMIC_QUANT (ALWC): :func:`ptqc.driver.dynamic.quantize_dynamic` with weights
-    per channel; then the output cosine against the float model on the data (-d, -uds/-if or
-    random inputs from the shapes).  It runs on onnxruntime, so a TX5xxx chip is refused, and
-    so is every flag it would not honour."""
+def uncalibrated_kind(config: QuantConfig) -> str | None:
+    """The MindSpore quant_type of a run that calibrates nothing (DYNAMIC_QUANT, WEIGHT_QUANT), or None."""
+    return "DYNAMIC_QUANT" if config.dynamic_quant is not None else \
+        "WEIGHT_QUANT" if config.weight_quant is not None else None
+
+
+def _quantize_uncalibrated(model, output, data, config: QuantConfig, evaluate: bool, external_data) -> QuantReport:
+    """MindSpore's DYNAMIC_QUANT (ALWC: :func:`ptqc.driver.dynamic.quantize_dynamic` with weights
+    per channel) or WEIGHT_QUANT (weights through DequantizeLinear, activations float:
+    :func:`ptqc.driver.pipeline.weight_only_pipeline`); then the output cosine against the float
+    model on the data (-d, -uds/-if or random inputs from the shapes).  Both run on onnxruntime,
+    not on a TX5xxx chip, which is refused, and so is every flag they would not honour."""
     from ptqc.driver.dynamic import quantize_dynamic
+    from ptqc.driver.pipeline import weight_only_pipeline
 
+    kind = uncalibrated_kind(config)
     if target_of(config).name != "generic":
-        raise ConfigError(f"--chip {config.chip}: DYNAMIC_QUANT quantizes activations at run time, which a TX5xxx "
-                          "chip cannot (its tables need fixed scales); drop --chip or use FULL_QUANT")
-    refused = sorted(config.explicit - DYNAMIC_FLAGS)
+        why = "quantizes activations at run time" if kind == "DYNAMIC_QUANT" else "keeps activations float"
+        raise ConfigError(f"--chip {config.chip}: {kind} {why}, which a TX5xxx chip cannot run (its integer ops "
+                          "need fixed activation scales); drop --chip or use FULL_QUANT")
+    refused = sorted(config.explicit - UNCALIBRATED_FLAGS)
     if refused:
-        raise ConfigError(f"{refused[0]}: does not apply to quant_type=DYNAMIC_QUANT "
-                          f"(--config_file {config.config_file})")
+        raise ConfigError(f"{refused[0]}: does not apply to quant_type={kind} (--config_file {config.config_file})")
     t0 = time.perf_counter()
     float_model = export_model(import_model(model), constants_as_initializers=True)
-    with tempfile.TemporaryDirectory() as tmp:  # written once evaluated: a failing infer function leaves nothing
-        qmodel = quantize_dynamic(float_model, Path(tmp) / "m.onnx", per_channel=True,
-                                  nodes_to_exclude=config.skip_quant_nodes)
-    report = QuantReport(qmodel, float_model, None, method=f"dynamic {config.dynamic_quant}")
+    if kind == "DYNAMIC_QUANT":
+        with tempfile.TemporaryDirectory() as tmp:  # written once evaluated: a failing infer function leaves nothing
+            qmodel = quantize_dynamic(float_model, Path(tmp) / "m.onnx", per_channel=True,
+                                      nodes_to_exclude=config.skip_quant_nodes)
+        method = f"dynamic {config.dynamic_quant}"
+    else:
+        w = config.weight_quant
+        passes = weight_only_pipeline(w.bits, per_channel=w.per_channel, min_size=w.min_size,
+                                      min_channels=w.min_channels, skip=config.skip_quant_nodes)
+        qmodel = export_model(PassManager(passes).run(import_model(float_model), PassContext()).graph,
+                              constants_as_initializers=True)
+        method = f"weight-only {w.bits}-bit {'per channel' if w.per_channel else 'per layer'}"
+    report = QuantReport(qmodel, float_model, None, method=method)
     t1 = time.perf_counter()
     if evaluate:
         fn, fn_name = infer_function_of(data, config)
         graph = import_model(float_model)
         report.cosine, report.quant_metric = compare_outputs(float_model, qmodel, make_drive(
             fn, fn_name, input_specs(graph), config, graph), report)
-        report.evaluated_on = "the data given (dynamic quantization calibrates nothing)"
+        report.evaluated_on = f"the data given ({kind} calibrates nothing)"
     if output is not None:
         report.output = save_model(qmodel, Path(output), external_data=external_data)
     report.seconds = {"prepare": 0.0, "calibrate": 0.0, "quantize": t1 - t0, "export": 0.0,

@@ -58,7 +58,23 @@ def test_documented_keys_map_to_the_config(tmp_path):
 
 
 @pytest.mark.parametrize("text, needle", [
-    ("[common_quant_param]\nquant_type=WEIGHT_QUANT\n", "quant_type=WEIGHT_QUANT: only FULL_QUANT and DYNAMIC_QUANT"),
+    ("[common_quant_param]\nquant_type=INT_QUANT\n", "quant_type=INT_QUANT: use WEIGHT_QUANT, FULL_QUANT or"),
+    ("[common_quant_param]\nquant_type=WEIGHT_QUANT\nbit_num=0\n", "bit_num=0 / [mixed_bit_weight_quant_param]"),
+    ("[common_quant_param]\nquant_type=WEIGHT_QUANT\n[mixed_bit_weight_quant_param]\ninit_scale=0.02\n",
+     "quant_param] bit_num=0 / [mixed_bit_weight_quant_param]"),
+    ("[common_quant_param]\nquant_type=WEIGHT_QUANT\nbit_num=17\n", "bit_num=17: WEIGHT_QUANT takes 1..16"),
+    ("[common_quant_param]\nquant_type=WEIGHT_QUANT\nmin_quant_weight_size=70000\n",
+     "min_quant_weight_size=70000: outside [0, 65535]"),
+    ("[common_quant_param]\nquant_type=WEIGHT_QUANT\nbit_num=4\nenable_encode=false\n",
+     "enable_encode=false: only with bit_num 8 or 16"),
+    ("[common_quant_param]\nquant_type=WEIGHT_QUANT\n[weight_quant_param]\nbias_correction=true\n",
+     "[weight_quant_param] bias_correction=true: not built yet for WEIGHT_QUANT"),
+    ("[common_quant_param]\nquant_type=WEIGHT_QUANT\n[weight_quant_param]\ndequant_strategy=OFFLINE\n",
+     "dequant_strategy=OFFLINE: use ON_THE_FLY"),
+    ("[common_quant_param]\nquant_type=WEIGHT_QUANT\n[full_quant_param]\nper_channel=true\n",
+     "[full_quant_param] does not apply to quant_type=WEIGHT_QUANT"),
+    ("[common_quant_param]\nquant_type=DYNAMIC_QUANT\n[weight_quant_param]\nper_channel=true\n",
+     "[weight_quant_param] applies to quant_type=WEIGHT_QUANT only"),
     ("[common_quant_param]\nquant_type=DYNAMIC_QUANT\n[dynamic_quant_param]\nquant_strategy=ACWL\n",
      "[dynamic_quant_param] quant_strategy=ACWL: not built yet"),
     ("[common_quant_param]\nquant_type=DYNAMIC_QUANT\nbit_num=16\n", "bit_num=16: DYNAMIC_QUANT is 8-bit"),
@@ -68,7 +84,7 @@ def test_documented_keys_map_to_the_config(tmp_path):
      "[dynamic_quant_param] applies to quant_type=DYNAMIC_QUANT only"),
     ("[common_quant_param]\nquant_type=FULL_QUANT\nenable_encode=true\n", "[common_quant_param] enable_encode"),
     ("[common_quant_param]\nquant_type=FULL_QUANT\n[mixed_bit_weight_quant_param]\ninit_scale=0.02\n",
-     "[mixed_bit_weight_quant_param] is not supported yet"),
+     "[mixed_bit_weight_quant_param] applies to quant_type=WEIGHT_QUANT only"),
     ("[common_quant_param]\nquant_type=FULL_QUANT\n[full_quant_param]\nbias_correction=yes\n",
      "bias_correction=yes: use true or false"),
     ("[common_quant_param]\nquant_type=FULL_QUANT\n[full_quant_param]\nactivation_quant_method=MSE\n",
@@ -157,3 +173,61 @@ def test_dynamic_quant_alwc_from_the_command_line(tmp_path, digits):
     code, _, err = ptqc("--chip", "TX510x", "quant", "-m", model, "--config_file", ini, "--save-dir", tmp_path / "p")
     assert_bad_input(code, err, "--chip TX510x: DYNAMIC_QUANT quantizes activations at run time")
     assert not (tmp_path / "p").exists() or not list((tmp_path / "p").glob("*.onnx"))
+
+
+@pytest.mark.parametrize("bits, storage", [(8, "int8"), (4, "int4"), (12, "int16")])
+def test_weight_quant_from_the_command_line(tmp_path, digits, bits, storage):
+    """WEIGHT_QUANT: every Conv/Gemm weight of the digits CNN (channels above the threshold) read
+    through a DequantizeLinear of bits-bit codes, activations float; the top-1 answers stay at 8
+    and 12 bits; the cosine is printed; flags it would not honour and a TX5xxx chip are refused."""
+    import onnx
+
+    from checks import ort_outputs
+    from ptqc.driver.config import WeightQuant
+
+    model = tmp_path / "digits.onnx"
+    model.write_bytes(digits.model.SerializeToString())
+    data = tmp_path / "data"
+    data.mkdir()
+    np.save(data / "x.npy", np.ascontiguousarray(digits.x_test[:64]))
+    text = (f"[common_quant_param]\nquant_type=WEIGHT_QUANT\nbit_num={bits}\nmin_quant_weight_size=0\n"
+            "min_quant_weight_channel=0\n[weight_quant_param]\nper_channel=true\nbias_correction=false\n"
+            "dequant_strategy=ON_THE_FLY\n")
+    ini = _ini(tmp_path, text)
+    assert load_ini(ini) == {"weight_quant": WeightQuant(bits, True, 0, 0)}
+    code, out, err = ptqc("quant", "-m", model, "--config_file", ini, "-d", data, "-bs", "64", "--save-dir",
+                          tmp_path / "o")
+    assert code == 0, err
+    assert f"method weight-only {bits}-bit per channel" in out and "cosine" in out.lower()
+    written = onnx.load(str(tmp_path / "o" / "digits_quantize.onnx"))
+    dqs = [n for n in written.graph.node if n.op_type == "DequantizeLinear"]
+    codes = {t.name: t for t in written.graph.initializer}
+    weights = [n for n in digits.model.graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
+    assert len(dqs) == len(weights) and all(
+        onnx.helper.tensor_dtype_to_np_dtype(codes[n.input[0]].data_type).name == storage for n in dqs)
+    for n in dqs:  # each weight's codes lie on the bits-bit grid
+        q = onnx.numpy_helper.to_array(codes[n.input[0]]).astype(np.int64)
+        assert q.min() >= -2 ** (bits - 1) and q.max() <= 2 ** (bits - 1) - 1
+    x = np.ascontiguousarray(digits.x_test)
+    (want,), (got,) = ort_outputs(digits.model, {"input": x}), ort_outputs(written, {"input": x})
+    assert np.mean(np.argmax(want, 1) == np.argmax(got, 1)) >= (0.98 if bits >= 8 else 0.8)
+    code, _, err = ptqc("quant", "-m", model, "--config_file", ini, "-qm", "kl", "--save-dir", tmp_path / "p")
+    assert_bad_input(code, err, "-qm/--quant-mode: does not apply to quant_type=WEIGHT_QUANT")
+    code, _, err = ptqc("--chip", "TX510x", "quant", "-m", model, "--config_file", ini, "--save-dir", tmp_path / "p")
+    assert_bad_input(code, err, "--chip TX510x: WEIGHT_QUANT keeps activations float")
+
+
+def test_weight_quant_skips_small_weights_and_named_nodes(tmp_path, digits):
+    from ptqc.onnx_io import import_model
+    from ptqc.pass_manager import PassContext
+    from ptqc.passes.dequantize_weights import DequantizeWeights
+
+    weights = {n.name: next(t for t in digits.model.graph.initializer if t.name == n.input[1])
+               for n in digits.model.graph.node if n.op_type in ("Conv", "Gemm")}
+    sizes = {k: int(np.prod(t.dims)) for k, t in weights.items()}
+    graph = import_model(digits.model)
+    ctx = PassContext()
+    smallest = min(sizes.values())
+    DequantizeWeights(8, min_size=smallest, min_channels=0, skip=(max(sizes, key=sizes.get),)).run(graph, ctx)
+    assert set(ctx.analyses["weight_layers"]) == {k for k, v in sizes.items() if v > smallest} - {
+        max(sizes, key=sizes.get)}
