@@ -5,8 +5,8 @@ when the algorithm is SmoothQuant.
 Activations, per ``strategy``:
 
 - ``tensor``: one scale (and zero point unless ``symmetric``) per input tensor from its range
-  over the data (``ctx.analyses["input_ranges"]`` when SmoothActivations measured them, else
-  one pass over ``ctx.data``), as a QuantizeLinear -> DequantizeLinear pair in front of the
+  over the data (the ``input_ranges`` analysis when SmoothActivations just established it for
+  this graph, else one pass over ``ctx.data``), as a QuantizeLinear -> DequantizeLinear pair in front of the
   layers, each weight through a per-channel (or per-tensor) int8 DequantizeLinear: onnxruntime's
   QDQ form, which it runs on integer kernels;
 - ``token``: one scale per row (token) computed at run time, ``max|x| / 127`` over the last axis,
@@ -24,10 +24,9 @@ import onnx
 
 from ptqc.errors import ConfigError
 from ptqc.ir import Graph, Node
-from ptqc.onnx_io import export_model, with_outputs
 from ptqc.pass_manager import Pass, PassContext, PassResult
 from ptqc.passes import weight_rounding as wr
-from ptqc.passes.quantize_weights import linear_weight
+from ptqc.passes.quantize_weights import input_statistics, linear_weight
 
 
 class QuantizeW8A8(Pass):
@@ -50,10 +49,11 @@ class QuantizeW8A8(Pass):
                 by_input.setdefault(n.inputs[0], []).append((n, w))
         ranges = {}
         if self.strategy == "tensor" and by_input:
-            ranges = ctx.analyses.get("input_ranges") or {}
+            ranges = (ctx.analyses.get("input_ranges") or {}) if "input_ranges" in ctx.analyses.established else {}
             missing = [x for x in by_input if x not in ranges]
             if missing:
-                ranges = {**ranges, **{x: r[:2] for x, r in input_ranges(graph, ctx, missing).items()}}
+                measured = input_statistics(graph, ctx, missing, False, "quant_cfg.inputs strategy tensor")
+                ranges = {**ranges, **{x: (st.lo, st.hi) for x, st in measured.items()}}
         done = []
         for x, group in by_input.items():
             act = _activation_qdq(graph, x, *ranges[x], self.symmetric) if self.strategy == "tensor" else None
@@ -67,37 +67,6 @@ class QuantizeW8A8(Pass):
         ctx.analyses["weight_layers"] = done
         ctx.logger.info("quantize w8a8: %d layers, activations per %s", len(done), self.strategy)
         return PassResult(graph, bool(done))
-
-
-def input_ranges(graph: Graph, ctx: PassContext, inputs: list[str],
-                 hessians: bool = False) -> dict[str, tuple[np.ndarray, ...]]:
-    """Per input tensor, per channel (its last axis): (min, max, max |x|) over ``ctx.data``, one pass;
-    with ``hessians`` also ``H = sum x^T x`` and the row count."""
-    from ptqc.runtime.ort import OrtRunner
-
-    if ctx.data is None:
-        raise ConfigError("quant_cfg.inputs strategy tensor (static activation ranges) and smoothquant need "
-                          "calibration data (data=...)")
-    names = [x for x in inputs if x not in graph.inputs]
-    runner = OrtRunner(with_outputs(export_model(graph, constants_as_initializers=True), names),
-                       list(graph.outputs) + names)
-    acc: dict[str, list] = {}
-
-    def run(feeds: dict) -> list:
-        got = runner.run(feeds)
-        for x in inputs:
-            v = np.asarray(feeds[x] if x in feeds else got[x], np.float64)
-            rows = v.reshape(-1, v.shape[-1])
-            lo, hi = rows.min(axis=0), rows.max(axis=0)
-            h = rows.T @ rows if hessians else 0.0
-            a = acc.get(x)
-            acc[x] = [lo, hi, h, len(rows)] if a is None else \
-                [np.minimum(a[0], lo), np.maximum(a[1], hi), a[2] + h, a[3] + len(rows)]
-        return [got[o] for o in graph.outputs]
-    ctx.data(run)
-    if not acc:
-        raise ConfigError("quant_cfg.inputs: the data gave no batch")
-    return {x: (lo, hi, np.maximum(-lo, hi), h, n) for x, (lo, hi, h, n) in acc.items()}
 
 
 def _activation_qdq(graph: Graph, x: str, lo: np.ndarray, hi: np.ndarray, symmetric: bool) -> str:

@@ -27,6 +27,8 @@ relative to RTN's (1.0 where there was no data).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ptqc.errors import ConfigError
@@ -54,40 +56,21 @@ class QuantizeWeights(Pass):
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         layers = [(n, w) for n in graph.topological_order() if (w := self._weight(graph, n)) is not None]
         tables = [(n, w) for n in graph.topological_order() if (w := self._table(graph, n)) is not None]
-        for node, w in layers + tables:
+        for node, w in layers:  # (tables go per row at 8 bits, whatever the group)
             self._check_group(node, w.shape[1])
-        stats = self._statistics(graph, ctx, layers) if self.algorithm != "minmax" and layers else {}
+        stats = input_statistics(graph, ctx, sorted({n.inputs[0] for n, _ in layers}), True,
+                                 f"algorithm {self.algorithm}") if self.algorithm != "minmax" and layers else {}
         done = {}
         by_input: dict[str, list] = {}
         for node, w in layers:
             by_input.setdefault(node.inputs[0], []).append((node, w))
         for x, group in by_input.items():
             grid = self._grid(group[0][1].shape[1])
-            if self.algorithm == "awq" and x in stats:
-                l, h = wr.factor(stats[x][0]), stats[x][0]
-                s, _, base = wr.awq_scales([w for _, w in group], l, stats[x][1], grid, self.grids_num)
-                rounded = []
-                for node, w in group:
-                    clip = wr.clip_search(w * s, h / np.outer(s, s), grid, self.grids_num)
-                    rounded.append((node, wr.rtn(w * s, grid, clip)))
-                err = sum(wr.output_error(w, r.dequantize() / s, l) for (_, w), (_, r) in zip(group, rounded))
-                if err < base:
-                    divide_input(graph, x, [n for n, _ in group], s)
-                else:  # the search found nothing better than nearest rounding on the data
-                    rounded, err = [(node, wr.rtn(w, grid)) for node, w in group], base
-                for node, _ in group:
-                    done[_label(node)] = ("awq", err / base if base > 0 else 1.0)
-            elif self.algorithm == "gptq" and x in stats:
-                l, inverse = wr.factor(stats[x][0]), wr.inverse_factor(stats[x][0])
-                rounded = []
-                for node, w in group:
-                    r = wr.gptq(w, inverse, grid)
-                    base = wr.output_error(w, wr.rtn(w, grid).dequantize(), l)
-                    done[_label(node)] = ("gptq", wr.output_error(w, r.dequantize(), l) / base if base else 1.0)
-                    rounded.append((node, r))
+            if x in stats and self.algorithm in ("awq", "gptq"):
+                rounded, ratios = (self._awq if self.algorithm == "awq" else self._gptq)(graph, x, group, stats[x], grid)
             else:
-                rounded = [(node, wr.rtn(w, grid)) for node, w in group]
-                done.update({_label(node): ("minmax", 1.0) for node, _ in group})
+                rounded, ratios = [(node, wr.rtn(w, grid)) for node, w in group], [1.0] * len(group)
+            done.update({_label(node): (self.algorithm, ratio) for (node, _), ratio in zip(rounded, ratios)})
             for node, r in rounded:
                 _write(graph, node, r, self._block(r.codes.shape[1]))
         for node, w in tables:  # embedding tables: 8 bits per row, round to nearest (see the module docstring)
@@ -100,6 +83,30 @@ class QuantizeWeights(Pass):
         ctx.logger.info("quantize weights: %d layers to %d-bit %s (%s)", len(done), self.bits, self.strategy,
                         self.algorithm)
         return PassResult(graph, bool(done))
+
+    def _awq(self, graph: Graph, x: str, group: list, st: InputStats, grid: wr.Grid) -> tuple[list, list]:
+        """AWQ's scale, then clip, search for the layers reading ``x``; ``x`` divided by the scale where
+        the result beats RTN on the data.  (rounded layers, error relative to RTN's per layer)."""
+        l = wr.factor(st.h)
+        s, _, base = wr.awq_scales([w for _, w in group], l, st.abs_mean, grid, self.grids_num)
+        rounded = [(node, wr.rtn(w * s, grid, wr.clip_search(w * s, st.h / np.outer(s, s), grid, self.grids_num)))
+                   for node, w in group]
+        err = sum(wr.output_error(w, r.dequantize() / s, l) for (_, w), (_, r) in zip(group, rounded))
+        if err >= base:  # the search found nothing better than nearest rounding on the data
+            return [(node, wr.rtn(w, grid)) for node, w in group], [1.0] * len(group)
+        divide_input(graph, x, [n for n, _ in group], s)
+        return rounded, [err / base if base > 0 else 1.0] * len(group)
+
+    def _gptq(self, graph: Graph, x: str, group: list, st: InputStats, grid: wr.Grid) -> tuple[list, list]:
+        """GPTQ per layer reading ``x`` (one inverse factor shared)."""
+        l, inverse = wr.factor(st.h), wr.inverse_factor(st.h)
+        rounded, ratios = [], []
+        for node, w in group:
+            r = wr.gptq(w, inverse, grid)
+            base = wr.output_error(w, wr.rtn(w, grid).dequantize(), l)
+            rounded.append((node, r))
+            ratios.append(wr.output_error(w, r.dequantize(), l) / base if base else 1.0)
+        return rounded, ratios
 
     def _weight(self, graph: Graph, node: Node) -> np.ndarray | None:
         return linear_weight(graph, node, self.skip)
@@ -130,32 +137,58 @@ class QuantizeWeights(Pass):
             return self.group_size & -self.group_size
         return max(16, 1 << (k - 1).bit_length())
 
-    def _statistics(self, graph: Graph, ctx: PassContext, layers: list) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """Per layer input: (``H = sum x^T x``, ``mean |x|``) over the rows ``ctx.data`` gives."""
-        from ptqc.runtime.ort import OrtRunner
 
-        if ctx.data is None:
-            raise ConfigError(f"algorithm {self.algorithm}: needs calibration data (data=...)")
-        inputs = sorted({n.inputs[0] for n, _ in layers})
-        names = [x for x in inputs if x not in graph.inputs]
-        runner = OrtRunner(with_outputs(export_model(graph, constants_as_initializers=True), names),
-                           list(graph.outputs) + names)
-        acc = {x: [0.0, 0.0, 0] for x in inputs}
+@dataclass
+class InputStats:
+    """What one pass over the data says of a layer input, per channel (its last axis)."""
 
-        def run(feeds: dict) -> list:
-            got = runner.run(feeds)
-            for x in inputs:
-                v = np.asarray(feeds[x] if x in feeds else got[x], np.float64)
-                rows = v.reshape(-1, v.shape[-1])
-                a = acc[x]
-                a[0] = a[0] + rows.T @ rows
-                a[1] = a[1] + np.abs(rows).sum(axis=0)
-                a[2] += len(rows)
-            return [got[o] for o in graph.outputs]
-        ctx.data(run)
-        if not any(a[2] for a in acc.values()):
-            raise ConfigError(f"algorithm {self.algorithm}: the data gave no batch")
-        return {x: (a[0], a[1] / a[2]) for x, a in acc.items() if a[2]}
+    lo: np.ndarray
+    hi: np.ndarray
+    abs_sum: np.ndarray
+    rows: int
+    h: np.ndarray | None = None  # sum x^T x, when asked for
+
+    @property
+    def abs_mean(self) -> np.ndarray:
+        return self.abs_sum / max(self.rows, 1)
+
+    @property
+    def abs_max(self) -> np.ndarray:
+        return np.maximum(-self.lo, self.hi)
+
+
+def input_statistics(graph: Graph, ctx: PassContext, inputs: list[str], hessians: bool,
+                     what: str) -> dict[str, InputStats]:
+    """Per tensor of ``inputs``: its :class:`InputStats` over ``ctx.data``, in one streaming pass of the
+    float model (memory: ``K^2`` per input with ``hessians``, whatever the sample count).  ``what``
+    names the option that needs the data, for the error when there is none."""
+    from ptqc.runtime.ort import OrtRunner
+
+    if ctx.data is None:
+        raise ConfigError(f"{what}: needs calibration data (data=...)")
+    names = [x for x in inputs if x not in graph.inputs]
+    runner = OrtRunner(with_outputs(export_model(graph, constants_as_initializers=True), names),
+                       list(graph.outputs) + names)
+    acc: dict[str, InputStats] = {}
+
+    def run(feeds: dict) -> list:
+        got = runner.run(feeds)
+        for x in inputs:
+            v = np.asarray(feeds[x] if x in feeds else got[x], np.float64)
+            rows = v.reshape(-1, v.shape[-1])
+            a = acc.get(x)
+            h = rows.T @ rows if hessians else None
+            if a is None:
+                acc[x] = InputStats(rows.min(axis=0), rows.max(axis=0), np.abs(rows).sum(axis=0), len(rows), h)
+            else:
+                a.lo, a.hi = np.minimum(a.lo, rows.min(axis=0)), np.maximum(a.hi, rows.max(axis=0))
+                a.abs_sum, a.rows = a.abs_sum + np.abs(rows).sum(axis=0), a.rows + len(rows)
+                a.h = None if h is None else a.h + h
+        return [got[o] for o in graph.outputs]
+    ctx.data(run)
+    if not acc:
+        raise ConfigError(f"{what}: the data gave no batch")
+    return acc
 
 
 def linear_weight(graph: Graph, node: Node, skip: tuple[str, ...] = ()) -> np.ndarray | None:

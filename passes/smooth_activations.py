@@ -28,12 +28,13 @@ from ptqc.errors import ConfigError
 from ptqc.ir import Graph
 from ptqc.pass_manager import Pass, PassContext, PassResult
 from ptqc.passes import weight_rounding as wr
-from ptqc.passes.quantize_w8a8 import input_ranges
-from ptqc.passes.quantize_weights import divide_input, linear_weight
+from ptqc.passes.quantize_weights import divide_input, input_statistics, linear_weight
 
 
 class SmoothActivations(Pass):
     """Migrate activation outliers into the next layers' weights (float outputs unchanged)."""
+
+    produces = ("input_ranges",)
 
     def __init__(self, strength: float = 0.5, skip: tuple[str, ...] = (), guard: bool = True):
         if not 0.0 <= strength <= 1.0:
@@ -47,12 +48,13 @@ class SmoothActivations(Pass):
                 by_input.setdefault(n.inputs[0], []).append(n)
         if not by_input:
             return PassResult(graph, False)
-        stats = input_ranges(graph, ctx, list(by_input), hessians=True)
+        stats = input_statistics(graph, ctx, list(by_input), True, "algorithm smoothquant")
         ranges, kept = {}, 0
         for x, nodes in by_input.items():
-            lo, hi, absmax, h, rows = stats[x]
+            st = stats[x]
+            lo, hi, h, rows = st.lo, st.hi, st.h, st.rows
             weights = [linear_weight(graph, n, self.skip) for n in nodes]
-            s = smooth_scales(absmax, weights, self.strength)
+            s = smooth_scales(st.abs_max, weights, self.strength)
             if self.guard and w8a8_error(weights, h, rows, lo, hi, s) >= w8a8_error(weights, h, rows, lo, hi,
                                                                                   np.ones_like(s)):
                 ranges[x] = (lo, hi)  # smoothing would not lower the layers' estimated error: left as it is
@@ -62,8 +64,8 @@ class SmoothActivations(Pass):
             for n in nodes:
                 old = n.inputs[1]
                 w = graph.constant(old)
-                rows = n.op_type == "Gemm" and n.attrs.get("transB", 0)  # [N, K]; else B is [K, N]
-                new = w * (s[None, :] if rows else s[:, None]).astype(w.dtype)
+                transposed = n.op_type == "Gemm" and n.attrs.get("transB", 0)  # [N, K]; else B is [K, N]
+                new = w * (s[None, :] if transposed else s[:, None]).astype(w.dtype)
                 graph.set_input(n, 1, graph.add_constant(graph.unique_name(f"{old}_smoothed"), new).name)
                 if not graph.consumers(old) and old not in graph.outputs and old not in graph.inputs:
                     graph.remove_value(old)
