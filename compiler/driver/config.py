@@ -27,13 +27,15 @@ FOLDER_FLAGS = {"calibrate_size": "--calibrate-size"}
 
 @dataclass(frozen=True)
 class WeightQuant:
-    """MindSpore's WEIGHT_QUANT at fixed bits: ``bit_num``, ``per_channel``, and the weights quantized
-    (more elements than ``min_quant_weight_size``, more channels than ``min_quant_weight_channel``)."""
+    """MindSpore's WEIGHT_QUANT: ``bit_num`` (0: mixed bits, each weight's fewest bits whose relative
+    error is at most ``init_scale``), ``per_channel``, and the weights quantized (more elements than
+    ``min_quant_weight_size``, more channels than ``min_quant_weight_channel``)."""
 
     bits: int = 8
     per_channel: bool = True
     min_size: int = 0
     min_channels: int = 16
+    init_scale: float | None = None  # mixed bits (bits 0)
 
 
 @dataclass(frozen=True)

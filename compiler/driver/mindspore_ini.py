@@ -11,10 +11,12 @@ bias_correction; quant_type=DYNAMIC_QUANT with ``[dynamic_quant_param]`` quant_s
 min_quant_weight_size, min_quant_weight_channel, skip_quant_node, enable_encode and
 ``[weight_quant_param]`` per_channel, dequant_strategy=ON_THE_FLY (weights read through
 DequantizeLinear: passes/dequantize_weights.py; codes stored as int4, int8 or int16, so
-enable_encode packs no further than that).  Anything else (mixed-bit weights: bit_num=0 and
-``[mixed_bit_weight_quant_param]``; WEIGHT_QUANT's bias_correction=true, which MindSpore
-defaults to: ptqc's WEIGHT_QUANT corrects no bias; dynamic ACWL; target devices, Ascend options)
-is an error naming the section and key: never silently ignored.  Explicit command-line flags win
+enable_encode packs no further than that), and bit_num=0 (mixed bits) with
+``[mixed_bit_weight_quant_param]`` init_scale (each weight's fewest bits whose relative error is
+at most init_scale: the pass's docstring says why).  Anything else (auto_tune=true;
+WEIGHT_QUANT's bias_correction=true, which MindSpore defaults to: ptqc's WEIGHT_QUANT corrects no
+bias; dynamic ACWL; target devices, Ascend options) is an error naming the section and key:
+never silently ignored.  Explicit command-line flags win
 over the file.
 """
 from __future__ import annotations
@@ -135,11 +137,21 @@ def _weight(flag: str, parser: configparser.ConfigParser, get) -> dict[str, Any]
             raise ConfigError(f"{flag}: [{section}] does not apply to quant_type=WEIGHT_QUANT")
     c, w = "common_quant_param", "weight_quant_param"
     bits = _int(flag, c, "bit_num", get(c, "bit_num") or "8")
-    if bits == 0 or parser.has_section("mixed_bit_weight_quant_param"):
-        raise ConfigError(f"{flag}: [common_quant_param] bit_num=0 / [mixed_bit_weight_quant_param] (mixed-bit "
-                          "weights): not built yet; give bit_num 1..16")
-    if not 1 <= bits <= 16:
-        raise ConfigError(f"{flag}: [common_quant_param] bit_num={bits}: WEIGHT_QUANT takes 1..16")
+    if not 0 <= bits <= 16:
+        raise ConfigError(f"{flag}: [common_quant_param] bit_num={bits}: WEIGHT_QUANT takes 0 (mixed bits) .. 16")
+    m = "mixed_bit_weight_quant_param"
+    if parser.has_section(m) and bits != 0:
+        raise ConfigError(f"{flag}: [{m}] applies to bit_num=0 (mixed bits); bit_num is {bits}")
+    init_scale = None
+    if bits == 0:
+        try:
+            init_scale = float((get(m, "init_scale") or "0.02").strip())
+        except ValueError:
+            raise ConfigError(f"{flag}: [{m}] init_scale={get(m, 'init_scale')}: not a number") from None
+        if not 0 < init_scale < 1:
+            raise ConfigError(f"{flag}: [{m}] init_scale={init_scale:g}: outside (0, 1)")
+        if get(m, "auto_tune") is not None and _bool(flag, m, "auto_tune", get(m, "auto_tune")):
+            raise ConfigError(f"{flag}: [{m}] auto_tune=true: not built yet (give init_scale)")
     sizes = {}
     for key, default in (("min_quant_weight_size", 0), ("min_quant_weight_channel", 16)):
         sizes[key] = _int(flag, c, key, get(c, key) or str(default))
@@ -156,7 +168,7 @@ def _weight(flag: str, parser: configparser.ConfigParser, get) -> dict[str, Any]
         raise ConfigError(f"{flag}: [weight_quant_param] dequant_strategy={strategy.strip()}: use ON_THE_FLY")
     per_channel = _bool(flag, w, "per_channel", get(w, "per_channel") or "true")
     out: dict[str, Any] = {"weight_quant": WeightQuant(bits, per_channel, sizes["min_quant_weight_size"],
-                                                       sizes["min_quant_weight_channel"])}
+                                                       sizes["min_quant_weight_channel"], init_scale)}
     if get(c, "skip_quant_node"):
         out["skip_quant_nodes"] = tuple(n.strip() for n in get(c, "skip_quant_node").split(",") if n.strip())
     if get(c, "debug_info_save_path"):

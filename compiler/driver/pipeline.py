@@ -89,11 +89,12 @@ def dynamic_pipeline(weight_dtype: np.dtype, **options) -> list[Pass]:
     return [*convert_pipeline(), QuantizeDynamic(weight_dtype, **options), EliminateDeadCode()]
 
 
-def weight_only_pipeline(bits: int, **options) -> list[Pass]:
-    """MindSpore's WEIGHT_QUANT: opset 21 where the codes need int4/int16, the convert cleanup, then
-    every weight read through a DequantizeLinear of ``bits``-bit codes (``options``:
-    DequantizeWeights')."""
-    return [UpgradeOpset(storage(bits)[1]), *convert_pipeline(), DequantizeWeights(bits, **options)]
+def weight_only_pipeline(bits: int, max_error: float | None = None, **options) -> list[Pass]:
+    """MindSpore's WEIGHT_QUANT: opset 21 where the codes need int4/int16 (always for mixed bits,
+    ``max_error``), the convert cleanup, then every weight read through a DequantizeLinear of
+    ``bits``-bit codes (``options``: DequantizeWeights')."""
+    opset = 21 if max_error is not None else storage(bits)[1]
+    return [UpgradeOpset(opset), *convert_pipeline(), DequantizeWeights(bits, max_error=max_error, **options)]
 
 
 PIPELINES: dict[str, Callable[[], list[Pass]]] = {"convert": convert_pipeline}

@@ -382,11 +382,12 @@ def _quantize_uncalibrated(model, output, data, config: QuantConfig, evaluate: b
         method = f"dynamic {config.dynamic_quant}"
     else:
         w = config.weight_quant
-        passes = weight_only_pipeline(w.bits, per_channel=w.per_channel, min_size=w.min_size,
+        passes = weight_only_pipeline(w.bits, w.init_scale, per_channel=w.per_channel, min_size=w.min_size,
                                       min_channels=w.min_channels, skip=config.skip_quant_nodes)
         qmodel = export_model(PassManager(passes).run(import_model(float_model), PassContext()).graph,
                               constants_as_initializers=True)
-        method = f"weight-only {w.bits}-bit {'per channel' if w.per_channel else 'per layer'}"
+        width = f"{w.bits}-bit" if w.init_scale is None else f"mixed-bit (init_scale {w.init_scale:g})"
+        method = f"weight-only {width} {'per channel' if w.per_channel else 'per layer'}"
     report = QuantReport(qmodel, float_model, None, method=method)
     t1 = time.perf_counter()
     if evaluate:

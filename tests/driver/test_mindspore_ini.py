@@ -59,10 +59,13 @@ def test_documented_keys_map_to_the_config(tmp_path):
 
 @pytest.mark.parametrize("text, needle", [
     ("[common_quant_param]\nquant_type=INT_QUANT\n", "quant_type=INT_QUANT: use WEIGHT_QUANT, FULL_QUANT or"),
-    ("[common_quant_param]\nquant_type=WEIGHT_QUANT\nbit_num=0\n", "bit_num=0 / [mixed_bit_weight_quant_param]"),
+    ("[common_quant_param]\nquant_type=WEIGHT_QUANT\nbit_num=0\n[mixed_bit_weight_quant_param]\nauto_tune=true\n",
+     "[mixed_bit_weight_quant_param] auto_tune=true: not built yet"),
     ("[common_quant_param]\nquant_type=WEIGHT_QUANT\n[mixed_bit_weight_quant_param]\ninit_scale=0.02\n",
-     "quant_param] bit_num=0 / [mixed_bit_weight_quant_param]"),
-    ("[common_quant_param]\nquant_type=WEIGHT_QUANT\nbit_num=17\n", "bit_num=17: WEIGHT_QUANT takes 1..16"),
+     "[mixed_bit_weight_quant_param] applies to bit_num=0"),
+    ("[common_quant_param]\nquant_type=WEIGHT_QUANT\nbit_num=0\n[mixed_bit_weight_quant_param]\ninit_scale=1.5\n",
+     "init_scale=1.5: outside"),
+    ("[common_quant_param]\nquant_type=WEIGHT_QUANT\nbit_num=17\n", "bit_num=17: WEIGHT_QUANT takes 0"),
     ("[common_quant_param]\nquant_type=WEIGHT_QUANT\nmin_quant_weight_size=70000\n",
      "min_quant_weight_size=70000: outside [0, 65535]"),
     ("[common_quant_param]\nquant_type=WEIGHT_QUANT\nbit_num=4\nenable_encode=false\n",
@@ -231,3 +234,50 @@ def test_weight_quant_skips_small_weights_and_named_nodes(tmp_path, digits):
     DequantizeWeights(8, min_size=smallest, min_channels=0, skip=(max(sizes, key=sizes.get),)).run(graph, ctx)
     assert set(ctx.analyses["weight_layers"]) == {k for k, v in sizes.items() if v > smallest} - {
         max(sizes, key=sizes.get)}
+
+
+def test_weight_quant_mixed_bits_gives_each_weight_its_fewest_bits_within_init_scale(tmp_path, digits):
+    """bit_num=0: every weight at the fewest bits whose relative rounding error is within init_scale;
+    a looser bound never takes more bits; the run is evaluated like fixed bits."""
+    from ptqc.driver.config import WeightQuant
+    from ptqc.onnx_io import import_model
+    from ptqc.pass_manager import PassContext
+    from ptqc.passes.dequantize_weights import DequantizeWeights
+    from ptqc.passes.upgrade_opset import UpgradeOpset
+
+    ini = _ini(tmp_path, "[common_quant_param]\nquant_type=WEIGHT_QUANT\nbit_num=0\nmin_quant_weight_channel=0\n"
+                         "[mixed_bit_weight_quant_param]\ninit_scale=0.02\nauto_tune=false\n")
+    assert load_ini(ini) == {"weight_quant": WeightQuant(0, True, 0, 0, 0.02)}
+    chosen = {}
+    for bound in (0.005, 0.02, 0.08):
+        graph = UpgradeOpset(21).run(import_model(digits.model), PassContext()).graph
+        ctx = PassContext()
+        DequantizeWeights(0, min_channels=0, max_error=bound).run(graph, ctx)
+        chosen[bound] = ctx.analyses["weight_layers"]
+        for name, bits in chosen[bound].items():  # fewest bits within the bound: one fewer is outside it
+            w = next(onnx_array(t) for t in digits.model.graph.initializer
+                     if t.name in {n.input[1] for n in digits.model.graph.node if n.name == name})
+            assert _relative_error(w, bits) <= bound < (_relative_error(w, bits - 1) if bits > 2 else 1.0)
+    assert all(chosen[0.005][k] >= chosen[0.02][k] >= chosen[0.08][k] for k in chosen[0.02])
+    model = tmp_path / "digits.onnx"
+    model.write_bytes(digits.model.SerializeToString())
+    code, out, err = ptqc("quant", "-m", model, "--config_file", ini, "--save-dir", tmp_path / "o")
+    assert code == 0, err
+    assert "method weight-only mixed-bit (init_scale 0.02) per channel" in out
+
+
+def onnx_array(t):
+    import onnx
+
+    return onnx.numpy_helper.to_array(t)
+
+
+def _relative_error(w: np.ndarray, bits: int) -> float:
+    """Per output channel (axis 0 for Conv, 1 for MatMul/Gemm B: the digits CNN's Gemm is transB)."""
+    rows = w.reshape(len(w), -1).astype(np.float64)
+    half = 2 ** (bits - 1)
+    lo, hi = np.minimum(rows.min(axis=1), 0), np.maximum(rows.max(axis=1), 0)
+    scale = np.where(-lo >= hi, lo, hi) / -half
+    scale = np.where(scale != 0, scale, 1.0)[:, None]
+    q = np.clip(np.rint(rows / scale), -half, half - 1) * scale
+    return float(np.linalg.norm(q - rows) / np.linalg.norm(rows))

@@ -66,7 +66,7 @@ def test_the_channel_threshold_keeps_narrow_weights_float():
     graph = import_model(_model())
     ctx = PassContext()
     DequantizeWeights(8, min_channels=20).run(graph, ctx)  # conv has 20 output channels (not more), fc 24
-    assert ctx.analyses["weight_layers"] == ["fc"]
+    assert ctx.analyses["weight_layers"] == {"fc": 8}
 
 
 def test_codes_the_graph_opset_cannot_read_are_refused():
