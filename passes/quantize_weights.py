@@ -55,7 +55,7 @@ class QuantizeWeights(Pass):
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         layers = [(n, w) for n in graph.topological_order() if (w := self._weight(graph, n)) is not None]
-        tables = [(n, w) for n in graph.topological_order() if (w := self._table(graph, n)) is not None]
+        tables = [(n, w) for n in graph.topological_order() if (w := embedding_table(graph, n, self.skip)) is not None]
         for node, w in layers:  # (tables go per row at 8 bits, whatever the group)
             self._check_group(node, w.shape[1])
         stats = input_statistics(graph, ctx, sorted({n.inputs[0] for n, _ in layers}), True,
@@ -74,8 +74,7 @@ class QuantizeWeights(Pass):
             for node, r in rounded:
                 _write(graph, node, r, self._block(r.codes.shape[1]))
         for node, w in tables:  # embedding tables: 8 bits per row, round to nearest (see the module docstring)
-            grid = wr.Grid(TABLE_BITS, self.symmetric, w.shape[1])
-            _write_gather(graph, node, wr.rtn(w, grid), max(16, 1 << (w.shape[1] - 1).bit_length()))
+            write_table(graph, node, w, self.symmetric)
             done[_label(node)] = ("minmax", 1.0)
         if done:
             graph.info.opset_imports.setdefault(MS_DOMAIN, 1)
@@ -110,16 +109,6 @@ class QuantizeWeights(Pass):
 
     def _weight(self, graph: Graph, node: Node) -> np.ndarray | None:
         return linear_weight(graph, node, self.skip)
-
-    def _table(self, graph: Graph, node: Node) -> np.ndarray | None:
-        """An embedding table (a Gather on axis 0 from a constant float32 ``[V, D]``), as ``[V, D]``."""
-        if node.op_type != "Gather" or node.domain not in ("", "ai.onnx") or node.attrs.get("axis", 0) not in (0, -2):
-            return None
-        w = graph.constant(node.inputs[0])
-        if w is None or w.dtype != np.float32 or w.ndim != 2 or len(graph.consumers(node.inputs[0])) != 1 \
-                or not np.all(np.isfinite(w)) or any(s in node.name or s in node.inputs[0] for s in self.skip):
-            return None
-        return w.astype(np.float64)
 
     def _check_group(self, node: Node, k: int) -> None:
         if self.strategy == "group" and not 32 <= self.group_size <= k - 1:
@@ -208,6 +197,25 @@ def linear_weight(graph: Graph, node: Node, skip: tuple[str, ...] = ()) -> np.nd
     if a.get("transA", 0) or a.get("alpha", 1.0) != 1.0 or (len(node.inputs) > 2 and a.get("beta", 1.0) != 1.0):
         return None
     return (w if a.get("transB", 0) else w.T).astype(np.float64)
+
+
+def embedding_table(graph: Graph, node: Node, skip: tuple[str, ...] = ()) -> np.ndarray | None:
+    """An embedding table (a Gather on axis 0 from a constant float32 ``[V, D]`` nothing else reads),
+    as ``[V, D]``, or None; also None when the node's name or the table's contains a ``skip`` string."""
+    if node.op_type != "Gather" or node.domain not in ("", "ai.onnx") or node.attrs.get("axis", 0) not in (0, -2):
+        return None
+    w = graph.constant(node.inputs[0])
+    if w is None or w.dtype != np.float32 or w.ndim != 2 or len(graph.consumers(node.inputs[0])) != 1 \
+            or not np.all(np.isfinite(w)) or any(s in node.name or s in node.inputs[0] for s in skip):
+        return None
+    return w.astype(np.float64)
+
+
+def write_table(graph: Graph, node: Node, w: np.ndarray, symmetric: bool) -> None:
+    """The table at :data:`TABLE_BITS` per row, round to nearest, as GatherBlockQuantized."""
+    r = wr.rtn(w, wr.Grid(TABLE_BITS, symmetric, w.shape[1]))
+    _write_gather(graph, node, r, max(16, 1 << (w.shape[1] - 1).bit_length()))
+    graph.info.opset_imports.setdefault(MS_DOMAIN, 1)
 
 
 def _label(node: Node) -> str:

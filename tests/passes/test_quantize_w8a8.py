@@ -140,3 +140,4 @@ def test_smoothing_that_would_raise_the_estimated_error_is_left_out():
     assert not SmoothActivations(0.0).run(graph, ctx).modified
     assert export_model(graph, constants_as_initializers=True).SerializeToString() == export_model(
         import_model(model), constants_as_initializers=True).SerializeToString()
+
