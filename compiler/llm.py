@@ -36,7 +36,7 @@ from ptqc.passes.upgrade_opset import UpgradeOpset
 
 def quantize(model: Any, config: dict, data: Iterable[dict] | Any = None,
              output: str | os.PathLike | None = None) -> onnx.ModelProto:
-    """Weight-only quantization as configured; see the module docstring."""
+    """Weight-only or W8A8 quantization as configured; see the module docstring."""
     cfg = parse(config)
     batches = _batches(data, cfg.batch_num)
     if not isinstance(model, (str, os.PathLike, bytes, onnx.ModelProto)):

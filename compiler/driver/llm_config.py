@@ -115,6 +115,9 @@ def parse(config: Any) -> LlmConfig:
         if w["type"] != "int8" or strategy == "group":
             raise ConfigError(f"quant_cfg.inputs with quant_cfg.weights type {w['type']}, strategy {strategy}: "
                               f"{NOT_BUILT} (W8A8: weights int8 per tensor or channel)")
+        if not _bool(w, "symmetric", "quant_cfg.weights", True):
+            raise ConfigError(f"quant_cfg.weights.symmetric False with quant_cfg.inputs: {NOT_BUILT} (W8A8 weights "
+                              "are symmetric)")
         if name in ("awq", "gptq"):
             raise ConfigError(f"algorithm {name} with quant_cfg.inputs: {name} is weight-only here (W8A8 takes "
                               "minmax or smoothquant)")

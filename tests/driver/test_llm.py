@@ -55,6 +55,8 @@ def _feeds(n: int, seed: int = 0) -> list[dict]:
     ({"quant_cfg": {"weights": W8, "inputs": {"strategy": "token", "symmetric": False}}},
      "quant_cfg.inputs.symmetric False with strategy token: not built yet"),
     ({"quant_cfg": {"weights": W8, "inputs": {"strategy": "row"}}}, "quant_cfg.inputs.strategy 'row': expected"),
+    ({"quant_cfg": {"weights": {**W8, "symmetric": False}, "inputs": {}}},
+     "quant_cfg.weights.symmetric False with quant_cfg.inputs: not built yet"),
     ({"quant_cfg": {"weights": W8, "inputs": {}}, "algorithm": "gptq"},
      "algorithm gptq with quant_cfg.inputs: gptq is weight-only here"),
     ({"quant_cfg": {"weights": W8, "inputs": {}}, "algorithm": {"smoothquant": {"smooth_strength": 2}}},
