@@ -13,8 +13,8 @@ min_quant_weight_size, min_quant_weight_channel, skip_quant_node, enable_encode 
 DequantizeLinear: passes/dequantize_weights.py; codes stored as int4, int8 or int16, so
 enable_encode packs no further than that), and bit_num=0 (mixed bits) with
 ``[mixed_bit_weight_quant_param]`` init_scale (each weight's fewest bits whose relative error is
-at most init_scale: the pass's docstring says why).  Anything else (auto_tune=true;
-WEIGHT_QUANT's bias_correction=true, which MindSpore defaults to: ptqc's WEIGHT_QUANT corrects no
+at most init_scale: the pass's docstring says why; auto_tune=true searches init_scale for an
+output cosine of 0.995 on the data).  Anything else (WEIGHT_QUANT's bias_correction=true, which MindSpore defaults to: ptqc's WEIGHT_QUANT corrects no
 bias; dynamic ACWL; target devices, Ascend options) is an error naming the section and key:
 never silently ignored.  Explicit command-line flags win
 over the file.
@@ -150,8 +150,7 @@ def _weight(flag: str, parser: configparser.ConfigParser, get) -> dict[str, Any]
             raise ConfigError(f"{flag}: [{m}] init_scale={get(m, 'init_scale')}: not a number") from None
         if not 0 < init_scale < 1:
             raise ConfigError(f"{flag}: [{m}] init_scale={init_scale:g}: outside (0, 1)")
-        if get(m, "auto_tune") is not None and _bool(flag, m, "auto_tune", get(m, "auto_tune")):
-            raise ConfigError(f"{flag}: [{m}] auto_tune=true: not built yet (give init_scale)")
+    auto_tune = bits == 0 and get(m, "auto_tune") is not None and _bool(flag, m, "auto_tune", get(m, "auto_tune"))
     sizes = {}
     for key, default in (("min_quant_weight_size", 0), ("min_quant_weight_channel", 16)):
         sizes[key] = _int(flag, c, key, get(c, key) or str(default))
@@ -168,7 +167,7 @@ def _weight(flag: str, parser: configparser.ConfigParser, get) -> dict[str, Any]
         raise ConfigError(f"{flag}: [weight_quant_param] dequant_strategy={strategy.strip()}: use ON_THE_FLY")
     per_channel = _bool(flag, w, "per_channel", get(w, "per_channel") or "true")
     out: dict[str, Any] = {"weight_quant": WeightQuant(bits, per_channel, sizes["min_quant_weight_size"],
-                                                       sizes["min_quant_weight_channel"], init_scale)}
+                                                       sizes["min_quant_weight_channel"], init_scale, auto_tune)}
     if get(c, "skip_quant_node"):
         out["skip_quant_nodes"] = tuple(n.strip() for n in get(c, "skip_quant_node").split(",") if n.strip())
     if get(c, "debug_info_save_path"):

@@ -28,7 +28,7 @@ from ptqc.driver.data import (DataError, Executor, InputSpec, batch_axes, check_
                               load_infer_function, make_infer_auto, make_reader_func, run_infer_function)
 from ptqc.driver.pipeline import MAX_VALIDATION, materialize_pipeline, observe_pipeline, prepare_pipeline
 from ptqc.driver.scale_json import load_scale_json, scale_table, write_scale_json
-from ptqc.errors import ConfigError, ModelError, onnxruntime_error
+from ptqc.errors import ConfigError, ModelError, cannot_reread, onnxruntime_error
 from ptqc.ir import Graph
 from ptqc.onnx_io import check_model, export_model, import_model, save_model
 from ptqc.pass_manager import (AnalysisStore, DumpIRInstrument, PassContext, PassManager, PassTiming, TimingInstrument,
@@ -363,7 +363,6 @@ def _quantize_uncalibrated(model, output, data, config: QuantConfig, evaluate: b
     model on the data (-d, -uds/-if or random inputs from the shapes).  Both run on onnxruntime,
     not on a TX5xxx chip, which is refused, and so is every flag they would not honour."""
     from ptqc.driver.dynamic import quantize_dynamic
-    from ptqc.driver.pipeline import weight_only_pipeline
 
     kind = uncalibrated_kind(config)
     if target_of(config).name != "generic":
@@ -382,11 +381,10 @@ def _quantize_uncalibrated(model, output, data, config: QuantConfig, evaluate: b
         method = f"dynamic {config.dynamic_quant}"
     else:
         w = config.weight_quant
-        passes = weight_only_pipeline(w.bits, w.init_scale, per_channel=w.per_channel, min_size=w.min_size,
-                                      min_channels=w.min_channels, skip=config.skip_quant_nodes)
-        qmodel = export_model(PassManager(passes).run(import_model(float_model), PassContext()).graph,
-                              constants_as_initializers=True)
-        width = f"{w.bits}-bit" if w.init_scale is None else f"mixed-bit (init_scale {w.init_scale:g})"
+        init_scale = _tune_init_scale(float_model, data, config) if w.auto_tune else w.init_scale
+        qmodel = _weight_only(float_model, config, init_scale)
+        width = f"{w.bits}-bit" if init_scale is None else \
+            f"mixed-bit (init_scale {init_scale:.4g}{', auto-tuned' if w.auto_tune else ''})"
         method = f"weight-only {width} {'per channel' if w.per_channel else 'per layer'}"
     report = QuantReport(qmodel, float_model, None, method=method)
     t1 = time.perf_counter()
@@ -401,6 +399,46 @@ def _quantize_uncalibrated(model, output, data, config: QuantConfig, evaluate: b
     report.seconds = {"prepare": 0.0, "calibrate": 0.0, "quantize": t1 - t0, "export": 0.0,
                       "evaluate": time.perf_counter() - t1}
     return report
+
+
+AUTO_TUNE_COSINE = 0.995  # MindSpore's auto_tune target: output cosine "around 0.995"
+
+
+def _weight_only(float_model: onnx.ModelProto, config: QuantConfig, init_scale: float | None) -> onnx.ModelProto:
+    from ptqc.driver.pipeline import weight_only_pipeline
+
+    w = config.weight_quant
+    passes = weight_only_pipeline(w.bits, init_scale, per_channel=w.per_channel, min_size=w.min_size,
+                                  min_channels=w.min_channels, skip=config.skip_quant_nodes)
+    return export_model(PassManager(passes).run(import_model(float_model), PassContext()).graph,
+                        constants_as_initializers=True)
+
+
+def _tune_init_scale(float_model: onnx.ModelProto, data, config: QuantConfig) -> float:
+    """MindSpore's mixed-bit ``auto_tune``: the largest init_scale (bisection on its logarithm over
+    [1e-3, 0.5], 8 steps) whose model keeps every output's mean cosine at :data:`AUTO_TUNE_COSINE`
+    or above on the data the run evaluates on; 1e-3 (the most bits) if even that misses it."""
+    import math
+
+    fn, fn_name = infer_function_of(data, config)
+    graph = import_model(float_model)
+    drive = make_drive(fn, fn_name, input_specs(graph), config, graph)
+
+    def meets(scale: float) -> bool:
+        qmodel = _weight_only(float_model, config, scale)
+        cos, _ = compare_outputs(float_model, qmodel, drive, QuantReport(qmodel, float_model, None))
+        if not cos:
+            raise cannot_reread("[mixed_bit_weight_quant_param] auto_tune")
+        worst = min(mean for _, mean in cos.values())
+        log.info("auto_tune: init_scale %.4g gives output cosine %.5f", scale, worst)
+        return worst >= AUTO_TUNE_COSINE
+    lo, hi = math.log(1e-3), math.log(0.5)
+    if not meets(math.exp(lo)):
+        return math.exp(lo)
+    for _ in range(8):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if meets(math.exp(mid)) else (lo, mid)
+    return math.exp(lo)
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """MindSpore Lite PTQ INI (--config_file) and its debug reports (debug_info_save_path)."""
 import csv
+import re
 
 import numpy as np
 import pytest
@@ -59,8 +60,8 @@ def test_documented_keys_map_to_the_config(tmp_path):
 
 @pytest.mark.parametrize("text, needle", [
     ("[common_quant_param]\nquant_type=INT_QUANT\n", "quant_type=INT_QUANT: use WEIGHT_QUANT, FULL_QUANT or"),
-    ("[common_quant_param]\nquant_type=WEIGHT_QUANT\nbit_num=0\n[mixed_bit_weight_quant_param]\nauto_tune=true\n",
-     "[mixed_bit_weight_quant_param] auto_tune=true: not built yet"),
+    ("[common_quant_param]\nquant_type=WEIGHT_QUANT\nbit_num=0\n[mixed_bit_weight_quant_param]\nauto_tune=yes\n",
+     "[mixed_bit_weight_quant_param] auto_tune=yes: use true or false"),
     ("[common_quant_param]\nquant_type=WEIGHT_QUANT\n[mixed_bit_weight_quant_param]\ninit_scale=0.02\n",
      "[mixed_bit_weight_quant_param] applies to bit_num=0"),
     ("[common_quant_param]\nquant_type=WEIGHT_QUANT\nbit_num=0\n[mixed_bit_weight_quant_param]\ninit_scale=1.5\n",
@@ -281,3 +282,33 @@ def _relative_error(w: np.ndarray, bits: int) -> float:
     scale = np.where(scale != 0, scale, 1.0)[:, None]
     q = np.clip(np.rint(rows / scale), -half, half - 1) * scale
     return float(np.linalg.norm(q - rows) / np.linalg.norm(rows))
+
+
+def test_weight_quant_auto_tune_finds_an_init_scale_that_keeps_the_output_cosine(tmp_path, digits):
+    """auto_tune=true: init_scale searched on the -d data; the written model keeps every output's mean
+    cosine at 0.995 or above, and the search moved off its tightest bound (fewer bits than it)."""
+    import onnx
+
+    from ptqc.driver.config import WeightQuant
+    from ptqc.driver.quantize import AUTO_TUNE_COSINE
+
+    model = tmp_path / "digits.onnx"
+    model.write_bytes(digits.model.SerializeToString())
+    data = tmp_path / "data"
+    data.mkdir()
+    np.save(data / "x.npy", np.ascontiguousarray(digits.x_test[:64]))
+    ini = _ini(tmp_path, "[common_quant_param]\nquant_type=WEIGHT_QUANT\nbit_num=0\nmin_quant_weight_channel=0\n"
+                         "[mixed_bit_weight_quant_param]\nauto_tune=true\n")
+    assert load_ini(ini) == {"weight_quant": WeightQuant(0, True, 0, 0, 0.02, True)}
+    code, out, err = ptqc("quant", "-m", model, "--config_file", ini, "-d", data, "-bs", "64", "--save-dir",
+                          tmp_path / "o")
+    assert code == 0, err
+    tuned = float(re.search(r"mixed-bit \(init_scale ([0-9.e-]+), auto-tuned\)", out).group(1))
+    assert tuned > 1.01e-3
+    from checks import ort_outputs
+
+    written = onnx.load(str(tmp_path / "o" / "digits_quantize.onnx"))
+    x = np.ascontiguousarray(digits.x_test[:64])
+    (want,), (got,) = ort_outputs(digits.model, {"input": x}), ort_outputs(written, {"input": x})
+    cos = np.sum(want * got, axis=1) / np.linalg.norm(want, axis=1) / np.linalg.norm(got, axis=1)
+    assert float(np.mean(cos)) >= AUTO_TUNE_COSINE - 1e-6
