@@ -26,7 +26,8 @@ import onnx
 from ptqc.driver.config import QuantConfig, with_ini
 from ptqc.driver.data import (DataError, Executor, InputSpec, batch_axes, check_input_shapes_count,
                               load_infer_function, make_infer_auto, make_reader_func, run_infer_function)
-from ptqc.driver.pipeline import MAX_VALIDATION, materialize_pipeline, observe_pipeline, prepare_pipeline
+from ptqc.driver.pipeline import (MAX_VALIDATION, materialize_pipeline, observe_pipeline, prepare_pipeline,
+                                  weight_only_pipeline)
 from ptqc.driver.scale_json import load_scale_json, scale_table, write_scale_json
 from ptqc.errors import ConfigError, ModelError, cannot_reread, onnxruntime_error
 from ptqc.ir import Graph
@@ -405,8 +406,7 @@ AUTO_TUNE_COSINE = 0.995  # MindSpore's auto_tune target: output cosine "around 
 
 
 def _weight_only(float_model: onnx.ModelProto, config: QuantConfig, init_scale: float | None) -> onnx.ModelProto:
-    from ptqc.driver.pipeline import weight_only_pipeline
-
+    """The float model with its weights read through DequantizeLinear, as ``config.weight_quant`` says."""
     w = config.weight_quant
     passes = weight_only_pipeline(w.bits, init_scale, per_channel=w.per_channel, min_size=w.min_size,
                                   min_channels=w.min_channels, skip=config.skip_quant_nodes)
