@@ -3,8 +3,9 @@
 This package root is the core a pass author works against: ``ptqc.ir`` (Graph, Node,
 Value), ``ptqc.onnx_io`` (import/export), ``ptqc.pass_manager`` (Pass, PassResult,
 PassContext, instruments) and ``ptqc.errors``.  The public API (``quantize``,
-``quantize_static``, ``quantize_dynamic``, ``onnx_infer_func``) is resolved lazily through
-module ``__getattr__`` so that importing ``ptqc.ir`` from a pass never drags in the driver.
+``quantize_static``, ``quantize_dynamic``, ``onnx_infer_func``, and the ``llm`` module:
+``from ptqc import llm``) is resolved lazily through module ``__getattr__`` so that importing
+``ptqc.ir`` from a pass never drags in the driver.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ _LAZY = {
     "quantize_static": ("ptqc.driver.api", "quantize_static"),
     "quantize_dynamic": ("ptqc.driver.api", "quantize_dynamic"),
     "onnx_infer_func": ("ptqc.driver.api", "onnx_infer_func"),
+    "llm": ("ptqc.driver.llm", None),  # the module: ptqc.llm.quantize, the Ascend API
 }
 
 
@@ -23,5 +25,6 @@ def __getattr__(name: str):
         import importlib
 
         module, attr = _LAZY[name]
-        return getattr(importlib.import_module(module), attr)
+        found = importlib.import_module(module)
+        return found if attr is None else getattr(found, attr)
     raise AttributeError(f"module 'ptqc' has no attribute {name!r}")

@@ -109,13 +109,13 @@ def _detach(graph: Graph, node: Node) -> tuple[str, str, str | None, str]:
     return x, y, bias, name
 
 
-def _finish(graph: Graph, op: str, inputs: list[str], y: str, bias: str | None, name: str, **attrs) -> None:
+def _finish(graph: Graph, op: str, inputs: list[str], y: str, bias: str | None, name: str) -> None:
     """The last op writes ``y``, or a value Gemm's bias is then added to."""
     if bias is None:
-        graph.add_node(op, inputs, [y], attrs, name=name)
+        graph.add_node(op, inputs, [y], name=name)
         return
     out = graph.unique_name(f"{y}_before_bias")
-    graph.add_node(op, inputs, [out], attrs, name=name)
+    graph.add_node(op, inputs, [out], name=name)
     graph.add_node("Add", [out, bias], [y], name=graph.unique_name(f"{name}_bias"))
 
 

@@ -54,7 +54,7 @@ class QuantizeWeights(Pass):
         self.algorithm, self.grids_num, self.skip = algorithm, grids_num, tuple(skip)
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
-        layers = [(n, w) for n in graph.topological_order() if (w := self._weight(graph, n)) is not None]
+        layers = [(n, w) for n in graph.topological_order() if (w := linear_weight(graph, n, self.skip)) is not None]
         tables = [(n, w) for n in graph.topological_order() if (w := embedding_table(graph, n, self.skip)) is not None]
         for node, w in layers:  # (tables go per row at 8 bits, whatever the group)
             self._check_group(node, w.shape[1])
@@ -106,9 +106,6 @@ class QuantizeWeights(Pass):
             rounded.append((node, r))
             ratios.append(wr.output_error(w, r.dequantize(), l) / base if base else 1.0)
         return rounded, ratios
-
-    def _weight(self, graph: Graph, node: Node) -> np.ndarray | None:
-        return linear_weight(graph, node, self.skip)
 
     def _check_group(self, node: Node, k: int) -> None:
         if self.strategy == "group" and not 32 <= self.group_size <= k - 1:

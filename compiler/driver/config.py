@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from ptqc.driver.mindspore_ini import WeightQuant, load_ini
 from ptqc.errors import ConfigError
 
 RUN_MODES = ("quant", "infer", "convert", "compare")
@@ -23,20 +24,6 @@ RESIZE_METHODS = ("LINEAR", "NEAREST", "CUBIC")
 IMAGE_FLAGS = {"image_format": "--image-format", "resize": "--resize", "resize_method": "--resize-method",
                "center_crop": "--center-crop", "image_mean": "--image-mean", "image_std": "--image-std"}
 FOLDER_FLAGS = {"calibrate_size": "--calibrate-size"}
-
-
-@dataclass(frozen=True)
-class WeightQuant:
-    """MindSpore's WEIGHT_QUANT: ``bit_num`` (0: mixed bits, each weight's fewest bits whose relative
-    error is at most ``init_scale``), ``per_channel``, and the weights quantized (more elements than
-    ``min_quant_weight_size``, more channels than ``min_quant_weight_channel``)."""
-
-    bits: int = 8
-    per_channel: bool = True
-    min_size: int = 0
-    min_channels: int = 16
-    init_scale: float | None = None  # mixed bits (bits 0)
-    auto_tune: bool = False  # mixed bits: init_scale searched to an output cosine of 0.995 on the data
 
 
 @dataclass(frozen=True)
@@ -156,8 +143,6 @@ def with_ini(cfg: QuantConfig) -> QuantConfig:
     if cfg.config_file is None:
         return cfg
     from dataclasses import replace
-
-    from ptqc.driver.mindspore_ini import load_ini
 
     ini = {k: v for k, v in load_ini(Path(cfg.config_file)).items() if k not in cfg.explicit}
     cfg = replace(cfg, **ini, explicit=cfg.explicit | frozenset(ini))

@@ -23,10 +23,26 @@ from __future__ import annotations
 
 import configparser
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ptqc.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class WeightQuant:
+    """MindSpore's WEIGHT_QUANT: ``bit_num`` (0: mixed bits, each weight's fewest bits whose relative
+    error is at most ``init_scale``), ``per_channel``, and the weights quantized (more elements than
+    ``min_quant_weight_size``, more channels than ``min_quant_weight_channel``)."""
+
+    bits: int = 8
+    per_channel: bool = True
+    min_size: int = 0
+    min_channels: int = 16
+    init_scale: float | None = None  # mixed bits (bits 0)
+    auto_tune: bool = False  # mixed bits: init_scale searched to an output cosine of 0.995 on the data
+
 
 METHODS = {"MAX_MIN": "min_max", "KL": "kl", "REMOVAL_OUTLIER": "removal_outlier", "REMOVALOUTLIER": "removal_outlier"}
 _KNOWN = {
@@ -130,8 +146,6 @@ def _dynamic(flag: str, parser: configparser.ConfigParser, get) -> dict[str, Any
 
 def _weight(flag: str, parser: configparser.ConfigParser, get) -> dict[str, Any]:
     """WEIGHT_QUANT at fixed bits: weights only, read through DequantizeLinear; no data needed."""
-    from ptqc.driver.config import WeightQuant
-
     for section in ("data_preprocess_param", "full_quant_param", "dynamic_quant_param"):
         if parser.has_section(section):
             raise ConfigError(f"{flag}: [{section}] does not apply to quant_type=WEIGHT_QUANT")

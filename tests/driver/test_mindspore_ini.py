@@ -38,6 +38,16 @@ bias_correction=true
 """
 
 
+def _digits_files(tmp_path, digits):
+    """The digits CNN as a file, and a -d folder of one 64-image batch of its test set."""
+    model = tmp_path / "digits.onnx"
+    model.write_bytes(digits.model.SerializeToString())
+    data = tmp_path / "data"
+    data.mkdir()
+    np.save(data / "x.npy", np.ascontiguousarray(digits.x_test[:64]))
+    return model, data
+
+
 def _ini(tmp_path, text):
     path = tmp_path / "q.ini"
     path.write_text(text)
@@ -155,11 +165,7 @@ def test_dynamic_quant_alwc_from_the_command_line(tmp_path, digits):
 
     from checks import ort_outputs
 
-    model = tmp_path / "digits.onnx"
-    model.write_bytes(digits.model.SerializeToString())
-    data = tmp_path / "data"
-    data.mkdir()
-    np.save(data / "x.npy", np.ascontiguousarray(digits.x_test[:64]))
+    model, data = _digits_files(tmp_path, digits)
     ini = _ini(tmp_path, "[common_quant_param]\nquant_type=DYNAMIC_QUANT\nbit_num=8\n"
                          "[dynamic_quant_param]\nquant_strategy=ALWC\n")
     code, out, err = ptqc("quant", "-m", model, "--config_file", ini, "-d", data, "-bs", "64", "--save-dir",
@@ -189,11 +195,7 @@ def test_weight_quant_from_the_command_line(tmp_path, digits, bits, storage):
     from checks import ort_outputs
     from ptqc.driver.config import WeightQuant
 
-    model = tmp_path / "digits.onnx"
-    model.write_bytes(digits.model.SerializeToString())
-    data = tmp_path / "data"
-    data.mkdir()
-    np.save(data / "x.npy", np.ascontiguousarray(digits.x_test[:64]))
+    model, data = _digits_files(tmp_path, digits)
     text = (f"[common_quant_param]\nquant_type=WEIGHT_QUANT\nbit_num={bits}\nmin_quant_weight_size=0\n"
             "min_quant_weight_channel=0\n[weight_quant_param]\nper_channel=true\nbias_correction=false\n"
             "dequant_strategy=ON_THE_FLY\n")
@@ -292,11 +294,7 @@ def test_weight_quant_auto_tune_finds_an_init_scale_that_keeps_the_output_cosine
     from ptqc.driver.config import WeightQuant
     from ptqc.driver.quantize import AUTO_TUNE_COSINE
 
-    model = tmp_path / "digits.onnx"
-    model.write_bytes(digits.model.SerializeToString())
-    data = tmp_path / "data"
-    data.mkdir()
-    np.save(data / "x.npy", np.ascontiguousarray(digits.x_test[:64]))
+    model, data = _digits_files(tmp_path, digits)
     ini = _ini(tmp_path, "[common_quant_param]\nquant_type=WEIGHT_QUANT\nbit_num=0\nmin_quant_weight_channel=0\n"
                          "[mixed_bit_weight_quant_param]\nauto_tune=true\n")
     assert load_ini(ini) == {"weight_quant": WeightQuant(0, True, 0, 0, 0.02, True)}

@@ -1,4 +1,5 @@
-"""``ptqc.llm.quantize(model, config, data=None, output=None)``: the Ascend ``quantize`` API
+"""``ptqc.llm.quantize(model, config, data=None, output=None)`` (this module, reached as
+``ptqc.llm``): the Ascend ``quantize`` API
 (shared/reference/ascend-quantize-api.md) on ONNX models: weight-only int4/int8 quantization of
 every MatMul/Gemm layer by minmax (RTN), AWQ or GPTQ, written as onnxruntime's MatMulNBits; with
 ``quant_cfg.inputs``, W8A8 (activations int8 per tensor as QDQ, or per token at run time through
