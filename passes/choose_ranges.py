@@ -383,7 +383,7 @@ class _Local:
 
 
 def _sq(x) -> float:
-    x = np.asarray(x, np.float32).ravel()
+    x = np.asarray(x, np.float64).ravel()  # float32 overflows on a mask's fill (-3.4e38)
     return float(np.dot(x, x))
 
 

@@ -626,6 +626,18 @@ def _matmul(i, a, c):
     return np.matmul(i[0], i[1])
 
 
+@_op("MatMulInteger")
+def _matmul_integer(i, a, c):
+    """int32 (A - a_zp) @ (B - b_zp): a_zp per row of A (1-D) or scalar, b_zp per column of B."""
+    A, B = i[0].astype(np.int64), i[1].astype(np.int64)
+    a_zp, b_zp = _opt(i, 2), _opt(i, 3)
+    if a_zp is not None:
+        A = A - (a_zp.astype(np.int64).reshape(-1, 1) if a_zp.ndim == 1 and a_zp.size > 1 else a_zp.astype(np.int64))
+    if b_zp is not None:
+        B = B - b_zp.astype(np.int64)
+    return np.matmul(A, B).astype(np.int32)
+
+
 @_op("Gemm")
 def _gemm(i, a, c):
     A, B, C = i[0], i[1], _opt(i, 2)
@@ -815,6 +827,20 @@ def _spatial_pads(in_sp: Sequence[int], k: Sequence[int], s: Sequence[int], d: S
 
 def _window_slice(start: int, count: int, step: int) -> slice:
     return slice(start, start + (count - 1) * step + 1, step)
+
+
+@_op("ConvInteger")
+def _conv_integer(i, a, c):
+    """int32 Conv of (x - x_zp) and (w - w_zp): padding holds x's zero point; w_zp scalar or
+    per output channel."""
+    x, w = i[0].astype(np.int64), i[1].astype(np.int64)
+    x_zp, w_zp = _opt(i, 2), _opt(i, 3)
+    if x_zp is not None:
+        x = x - x_zp.astype(np.int64).reshape(())
+    if w_zp is not None:
+        w = w - (w_zp.astype(np.int64).reshape((-1,) + (1,) * (w.ndim - 1)) if w_zp.size > 1 else
+                 w_zp.astype(np.int64).reshape(()))
+    return np.rint(_conv([x, w], a, c)).astype(np.int32)
 
 
 @_op("Conv")
@@ -1495,6 +1521,21 @@ def _dequantize(i, a, c):
     if zp is not None:
         v = v - _qparam_shape(x, zp, a).astype(np.int64)
     return (v.astype(np.float32) * s.astype(np.float32)).astype(scale.dtype)
+
+
+@_op("DynamicQuantizeLinear")
+def _dynamic_quantize(i, a, c):
+    """uint8, the range widened to hold 0: scale (max - min) / 255, zero point and codes
+    rounded half to even (the ONNX definition; onnxruntime's quantize_dynamic writes it); an
+    all-zero input gets scale 1, as onnxruntime gives it."""
+    x = i[0].astype(np.float32)
+    lo = np.float32(min(0.0, float(x.min()) if x.size else 0.0))
+    hi = np.float32(max(0.0, float(x.max()) if x.size else 0.0))
+    scale = np.float32((hi - lo) / np.float32(255.0)) if hi > lo else np.float32(1.0)
+    zp = np.clip(np.rint(-lo / scale), 0, 255)
+    q = np.rint(x / scale) + zp
+    y = np.clip(q, 0, 255).astype(np.uint8)
+    return y, np.asarray(scale, np.float32), np.asarray(zp, np.uint8)
 
 
 SUPPORTED_OPS: frozenset[str] = frozenset(_OPS)

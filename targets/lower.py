@@ -33,7 +33,7 @@ from ptqc.runtime.kernels.requant import ROUNDING, quantize_multiplier
 from ptqc.runtime.kernels.softmax import make_exp_table
 from ptqc.runtime.kernels.elementwise import add_multipliers
 from ptqc.runtime.program import Op, Program, TensorInfo
-from ptqc.runtime.reference import run_node
+from ptqc.runtime.reference import run_node, supports
 from ptqc.targets.base import DATA_MOVEMENT, Target
 from ptqc.targets.lower_recurrent import OPS as RECURRENT_OPS, lower_recurrent
 
@@ -105,6 +105,7 @@ class Lowering:
                 self._lower_compute(node)
         ops = self._prune(list(g.outputs))
         self._check_bits(ops)
+        self._check_float(ops)
         for op_type, name in [(op.op_type, op.node) for op in ops if op.kind == "float"]:
             log.info("float on %s: %s %r (%s)", self.target.name, op_type, name, self.float_reasons.get(name, ""))
         used = {x for op in ops for x in op.inputs} | set(g.outputs)
@@ -125,6 +126,19 @@ class Lowering:
                     raise ConfigError(f"node {op.node!r} ({op.op_type}): {name!r} is {bits}-bit: rule bit-width: "
                                       f"{self.target.name} runs "
                                       f"{'/'.join(str(b) for b in sorted(self.target.bit_widths))}-bit only")
+
+    def _check_float(self, ops: list[Op]) -> None:
+        """Every op left in float must be one the reference executor runs: refused here, naming
+        the node, rather than failing in the middle of a run (QOperator models, weight-only
+        contrib ops, control flow)."""
+        for op in ops:
+            domain = op.attrs.get("domain", "") if op.kind == "float" else ""
+            if op.kind == "float" and not supports(op.op_type, domain):
+                kind = "a QOperator-format op: write the model as QDQ" if op.op_type.startswith("QLinear") or \
+                    op.op_type in ("QGemm", "QAttention", "QEmbedLayerNormalization") else \
+                    "no integer lowering, and the reference executor cannot run it in float"
+                raise ModelError(f"cannot lower for {self.target.name}: node {op.node!r} "
+                                 f"({domain + '::' if domain else ''}{op.op_type}): {kind}")
 
     def _prune(self, outputs: list[str]) -> list[Op]:
         need = set(outputs)

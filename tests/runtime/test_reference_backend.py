@@ -30,7 +30,7 @@ LeakyRelu PRelu Clip Sigmoid HardSigmoid HardSwish Tanh Erf Gelu Softmax LogSoft
 LayerNormalization MaxPool AveragePool GlobalAveragePool GlobalMaxPool ReduceMean ReduceSum ReduceMax
 ReduceMin Reshape Flatten Transpose Squeeze Unsqueeze Concat Split Slice Gather Expand Tile Pad Shape
 ConstantOfShape Cast Where Equal Less Greater Not Resize Identity Dropout QuantizeLinear
-DequantizeLinear""".split()
+DequantizeLinear DynamicQuantizeLinear MatMulInteger ConvInteger""".split()
 
 
 def _array(x):

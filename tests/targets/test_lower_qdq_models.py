@@ -464,3 +464,46 @@ def test_16_bit_matmul_weights_are_refused_on_the_8_bit_family(ort_quantized, ki
     with pytest.raises(ConfigError, match=r"is 16-bit: rule bit-width: TX510x runs 8-bit only$"):
         lower(qdq, family_of("TX510x"))
     lower(ort_quantized(kind, 13, "QUInt8", "QInt8", False), family_of("TX510x"))
+
+
+@pytest.mark.parametrize("kind", ["Conv", "MatMul"])
+def test_qoperator_models_are_refused_in_one_line_naming_the_node(tmp_path, kind):
+    """onnxruntime's QOperator format (QLinearConv, QLinearMatMul) has no lowering and no float
+    kernel: refused when lowering, naming the node, not midway through a run."""
+    from onnxruntime.quantization import QuantFormat, quantize_static
+
+    model = _float_model(kind, 13)
+    src, dst = tmp_path / "f.onnx", tmp_path / "q.onnx"
+    onnx.save(model, str(src))
+    logging.disable(logging.WARNING)
+    try:
+        quantize_static(str(src), str(dst), list_reader([_x_feeds(model, s) for s in range(2)]),
+                        quant_format=QuantFormat.QOperator)
+    finally:
+        logging.disable(logging.NOTSET)
+    with pytest.raises(ModelError, match=rf"^cannot lower for {family_of(CHIP).name}: node '.+' \(QLinear{kind}\): a QOperator-format "
+                                         r"op: write the model as QDQ$"):
+        lower(str(dst), family_of(CHIP))
+
+
+@pytest.mark.parametrize("kind", ["MatMul", "Gemm"])
+def test_onnxruntime_quantize_dynamic_models_simulate_as_onnxruntime_runs_them(tmp_path, kind):
+    """quantize_dynamic writes DynamicQuantizeLinear + MatMulInteger: both run in float on the
+    reference executor, integer-exact, so the simulator gives onnxruntime's output."""
+    from onnxruntime.quantization import quantize_dynamic
+
+    model = _float_model(kind, 13)
+    src, dst = tmp_path / "f.onnx", tmp_path / "q.onnx"
+    onnx.save(model, str(src))
+    logging.disable(logging.WARNING)
+    try:
+        quantize_dynamic(str(src), str(dst))
+    finally:
+        logging.disable(logging.NOTSET)
+    qdq = onnx.load(str(dst))
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= {x.op_type for x in qdq.graph.node}
+    sim = Simulator(lower(qdq, family_of(CHIP)))
+    for seed in range(2):
+        feeds = _x_feeds(qdq, seed)
+        got, want = sim.infer(feeds)[0], ort_outputs(qdq, feeds)[0]
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
