@@ -383,8 +383,13 @@ class _Local:
 
 
 def _sq(x) -> float:
-    x = np.asarray(x, np.float64).ravel()  # float32 overflows on a mask's fill (-3.4e38)
-    return float(np.dot(x, x))
+    x = np.asarray(x, np.float32).ravel()
+    with np.errstate(over="ignore"):
+        sq = float(np.dot(x, x))
+    if not np.isfinite(sq):  # float32 overflows on a mask's fill (-3.4e38): again in float64
+        x = x.astype(np.float64)
+        sq = float(np.dot(x, x))
+    return sq
 
 
 def _submodel(model, inputs: tuple[str, ...], outputs: tuple[str, ...], example: dict, graph: Graph) -> bytes:

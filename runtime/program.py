@@ -14,12 +14,13 @@ names.  Op kinds and their attributes (all numpy arrays / Python scalars):
   channel.
 - ``add`` (Sub: negative ``mb``), ``mul``, ``rescale`` (one requantize: Relu/Clip, scale
   changes), ``concat`` (a rescale per input), ``lut`` / ``lut_interp`` (tables), ``softmax``,
-  ``layernorm`` (mixed), ``maxpool``, ``avgpool`` / ``global_avgpool`` (sums, requantized
+  ``layernorm`` (mixed), ``avgpool`` / ``global_avgpool`` (sums, requantized
   by element count), ``resize_nearest`` / ``resize_linear``.
 - ``recurrent``: RNN/GRU/LSTM on ``kernels.recurrent`` (inputs X, sequence_lens,
   initial_h, initial_c; outputs Y, Y_h, Y_c, "" where unused): weights, per-row multipliers,
   Q4.11 biases and gate tables as constants, rescales of the states and outputs.
-- ``move``: an ONNX data-movement op run on integer codes (Reshape, Transpose, Slice...).
+- ``move``: an ONNX data-movement op run on integer codes (Reshape, Transpose, Slice, MaxPool,
+  Pad...).
 - ``float``: an ONNX op the target cannot run in integer, on float tensors.
 
 Imports numpy only.

@@ -262,10 +262,48 @@ def quantize(model: str | Path | onnx.ModelProto, output: str | Path | None = No
     report returned is the best ranked (mean over outputs of the min cosine; all evaluated on
     the same, largest data), every run's report in ``ranking``.
     """
-    config = with_ini(config or QuantConfig())
+    logger = logger or log
+    with warnings_once(logger):
+        return _quantize(model, output, data, with_ini(config or QuantConfig()), scheme, evaluate, executor,
+                         external_data, client, logger)
+
+
+class _Once(logging.Filter):
+    """Passes each distinct warning once: range choice, precision trials and AdaRound's guard
+    rebuild the same quantization many times, and each would repeat its warnings."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: set[tuple[str, str]] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        key = (str(record.msg), repr(record.args))
+        if key in self.seen:
+            return False
+        self.seen.add(key)
+        return True
+
+
+@contextlib.contextmanager
+def warnings_once(logger: logging.Logger):
+    """Within the block, a warning ``logger`` (or the "ptqc" logger the passes' helpers use)
+    has already given is not given again."""
+    once, loggers = _Once(), {logger, log}
+    for x in loggers:
+        x.addFilter(once)
+    try:
+        yield
+    finally:
+        for x in loggers:
+            x.removeFilter(once)
+
+
+def _quantize(model, output, data, config: QuantConfig, scheme: QuantScheme | None, evaluate: bool, executor: str,
+              external_data: bool | None, client, logger: logging.Logger) -> QuantReport:
     if uncalibrated_kind(config) is not None:
         return _quantize_uncalibrated(model, output, data, config, evaluate, external_data)
-    logger = logger or log
     family = target_of(config)
     if (config.dump or config.run_mode == "compare") and family.name == "generic":
         raise ConfigError(f"{'-du/--dump' if config.dump else '-r/--run-mode compare'}: runs the chip's integer "

@@ -252,3 +252,21 @@ def test_a_tensor_empty_on_every_batch_gets_a_range_and_the_default_run_complete
     report = quantize(model, None, list_reader(feeds), QuantConfig())
     assert models.ort_run(report.model, feeds[0])[0].shape == (1, 5, 8)
     assert min(lo for lo, _ in report.cosine.values()) > 0.99, report.cosine
+
+
+def test_a_zero_range_tensor_is_warned_about_once_per_run(caplog):
+    """Range choice, AdaRound's guard and the written model each rebuild a tensor's quantization:
+    its zero-range warning is given once per quantize call, not once per rebuild."""
+    from onnx import helper
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["y"]), helper.make_node("Mul", ["y", "zero"], ["z"]),
+             helper.make_node("Add", ["y", "z"], ["out"])]
+    model = builders.make_model(nodes, [("x", np.float32, ["n", 8])], [("out", np.float32, None)],
+                                {"w": rng.normal(size=(8, 8)).astype(np.float32),
+                                 "zero": np.array(0.0, np.float32)}, opset=17)
+    feeds = [{"x": rng.normal(size=(4, 8)).astype(np.float32)} for _ in range(12)]
+    for _ in range(2):  # and again on the next call
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="ptqc"):
+            quantize(model, None, list_reader(feeds), QuantConfig())
+        assert caplog.text.count("tensor 'z' has a zero range") == 1, caplog.text
