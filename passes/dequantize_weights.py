@@ -19,6 +19,10 @@ takes the fewest bits in 2..16 whose relative rounding error ``||W - Q(W)|| / ||
 more compression, more loss", the default 0.02 compressing "like 6-7 fixed bits"; ptqc reads it
 as that error bound, which behaves as documented (a Gaussian weight per channel needs 7 bits for
 0.02: its 8-bit error is about 0.009, 7-bit 0.018, 6-bit 0.036).
+
+``bias_correction`` (MindSpore's ``[weight_quant_param] bias_correction=true``): each Conv,
+MatMul and Gemm's output mean shift ``(W - Q(W)) · E[x]``, ``E[x]`` measured on ``ctx.data``,
+goes into its bias (``passes/weight_bias.py``).
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ import numpy as np
 from ptqc.errors import ConfigError
 from ptqc.ir import Graph, Node
 from ptqc.pass_manager import Pass, PassContext, PassResult
+from ptqc.passes import weight_bias as wb
 from ptqc.passes import weight_rounding as wr
 
 OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm", "Gather")
@@ -46,8 +51,9 @@ class DequantizeWeights(Pass):
     DequantizeLinear."""
 
     def __init__(self, bits: int = 8, per_channel: bool = True, min_size: int = 0, min_channels: int = 16,
-                 skip: tuple[str, ...] = (), max_error: float | None = None):
+                 skip: tuple[str, ...] = (), max_error: float | None = None, bias_correction: bool = False):
         self.bits, self.per_channel, self.max_error = bits, per_channel, max_error
+        self.bias_correction = bias_correction
         self.min_size, self.min_channels, self.skip = min_size, min_channels, frozenset(skip)
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
@@ -55,23 +61,28 @@ class DequantizeWeights(Pass):
         if graph.opset < need:
             raise ConfigError(f"dequantize weights: {self.bits}-bit codes need DequantizeLinear of opset {need}; the "
                               f"graph is opset {graph.opset} (run UpgradeOpset({need}) first)")
-        done = {}
-        for node in graph.topological_order():
-            found = self._weight(graph, node)
-            if found is None:
-                continue
-            slot, axis = found
+        done, corrected = {}, 0
+        layers = [(node, found) for node in graph.topological_order() if (found := self._weight(graph, node))]
+        means = wb.input_means(graph, ctx, [n for n, _ in layers if n.op_type in wb.CORRECTED],
+                               "[weight_quant_param] bias_correction") if self.bias_correction else {}
+        for node, (slot, axis) in layers:
             w = graph.constant(node.inputs[slot])
             rows = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1).astype(np.float64)
             bits, r = self._round(rows)
-            codes = np.moveaxis(r.codes.reshape((w.shape[axis],) + tuple(np.delete(w.shape, axis))), 0, axis)
+            shape = (w.shape[axis],) + tuple(np.delete(w.shape, axis))
+            codes = np.moveaxis(r.codes.reshape(shape), 0, axis)
+            if node.id in means:
+                error = np.moveaxis((rows - r.dequantize()).reshape(shape), 0, axis)
+                wb.add_bias(graph, node, wb.bias_shift(node, error, means[node.id]))
+                corrected += 1
             self._write(graph, node, slot, codes, r.scale[:, 0], axis, bits)
             done[node.name or node.inputs[slot]] = bits
         ctx.analyses["weight_layers"] = done
         counts = {b: list(done.values()).count(b) for b in sorted(set(done.values()))}
-        ctx.logger.info("dequantize weights: %d weights (%s), %s", len(done),
+        ctx.logger.info("dequantize weights: %d weights (%s), %s%s", len(done),
                         ", ".join(f"{n} at {b} bits" for b, n in counts.items()) or "none",
-                        "per channel" if self.per_channel else "per layer")
+                        "per channel" if self.per_channel else "per layer",
+                        f"; {corrected} biases corrected" if self.bias_correction else "")
         return PassResult(graph, bool(done))
 
     def _round(self, rows: np.ndarray) -> tuple[int, wr.Rounded]:

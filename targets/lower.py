@@ -526,7 +526,7 @@ class Lowering:
             b, bi = self._int_input(node.inputs[1])
             if trans_b:
                 raise NotInteger("Gemm with a transposed activation B")
-            n_out, b_zp, b_scale, b_bits = 1, np.asarray([bi.zero_point]), np.asarray([bi.scale]), bi.bits
+            n_out, b_scale, b_bits = 1, np.asarray([bi.scale]), bi.bits
             attrs = dict(b_zp=None, b_zp_scalar=bi.zero_point)
         except NotInteger:
             codes = self._int_const(node.inputs[1])[0]

@@ -14,9 +14,12 @@ DequantizeLinear: passes/dequantize_weights.py; codes stored as int4, int8 or in
 enable_encode packs no further than that), and bit_num=0 (mixed bits) with
 ``[mixed_bit_weight_quant_param]`` init_scale (each weight's fewest bits whose relative error is
 at most init_scale: the pass's docstring says why; auto_tune=true searches init_scale for an
-output cosine of 0.995 on the data).  Anything else (WEIGHT_QUANT's bias_correction=true, which MindSpore defaults to: ptqc's WEIGHT_QUANT corrects no
-bias; dynamic ACWL; target devices, Ascend options) is an error naming the section and key:
-never silently ignored.  Explicit command-line flags win
+output cosine of 0.995 on the data), and ``[weight_quant_param] bias_correction=true`` (each
+layer's output-mean shift from rounding put back into its bias, the input means measured on the
+data given with -d or -uds/-if, which it then needs; MindSpore documents true as the default,
+ptqc corrects only when the key says true, as it cannot measure without data).  Anything else
+(dynamic ACWL; target devices, Ascend options) is an error naming the section and key: never
+silently ignored.  Explicit command-line flags win
 over the file.
 """
 from __future__ import annotations
@@ -42,6 +45,7 @@ class WeightQuant:
     min_channels: int = 16
     init_scale: float | None = None  # mixed bits (bits 0)
     auto_tune: bool = False  # mixed bits: init_scale searched to an output cosine of 0.995 on the data
+    bias_correction: bool = False  # each layer's output-mean shift from rounding into its bias (needs data)
 
 
 METHODS = {"MAX_MIN": "min_max", "KL": "kl", "REMOVAL_OUTLIER": "removal_outlier", "REMOVALOUTLIER": "removal_outlier"}
@@ -173,15 +177,14 @@ def _weight(flag: str, parser: configparser.ConfigParser, get) -> dict[str, Any]
     if get(c, "enable_encode") is not None and not _bool(flag, c, "enable_encode", get(c, "enable_encode")) \
             and bits not in (8, 16):
         raise ConfigError(f"{flag}: [common_quant_param] enable_encode=false: only with bit_num 8 or 16")
-    if get(w, "bias_correction") is not None and _bool(flag, w, "bias_correction", get(w, "bias_correction")):
-        raise ConfigError(f"{flag}: [weight_quant_param] bias_correction=true: not built yet for WEIGHT_QUANT "
-                          "(set it to false)")
+    correction = get(w, "bias_correction") is not None and _bool(flag, w, "bias_correction", get(w, "bias_correction"))
     strategy = get(w, "dequant_strategy")
     if strategy is not None and strategy.strip().upper() != "ON_THE_FLY":
         raise ConfigError(f"{flag}: [weight_quant_param] dequant_strategy={strategy.strip()}: use ON_THE_FLY")
     per_channel = _bool(flag, w, "per_channel", get(w, "per_channel") or "true")
     out: dict[str, Any] = {"weight_quant": WeightQuant(bits, per_channel, sizes["min_quant_weight_size"],
-                                                       sizes["min_quant_weight_channel"], init_scale, auto_tune)}
+                                                       sizes["min_quant_weight_channel"], init_scale, auto_tune,
+                                                       correction)}
     if get(c, "skip_quant_node"):
         out["skip_quant_nodes"] = tuple(n.strip() for n in get(c, "skip_quant_node").split(",") if n.strip())
     if get(c, "debug_info_save_path"):

@@ -421,7 +421,7 @@ def _quantize_uncalibrated(model, output, data, config: QuantConfig, evaluate: b
     else:
         w = config.weight_quant
         init_scale = _tune_init_scale(float_model, data, config) if w.auto_tune else w.init_scale
-        qmodel = _weight_only(float_model, config, init_scale)
+        qmodel = _weight_only(float_model, config, init_scale, data)
         width = f"{w.bits}-bit" if init_scale is None else \
             f"mixed-bit (init_scale {init_scale:.4g}{', auto-tuned' if w.auto_tune else ''})"
         method = f"weight-only {width} {'per channel' if w.per_channel else 'per layer'}"
@@ -443,13 +443,22 @@ def _quantize_uncalibrated(model, output, data, config: QuantConfig, evaluate: b
 AUTO_TUNE_COSINE = 0.995  # MindSpore's auto_tune target: output cosine "around 0.995"
 
 
-def _weight_only(float_model: onnx.ModelProto, config: QuantConfig, init_scale: float | None) -> onnx.ModelProto:
-    """The float model with its weights read through DequantizeLinear, as ``config.weight_quant`` says."""
+def _weight_only(float_model: onnx.ModelProto, config: QuantConfig, init_scale: float | None,
+                 data: Any = None) -> onnx.ModelProto:
+    """The float model with its weights read through DequantizeLinear, as ``config.weight_quant`` says
+    (with bias_correction, the input means measured on ``data``, else the config's -d or -uds/-if)."""
     w = config.weight_quant
     passes = weight_only_pipeline(w.bits, init_scale, per_channel=w.per_channel, min_size=w.min_size,
-                                  min_channels=w.min_channels, skip=config.skip_quant_nodes)
-    return export_model(PassManager(passes).run(import_model(float_model), PassContext()).graph,
-                        constants_as_initializers=True)
+                                  min_channels=w.min_channels, skip=config.skip_quant_nodes,
+                                  bias_correction=w.bias_correction)
+    graph, drive = import_model(float_model), None
+    if w.bias_correction:
+        fn, fn_name = infer_function_of(data, config)
+        if fn_name == "infer_auto":
+            raise ConfigError(f"[weight_quant_param] bias_correction=true (--config_file {config.config_file}): "
+                              "measures each layer's input mean on calibration data: give -d or -uds/-if")
+        drive = make_drive(fn, fn_name, input_specs(graph), config, graph)
+    return export_model(PassManager(passes).run(graph, PassContext(data=drive)).graph, constants_as_initializers=True)
 
 
 def _tune_init_scale(float_model: onnx.ModelProto, data, config: QuantConfig) -> float:
@@ -463,7 +472,7 @@ def _tune_init_scale(float_model: onnx.ModelProto, data, config: QuantConfig) ->
     drive = make_drive(fn, fn_name, input_specs(graph), config, graph)
 
     def meets(scale: float) -> bool:
-        qmodel = _weight_only(float_model, config, scale)
+        qmodel = _weight_only(float_model, config, scale, data)
         cos, _ = compare_outputs(float_model, qmodel, drive, QuantReport(qmodel, float_model, None))
         if not cos:
             raise cannot_reread("[mixed_bit_weight_quant_param] auto_tune")

@@ -81,8 +81,6 @@ def test_documented_keys_map_to_the_config(tmp_path):
      "min_quant_weight_size=70000: outside [0, 65535]"),
     ("[common_quant_param]\nquant_type=WEIGHT_QUANT\nbit_num=4\nenable_encode=false\n",
      "enable_encode=false: only with bit_num 8 or 16"),
-    ("[common_quant_param]\nquant_type=WEIGHT_QUANT\n[weight_quant_param]\nbias_correction=true\n",
-     "[weight_quant_param] bias_correction=true: not built yet for WEIGHT_QUANT"),
     ("[common_quant_param]\nquant_type=WEIGHT_QUANT\n[weight_quant_param]\ndequant_strategy=OFFLINE\n",
      "dequant_strategy=OFFLINE: use ON_THE_FLY"),
     ("[common_quant_param]\nquant_type=WEIGHT_QUANT\n[full_quant_param]\nper_channel=true\n",
@@ -221,6 +219,33 @@ def test_weight_quant_from_the_command_line(tmp_path, digits, bits, storage):
     assert_bad_input(code, err, "-qm/--quant-mode: does not apply to quant_type=WEIGHT_QUANT")
     code, _, err = ptqc("--chip", "TX510x", "quant", "-m", model, "--config_file", ini, "--save-dir", tmp_path / "p")
     assert_bad_input(code, err, "--chip TX510x: WEIGHT_QUANT keeps activations float")
+
+
+def test_weight_quant_bias_correction_from_the_command_line(tmp_path, digits):
+    """bias_correction=true: the 4-bit digits CNN gets its layers' output means put back (biases
+    changed, the output closer to the float model's than without); without data it is refused."""
+    import onnx
+
+    from checks import ort_outputs
+    from ptqc.driver.config import WeightQuant
+
+    model, data = _digits_files(tmp_path, digits)
+    head = "[common_quant_param]\nquant_type=WEIGHT_QUANT\nbit_num=4\nmin_quant_weight_channel=0\n[weight_quant_param]\n"
+    x = np.ascontiguousarray(digits.x_test[64:256])
+    (want,) = ort_outputs(digits.model, {"input": x})
+    err = {}
+    for flag in ("false", "true"):
+        ini = _ini(tmp_path, head + f"bias_correction={flag}\n")
+        assert load_ini(ini)["weight_quant"] == WeightQuant(4, True, 0, 0, bias_correction=flag == "true")
+        code, out, stderr = ptqc("quant", "-m", model, "--config_file", ini, "-d", data, "-bs", "64", "--save-dir",
+                                 tmp_path / flag)
+        assert code == 0, stderr
+        (got,) = ort_outputs(onnx.load(str(tmp_path / flag / "digits_quantize.onnx")), {"input": x})
+        err[flag] = float(np.abs(got - want).mean())
+    assert err["true"] < err["false"], err
+    code, _, stderr = ptqc("quant", "-m", model, "--config_file", ini, "--save-dir", tmp_path / "none")
+    assert_bad_input(code, stderr, "[weight_quant_param] bias_correction=true (--config_file")
+    assert not (tmp_path / "none").exists() or not list((tmp_path / "none").glob("*.onnx"))
 
 
 def test_weight_quant_skips_small_weights_and_named_nodes(tmp_path, digits):
