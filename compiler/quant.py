@@ -46,14 +46,15 @@ class QuantParam:
     rmin: np.ndarray | None = None
     rmax: np.ndarray | None = None
     symmetric: bool = False
+    reduce_range: bool = False  # codes within REDUCED_RANGE (onnxruntime's reduce_range weights)
 
     @property
     def qmin(self) -> int:
-        return _narrow(self.dtype, self.symmetric)[0]
+        return _narrow(self.dtype, self.symmetric, self.reduce_range)[0]
 
     @property
     def qmax(self) -> int:
-        return _narrow(self.dtype, self.symmetric)[1]
+        return _narrow(self.dtype, self.symmetric, self.reduce_range)[1]
 
     def _view(self, a: np.ndarray, ndim: int) -> np.ndarray:
         if self.axis is None or a.ndim == 0:
@@ -63,11 +64,12 @@ class QuantParam:
         return a.reshape(shape)
 
     def quantize(self, x: np.ndarray) -> np.ndarray:
-        """QuantizeLinear: round half to even, saturate (full dtype range, as ONNX does)."""
+        """QuantizeLinear: round half to even, saturate (full dtype range, as ONNX does; the reduced
+        range with ``reduce_range``, as onnxruntime stores such weights)."""
         x = np.asarray(x, np.float32)
         s = self._view(self.scale.astype(np.float32), x.ndim)
         zp = self._view(self.zero_point.astype(np.int64), x.ndim)
-        lo, hi = QRANGE[np.dtype(self.dtype)]
+        lo, hi = REDUCED_RANGE[np.dtype(self.dtype)] if self.reduce_range else QRANGE[np.dtype(self.dtype)]
         return np.clip(np.rint(x / s) + zp, lo, hi).astype(self.dtype)
 
     def dequantize(self, q: np.ndarray) -> np.ndarray:
@@ -86,7 +88,14 @@ class QuantParam:
                 "rmax": None if self.rmax is None else np.asarray(self.rmax).tolist()}
 
 
-def _narrow(dtype: np.dtype, symmetric: bool) -> tuple[int, int]:
+# onnxruntime's reduce_range (its ONNX_INT_TYPE_REDUCED_RANGE): one bit fewer, for weights
+REDUCED_RANGE = {np.dtype(np.int8): (-64, 64), np.dtype(np.uint8): (0, 127), np.dtype(np.int16): (-16384, 16384),
+                 np.dtype(np.uint16): (0, 32767)}
+
+
+def _narrow(dtype: np.dtype, symmetric: bool, reduce_range: bool = False) -> tuple[int, int]:
+    if reduce_range:
+        return REDUCED_RANGE[np.dtype(dtype)]
     lo, hi = QRANGE[np.dtype(dtype)]
     if symmetric and lo < 0:
         lo = -hi  # int8 symmetric: [-127, 127], so the range is centred and -128 never occurs
@@ -94,7 +103,8 @@ def _narrow(dtype: np.dtype, symmetric: bool) -> tuple[int, int]:
 
 
 def qparam_from_range(rmin, rmax, dtype, *, symmetric: bool, axis: int | None = None,
-                      method: str = "min_max", name: str = "", warn: bool = True) -> QuantParam:
+                      method: str = "min_max", name: str = "", warn: bool = True,
+                      reduce_range: bool = False) -> QuantParam:
     """Scale and zero point covering [rmin, rmax] (widened to include 0).
 
     Symmetric: ``scale = max|r| / qmax``, zero point 0 (or the midpoint for unsigned types).
@@ -102,6 +112,7 @@ def qparam_from_range(rmin, rmax, dtype, *, symmetric: bool, axis: int | None = 
     A zero-width range gets scale 1 and a warning naming the tensor; infinite bounds are
     clamped to the float32 range first (attention masks), also with a warning.  ``warn=False``
     for estimates on a tensor whose own quantization warns (AdaRound's weight grid, HAWQ's).
+    ``reduce_range``: the codes span :data:`REDUCED_RANGE` (onnxruntime's 7-bit weights).
     """
     dtype = np.dtype(dtype)
     lo = np.minimum(np.asarray(rmin, np.float64), 0.0)
@@ -111,7 +122,7 @@ def qparam_from_range(rmin, rmax, dtype, *, symmetric: bool, axis: int | None = 
             log.warning("tensor %r has an infinite range; clamped to the float32 range", name)
         big = float(np.finfo(np.float32).max) / 4
         lo, hi = np.clip(lo, -big, 0.0), np.clip(hi, 0.0, big)
-    qmin, qmax = _narrow(dtype, symmetric)
+    qmin, qmax = _narrow(dtype, symmetric, reduce_range)
     if symmetric:
         absmax = np.maximum(-lo, hi)
         if qmin < 0:
@@ -140,7 +151,7 @@ def qparam_from_range(rmin, rmax, dtype, *, symmetric: bool, axis: int | None = 
         scale = np.where(degenerate, unit, scale)
     return QuantParam(dtype, np.asarray(scale, np.float32), np.asarray(zp).astype(dtype), axis,
                       bits=dtype.itemsize * 8, method=method, rmin=np.asarray(lo, np.float32),
-                      rmax=np.asarray(hi, np.float32), symmetric=symmetric)
+                      rmax=np.asarray(hi, np.float32), symmetric=symmetric, reduce_range=reduce_range)
 
 
 # ------------------------------------------------------------------------------ specs
@@ -151,6 +162,7 @@ class PlainSpec:
     dtype: np.dtype
     symmetric: bool
     axis: int | None = None  # per-channel axis (weights), None per-tensor
+    reduce_range: bool = False  # codes one bit short of the type (onnxruntime's reduce_range, weights)
 
 
 @dataclass(frozen=True)
@@ -219,6 +231,8 @@ class QuantScheme:
     activation_dtype: np.dtype = np.dtype(np.uint8)
     activation_symmetric: bool = False
     weight_dtype: np.dtype = np.dtype(np.int8)
+    weight_symmetric: bool = True  # False: per-channel zero points (onnxruntime's QUInt8 weights)
+    reduce_range: bool = False  # weights one bit short of their type (onnxruntime's reduce_range)
     per_channel: bool = True
     op_types: frozenset[str] | None = None  # None: every op ptqc can quantize
     nodes_to_quantize: frozenset[str] | None = None  # None: every node

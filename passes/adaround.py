@@ -216,6 +216,7 @@ class _Layer:
         flat = self.w.reshape(-1, self.d)
         lo, hi = (flat.min(axis=1), flat.max(axis=1)) if per_row else (flat.min(), flat.max())
         p = qparam_from_range(lo, hi, spec.dtype, symmetric=spec.symmetric, axis=0 if per_row else None,
+                              reduce_range=spec.reduce_range,
                               warn=False)  # the weight's own quantization warns, by name
         scale = np.asarray(p.scale, np.float64)
         self.scale = (scale.reshape(self.w.shape[0], self.w.shape[1], 1) if per_row

@@ -9,6 +9,7 @@ float and are listed in ``ctx.analyses["float_ops"]``.  The graph itself is unch
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -137,17 +138,18 @@ class AssignQuantSpecs(Pass):
 
     def _spec_node(self, graph: Graph, node: Node, role: OpRole, act: PlainSpec, quantized: set[int]) -> None:
         internal = _fused_internal(graph, node, quantized)
-        weight_dtype = np.dtype(self.scheme.weight_dtype)
+        weight = PlainSpec(np.dtype(self.scheme.weight_dtype), self.scheme.weight_symmetric,
+                           reduce_range=self.scheme.reduce_range)
         owner = graph.node(node.meta["fused_into"]) if node.meta.get("fused_into") in quantized else node
         if self._bits.get(node_key(owner)) == 16:  # -mc: this node (or the op it is fused into) runs at 16 bits
-            act, weight_dtype = PlainSpec(np.dtype(np.int16), True), np.dtype(np.int16)
+            act, weight = PlainSpec(np.dtype(np.int16), True), PlainSpec(np.dtype(np.int16), True)
         mode = self._modes.get(node_key(owner))
         for x in _data_inputs(graph, node, role):
             v = graph.value(x)
             if x in internal or "qspec" in v.meta:
                 continue
             if v.const is not None and node.op_type not in UNIFY_OPS:
-                v.meta["qspec"] = PlainSpec(weight_dtype, True, _weight_axis(graph, node, x, self.scheme))
+                v.meta["qspec"] = dataclasses.replace(weight, axis=_weight_axis(graph, node, x, self.scheme))
             else:
                 v.meta["qspec"] = act
                 if mode:
@@ -157,7 +159,7 @@ class AssignQuantSpecs(Pass):
             _check_finite(graph, node, role)
             if "qspec" not in w.meta:
                 axis = _weight_axis(graph, node, w.name, self.scheme) if w.const is not None else None
-                w.meta["qspec"] = PlainSpec(weight_dtype, True, axis) if w.const is not None else act
+                w.meta["qspec"] = dataclasses.replace(weight, axis=axis) if w.const is not None else act
             if role.bias is not None and len(node.inputs) > role.bias and node.inputs[role.bias]:
                 b = graph.value(node.inputs[role.bias])
                 if b.const is not None and "qspec" not in b.meta and _is_bias(graph, node, b.const):

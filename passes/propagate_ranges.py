@@ -118,7 +118,7 @@ def group_param(graph: Graph, members: list[str], spec: PlainSpec, observers: di
     if method != "weight" and np.dtype(spec.dtype).itemsize >= 2:  # headroom for unseen inputs
         lo, hi = (np.asarray(r, np.float32) * np.float32(wide_headroom) for r in (lo, hi))
     return qparam_from_range(lo, hi, spec.dtype, symmetric=spec.symmetric, axis=spec.axis,
-                             method=method, name=members[0])
+                             method=method, name=members[0], reduce_range=spec.reduce_range)
 
 
 def _member_range(graph: Graph, name: str, spec: PlainSpec, observers: dict):

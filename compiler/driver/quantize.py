@@ -991,10 +991,12 @@ def quantize_static(model_input, model_output, calibration_data_reader, quant_fo
     """onnxruntime's ``quantize_static``, same arguments (its enums or their names as strings).
 
     Supported: QDQ format; MinMax, Entropy (ptqc's kl) and Percentile (``CalibPercentile``,
-    default 99.999) calibration; (U)Int8/(U)Int16 activations, Int8/Int16 symmetric weights,
-    per-tensor or per-channel, op/node selection, external data; the extra options
-    ActivationSymmetric, CalibTensorRangeSymmetric, WeightSymmetric (True), QuantizeBias
-    (True), and CalibStridedMinMax / CalibMaxIntermediateOutputs (memory bounds: ptqc streams
+    default 99.999) calibration; (U)Int8/(U)Int16 activations and weights (symmetric, uint8
+    ones on zero point 128, as onnxruntime writes them; ``WeightSymmetric`` False gives per-channel
+    zero points), ``reduce_range`` (weights one bit short: int8 codes in
+    [-64, 64], uint8 in [0, 127], as onnxruntime), per-tensor or per-channel, op/node selection,
+    external data; the extra options ActivationSymmetric, CalibTensorRangeSymmetric,
+    WeightSymmetric, QuantizeBias (True), and CalibStridedMinMax / CalibMaxIntermediateOutputs (memory bounds: ptqc streams
     anyway).  ``calibration_providers`` may name the CPU provider only; ``optimize_model``,
     which older onnxruntime took, is accepted (ptqc always cleans the graph first).  Anything
     else raises a ConfigError naming the option.
@@ -1002,8 +1004,6 @@ def quantize_static(model_input, model_output, calibration_data_reader, quant_fo
     fmt = _enum_name(quant_format)
     if fmt != "QDQ":
         raise ConfigError(f"quant_format {fmt}: ptqc writes QDQ models only; use QuantFormat.QDQ")
-    if reduce_range:
-        raise ConfigError("reduce_range=True: not supported (7-bit weights); ptqc uses the full symmetric range")
     method = _enum_name(calibrate_method)
     if method not in _CALIBRATE_METHODS:
         raise ConfigError(f"calibrate_method {method}: not built yet (available: {', '.join(_CALIBRATE_METHODS)}; "
@@ -1016,21 +1016,23 @@ def quantize_static(model_input, model_output, calibration_data_reader, quant_fo
     unknown = sorted(set(extra) - _EXTRA_OPTIONS)
     if unknown:
         raise ConfigError(f"extra_options {unknown[0]!r}: not supported (supported: {', '.join(sorted(_EXTRA_OPTIONS))})")
-    if not extra.get("WeightSymmetric", True) or not extra.get("QuantizeBias", True):
-        raise ConfigError("extra_options WeightSymmetric/QuantizeBias False: not supported (weights are symmetric, "
-                          "biases int32)")
+    if not extra.get("QuantizeBias", True):
+        raise ConfigError("extra_options QuantizeBias False: not supported (biases are int32)")
     types = {"QInt8": np.int8, "QUInt8": np.uint8, "QInt16": np.int16, "QUInt16": np.uint16}
     act, wt = _enum_name(activation_type), _enum_name(weight_type)
-    if act not in types:
-        raise ConfigError(f"activation_type {act}: not supported (use QInt8, QUInt8, QInt16 or QUInt16)")
-    if wt not in ("QInt8", "QInt16"):
-        raise ConfigError(f"weight_type {wt}: not supported; weights are symmetric signed (use QInt8 or QInt16)")
+    for what, name in (("activation_type", act), ("weight_type", wt)):
+        if name not in types:
+            raise ConfigError(f"{what} {name}: not supported (use QInt8, QUInt8, QInt16 or QUInt16)")
+    # onnxruntime documents WeightSymmetric True by default, and its quantize_static writes uint8
+    # weights symmetric (zero point 128) unless told otherwise
+    weight_symmetric = bool(extra.get("WeightSymmetric", True))
     percentile = float(extra.get("CalibPercentile", 99.999))
     if not 0.0 < percentile <= 100.0:
         raise ConfigError(f"extra_options CalibPercentile {percentile}: must be in (0, 100]")
     symmetric = bool(extra.get("ActivationSymmetric", False) or extra.get("CalibTensorRangeSymmetric", False))
     scheme = QuantScheme(activation_dtype=np.dtype(types[act]), activation_symmetric=symmetric,
-                         weight_dtype=np.dtype(types[wt]), per_channel=bool(per_channel),
+                         weight_dtype=np.dtype(types[wt]), weight_symmetric=weight_symmetric,
+                         reduce_range=bool(reduce_range), per_channel=bool(per_channel),
                          op_types=frozenset(op_types_to_quantize) if op_types_to_quantize else None,
                          nodes_to_quantize=frozenset(nodes_to_quantize) if nodes_to_quantize else None,
                          nodes_to_exclude=frozenset(nodes_to_exclude or ()), requantize_outputs=False)

@@ -58,6 +58,81 @@ def test_digits_accuracy_drops_at_most_two_tenths_of_a_point(digits, tmp_path):
     assert report.cosine["logits"][0] > 0.999
 
 
+@pytest.mark.parametrize("options", [dict(reduce_range=True), dict(weight_type="QUInt8"),
+                                     dict(weight_type="QUInt8", reduce_range=True),
+                                     dict(weight_type="QUInt8", extra_options={"WeightSymmetric": True})])
+# (onnxruntime 1.32 writes per-channel weights symmetric even with WeightSymmetric False, so that
+# option is checked against its definition below, not against onnxruntime)
+def test_quantize_static_weight_options_give_onnxruntimes_weights(tmp_path, options):
+    """reduce_range, unsigned weights and WeightSymmetric: every weight's scales and zero points
+    equal onnxruntime's quantize_static with the same arguments (MinMax, per channel), its codes
+    within the one step AdaRound may move them, and the output stays near the float model's."""
+    from onnx import helper
+    from onnxruntime.quantization import QuantType, quantize_static as ort_quantize_static
+
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Conv", ["x", "wc", "bc"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("Relu", ["c"], ["r"]), helper.make_node("Flatten", ["r"], ["f"]),
+             helper.make_node("Gemm", ["f", "wg", "bg"], ["y"], transB=1, name="fc")]
+    model = builders.make_model(nodes, [("x", np.float32, ["n", 3, 6, 6])], [("y", np.float32, None)],
+                                {"wc": rng.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32) + 0.05,
+                                 "bc": rng.normal(0, 0.1, 8).astype(np.float32),
+                                 "wg": rng.normal(0, 0.1, (10, 288)).astype(np.float32),
+                                 "bg": np.zeros(10, np.float32)}, opset=17)
+    data = [{"x": rng.normal(size=(8, 3, 6, 6)).astype(np.float32)} for _ in range(4)]
+    onnx.save(model, str(tmp_path / "float.onnx"))  # onnxruntime's quantizer may rewrite a ModelProto given to it
+    options = {"activation_type": "QUInt8", **options}  # onnxruntime refuses int8 activations with uint8 weights
+    quantize_static(tmp_path / "float.onnx", tmp_path / "ours.onnx", list_reader(data), per_channel=True, **options)
+    enums = {k: getattr(QuantType, v) if k.endswith("_type") else v for k, v in options.items()}
+    ort_quantize_static(str(tmp_path / "float.onnx"), str(tmp_path / "ort.onnx"), list_reader(data), per_channel=True,
+                        **enums)
+
+    def weights(path) -> dict:
+        m = onnx.load(str(path))
+        inits = {t.name: onnx.numpy_helper.to_array(t) for t in m.graph.initializer}
+        consumers = {i: n for n in m.graph.node for i in n.input}
+        return {consumers[n.output[0]].name: [inits[x] for x in n.input] for n in m.graph.node
+                if n.op_type == "DequantizeLinear" and n.input[0] in inits and inits[n.input[0]].ndim >= 2}
+
+    ours, theirs = weights(tmp_path / "ours.onnx"), weights(tmp_path / "ort.onnx")
+    assert ours.keys() == theirs.keys() == {"conv", "fc"}
+    for layer in ours:
+        (q1, s1, z1), (q2, s2, z2) = ours[layer], theirs[layer]
+        assert q1.dtype == q2.dtype and z1.dtype == z2.dtype, layer
+        np.testing.assert_allclose(s1, s2, rtol=1e-6, err_msg=layer)
+        assert np.array_equal(z1, z2), layer
+        assert np.abs(q1.astype(int) - q2.astype(int)).max() <= 1, layer  # AdaRound may move a code one step
+        if options.get("reduce_range"):
+            lo, hi = (0, 127) if options.get("weight_type") == "QUInt8" else (-64, 64)
+            assert q1.min() >= lo and q1.max() <= hi, layer
+    test = {"x": rng.normal(size=(16, 3, 6, 6)).astype(np.float32)}
+    want, got = models.ort_run(model, test)[0], models.ort_run(onnx.load(str(tmp_path / "ours.onnx")), test)[0]
+    assert cosine(want, got) > 0.99
+
+
+def test_quantize_static_weight_symmetric_false_gives_per_channel_zero_points(tmp_path):
+    """WeightSymmetric False: each output channel's uint8 scale is its range (0 included) over 255,
+    its zero point round(-min / scale), as the option defines (onnxruntime 1.32 ignores it)."""
+    from onnx import helper
+
+    rng = np.random.default_rng(1)
+    w = (rng.normal(0, 0.2, (6, 3, 3, 3)) + np.linspace(-0.3, 0.3, 6)[:, None, None, None]).astype(np.float32)
+    model = builders.make_model([helper.make_node("Conv", ["x", "w"], ["y"], name="conv")],
+                                [("x", np.float32, ["n", 3, 5, 5])], [("y", np.float32, None)], {"w": w}, opset=17)
+    data = [{"x": rng.normal(size=(4, 3, 5, 5)).astype(np.float32)} for _ in range(2)]
+    quantize_static(model, tmp_path / "q.onnx", list_reader(data), per_channel=True, activation_type="QUInt8",
+                    weight_type="QUInt8", extra_options={"WeightSymmetric": False})
+    m = onnx.load(str(tmp_path / "q.onnx"))
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in m.graph.initializer}
+    dq = next(n for n in m.graph.node if n.op_type == "DequantizeLinear" and inits.get(n.input[0], np.zeros(0)).ndim == 4)
+    codes, scale, zp = (inits[x] for x in dq.input)
+    rows = w.reshape(6, -1)
+    lo, hi = np.minimum(rows.min(1), 0), np.maximum(rows.max(1), 0)
+    np.testing.assert_allclose(scale, (hi - lo) / 255, rtol=1e-6)
+    assert codes.dtype == np.uint8 and np.array_equal(zp, np.rint(-lo / ((hi - lo) / 255)).astype(np.uint8))
+    assert len(set(zp.tolist())) > 1  # per channel, not one shared point
+
+
 @pytest.mark.parametrize("name", ["cls", "det", "rec"])
 def test_ppocr_quantizes_runs_and_agrees_with_the_reference(ppocr, name):
     report = quantize(ppocr[name], None, list_reader(_feeds(name, range(CALIBRATION))),
@@ -141,12 +216,12 @@ def test_quantize_static_accepts_strings_and_refuses_what_it_cannot_do(tmp_path,
     onnx.checker.check_model(onnx.load(str(tmp_path / "q.onnx")))
     refusals = [({"quant_format": "QOperator"}, "use QuantFormat.QDQ"),
                 ({"calibrate_method": "Distribution"}, "calibrate_method Distribution"),
-                ({"reduce_range": True}, "reduce_range"),
                 ({"extra_options": {"CalibMovingAverage": True}}, "CalibMovingAverage"),
                 ({"extra_options": {"CalibPercentile": 0}}, "CalibPercentile 0"),
                 ({"calibration_providers": ["CUDAExecutionProvider"]}, "CPU provider only"),
                 ({"calibration_cache_path": tmp_path / "c"}, "calibration_cache_path"),
-                ({"weight_type": "QUInt8"}, "weight_type QUInt8")]
+                ({"weight_type": "QInt4"}, "weight_type QInt4"),
+                ({"extra_options": {"QuantizeBias": False}}, "QuantizeBias False")]
     for kwargs, needle in refusals:
         with pytest.raises(ConfigError, match=needle):
             quantize_static(digits.model, tmp_path / "r.onnx", list_reader(data), **kwargs)
