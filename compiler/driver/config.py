@@ -45,6 +45,8 @@ class QuantConfig:
     ir_batch: int = 1
     quant_mode: tuple[str, ...] = ()  # empty: auto (ranges chosen by measured output error)
     percent: float = 0.99999
+    # min_max as onnxruntime's CalibMovingAverage (quantize_static only): the mean of per-batch minima/maxima
+    minmax_average: bool = False
     lut_len: int = 10
     layer_threshold: float | None = None
     quantize_input_dtype: tuple[str, ...] = ()

@@ -334,7 +334,8 @@ def _quantize(model, output, data, config: QuantConfig, scheme: QuantScheme | No
     precision, methods, observe_method = _precision(graph, ctx, scheme, family, config, methods)
     observe = observe_pipeline(scheme, method=observe_method, calibrate=not loaded, executor=executor,
                                workers=workers, client=client, snapshots=iterations[:-1], holdout=config.holdout,
-                               percent=config.percent, quantized_input=quantized_input)
+                               percent=config.percent, quantized_input=quantized_input,
+                               **({"average": True} if config.minmax_average else {}))
     specs = input_specs(graph)
     drive = make_drive(fn, fn_name, specs, config, graph)
     ctx = PassContext(config=config, target=family, data=drive, logger=logger, analyses=ctx.analyses)
@@ -972,7 +973,8 @@ def output_dequantizers(graph: Graph) -> dict[str, Callable[[np.ndarray], np.nda
 # CalibStridedMinMax and CalibMaxIntermediateOutputs only bound onnxruntime's memory ("the same
 # result as all computing with None"): ptqc's calibration streams anyway, so they change nothing
 _EXTRA_OPTIONS = {"ActivationSymmetric", "WeightSymmetric", "QuantizeBias", "CalibTensorRangeSymmetric",
-                  "CalibPercentile", "CalibStridedMinMax", "CalibMaxIntermediateOutputs"}
+                  "CalibPercentile", "CalibStridedMinMax", "CalibMaxIntermediateOutputs", "CalibMovingAverage",
+                  "CalibMovingAverageConstant"}
 # onnxruntime's calibrators -> ptqc's methods on the same idea (Entropy: the KL-divergence
 # threshold search, on ptqc's histogram)
 _CALIBRATE_METHODS = {"MinMax": "min_max", "Entropy": "kl", "Percentile": "percentile"}
@@ -980,6 +982,22 @@ _CALIBRATE_METHODS = {"MinMax": "min_max", "Entropy": "kl", "Percentile": "perce
 
 def _enum_name(value: Any) -> str:
     return getattr(value, "name", str(value)).split(".")[-1]
+
+
+def _moving_average(extra: dict, method: str) -> bool:
+    """onnxruntime's CalibMovingAverage for MinMax: the mean of the batches' minima and maxima, as
+    its quantize_static computes it in one compute_data; CalibMovingAverageConstant (checked)
+    weighs one such mean against an earlier one, which one run never has.  (onnxruntime 1.32 with
+    CalibMaxIntermediateOutputs set drops every full chunk of batches in collect_data; its docs
+    say that option changes nothing, and in ptqc it does not.)"""
+    if not extra.get("CalibMovingAverage", False):
+        return False
+    if method != "MinMax":
+        raise ConfigError(f"extra_options CalibMovingAverage: applies to calibrate_method MinMax, not {method}")
+    constant = float(extra.get("CalibMovingAverageConstant", 0.01))
+    if not 0.0 <= constant <= 1.0:
+        raise ConfigError(f"extra_options CalibMovingAverageConstant {constant}: must be in [0, 1]")
+    return True
 
 
 def quantize_static(model_input, model_output, calibration_data_reader, quant_format="QDQ",
@@ -996,7 +1014,8 @@ def quantize_static(model_input, model_output, calibration_data_reader, quant_fo
     zero points), ``reduce_range`` (weights one bit short: int8 codes in
     [-64, 64], uint8 in [0, 127], as onnxruntime), per-tensor or per-channel, op/node selection,
     external data; the extra options ActivationSymmetric, CalibTensorRangeSymmetric,
-    WeightSymmetric, QuantizeBias (True), and CalibStridedMinMax / CalibMaxIntermediateOutputs (memory bounds: ptqc streams
+    WeightSymmetric, QuantizeBias (True), CalibMovingAverage (+ CalibMovingAverageConstant) with
+    MinMax, and CalibStridedMinMax / CalibMaxIntermediateOutputs (memory bounds: ptqc streams
     anyway).  ``calibration_providers`` may name the CPU provider only; ``optimize_model``,
     which older onnxruntime took, is accepted (ptqc always cleans the graph first).  Anything
     else raises a ConfigError naming the option.
@@ -1037,6 +1056,7 @@ def quantize_static(model_input, model_output, calibration_data_reader, quant_fo
                          nodes_to_quantize=frozenset(nodes_to_quantize) if nodes_to_quantize else None,
                          nodes_to_exclude=frozenset(nodes_to_exclude or ()), requantize_outputs=False)
     config = QuantConfig(bit_width=16 if act.endswith("16") else 8, output_dequant=True,
-                         quant_mode=(_CALIBRATE_METHODS[method],), percent=percentile / 100.0)
+                         quant_mode=(_CALIBRATE_METHODS[method],), percent=percentile / 100.0,
+                         minmax_average=_moving_average(extra, method))
     return quantize(model_input, model_output, calibration_data_reader, config, scheme=scheme, evaluate=False,
                     external_data=True if use_external_data_format else None)

@@ -43,18 +43,24 @@ class MinMaxObserver:
     Merging is exact: min of mins and max of maxes, so halves merged give bit-identical
     parameters to one observer fed everything.  ±Inf is kept (the range computation clamps it
     and warns); NaN is an error naming the tensor.
+
+    ``average`` is onnxruntime's ``CalibMovingAverage`` as its quantize_static computes it (one
+    ``compute_data`` over all batches): the range is the mean of the batches' minima and maxima.
+    Its moving-average constant only weighs one such mean against another computed earlier, which
+    a single calibration run never has.  Sums and counts merge exactly.
     """
 
     method = "min_max"
 
-    def __init__(self, name: str = "", axis: int | None = None):
-        self.name, self.axis = name, axis
+    def __init__(self, name: str = "", axis: int | None = None, average: bool = False):
+        self.name, self.axis, self.average = name, axis, average
         self.reset()
 
     def reset(self) -> None:
         self.min: np.ndarray | None = None
         self.max: np.ndarray | None = None
         self.batches = 0
+        self._sums: list | None = None  # average: [sum of minima, sum of maxima, batches]
 
     def observe(self, x: np.ndarray) -> None:
         x = np.asarray(x)
@@ -69,11 +75,21 @@ class MinMaxObserver:
             raise CalibrationDataError(f"tensor {self.name!r} contains NaN during calibration "
                                        f"(batch {self.batches + 1}); check the calibration data")
         lo, hi = np.asarray(lo, np.float32), np.asarray(hi, np.float32)
+        self.batches += 1
+        if self.average:
+            s = self._sums = self._sums or [0.0, 0.0, 0]
+            s[0], s[1], s[2] = s[0] + lo.astype(np.float64), s[1] + hi.astype(np.float64), s[2] + 1
+            return
         self.min = lo if self.min is None else np.minimum(self.min, lo)
         self.max = hi if self.max is None else np.maximum(self.max, hi)
-        self.batches += 1
 
     def merge(self, other: "MinMaxObserver") -> None:
+        if self.average:
+            if other._sums:
+                mine = self._sums or [0.0, 0.0, 0]
+                self._sums = [mine[0] + other._sums[0], mine[1] + other._sums[1], mine[2] + other._sums[2]]
+            self.batches += other.batches
+            return
         if other.min is None:
             return
         if self.min is None:
@@ -83,12 +99,15 @@ class MinMaxObserver:
         self.batches += other.batches
 
     def range(self, dtype=None, symmetric: bool = False) -> tuple[np.ndarray, np.ndarray] | None:
+        if self.average:
+            return None if not self._sums else tuple(np.asarray(v / self._sums[2], np.float32) for v in self._sums[:2])
         return None if self.min is None else (self.min, self.max)
 
     def qparams(self, dtype, *, symmetric: bool) -> QuantParam:
-        if self.min is None:
+        r = self.range()
+        if r is None:
             raise CalibrationDataError(f"tensor {self.name!r} was never observed: calibration ran no batch")
-        return qparam_from_range(self.min, self.max, dtype, symmetric=symmetric, axis=self.axis,
+        return qparam_from_range(r[0], r[1], dtype, symmetric=symmetric, axis=self.axis,
                                  method=self.method, name=self.name)
 
 
@@ -289,6 +308,7 @@ def make_observer(method: str, name: str = "", axis: int | None = None, **option
     except KeyError:
         raise PtqcError(f"-qm/--quant-mode {method}: unknown method "
                         f"(available: {', '.join(OBSERVERS)})") from None
+    average = options.pop("average", False)  # min_max only (onnxruntime's CalibMovingAverage)
     if method == "min_max":
-        return factory(name=name, axis=axis)
+        return factory(name=name, axis=axis, average=average)
     return factory(name=name, axis=axis, **options)

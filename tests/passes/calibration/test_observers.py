@@ -47,3 +47,45 @@ def test_unknown_methods_are_refused_by_name():
     assert isinstance(make_observer("min_max"), MinMaxObserver)
     with pytest.raises(PtqcError, match="-qm/--quant-mode entropy: unknown method"):
         make_observer("entropy")
+
+
+@pytest.mark.parametrize("constant", [0.01, 0.5])
+def test_moving_average_min_max_is_onnxruntimes(constant):
+    """CalibMovingAverage: the same range as onnxruntime's MinMaxCalibrater (moving_average,
+    averaging_constant) on the same batches; halves merged give the same."""
+    import onnx
+    from onnx import helper
+    from onnxruntime.quantization.calibrate import CalibrationDataReader, CalibrationMethod, create_calibrator
+
+    rng = np.random.default_rng(5)
+    batches = [(rng.normal(size=(2, 6)) * rng.uniform(0.5, 3)).astype(np.float32) for _ in range(7)]
+    model = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                                                [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 6])],
+                                                [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2, 6])]),
+                              opset_imports=[helper.make_opsetid("", 13)])
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter({"x": b} for b in batches)
+
+        def get_next(self):
+            return next(self.it, None)
+
+    options = {"moving_average": True, "averaging_constant": constant}
+    import tempfile
+    from pathlib import Path
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "m.onnx"
+        onnx.save(model, str(path))
+        calib = create_calibrator(str(path), ["Relu"], augmented_model_path=str(Path(tmp) / "a.onnx"),
+                                  calibrate_method=CalibrationMethod.MinMax, extra_options=options)
+        calib.collect_data(Reader())
+        want = calib.compute_data()["y"].range_value
+    obs, first, second = (make_observer("min_max", "y", average=True) for _ in range(3))
+    for i, b in enumerate(batches):
+        obs.observe(np.maximum(b, 0))
+        (first if i < 3 else second).observe(np.maximum(b, 0))
+    np.testing.assert_allclose(obs.range(), np.asarray(want, np.float64).reshape(2), rtol=1e-5)
+    assert not np.allclose(obs.range(), (0.0, max(b.max() for b in batches)))  # not the global min/max
+    first.merge(second)
+    np.testing.assert_array_equal(first.range(), obs.range())
