@@ -974,7 +974,7 @@ def output_dequantizers(graph: Graph) -> dict[str, Callable[[np.ndarray], np.nda
 # result as all computing with None"): ptqc's calibration streams anyway, so they change nothing
 _EXTRA_OPTIONS = {"ActivationSymmetric", "WeightSymmetric", "QuantizeBias", "CalibTensorRangeSymmetric",
                   "CalibPercentile", "CalibStridedMinMax", "CalibMaxIntermediateOutputs", "CalibMovingAverage",
-                  "CalibMovingAverageConstant"}
+                  "CalibMovingAverageConstant", "ForceQuantizeNoInputCheck"}
 # onnxruntime's calibrators -> ptqc's methods on the same idea (Entropy: the KL-divergence
 # threshold search, on ptqc's histogram)
 _CALIBRATE_METHODS = {"MinMax": "min_max", "Entropy": "kl", "Percentile": "percentile"}
@@ -1014,8 +1014,9 @@ def quantize_static(model_input, model_output, calibration_data_reader, quant_fo
     zero points), ``reduce_range`` (weights one bit short: int8 codes in
     [-64, 64], uint8 in [0, 127], as onnxruntime), per-tensor or per-channel, op/node selection,
     external data; the extra options ActivationSymmetric, CalibTensorRangeSymmetric,
-    WeightSymmetric, QuantizeBias (True), CalibMovingAverage (+ CalibMovingAverageConstant) with
-    MinMax, and CalibStridedMinMax / CalibMaxIntermediateOutputs (memory bounds: ptqc streams
+    WeightSymmetric, QuantizeBias (True), ForceQuantizeNoInputCheck (True: what ptqc always does,
+    also when the option is absent, where onnxruntime leaves a data-movement op on a float input
+    float), CalibMovingAverage (+ CalibMovingAverageConstant) with MinMax, and CalibStridedMinMax / CalibMaxIntermediateOutputs (memory bounds: ptqc streams
     anyway).  ``calibration_providers`` may name the CPU provider only; ``optimize_model``,
     which older onnxruntime took, is accepted (ptqc always cleans the graph first).  Anything
     else raises a ConfigError naming the option.
@@ -1037,6 +1038,9 @@ def quantize_static(model_input, model_output, calibration_data_reader, quant_fo
         raise ConfigError(f"extra_options {unknown[0]!r}: not supported (supported: {', '.join(sorted(_EXTRA_OPTIONS))})")
     if not extra.get("QuantizeBias", True):
         raise ConfigError("extra_options QuantizeBias False: not supported (biases are int32)")
+    if "ForceQuantizeNoInputCheck" in extra and not extra["ForceQuantizeNoInputCheck"]:
+        raise ConfigError("extra_options ForceQuantizeNoInputCheck False: not supported (ptqc quantizes MaxPool, "
+                          "Transpose and the other data-movement ops whatever their input, as True does)")
     types = {"QInt8": np.int8, "QUInt8": np.uint8, "QInt16": np.int16, "QUInt16": np.uint16}
     act, wt = _enum_name(activation_type), _enum_name(weight_type)
     for what, name in (("activation_type", act), ("weight_type", wt)):

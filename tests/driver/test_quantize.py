@@ -221,6 +221,7 @@ def test_quantize_static_accepts_strings_and_refuses_what_it_cannot_do(tmp_path,
                 ({"extra_options": {"CalibMovingAverage": True, "CalibMovingAverageConstant": 2}},
                  "CalibMovingAverageConstant 2.0: must be in"),
                 ({"extra_options": {"SmoothQuant": True}}, "SmoothQuant"),
+                ({"extra_options": {"ForceQuantizeNoInputCheck": False}}, "ForceQuantizeNoInputCheck False"),
                 ({"extra_options": {"CalibPercentile": 0}}, "CalibPercentile 0"),
                 ({"calibration_providers": ["CUDAExecutionProvider"]}, "CPU provider only"),
                 ({"calibration_cache_path": tmp_path / "c"}, "calibration_cache_path"),
@@ -254,6 +255,7 @@ def test_quantize_static_calibrate_methods_and_range_options_do_what_they_say(tm
     assert all(z == 128 for _, z in scales(extra_options={"CalibTensorRangeSymmetric": True}).values())
     assert scales(extra_options={"CalibStridedMinMax": 2, "CalibMaxIntermediateOutputs": 1},
                   calibration_providers=["CPUExecutionProvider"], optimize_model=False) == base
+    assert scales(extra_options={"ForceQuantizeNoInputCheck": True}) == base  # what ptqc does anyway
     averaged = scales(extra_options={"CalibMovingAverage": True})  # the mean of per-batch extremes: narrower
     assert averaged.keys() == base.keys() and all(averaged[x][0] <= base[x][0] for x in base) and averaged != base
 
