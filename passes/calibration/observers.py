@@ -79,15 +79,21 @@ class MinMaxObserver:
         if self.average:
             s = self._sums = self._sums or [0.0, 0.0, 0]
             s[0], s[1], s[2] = s[0] + lo.astype(np.float64), s[1] + hi.astype(np.float64), s[2] + 1
+            self._mean()
             return
         self.min = lo if self.min is None else np.minimum(self.min, lo)
         self.max = hi if self.max is None else np.maximum(self.max, hi)
+
+    def _mean(self) -> None:
+        """min/max: the means of the batches' minima and maxima (``average``)."""
+        self.min, self.max = (np.asarray(v / self._sums[2], np.float32) for v in self._sums[:2])
 
     def merge(self, other: "MinMaxObserver") -> None:
         if self.average:
             if other._sums:
                 mine = self._sums or [0.0, 0.0, 0]
                 self._sums = [mine[0] + other._sums[0], mine[1] + other._sums[1], mine[2] + other._sums[2]]
+                self._mean()
             self.batches += other.batches
             return
         if other.min is None:
@@ -99,15 +105,12 @@ class MinMaxObserver:
         self.batches += other.batches
 
     def range(self, dtype=None, symmetric: bool = False) -> tuple[np.ndarray, np.ndarray] | None:
-        if self.average:
-            return None if not self._sums else tuple(np.asarray(v / self._sums[2], np.float32) for v in self._sums[:2])
         return None if self.min is None else (self.min, self.max)
 
     def qparams(self, dtype, *, symmetric: bool) -> QuantParam:
-        r = self.range()
-        if r is None:
+        if self.min is None:
             raise CalibrationDataError(f"tensor {self.name!r} was never observed: calibration ran no batch")
-        return qparam_from_range(r[0], r[1], dtype, symmetric=symmetric, axis=self.axis,
+        return qparam_from_range(self.min, self.max, dtype, symmetric=symmetric, axis=self.axis,
                                  method=self.method, name=self.name)
 
 
