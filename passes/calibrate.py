@@ -219,6 +219,29 @@ def _observe_shard(job: _ShardJob, k: int, n: int):
     return observers, count[0], validation
 
 
+def stream_tensors(graph: Graph, ctx: PassContext, names: list[str], visit: Callable[[dict], None], what: str,
+                   hint: str = "") -> None:
+    """One streaming pass of the float ``graph`` over ``ctx.data``: ``visit(values)`` per batch, with
+    every tensor of ``names`` (graph inputs taken from the feeds).  ``what`` names the option that
+    needs the data, for the error when there is none (``hint`` added to it) or no batch came."""
+    from ptqc.errors import ConfigError
+    from ptqc.runtime.ort import OrtRunner
+
+    if ctx.data is None:
+        raise ConfigError(f"{what}: needs calibration data{hint}")
+    wanted = list(dict.fromkeys(list(graph.outputs) + [n for n in names if n not in graph.inputs]))
+    runner, seen = OrtRunner(with_outputs(graph, wanted), wanted), [0]
+
+    def run(feeds: dict) -> list:
+        got = runner.run(feeds)
+        visit({n: feeds[n] if n in feeds else got[n] for n in names})
+        seen[0] += 1
+        return [got[o] for o in graph.outputs]
+    ctx.data(run)
+    if not seen[0]:
+        raise ConfigError(f"{what}: the data gave no batch")
+
+
 def first_batch(drive: Callable, run: Run) -> dict:
     """The first feeds the infer function hands to ``forward`` ({} if none); the function
     runs to its end on ``run`` (so it sees real outputs throughout)."""

@@ -33,8 +33,8 @@ import numpy as np
 
 from ptqc.errors import ConfigError
 from ptqc.ir import Graph, Node
-from ptqc.onnx_io import export_model, with_outputs
 from ptqc.pass_manager import Pass, PassContext, PassResult
+from ptqc.passes.calibrate import stream_tensors
 from ptqc.passes import weight_rounding as wr
 
 MS_DOMAIN = "com.microsoft"
@@ -148,19 +148,11 @@ def input_statistics(graph: Graph, ctx: PassContext, inputs: list[str], hessians
     """Per tensor of ``inputs``: its :class:`InputStats` over ``ctx.data``, in one streaming pass of the
     float model (memory: ``K^2`` per input with ``hessians``, whatever the sample count).  ``what``
     names the option that needs the data, for the error when there is none."""
-    from ptqc.runtime.ort import OrtRunner
-
-    if ctx.data is None:
-        raise ConfigError(f"{what}: needs calibration data (data=...)")
-    names = [x for x in inputs if x not in graph.inputs]
-    runner = OrtRunner(with_outputs(export_model(graph, constants_as_initializers=True), names),
-                       list(graph.outputs) + names)
     acc: dict[str, InputStats] = {}
 
-    def run(feeds: dict) -> list:
-        got = runner.run(feeds)
+    def visit(values: dict) -> None:
         for x in inputs:
-            v = np.asarray(feeds[x] if x in feeds else got[x], np.float64)
+            v = np.asarray(values[x], np.float64)
             rows = v.reshape(-1, v.shape[-1])
             a = acc.get(x)
             h = rows.T @ rows if hessians else None
@@ -170,10 +162,7 @@ def input_statistics(graph: Graph, ctx: PassContext, inputs: list[str], hessians
                 a.lo, a.hi = np.minimum(a.lo, rows.min(axis=0)), np.maximum(a.hi, rows.max(axis=0))
                 a.abs_sum, a.rows = a.abs_sum + np.abs(rows).sum(axis=0), a.rows + len(rows)
                 a.h = None if h is None else a.h + h
-        return [got[o] for o in graph.outputs]
-    ctx.data(run)
-    if not acc:
-        raise ConfigError(f"{what}: the data gave no batch")
+    stream_tensors(graph, ctx, inputs, visit, what, " (data=...)")
     return acc
 
 

@@ -17,8 +17,8 @@ import numpy as np
 
 from ptqc.errors import ConfigError
 from ptqc.ir import Graph, Node
-from ptqc.onnx_io import export_model, with_outputs
 from ptqc.pass_manager import PassContext
+from ptqc.passes.calibrate import stream_tensors
 
 CORRECTED = ("Conv", "MatMul", "Gemm")
 
@@ -27,27 +27,16 @@ def input_means(graph: Graph, ctx: PassContext, nodes: list[Node], what: str) ->
     """Per layer (node name or id): the mean of what its weight multiplies over ``ctx.data``: per
     input channel (the last axis) for MatMul/Gemm; for a Conv per (channel, kernel offset), over
     the windows it reads, padding zeros included (``[C, *kernel]``)."""
-    from ptqc.runtime.ort import OrtRunner
-
-    if ctx.data is None:
-        raise ConfigError(f"{what}: needs calibration data")
-    names = sorted({n.inputs[0] for n in nodes} - set(graph.inputs))
-    runner = OrtRunner(with_outputs(export_model(graph, constants_as_initializers=True), names),
-                       list(graph.outputs) + names)
     sums: dict[int, list] = {}
 
-    def run(feeds: dict) -> list:
-        got = runner.run(feeds)
+    def visit(values: dict) -> None:
         for n in nodes:
-            v = np.asarray(feeds[n.inputs[0]] if n.inputs[0] in feeds else got[n.inputs[0]], np.float64)
+            v = np.asarray(values[n.inputs[0]], np.float64)
             total, count = _window_sums(n, v, graph) if n.op_type == "Conv" else \
                 (v.reshape(-1, v.shape[-1]).sum(axis=0), v.size // v.shape[-1])
             s = sums.setdefault(n.id, [0.0, 0])
             s[0], s[1] = s[0] + total, s[1] + count
-        return [got[o] for o in graph.outputs]
-    ctx.data(run)
-    if not sums:
-        raise ConfigError(f"{what}: the data gave no batch")
+    stream_tensors(graph, ctx, sorted({n.inputs[0] for n in nodes}), visit, what)
     return {i: total / max(count, 1) for i, (total, count) in sums.items()}
 
 
