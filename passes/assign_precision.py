@@ -14,7 +14,11 @@ every strategy scores on the all-8-bit model), before AdaRound and Q/DQ.
   drop of the output cosine is its damage.  Units are lowered cheapest first (damage per
   node); a bisection finds the longest prefix that still holds the target, each candidate
   made rule-compliant (:func:`~ptqc.passes.mixed_precision.comply`) and scored on the real QDQ
-  model (its biases corrected first with ``bias_correction``, as it will be written).
+  model (its biases corrected first with ``bias_correction``, as it will be written).  The
+  target is checked on the scoring batches and the calibration batches Calibrate kept
+  (``["calibration_feeds"]``): the minimum over 5 held-out samples misses the rare hard ones
+  (brainmaze's bi-LSTM met 0.999 on its 5 with every node at 8 bits and gave 0.996 on 10
+  new ones); the ranking, many trials, stays on the scoring batches.
 
 The scoring batches are ``ctx.analyses["validation_feeds"]`` (held out by calibration), else
 ``ctx.data``; biases are fitted on ``ctx.data``.  Every strategy works from one calibration
@@ -89,9 +93,9 @@ class AssignPrecision(Pass):
 class Trials:
     """Assignments built and scored on one calibration.  ``plain`` is the graph without specs;
     ``specced(high)`` gives it specs with ``high`` at 16 bits; ``cosine(high)`` the minimum
-    output cosine over the scoring batches (the float outputs are computed once and reused
-    while the batches repeat, up to ``CACHE_BYTES``; batches beyond it run the float model
-    again, so memory stays bounded)."""
+    output cosine over the scoring batches, or with ``check`` over those and the calibration
+    batches Calibrate kept (the float outputs are computed once per batch, by its digest, up
+    to ``CACHE_BYTES``; batches beyond it run the float model again, so memory stays bounded)."""
 
     def __init__(self, plain: Graph, ctx: PassContext, scheme: QuantScheme, what: str, bias_correction: bool = False,
                  holdout: int = 0, max_holdout: int = 8):
@@ -100,11 +104,15 @@ class Trials:
         validation = ctx.analyses.get("validation_feeds")
         self.drive = feeds_drive(validation) if validation else ctx.data  # scoring; biases fit on ctx.data
         self.scored_on = "held-out" if validation else "calibration"
+        # the target checked on the held-out and the kept calibration batches: 5 samples miss the rare hard ones
+        kept = list(ctx.analyses.get("calibration_feeds") or [])
+        self.check_drive = feeds_drive(list(validation) + kept) if validation and kept else self.drive
+        self.checked_on = "held-out and calibration" if validation and kept else self.scored_on
         self.float_model = ctx.analyses["float_model"]
         self.observers = ctx.analyses["observers"]
         self.base = self.specced(set())
         self.keys = [node_key(n) for n in self.base.topological_order() if n.meta.get("mixable")]
-        self._float: list[tuple[bytes, dict]] = []
+        self._float: dict[bytes, dict] = {}  # feeds' digest -> float outputs
         self._cached = 0
         self._float_run = None
         self.count = 0
@@ -116,7 +124,7 @@ class Trials:
             g, dataclasses.replace(self.ctx, analyses=AnalysisStore()))
         return g
 
-    def cosine(self, high: set[str], corrected: bool = False) -> float:
+    def cosine(self, high: set[str], corrected: bool = False, check: bool = False) -> float:
         """``corrected``: score the model with its biases corrected (--bias-correction)."""
         analyses = AnalysisStore()
         analyses.results = {k: self.ctx.analyses.get(k) for k in ("observers", "float_model", "validation_feeds")}
@@ -130,28 +138,28 @@ class Trials:
         worst, seen = [1.0], [0]
 
         def run(feeds: dict) -> list:
-            ref = self._reference(seen[0], feeds)
+            ref = self._reference(feeds)
             seen[0] += 1
             got = q_run.run(feeds)
             worst[0] = min([worst[0]] + [cosine(ref[n], got[n]) for n in ref])
             return [got[n] for n in ref]
 
-        self.drive(run)
+        (self.check_drive if check else self.drive)(run)
         if not seen[0]:
             raise cannot_reread(self.what)
         self.count += 1
         return worst[0]
 
-    def _reference(self, index: int, feeds: dict) -> dict:
+    def _reference(self, feeds: dict) -> dict:
         key = hashlib.sha1(b"".join(np.ascontiguousarray(feeds[k]).tobytes() for k in sorted(feeds))).digest()
-        if index < len(self._float) and self._float[index][0] == key:
-            return self._float[index][1]
+        if key in self._float:
+            return self._float[key]
         if self._float_run is None:
             self._float_run = OrtRunner(self.float_model.SerializeToString())
         out = self._float_run.run(feeds)
         size = sum(a.nbytes for a in out.values())
-        if index == len(self._float) and self._cached + size <= CACHE_BYTES:
-            self._float.append((key, out))
+        if self._cached + size <= CACHE_BYTES:
+            self._float[key] = out
             self._cached += size
         return out
 
@@ -161,13 +169,14 @@ def target_cosine(trials: Trials, target: float, ctx: PassContext) -> set[str]:
     keys, base = trials.keys, trials.base
     everything = set(keys)
     corrected = trials.bias_correction  # candidates are scored as they will be written
-    if trials.cosine(set(), corrected) >= target:
+    if trials.cosine(set(), corrected, check=True) >= target:
         return set()
-    top = trials.cosine(everything)
-    if top < target:
+    reach = trials.cosine(everything, check=True)
+    if reach < target:
         ctx.logger.warning("--target-cosine %g: even every node at 16 bits reaches only %.6f on the %s data; "
-                           "all stay at 16 bits", target, top, trials.scored_on)
+                           "all stay at 16 bits", target, reach, trials.checked_on)
         return everything
+    top = trials.cosine(everything)
     units = share_units(base, keys)
     damage = [top - trials.cosine(comply(base, everything - set(u), keys)) for u in units]
     order = sorted(range(len(units)), key=lambda i: (max(damage[i], 0.0) / len(units[i]), i))
@@ -177,12 +186,13 @@ def target_cosine(trials: Trials, target: float, ctx: PassContext) -> set[str]:
     while lo < hi:
         mid = (lo + hi + 1) // 2
         high = comply(base, everything - {k for i in order[:mid] for k in units[i]}, keys)
-        if trials.cosine(high, corrected) >= target:
+        if trials.cosine(high, corrected, check=True) >= target:
             best, lo = high, mid
         else:
             hi = mid - 1
-    ctx.logger.info("--target-cosine %g: %d of %d template nodes at 16 bits (%d trials on the %s data)",
-                    target, len(best), len(keys), trials.count, trials.scored_on)
+    ctx.logger.info("--target-cosine %g: %d of %d template nodes at 16 bits (%d trials; sensitivity on the %s "
+                    "data, the target checked on the %s data)", target, len(best), len(keys), trials.count,
+                    trials.scored_on, trials.checked_on)
     return best
 
 

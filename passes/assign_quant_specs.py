@@ -150,6 +150,8 @@ class AssignQuantSpecs(Pass):
                 continue
             if v.const is not None and node.op_type not in UNIFY_OPS:
                 v.meta["qspec"] = dataclasses.replace(weight, axis=_weight_axis(graph, node, x, self.scheme))
+            elif role.output == "shared" and x in graph.inputs and self._read_high(graph, x, quantized):
+                v.meta["qspec"] = PlainSpec(np.dtype(np.int16), True)
             else:
                 v.meta["qspec"] = act
                 if mode:
@@ -175,6 +177,26 @@ class AssignQuantSpecs(Pass):
             v.meta["qspec"] = SharedSpec(node.inputs[0]) if role.output == "shared" else act
             if mode and role.output != "shared":
                 v.meta["qmethod"] = mode
+
+
+    def _read_high(self, graph: Graph, value: str, quantized: set[int]) -> bool:
+        """Whether an op at 16 bits reads ``value`` through pass-through ops only: a model input
+        that an Unsqueeze or Transpose reads first takes the precision of the op behind it, as
+        it would reading the input itself."""
+        seen: set[int] = set()
+        todo = [value]
+        while todo:
+            for n in graph.consumer_nodes(todo.pop()):
+                if n.id not in quantized or n.id in seen:
+                    continue
+                seen.add(n.id)
+                if _role(graph, n).output == "shared":
+                    todo += [o for o in n.outputs if o]
+                    continue
+                owner = graph.node(n.meta["fused_into"]) if n.meta.get("fused_into") in quantized else n
+                if self._bits.get(node_key(owner)) == 16:
+                    return True
+        return False
 
 
 def clear_specs(graph: Graph) -> Graph:

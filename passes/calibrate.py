@@ -11,10 +11,10 @@ Observers land in ``ctx.analyses["observers"]``; the metric in ``["float_metric"
 With ``holdout`` h > 0 (``-vs``), every h-th batch (up to ``max_holdout`` of them) is held out:
 run but not observed, its feeds kept in ``["validation_feeds"]`` for the decisions that
 choose among candidates and for the evaluation, so that none is scored on the data it was
-fitted to (:func:`held_out` says which batches, by index alone, so shards agree).  Where none
-is held out (fewer batches than h, or h = 0), the first ``max_holdout`` calibration batches are
-kept in ``["calibration_feeds"]`` instead, so that a choice can still be scored when the data
-cannot be read again (a reader without rewind()).
+fitted to (:func:`held_out` says which batches, by index alone, so shards agree).  The first
+``max_holdout`` calibration batches are kept in ``["calibration_feeds"]``: where none is held
+out (fewer batches than h, or h = 0) a choice is still scored when the data cannot be read
+again (a reader without rewind()), and the mixed-precision target is checked on both.
 
 With ``workers > 1`` (``-cn``) or a Dask ``client``, a built-in data source (whose drive has
 ``shard(k, n)``) is split: worker k of n runs batches k, k + n, ... with its own model session
@@ -80,7 +80,7 @@ class Calibrate(Pass):
             if held_out(stats["seen"] - 1, self.holdout, self.max_holdout):
                 validation.append(dict(feeds))
                 return [values[o] for o in graph.outputs]
-            if len(kept) < self.max_holdout and not validation:
+            if len(kept) < self.max_holdout:
                 kept.append(dict(feeds))
             for n, obs in observers.items():
                 obs.observe(feeds[n] if n in feeds else values[n])
@@ -105,7 +105,7 @@ class Calibrate(Pass):
                         stats["samples"] / max(seconds, 1e-9), len(names), len(validation))
         ctx.analyses["observers"] = observers
         ctx.analyses["validation_feeds"] = validation
-        ctx.analyses["calibration_feeds"] = [] if validation else kept
+        ctx.analyses["calibration_feeds"] = kept
         ctx.analyses["float_metric"] = metric
         ctx.analyses["calibration_batches"] = stats["batches"]
         if self.snapshots:

@@ -77,6 +77,11 @@ def test_trials_run_the_float_model_once_per_batch(tmp_path, digits, monkeypatch
     scored = trials.ctx.analyses["validation_feeds"]  # the batches calibration held out
     assert 0 < len(scored) < len(feeds)
     assert first == again and len(runs) == 2 * len(scored)  # quantized runs only: the float outputs are kept
+    # the target is checked on the held-out and the kept calibration batches: never a higher minimum
+    kept = trials.ctx.analyses["calibration_feeds"]
+    runs.clear()
+    checked = trials.cosine(set(trials.keys[:2]), check=True)
+    assert kept and len(runs) == len(scored) + len(kept) and checked <= first
     assert trials.cosine(set(trials.keys)) >= trials.cosine(set()) - 1e-6
 
 

@@ -41,6 +41,22 @@ def test_pass_through_ops_share_their_input_and_unknown_ops_stay_float():
     assert ctx.analyses["float_ops"] == {"Exp": ["exp"], "Reshape": ["reshape"]}
 
 
+def test_a_model_input_behind_a_pass_through_op_takes_the_bits_of_the_op_that_reads_it():
+    """x -> Unsqueeze -> Conv: with the Conv at 16 bits, x is 16-bit as it would be if the Conv
+    read it directly (an 8-bit input held an all-16-bit mix of brainmaze's bi-LSTM at 0.994)."""
+    rng = np.random.default_rng(0)
+    model = builders.make_model(
+        [helper.make_node("Unsqueeze", ["x", "axes"], ["u"], name="unsq"),
+         helper.make_node("Conv", ["u", "w"], ["y"], name="conv")],
+        [("x", np.float32, [1, 8, 8])], [("y", np.float32, [1, 2, 8, 8])],
+        {"axes": np.array([1], np.int64), "w": rng.normal(size=(2, 1, 1, 1)).astype(np.float32)})
+    for bits, dtype in (((("conv", 16),), np.int16), ((), np.int8)):
+        g, _ = _specced(model, QuantScheme(activation_dtype=np.dtype(np.int8), activation_symmetric=True,
+                                           node_bits=bits))
+        assert g.value("x").meta["qspec"] == PlainSpec(np.dtype(dtype), True), bits
+        assert g.value("u").meta["qspec"] == SharedSpec("x")
+
+
 def test_gemm_weight_axis_follows_transB_and_node_exclusion_is_honoured():
     rng = np.random.default_rng(0)
     model = builders.make_model(

@@ -100,5 +100,7 @@ def test_held_out_batches_are_run_but_not_observed():
     Calibrate(holdout=3, max_holdout=2).run(graph, ctx)
     held = [float(f["x"].flat[0]) for f in ctx.analyses["validation_feeds"]]
     assert held == [2.0, 5.0]  # every 3rd batch, at most 2 of them; batch 8 is calibrated on
+    # the first calibration batches are kept beside them (the mixed-precision target checks both)
+    assert [float(f["x"].flat[0]) for f in ctx.analyses["calibration_feeds"]] == [0.0, 1.0]
     assert ctx.analyses["calibration_batches"] == 7
     assert ctx.analyses["observers"]["x"].range()[1] == pytest.approx(8.0)
