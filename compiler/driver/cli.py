@@ -39,7 +39,7 @@ BUILT_FLAGS = {
                                 "quantize_input_dtype", "output_dequant", "mean", "std",
                                 "output_name", "unify_input_scale", "generate_scale_json", "load_scale_json",
                                 "dump_ir", "debug", "dump", "lut_len", "dynamic_quant", "weight_quant"} | _IMAGES,
-    "convert": _COMMON | {"dump_ir", "debug", "initializers"},
+    "convert": _COMMON | {"dump_ir", "debug", "initializers", "user_defined_script"},
     "infer": _COMMON | _DATA | _IMAGES | {"lut_len"},
 }
 BUILT_FLAGS["compare"] = BUILT_FLAGS["quant"]  # compare = quant + the per-layer comparison (and -du)
@@ -201,7 +201,7 @@ def _run(cfg: QuantConfig, flags: dict[str, str]) -> int:
         from ptqc.driver.frontends import to_onnx
 
         model = to_onnx(cfg.framework, Path(cfg.model), Path(cfg.weight) if cfg.weight else None, save_dir,
-                        cfg.input_shapes)
+                        cfg.input_shapes, cfg.user_defined_script)
         print(f"ptqc: -f {cfg.framework}: {cfg.model} -> {model} (outputs checked against {cfg.framework})")
         cfg = dataclasses.replace(cfg, model=model)
     if cfg.run_mode == "convert":

@@ -680,19 +680,12 @@ def make_reader_func(reader: Any, limit: int | None = None) -> InferFunction:
 _script_ids = itertools.count()
 
 
-def load_infer_function(script: Path | None, name: str) -> Callable:
-    """The infer function ``name`` (``-if``), after importing ``script`` (``-uds``) so that its
-    ``@onnx_infer_func.register`` decorators run.  The script's folder is importable while it
-    loads, so it may import modules next to it."""
-    if script is None:
-        if name not in onnx_infer_func.names():
-            raise ConfigError(f"-if/--infer-func {name}: not registered "
-                              f"(registered: {', '.join(onnx_infer_func.names())})")
-        return onnx_infer_func.get(name)
+def load_script(script: Path) -> None:
+    """Import a user script (``-uds``) so that its ``register`` decorators run.  The script's
+    folder is importable while it loads, so it may import modules next to it."""
     script = Path(script)
     if not script.is_file():
         raise ConfigError(f"-uds/--user-defined-script {script}: no such file")
-    before = {n: onnx_infer_func.get(n) for n in onnx_infer_func.names()}
     module_name = f"ptqc_user_script_{next(_script_ids)}_{script.stem}"
     # An explicit loader, so that a script not named *.py still loads.
     loader = importlib.machinery.SourceFileLoader(module_name, str(script))
@@ -711,11 +704,28 @@ def load_infer_function(script: Path | None, name: str) -> Callable:
     finally:
         if folder in sys.path:
             sys.path.remove(folder)
-    if name not in onnx_infer_func.names():
-        registered = [n for n in onnx_infer_func.names() if before.get(n) is not onnx_infer_func.get(n)]
-        raise ConfigError(f"-if/--infer-func {name}: not registered by {script.name} "
+
+
+def load_registered(registry: Registry, flag: str, script: Path | None, name: str) -> Callable:
+    """The function ``name`` of ``registry`` (an infer function for ``-if``, a PyTorch model
+    definition for ``-m`` with ``-f pytorch``), after importing ``script`` (``-uds``) if given."""
+    if script is None:
+        if name not in registry.names():
+            raise ConfigError(f"{flag} {name}: not registered (registered: {', '.join(registry.names()) or 'none'}; "
+                              f"a -uds script registers {registry.kind}s)")
+        return registry.get(name)
+    before = {n: registry.get(n) for n in registry.names()}
+    load_script(script)
+    if name not in registry.names():
+        registered = [n for n in registry.names() if before.get(n) is not registry.get(n)]
+        raise ConfigError(f"{flag} {name}: not registered by {Path(script).name} "
                           f"(registered: {', '.join(registered) or 'none'})")
-    return onnx_infer_func.get(name)
+    return registry.get(name)
+
+
+def load_infer_function(script: Path | None, name: str) -> Callable:
+    """The infer function ``name`` (``-if``), after importing ``script`` (``-uds``)."""
+    return load_registered(onnx_infer_func, "-if/--infer-func", script, name)
 
 
 def run_infer_function(fn: InferFunction, executor: Executor, name: str = "") -> float:
@@ -744,6 +754,20 @@ def run_infer_function(fn: InferFunction, executor: Executor, name: str = "") ->
         return float(metric)
     log.debug("infer function %r returned %r, not a number; metric taken as 1.0", name, metric)
     return 1.0
+
+
+def user_call(fn: Callable, label: str, *args, **kwargs):
+    """``fn(*args, **kwargs)`` for a function of a user script: a crash in the user's code is a
+    one-line ConfigError naming ``label`` and the user's file and line."""
+    try:
+        return fn(*args, **kwargs)
+    except PtqcError:
+        raise
+    except (Exception, SystemExit) as e:
+        where = _locate_user_code(e)
+        if where is None:
+            raise
+        raise ConfigError(f"{label} failed at {where[0]}:{where[1]}: {type(e).__name__}: {_one_line(e)}") from e
 
 
 _LIBRARY_DIRS = tuple({*(sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")),

@@ -6,13 +6,24 @@ run stops naming the output.  The converted model is written (atomically) to
 ``{save_dir}/{model stem}.onnx`` and the run goes on with it; ``-r convert`` stops there
 and then cleans it as for an ONNX model.
 
-Built: ``paddle`` (PaddlePaddle inference models: ``-m`` the ``.pdmodel`` or PIR ``.json``
-program, ``-w`` its ``.pdiparams``; paddle2onnx at opset 17).  ``pytorch``, ``caffe`` and
-``tensorflow`` say by name that they are not built yet.
+Built:
+
+- ``paddle``: PaddlePaddle inference models (``-m`` the ``.pdmodel`` or PIR ``.json`` program,
+  ``-w`` its ``.pdiparams``; paddle2onnx at opset 17).
+- ``pytorch``: ``-m`` names a model definition the ``-uds`` script registers with
+  ``@pytorch_model.register(name)``; called with ``weight_path`` (``-w``, a ``.pth``) it returns
+  ``{"model": module, "inputs": [tensors]}`` and optionally ``dynamic_axes_inputs`` /
+  ``dynamic_axes_outputs`` (``{name: {axis: label}}``; their keys name the model's inputs and
+  outputs) and ``concrete_args`` (keyword arguments of ``forward``, fixed for the export).
+  Exported by ``torch.onnx.export``'s TorchScript tracer at opset 17 (the dynamo exporter needs
+  onnxscript and prints its progress), checked against the module on the returned inputs.
+
+``caffe`` and ``tensorflow`` say by name that they are not built yet.
 """
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import sys
 import tempfile
@@ -28,16 +39,18 @@ OPSET = 17
 
 
 def to_onnx(framework: str, model: Path, weight: Path | None, save_dir: Path,
-            input_shapes: tuple = ()) -> Path:
+            input_shapes: tuple = (), script: Path | None = None) -> Path:
     """The ONNX model to quantize: ``model`` itself for onnx, else the converted and checked one."""
     if framework == "onnx":
         if weight is not None:
             raise ConfigError("-w/--weight: applies only to -f pytorch, caffe or paddle (an ONNX model holds its "
                               "weights)")
         return model
+    if framework == "pytorch":
+        return _pytorch(str(model), weight, save_dir, script)
     if framework != "paddle":
-        raise ConfigError(f"-f/--framework {framework}: not built yet (built: onnx, paddle); convert the model to "
-                          "ONNX with its framework's exporter and give the .onnx")
+        raise ConfigError(f"-f/--framework {framework}: not built yet (built: onnx, paddle, pytorch); convert the "
+                          "model to ONNX with its framework's exporter and give the .onnx")
     return _paddle(model, weight, save_dir, input_shapes)
 
 
@@ -58,22 +71,104 @@ def _paddle(model: Path, weight: Path | None, save_dir: Path, input_shapes: tupl
         raise ConfigError(f"-f/--framework paddle: needs paddlepaddle and paddle2onnx ({e.name} is not "
                           "installed; see README, frontends)") from None
     out = save_dir / f"{model.stem}.onnx"
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=save_dir)
+    with _converting(out, f"-f paddle {model}") as tmp, _quiet():
+        paddle2onnx.export(str(model), str(weight), save_file=tmp, opset_version=OPSET, verbose=False)
+        _check(tmp, _paddle_runner(paddle, model, weight), input_shapes, f"-f paddle {model}")
+    return out
+
+
+@contextlib.contextmanager
+def _converting(out: Path, label: str):
+    """A temporary path beside ``out`` to write the converted model to, renamed to ``out`` when
+    the block succeeds (removed otherwise); a converter's own failure becomes a ModelError."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     os.close(fd)
     try:
-        with _quiet():
-            paddle2onnx.export(str(model), str(weight), save_file=tmp, opset_version=OPSET, verbose=False)
-            _check(tmp, _paddle_runner(paddle, model, weight), input_shapes, f"-f paddle {model}")
+        yield tmp
         os.replace(tmp, out)
     except Exception as e:
         if isinstance(e, (ConfigError, ModelError)):
             raise
-        raise ModelError(f"-f paddle {model}: conversion failed: {' '.join(str(e).split()) or type(e).__name__}") \
-            from None
+        raise ModelError(f"{label}: conversion failed: {' '.join(str(e).split()) or type(e).__name__}") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _pytorch(name: str, weight: Path | None, save_dir: Path, script: Path | None) -> Path:
+    from ptqc.driver.data import load_registered, pytorch_model, user_call
+
+    try:
+        import torch
+    except ImportError:
+        raise ConfigError("-f/--framework pytorch: needs torch (not installed; see README, frontends)") from None
+    if weight is not None and not weight.is_file():
+        raise ConfigError(f"-w/--weight {weight}: no such file")
+    define = load_registered(pytorch_model, "-m/--model", script, name)
+    spec = user_call(define, f"-m/--model {name}", **({"weight_path": str(weight)} if weight else {}))
+    known = {"model", "inputs", "dynamic_axes_inputs", "dynamic_axes_outputs", "concrete_args"}
+    if not isinstance(spec, dict) or not {"model", "inputs"} <= set(spec) or set(spec) - known:
+        got = sorted(spec) if isinstance(spec, dict) else type(spec).__name__
+        raise ConfigError(f"-m/--model {name}: the model definition must return a dict with keys 'model' and "
+                          f"'inputs' (optional: dynamic_axes_inputs, dynamic_axes_outputs, concrete_args); got {got}")
+    module, inputs = spec["model"], spec["inputs"]
+    inputs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+    if not isinstance(module, torch.nn.Module) or not all(isinstance(t, torch.Tensor) for t in inputs) or not inputs:
+        raise ConfigError(f"-m/--model {name}: 'model' must be a torch.nn.Module and 'inputs' a non-empty list of "
+                          "torch.Tensor")
+    out = save_dir / f"{name}.onnx"
+    with _converting(out, f"-f pytorch {name}") as tmp:
+        proto = torch_to_onnx(module, inputs, None, spec.get("dynamic_axes_inputs"), spec.get("dynamic_axes_outputs"),
+                              spec.get("concrete_args"), label=f"-f pytorch {name}")
+        import onnx
+
+        onnx.save(proto, tmp)
+        with torch.no_grad():
+            want = module(*inputs, **(spec.get("concrete_args") or {}))
+        want = [t.detach().numpy() for t in (want if isinstance(want, (list, tuple)) else [want])]
+        feeds = {i.name: t.detach().numpy() for i, t in zip(proto.graph.input, inputs)}
+        _compare(tmp, feeds, want, f"-f pytorch {name}")
     return out
+
+
+def torch_to_onnx(module, inputs: list, names: list | None = None, dynamic_inputs: dict | None = None,
+                  dynamic_outputs: dict | None = None, kwargs: dict | None = None, label: str = "model"):
+    """``module`` (eval mode, no gradients) traced on ``inputs`` to an ONNX ModelProto at
+    ``OPSET``: inputs named ``names``, else by ``dynamic_inputs``' keys, else ``input`` (or
+    ``input0``, ...); outputs by ``dynamic_outputs``' keys; those axes left dynamic."""
+    import io
+
+    import onnx
+    import torch
+
+    names = list(names or dynamic_inputs or (["input"] if len(inputs) == 1 else
+                                             [f"input{i}" for i in range(len(inputs))]))
+    if len(names) != len(inputs):
+        raise ConfigError(f"{label}: dynamic_axes_inputs names {len(names)} inputs, the model takes {len(inputs)}")
+    outputs = list(dynamic_outputs) if dynamic_outputs else None
+    axes = {**(dynamic_inputs or {}), **(dynamic_outputs or {})}
+    options = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
+    buf = io.BytesIO()
+    module.eval()
+    if kwargs:  # fixed keyword arguments: Python constants of the trace, not traced tensors
+        bound = module.forward
+
+        def forward(*xs):
+            return bound(*xs, **kwargs)
+        module.forward = forward
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter's own notice
+            warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+            torch.onnx.export(module, tuple(inputs), buf, input_names=names, output_names=outputs, opset_version=OPSET,
+                              dynamic_axes=axes or None, **options)
+    except Exception as e:
+        raise ModelError(f"{label}: torch.onnx.export failed: {' '.join(str(e).split())[:300] or type(e).__name__}") \
+            from None
+    finally:
+        if kwargs:
+            del module.forward  # the class's forward again
+    return onnx.load_from_string(buf.getvalue())
 
 
 @contextlib.contextmanager
@@ -128,7 +223,18 @@ def _check(path: str, source, input_shapes: tuple, label: str) -> None:
         shape = list(input_shapes[i]) if input_shapes else [d if isinstance(d, int) and d > 0 else 1 for d in x.shape]
         kind = np.float32 if "float" in x.type else np.int64
         feeds[x.name] = rng.standard_normal(shape).astype(kind) if kind is np.float32 else np.zeros(shape, kind)
-    got, want = session.run(None, feeds), source(feeds)
+    _compare(session, feeds, source(feeds), label)
+
+
+def _compare(session, feeds: dict, want: list, label: str) -> None:
+    """onnxruntime's outputs of the converted model (a session or a path) against the source's."""
+    import onnxruntime as ort
+
+    if not isinstance(session, ort.InferenceSession):
+        session = ort.InferenceSession(session, providers=["CPUExecutionProvider"])
+    got = session.run(None, feeds)
+    if len(got) != len(want):
+        raise ModelError(f"{label}: the converted model has {len(got)} outputs, the source {len(want)}")
     for out, g, w in zip(session.get_outputs(), got, want):
         w = np.asarray(w, np.float64)
         diff = float(np.max(np.abs(np.asarray(g, np.float64) - w))) if w.size else 0.0

@@ -15,7 +15,6 @@ after checking that onnxruntime loads it (and runs it on the first batch when th
 """
 from __future__ import annotations
 
-import io
 import itertools
 import os
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any, Iterable
 import numpy as np
 import onnx
 
+from ptqc.driver.frontends import torch_to_onnx
 from ptqc.driver.llm_config import LlmConfig, parse
 from ptqc.driver.pipeline import convert_pipeline
 from ptqc.errors import ConfigError, ModelError, onnxruntime_error
@@ -120,12 +120,9 @@ def _from_torch(module: Any, batches: Iterable[dict] | None) -> tuple[onnx.Model
     first = next(it, None)
     if first is None:
         raise ConfigError("model: exporting a torch.nn.Module needs data (its first batch gives the example inputs)")
-    buf = io.BytesIO()
-    module.eval()
-    with torch.no_grad():
-        torch.onnx.export(module, tuple(torch.from_numpy(v) for v in first.values()), buf,
-                          input_names=list(first), opset_version=17)
-    return onnx.load_from_string(buf.getvalue()), itertools.chain([first], it)
+    proto = torch_to_onnx(module, [torch.from_numpy(v) for v in first.values()], names=list(first),
+                          label=f"model {type(module).__name__}")
+    return proto, itertools.chain([first], it)
 
 
 def _runs(model: onnx.ModelProto, feeds: dict | None) -> None:

@@ -68,11 +68,119 @@ def test_a_paddle_model_is_converted_checked_quantized_and_simulated(tmp_path, d
     assert code == 0, err
 
 
+TORCH_SCRIPT = """
+import torch
+from onnx_quantize_tool.common.register import pytorch_model
+
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.bn1 = torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.BatchNorm2d(8)
+        self.conv2 = torch.nn.Conv2d(8, 16, 3, padding=1)
+        self.fc = torch.nn.Linear(16 * 4 * 4, 10)
+
+    def forward(self, x, scale=True):
+        x = torch.nn.functional.max_pool2d(torch.relu(self.bn1(self.conv1(x))), 2)
+        y = self.fc(torch.flatten(torch.relu(self.conv2(x)), 1))
+        return y * 2 if scale else y
+
+
+@pytorch_model.register("digits")
+def digits(weight_path=None):
+    model = Net()
+    if weight_path:
+        model.load_state_dict(torch.load(weight_path, map_location="cpu"), strict=True)
+    return {"model": model, "inputs": [torch.randn(4, 1, 8, 8)], "concrete_args": {"scale": False},
+            "dynamic_axes_inputs": {"x": {0: "batch_size"}}, "dynamic_axes_outputs": {"logits": {0: "batch_size"}}}
+
+
+@pytorch_model.register("broken")
+def broken(weight_path=None):
+    return {"model": Net()}
+"""
+
+
+def _torch_digits(tmp_path, digits):
+    """The reference's -f pytorch script (a CNN definition registered by name) and a .pth of
+    that CNN trained in torch on the digits here; returns (script, weights, the trained module)."""
+    torch = pytest.importorskip("torch", reason="torch (the pytorch extra) is not installed")
+    script = tmp_path / "defs.py"
+    script.write_text(TORCH_SCRIPT)
+    namespace = {}
+    exec(compile(TORCH_SCRIPT, str(script), "exec"), namespace)
+    torch.manual_seed(0)
+    net = namespace["Net"]()
+    opt = torch.optim.Adam(net.parameters(), lr=0.01)
+    x, y = torch.from_numpy(np.array(digits.x_train)), torch.from_numpy(np.array(digits.y_train)).long()
+    for epoch in range(3):
+        for i in range(0, len(x), 64):
+            loss = torch.nn.functional.cross_entropy(net(x[i:i + 64], scale=False), y[i:i + 64])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    net.eval()
+    weights = tmp_path / "digits.pth"
+    torch.save(net.state_dict(), weights)
+    return script, weights, net
+
+
+def test_a_pytorch_model_is_converted_checked_quantized_and_simulated(tmp_path, digits):
+    script, weights, net = _torch_digits(tmp_path, digits)
+    import torch
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(8):
+        np.save(data / f"s{i}.npy", np.ascontiguousarray(digits.x_train[i * 4:i * 4 + 4]))
+    out = tmp_path / "out"
+    code, stdout, err = ptqc("-ch", "TX510x", "quant", "-f", "pytorch", "-m", "digits", "-w", weights, "-uds", script,
+                             "-d", data, "--save-dir", out)
+    assert code == 0, err
+    assert "outputs checked against pytorch" in stdout
+    converted = onnx.load(str(out / "digits.onnx"))
+    assert [i.name for i in converted.graph.input] == ["x"] and converted.graph.output[0].name == "logits"
+    assert converted.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch_size"
+    x = np.ascontiguousarray(digits.x_test)
+    (want,) = ort_outputs(converted, {"x": x})
+    with torch.no_grad():
+        source = net(torch.from_numpy(x), scale=False).numpy()  # concrete_args honoured: no doubling
+    assert np.max(np.abs(want - source)) <= 1e-4 * np.max(np.abs(source))
+    quantized = out / "digits_quantize.onnx"
+    (got,) = ort_outputs(onnx.load(str(quantized)), {"x": x})
+    float_acc = np.mean(np.argmax(source, 1) == digits.y_test)
+    assert float_acc > 0.8 and np.mean(np.argmax(got, 1) == digits.y_test) >= float_acc - 0.03
+    code, stdout, err = ptqc("-ch", "TX510x", "quant", "-r", "infer", "-m", quantized, "-d", data,
+                             "--save-dir", out)
+    assert code == 0 and "simulator" in stdout, err
+    code, stdout, err = ptqc("quant", "-r", "convert", "-f", "pytorch", "-m", "digits", "-uds", script,
+                             "--save-dir", tmp_path / "conv")
+    assert code == 0, err
+    assert (tmp_path / "conv" / "digits.onnx").is_file()
+
+
+def test_pytorch_bad_definitions_are_refused_by_name(tmp_path, digits):
+    script, weights, _ = _torch_digits(tmp_path, digits)
+    cases = [
+        (["-m", "nope", "-uds", script], "-m/--model nope: not registered by defs.py (registered: broken, digits)"),
+        (["-m", "broken", "-uds", script], "-m/--model broken: the model definition must return a dict with keys"),
+        (["-m", "digits", "-uds", script, "-w", tmp_path / "none.pth"], f"-w/--weight {tmp_path / 'none.pth'}: "
+                                                                        "no such file"),
+        (["-m", "digits", "-uds", script, "-w", script], "-m/--model digits failed at "),
+        (["-m", "digits"], "-m/--model digits: not registered"),
+    ]
+    for args, message in cases:
+        out = tmp_path / "o"
+        code, _, err = ptqc("quant", "-r", "convert", "-f", "pytorch", *args, "--save-dir", out)
+        assert_bad_input(code, err, message)
+        assert not list(out.glob("*.onnx"))
+
+
 def test_frameworks_not_built_and_a_weight_file_for_onnx_are_refused_by_name(tmp_path):
     model = tmp_path / "m.onnx"
     model.write_bytes(b"")
-    code, _, err = ptqc("quant", "-f", "pytorch", "-m", "resnet18", "--save-dir", tmp_path / "o")
-    assert_bad_input(code, err, "-f/--framework pytorch: not built yet")
+    code, _, err = ptqc("quant", "-f", "caffe", "-m", "resnet18.prototxt", "--save-dir", tmp_path / "o")
+    assert_bad_input(code, err, "-f/--framework caffe: not built yet")
     code, _, err = ptqc("quant", "-m", model, "-w", tmp_path / "w.pth", "--save-dir", tmp_path / "o")
     assert_bad_input(code, err, "-w/--weight: applies only to -f")
 
