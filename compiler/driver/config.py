@@ -165,6 +165,10 @@ def _validate(cfg: QuantConfig) -> None:
         raise ConfigError("-i/--iteration: every value must be >= 1")
     if cfg.batch_size < 1:
         raise ConfigError("-bs/--batch-size: must be >= 1")
+    if cfg.ir_batch < 1:
+        raise ConfigError(f"-ib/--ir-batch: must be >= 1, got {cfg.ir_batch}")
+    if cfg.layer_threshold is not None and not cfg.layer_threshold > 0:
+        raise ConfigError(f"-lt/--layer-threshold: must be > 0, got {cfg.layer_threshold}")
     if cfg.auto_mix_strategy == "HAWQ" and cfg.target_cosine is not None:
         raise ConfigError("-ams/--auto-mix-strategy HAWQ with --target-cosine: both choose the 16-bit nodes; give one")
     if not 0.0 <= cfg.auto_mix_ratio <= 1.0:

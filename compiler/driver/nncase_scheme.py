@@ -5,8 +5,11 @@ IsFull}`` per tensor, or one per channel) and ``DataRangeMode`` (``by_tensor`` /
 
 ``--export-quant-scheme`` writes every quantized activation and weight of a run (the range
 its parameters cover); ``--quant-scheme FILE`` reads one back as overrides: a listed tensor
-takes the listed range and type (its whole sharing group does), f16/f32 keep it float, and
-tensors the file does not list are calibrated as usual.  An unchanged exported file gives the
+takes the listed range and type (its whole sharing group does), f32 keeps it float, f16 keeps
+it unquantized and rounds the listed tensor through float16 (CastFloat16), and tensors the
+file does not list are calibrated as usual; a file that lists every quantized tensor needs no
+calibration data (nncase: "no calibration set is needed after importing the scheme").
+``IsFull`` is nncase's derived flag (the range is the type's whole range) and is not read.  An unchanged exported file gives the
 same model again.
 """
 from __future__ import annotations
@@ -20,7 +23,7 @@ from ptqc.errors import ConfigError
 from ptqc.ir import Graph
 from ptqc.quant import QuantParam
 
-_TYPES = {"u8": np.uint8, "i8": np.int8, "i16": np.int16, "f16": None, "f32": None}
+_TYPES = {"u8": np.uint8, "i8": np.int8, "i16": np.int16, "f16": np.float16, "f32": None}
 _NAMES = {np.dtype(np.uint8): "u8", np.dtype(np.int8): "i8", np.dtype(np.int16): "i16"}
 
 
@@ -41,7 +44,8 @@ def export_scheme(graph: Graph, weight_params: dict[str, QuantParam], path: Path
 
 
 def load_scheme(path: Path, graph: Graph) -> dict[str, tuple]:
-    """tensor -> (dtype or None for float, min, max): arrays for by_channel entries."""
+    """tensor -> (dtype: an integer type, float16, or None for float32; min, max): arrays for
+    by_channel entries."""
     flag = f"--quant-scheme {path}"
     table = read_json(Path(path), flag)
     if not isinstance(table, dict) or not isinstance(table.get("Outputs"), list):

@@ -12,11 +12,14 @@ from ptqc.passes import (AdaRound, AssignQuantSpecs, Calibrate, CropOutputs, Eli
                          InferShapes, InsertNormalization, InsertQDQ, LiftConstantNodes, MarkActivationFusion,
                          PropagateRanges, RemoveIdentity, UpgradeOpset)
 from ptqc.passes.assign_precision import AssignPrecision
+from ptqc.passes.cast_float16 import CastFloat16
+from ptqc.passes.float_mixed_outputs import FloatMixedOutputs
 from ptqc.passes.choose_ranges import AUTO, ChooseRanges
 from ptqc.passes.correct_bias import CorrectBias
 from ptqc.passes.dequantize_weights import DequantizeWeights, storage
 from ptqc.passes.quantize_dynamic import QuantizeDynamic
 from ptqc.passes.read_qdq import FitQDQParams, ReadQDQ
+from ptqc.passes.threshold_layer_norm import ThresholdLayerNorm
 from ptqc.quant import QuantScheme
 
 MAX_VALIDATION = 8  # held-out batches kept for scoring (memory stays bounded)
@@ -57,20 +60,27 @@ def observe_pipeline(scheme: QuantScheme, *, method: str = "min_max", calibrate:
 def materialize_pipeline(scheme: QuantScheme, *, output_dequant: bool = True,
                          input_dtypes: dict[str, np.dtype] | None = None, choose: bool = False,
                          precision: dict | None = None, adaround: bool = False, bias_correction: bool = False,
-                         holdout: int = 0, batches: int | None = None) -> list[Pass]:
+                         holdout: int = 0, batches: int | None = None,
+                         layer_threshold: float | None = None, float16: bool = False) -> list[Pass]:
     """With ``choose`` (-qm auto) each group's range method picked by measured output error
     (on the all-8-bit model); with ``precision`` (AssignPrecision's arguments: -mc, -ams,
     --target-cosine) the 16-bit nodes chosen and the graph specced again; with ``adaround``
     each weight's rounding learned on the calibration batches; one union-find over all
-    sharing, then Q/DQ; with ``bias_correction`` each Conv/Gemm's output mean corrected in its
+    sharing (with ``layer_threshold``, -lt, LayerNormalization's input and output ranges
+    overridden first; a graph-output Concat of parts of very different magnitudes left float),
+    then Q/DQ (with ``float16``, an nncase scheme's f16 tensors rounded through
+    float16 after); with ``bias_correction`` each Conv/Gemm's output mean corrected in its
     int32 bias.  Runs once per method when one calibration serves several (-qm all)."""
     headroom = dict(unify=scheme.unify_concat, wide_headroom=scheme.wide_headroom)
     held = dict(holdout=holdout, max_holdout=MAX_VALIDATION)
     return [*([ChooseRanges(**headroom)] if choose else []),
             *([AssignPrecision(scheme, bias_correction=bias_correction, **held, **precision)] if precision else []),
             *([AdaRound(**held, **headroom, max_batches=batches)] if adaround else []),
+            *([ThresholdLayerNorm(layer_threshold)] if layer_threshold is not None else []),
+            FloatMixedOutputs(),
             PropagateRanges(**headroom),
             InsertQDQ(output_dequant=output_dequant, input_dtypes=input_dtypes),
+            *([CastFloat16()] if float16 else []),
             *([CorrectBias(**held)] if bias_correction else [])]
 
 

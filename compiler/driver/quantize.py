@@ -38,7 +38,9 @@ from ptqc.passes.assign_quant_specs import check_weights
 from ptqc.passes.calibrate import feeds_drive, first_batch, held_out, observed_values
 from ptqc.passes.calibration import OBSERVERS
 from ptqc.passes.choose_ranges import AUTO
+from ptqc.passes.infer_shapes import InferShapes
 from ptqc.passes.read_qdq import is_qdq_model
+from ptqc.passes.set_batch import SetBatch
 from ptqc.quant import QuantParam, QuantScheme, cosine
 from ptqc.runtime import reference
 from ptqc.runtime.ort import OrtRunner
@@ -160,7 +162,11 @@ def infer_function_of(data: Any, config: QuantConfig) -> tuple[Callable, str]:
                                      center_crop_height=crop[1])
         fn, name = make_folder_func(folder, preprocess, config.calibrate_size)
     elif data is None:
-        if config.user_defined_script is not None or config.infer_func != "infer_auto":
+        if runs_builtin_task(config):
+            from ptqc.driver.tasks import make_task_infer, task_of
+
+            fn, name = make_task_infer(task_of(config.run_config), draw=config.run_mode == "infer"), "infer_default"
+        elif config.user_defined_script is not None or config.infer_func != "infer_auto":
             fn, name = load_infer_function(config.user_defined_script, config.infer_func), config.infer_func
         else:
             fn, name = make_infer_auto(config.input_shapes), "infer_auto"
@@ -183,6 +189,14 @@ def infer_function_of(data: Any, config: QuantConfig) -> tuple[Callable, str]:
         raise ConfigError(f"{flags[refused[0]]}: applies only to {what}; the calibration data here comes from "
                           f"{source}")
     return fn, name
+
+
+def runs_builtin_task(config: QuantConfig) -> bool:
+    """An ``-rc`` run whose infer function is ``infer_default`` with no ``-uds`` script, or
+    the reference's ``infer_common.py`` that is not on disk: ptqc's :mod:`ptqc.driver.tasks`."""
+    script = config.user_defined_script
+    return config.run_config is not None and config.infer_func == "infer_default" and (
+        script is None or (Path(script).name == "infer_common.py" and not Path(script).is_file()))
 
 
 def input_specs(graph: Graph) -> list[InputSpec]:
@@ -319,6 +333,13 @@ def _quantize(model, output, data, config: QuantConfig, scheme: QuantScheme | No
     if quantized_input:  # its scales are read, not calibrated again
         refuse_on_quantized_input(config)
         loaded, methods, iterations = True, ("loaded",), iterations[-1:]
+    elif config.quant_scheme is not None and fn_name == "infer_auto" and data is None:
+        # nncase: a scheme needs no calibration set; every quantized tensor must then be listed
+        if config.adaround and "adaround" in config.explicit:
+            raise ConfigError("--adaround: learns the weights' rounding on calibration data; give -d or -uds/-if "
+                              "beside --quant-scheme")
+        loaded, methods, iterations = True, ("loaded",), iterations[-1:]
+        config = dataclasses.replace(config, adaround=False)  # no data to learn the rounding on
     timing = TimingInstrument()
     instruments: list = [timing] + ([VerifyInstrument()] if config.debug else [])
     prepare = prepare_pipeline(config.output_name, config.mean, config.std, config.cross_layer_equalization)
@@ -530,7 +551,8 @@ def _materialize(plan: _Plan, graph: Graph, ctx: PassContext, float_model: onnx.
                                   choose=method == AUTO, adaround=config.adaround and not plan.quantized_input,
                                   precision=plan.precision and {**plan.precision, "method": method},
                                   bias_correction=config.bias_correction, holdout=config.holdout,
-                                  batches=iteration if iteration != plan.iterations[-1] else None)
+                                  batches=iteration if iteration != plan.iterations[-1] else None,
+                                  layer_threshold=config.layer_threshold, float16=config.quant_scheme is not None)
     g = PassManager(passes, plan.instruments + plan.dump(plan.first, steps / label if several else steps)).run(
         g, mctx).graph
     report = _finish(g, float_model, mctx, plan.drives, method, config, evaluate,
@@ -773,6 +795,9 @@ def _finish(graph: Graph, float_model: onnx.ModelProto, ctx: PassContext, drives
     if evaluate:
         report.cosine, report.quant_metric = _evaluate(float_model, qmodel, drives.evaluate, report, config, data)
     t2 = time.perf_counter()
+    if "ir_batch" in config.explicit:  # -ib: the written model's batch; the run itself kept the data's
+        graph = PassManager([SetBatch(config.ir_batch), InferShapes()]).run(graph, ctx).graph
+        qmodel = report.model = export_model(graph, constants_as_initializers=True)
     if output is not None:
         table = scale_table(graph, ctx.analyses.get("weight_params")) if config.generate_scale_json else None
         report.output = save_model(qmodel, output, external_data=external_data)

@@ -535,3 +535,17 @@ def test_a_script_written_for_the_reference_tool_runs_unchanged(ws, tmp_path):
              if n.op_type == "Conv"]
     assert [len(seen["shapes"][c]) for c in convs] == [4] * len(convs) and \
         all(seen["shapes"][c][1] > 0 for c in convs)
+
+
+def test_ir_batch_makes_the_written_models_batch_static(ws, tmp_path):
+    """-ib: the digits model's dynamic batch N becomes 3 in the written model (the run itself
+    calibrates and evaluates on batches of 1); without -ib it stays dynamic."""
+    assert_ok(quant(tmp_path, "-m", ws.model, "-d", ws.data, "-ib", "3", "-od"))
+    model = onnx.load(str(tmp_path / "digits_quantize.onnx"))
+    dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [3, 1, 8, 8]
+    assert model.graph.output[0].type.tensor_type.shape.dim[0].dim_value == 3
+    (got,) = ort_outputs(model, {"input": ws.digits.x_test[:3]})
+    assert got.shape == (3, 10)
+    assert_refused(quant(tmp_path / "bad", "-m", ws.model, "-d", ws.data, "-ib", "0"), tmp_path / "bad",
+                   "-ib/--ir-batch: must be >= 1, got 0")

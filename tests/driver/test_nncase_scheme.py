@@ -9,7 +9,7 @@ import models
 from checks import list_reader
 from ptqc.driver.config import QuantConfig
 from ptqc.driver.quantize import quantize
-from ptqc.errors import ConfigError
+from ptqc.errors import ConfigError, PtqcError
 
 
 
@@ -72,3 +72,47 @@ def test_bad_schemes_are_refused_by_name(tmp_path, digits, edit, needle):
     path.write_text(json.dumps(scheme))
     with pytest.raises(ConfigError, match=needle):
         quantize(digits.model, None, list_reader(data), QuantConfig(quant_mode=("min_max",), quant_scheme=path))
+
+
+def test_f16_rounds_the_tensor_through_float16(tmp_path, digits):
+    """f16 is float16, not float32: the tensor goes through Cast(float16) -> Cast(float), which
+    onnxruntime keeps (its outputs differ from the f32 scheme's, by float16 rounding only)."""
+    data = _digits_data(digits)
+    first = quantize(digits.model, tmp_path / "d_quantize.onnx", list_reader(data),
+                     QuantConfig(quant_mode=("min_max",), export_quant_scheme=True), evaluate=False)
+    scheme = json.loads(first.quant_scheme.read_text())
+    models_by_type = {}
+    for kind in ("f16", "f32"):
+        for e in scheme["Outputs"]:
+            if e["Name"] in ("relu1_out", "logits"):
+                e["DataType"] = kind
+        path = tmp_path / f"{kind}.json"
+        path.write_text(json.dumps(scheme))
+        models_by_type[kind] = quantize(digits.model, None, list_reader(data),
+                                        QuantConfig(quant_mode=("min_max",), quant_scheme=path), evaluate=False).model
+    half = models_by_type["f16"]
+    casts = {n.input[0]: n for n in half.graph.node if n.op_type == "Cast"}
+    assert casts["relu1_out"].attribute[0].i == onnx.TensorProto.FLOAT16
+    assert [o.name for o in half.graph.output] == ["logits"]  # the output keeps its name and float type
+    assert half.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert not any(n.op_type == "Cast" for n in models_by_type["f32"].graph.node)
+    onnx.checker.check_model(half)
+    x = digits.x_test[:64]
+    (a,), (b,) = models.ort_run(half, {"input": x}), models.ort_run(models_by_type["f32"], {"input": x})
+    assert np.array_equal(a, a.astype(np.float16).astype(np.float32))  # the output itself is float16-exact
+    assert not np.array_equal(a, b) and np.max(np.abs(a - b)) <= 1e-2 * np.max(np.abs(b))
+
+
+def test_a_full_scheme_quantizes_without_data_and_a_partial_one_says_what_is_missing(tmp_path, digits):
+    data = _digits_data(digits)
+    first = quantize(digits.model, tmp_path / "d_quantize.onnx", list_reader(data),
+                     QuantConfig(quant_mode=("min_max",), adaround=False, export_quant_scheme=True), evaluate=False)
+    # no data: the listed ranges, and weights rounded to nearest (AdaRound has nothing to learn on)
+    again = quantize(digits.model, None, None, QuantConfig(quant_scheme=first.quant_scheme), evaluate=False)
+    assert again.model.SerializeToString() == first.model.SerializeToString()
+    scheme = json.loads(first.quant_scheme.read_text())
+    scheme["Outputs"] = [e for e in scheme["Outputs"] if e["Name"] != "input"]
+    path = tmp_path / "partial.json"
+    path.write_text(json.dumps(scheme))
+    with pytest.raises(PtqcError, match="'input' has no observed range and no loaded one"):
+        quantize(digits.model, None, None, QuantConfig(quant_scheme=path), evaluate=False)
