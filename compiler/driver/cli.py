@@ -27,7 +27,8 @@ from ptqc.errors import ConfigError, PtqcError
 from ptqc.targets.families import chip_names, family_of
 
 # What each run mode can honour today; any other flag the user sets is refused by name.
-_COMMON = {"model", "chip", "run_mode", "framework", "weight", "save_dir", "log_level"}
+_COMMON = {"model", "chip", "run_mode", "framework", "weight", "save_dir", "log_level", "start_node_names",
+           "end_node_names", "convert2chw"}
 _DATA = {"data", "input_shapes", "infer_func", "user_defined_script", "iteration", "batch_size"}
 _IMAGES = set(IMAGE_FLAGS) | set(FOLDER_FLAGS)  # -d folders: image preprocessing, calibrate_size
 BUILT_FLAGS = {
@@ -266,13 +267,17 @@ def _run(cfg: QuantConfig, flags: dict[str, str]) -> int:
                           f"in ptqc {__version__}")
     if cfg.model is None:
         raise ConfigError("-m/--model is required")
+    tf_only = sorted({"start_node_names", "end_node_names", "convert2chw"} & cfg.explicit)
+    if tf_only and cfg.framework != "tensorflow":
+        raise ConfigError(f"{flags.get(tf_only[0], tf_only[0])}: applies only to -f tensorflow")
     _refuse_for_uncalibrated(cfg, flags)
     save_dir = _prepare_save_dir(cfg.save_dir)
     if cfg.framework != "onnx" or cfg.weight is not None:
         from ptqc.driver.frontends import to_onnx
 
         model = to_onnx(cfg.framework, Path(cfg.model), Path(cfg.weight) if cfg.weight else None, save_dir,
-                        cfg.input_shapes, cfg.user_defined_script)
+                        cfg.input_shapes, cfg.user_defined_script,
+                        (cfg.start_node_names, cfg.end_node_names, cfg.convert2chw))
         print(f"ptqc: -f {cfg.framework}: {cfg.model} -> {model} (outputs checked against {cfg.framework})")
         cfg = dataclasses.replace(cfg, model=model)
     if cfg.run_mode == "convert":

@@ -18,7 +18,12 @@ Built:
   Exported by ``torch.onnx.export``'s TorchScript tracer at opset 17 (the dynamo exporter needs
   onnxscript and prints its progress), checked against the module on the returned inputs.
 
-``caffe`` and ``tensorflow`` say by name that they are not built yet.
+- ``tensorflow``: ``-m`` a SavedModel folder (its ``serving_default`` signature; ``-snn``/``-enn``
+  may name other input/output tensors) or a frozen GraphDef ``.pb`` (``-snn``/``-enn`` name
+  its input and output tensors, required); tf2onnx at opset 17, ``-c2chw`` making the inputs
+  NCHW (tf2onnx's ``inputs_as_nchw``); checked against TensorFlow running the same graph.
+
+``caffe`` says by name that it is not built yet (caffe2onnx pins onnx 1.6; no Caffe runtime to check against).
 """
 from __future__ import annotations
 
@@ -39,8 +44,9 @@ OPSET = 17
 
 
 def to_onnx(framework: str, model: Path, weight: Path | None, save_dir: Path,
-            input_shapes: tuple = (), script: Path | None = None) -> Path:
-    """The ONNX model to quantize: ``model`` itself for onnx, else the converted and checked one."""
+            input_shapes: tuple = (), script: Path | None = None, nodes: tuple = ((), (), False)) -> Path:
+    """The ONNX model to quantize: ``model`` itself for onnx, else the converted and checked one
+    (``nodes``: tensorflow's ``-snn``, ``-enn`` and ``-c2chw``)."""
     if framework == "onnx":
         if weight is not None:
             raise ConfigError("-w/--weight: applies only to -f pytorch, caffe or paddle (an ONNX model holds its "
@@ -48,9 +54,11 @@ def to_onnx(framework: str, model: Path, weight: Path | None, save_dir: Path,
         return model
     if framework == "pytorch":
         return _pytorch(str(model), weight, save_dir, script)
+    if framework == "tensorflow":
+        return _tensorflow(model, save_dir, input_shapes, nodes)
     if framework != "paddle":
-        raise ConfigError(f"-f/--framework {framework}: not built yet (built: onnx, paddle, pytorch); convert the "
-                          "model to ONNX with its framework's exporter and give the .onnx")
+        raise ConfigError(f"-f/--framework {framework}: not built yet (built: onnx, paddle, pytorch, tensorflow); "
+                          "convert the model to ONNX with its framework's exporter and give the .onnx")
     return _paddle(model, weight, save_dir, input_shapes)
 
 
@@ -75,6 +83,56 @@ def _paddle(model: Path, weight: Path | None, save_dir: Path, input_shapes: tupl
         paddle2onnx.export(str(model), str(weight), save_file=tmp, opset_version=OPSET, verbose=False)
         _check(tmp, _paddle_runner(paddle, model, weight), input_shapes, f"-f paddle {model}")
     return out
+
+
+def _tensorflow(model: Path, save_dir: Path, input_shapes: tuple, nodes: tuple) -> Path:
+    starts, ends, nchw = nodes
+    frozen = model.is_file() and model.suffix == ".pb"
+    if not (frozen or (model / "saved_model.pb").is_file()):
+        raise ConfigError(f"-m/--model {model}: -f tensorflow takes a SavedModel folder or a frozen GraphDef .pb")
+    if frozen and not (starts and ends):
+        raise ConfigError(f"-snn/--start-node-names and -enn/--end-node-names: a frozen GraphDef ({model.name}) needs "
+                          "its input and output tensor names")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up lines
+    try:
+        with _quiet(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import tensorflow as tf
+            from tf2onnx import convert, tf_loader
+    except ImportError as e:
+        raise ConfigError(f"-f/--framework tensorflow: needs tensorflow and tf2onnx ({e.name} is not installed; "
+                          "see README, frontends)") from None
+    tf.get_logger().setLevel("ERROR")
+    tensor = lambda n: n if ":" in n else f"{n}:0"  # noqa: E731 - a node name means its first output
+    starts, ends = [tensor(n) for n in starts], [tensor(n) for n in ends]
+    out = save_dir / f"{model.stem if frozen else model.resolve().name}.onnx"
+    label = f"-f tensorflow {model}"
+    with _converting(out, label) as tmp, _quiet(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if frozen:
+            graph_def, inputs, outputs = tf_loader.from_graphdef(str(model), starts, ends)
+        else:
+            graph_def, inputs, outputs = tf_loader.from_saved_model(str(model), starts or None, ends or None,
+                                                                    tag="serve", signatures=["serving_default"])[:3]
+        proto, _ = convert.from_graph_def(graph_def, input_names=inputs, output_names=outputs, opset=OPSET,
+                                          inputs_as_nchw=inputs if nchw else None)
+        import onnx
+
+        onnx.save(proto, tmp)
+        _check(tmp, _tf_runner(tf, graph_def, inputs, outputs, nchw), input_shapes, label)
+    return out
+
+
+def _tf_runner(tf, graph_def, inputs: list[str], outputs: list[str], nchw: bool):
+    """The frozen graph on TensorFlow: feeds by ONNX input name (NCHW ones transposed back) -> outputs."""
+    def imported():
+        tf.compat.v1.import_graph_def(graph_def, name="")
+    fn = tf.compat.v1.wrap_function(imported, []).prune(inputs, outputs)
+
+    def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        args = [np.transpose(feeds[n], (0, 2, 3, 1)) if nchw and feeds[n].ndim == 4 else feeds[n] for n in inputs]
+        return [np.asarray(t) for t in fn(*[tf.constant(a) for a in args])]
+    return run
 
 
 @contextlib.contextmanager

@@ -111,7 +111,7 @@ def test_flag_not_built_yet_is_refused_by_name(tmp_path, digits):
     code, _, err = ptqc("quant", "-r", "convert", "-m", model, "-qm", "kl", "--save-dir", tmp_path)
     assert_bad_input(code, err, "-qm/--quant-mode", "not built yet")
     code, _, err = ptqc("quant", "-m", model, "-c2chw", "--save-dir", tmp_path)
-    assert_bad_input(code, err, "-c2chw/--convert2chw", "not built yet")
+    assert_bad_input(code, err, "-c2chw/--convert2chw: applies only to -f tensorflow")
     code, _, err = ptqc("quant", "-r", "convert", "-m", model, "-du", "--save-dir", tmp_path)
     assert_bad_input(code, err, "-du/--dump", "not built yet for -r convert")
     code, _, err = ptqc("--chip", "TX9999", "quant", "-r", "convert", "-m", model)

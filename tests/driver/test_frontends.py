@@ -192,3 +192,82 @@ def test_a_paddle_program_without_its_params_is_refused_naming_the_file(tmp_path
     program.write_text("{}")
     code, _, err = ptqc("quant", "-f", "paddle", "-m", program, "--save-dir", tmp_path / "o")
     assert_bad_input(code, err, f"-w/--weight {tmp_path / 'net.pdiparams'}: no such file")
+
+
+def _tf_digits(tmp_path, digits):
+    """A small CNN built and trained in TensorFlow on the digits (NHWC), saved as a SavedModel
+    and as a frozen GraphDef .pb; returns (SavedModel folder, .pb file, its signature function)."""
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    tf = pytest.importorskip("tensorflow", reason="tensorflow (the tensorflow extra) is not installed")
+    pytest.importorskip("tf2onnx", reason="tf2onnx (the tensorflow extra) is not installed")
+    tf.random.set_seed(0)
+    rng = np.random.default_rng(0)
+
+    class Net(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.w1 = tf.Variable(rng.standard_normal((3, 3, 1, 8)).astype(np.float32) * 0.3)
+            self.b1 = tf.Variable(np.zeros(8, np.float32))
+            self.w2 = tf.Variable(rng.standard_normal((4 * 4 * 8, 10)).astype(np.float32) * 0.1)
+            self.b2 = tf.Variable(np.zeros(10, np.float32))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 8, 8, 1], tf.float32, name="x")])
+        def __call__(self, x):
+            h = tf.nn.max_pool2d(tf.nn.relu(tf.nn.conv2d(x, self.w1, 1, "SAME") + self.b1), 2, 2, "VALID")
+            return {"logits": tf.matmul(tf.reshape(h, [-1, 4 * 4 * 8]), self.w2) + self.b2}
+
+    net = Net()
+    opt = tf.keras.optimizers.Adam(0.01)
+    x = np.ascontiguousarray(digits.x_train.transpose(0, 2, 3, 1))
+    for epoch in range(4):
+        for i in range(0, len(x), 64):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+                    digits.y_train[i:i + 64].astype(np.int64), net(x[i:i + 64])["logits"]))
+            opt.apply_gradients(zip(tape.gradient(loss, net.trainable_variables), net.trainable_variables))
+    saved = tmp_path / "tf_digits"
+    tf.saved_model.save(net, str(saved), signatures={"serving_default": net.__call__})
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    frozen = convert_variables_to_constants_v2(net.__call__.get_concrete_function())
+    pb = tmp_path / "tf_digits_frozen.pb"
+    pb.write_bytes(frozen.graph.as_graph_def().SerializeToString())
+    out_name = frozen.outputs[0].name
+    return saved, pb, net, out_name
+
+
+def test_a_tensorflow_model_is_converted_checked_quantized_and_simulated(tmp_path, digits):
+    saved, pb, net, out_name = _tf_digits(tmp_path, digits)
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(8):  # -c2chw: the converted model takes NCHW, so the data is NCHW
+        np.save(data / f"s{i}.npy", np.ascontiguousarray(digits.x_train[i * 4:i * 4 + 4]))
+    out = tmp_path / "out"
+    code, stdout, err = ptqc("-ch", "TX510x", "quant", "-f", "tensorflow", "-m", saved, "-c2chw", "-d", data,
+                             "--save-dir", out)
+    assert code == 0, err
+    assert "outputs checked against tensorflow" in stdout
+    converted = onnx.load(str(out / "tf_digits.onnx"))
+    x = np.ascontiguousarray(digits.x_test)
+    (want,) = ort_outputs(converted, {converted.graph.input[0].name: x})
+    source = net(np.ascontiguousarray(x.transpose(0, 2, 3, 1)))["logits"].numpy()
+    assert np.max(np.abs(want - source)) <= 1e-4 * np.max(np.abs(source))
+    quantized = onnx.load(str(out / "tf_digits_quantize.onnx"))
+    (got,) = ort_outputs(quantized, {quantized.graph.input[0].name: x})
+    float_acc = np.mean(np.argmax(source, 1) == digits.y_test)
+    assert float_acc > 0.8 and np.mean(np.argmax(got, 1) == digits.y_test) >= float_acc - 0.03
+    code, stdout, err = ptqc("-ch", "TX510x", "quant", "-r", "infer", "-m", out / "tf_digits_quantize.onnx", "-d",
+                             data, "--save-dir", out)
+    assert code == 0 and "simulator" in stdout, err
+    # the frozen GraphDef: -snn/-enn name its tensors; NHWC data this time
+    nhwc = tmp_path / "nhwc"
+    nhwc.mkdir()
+    np.save(nhwc / "s0.npy", np.ascontiguousarray(digits.x_train[:4].transpose(0, 2, 3, 1)))
+    code, stdout, err = ptqc("quant", "-f", "tensorflow", "-m", pb, "-snn", "x", "-enn", out_name, "-d", nhwc,
+                             "--save-dir", tmp_path / "out_pb")
+    assert code == 0, err
+    assert (tmp_path / "out_pb" / "tf_digits_frozen_quantize.onnx").is_file()
+    code, _, err = ptqc("quant", "-f", "tensorflow", "-m", pb, "--save-dir", tmp_path / "o")
+    assert_bad_input(code, err, "-snn/--start-node-names and -enn/--end-node-names: a frozen GraphDef")
