@@ -38,7 +38,9 @@ from ptqc.passes.assign_quant_specs import check_weights
 from ptqc.passes.calibrate import feeds_drive, first_batch, held_out, observed_values
 from ptqc.passes.calibration import OBSERVERS
 from ptqc.passes.choose_ranges import AUTO
+from ptqc.passes.eliminate_dead_code import EliminateDeadCode
 from ptqc.passes.infer_shapes import InferShapes
+from ptqc.passes.qdq_to_qoperator import QDQToQOperator
 from ptqc.passes.read_qdq import is_qdq_model
 from ptqc.passes.set_batch import SetBatch
 from ptqc.quant import QuantParam, QuantScheme, cosine
@@ -1005,6 +1007,19 @@ _EXTRA_OPTIONS = {"ActivationSymmetric", "WeightSymmetric", "QuantizeBias", "Cal
 _CALIBRATE_METHODS = {"MinMax": "min_max", "Entropy": "kl", "Percentile": "percentile"}
 
 
+# the extra options onnxruntime's own scripts (static_quantize_runner, get_qdq_config) always pass,
+# accepted at the values that ask for nothing (what ptqc does anyway); any other value is refused
+_NO_OP_OPTIONS = {"EnableSubgraph", "MatMulConstBOnly", "AddQDQPairToWeight", "OpTypesToExcludeOutputQuantization",
+                  "DedicatedQDQPair", "QDQOpTypePerChannelSupportToAxis", "UseQDQContribOps", "MinimumRealRange",
+                  "QDQKeepRemovableActivations", "TensorQuantOverrides"}
+# activation_type / weight_type given as onnx.TensorProto data types, as onnxruntime accepts
+_TENSOR_TYPES = {2: "QUInt8", 3: "QInt8", 4: "QUInt16", 5: "QInt16"}
+
+
+def _no_op(key: str, value: Any) -> bool:
+    return key in _NO_OP_OPTIONS and (value is None or value is False or (hasattr(value, "__len__") and not value))
+
+
 def _enum_name(value: Any) -> str:
     return getattr(value, "name", str(value)).split(".")[-1]
 
@@ -1031,24 +1046,32 @@ def quantize_static(model_input, model_output, calibration_data_reader, quant_fo
                     nodes_to_exclude=None, use_external_data_format=False, calibrate_method="MinMax",
                     calibration_providers=None, extra_options=None, calibration_cache_path=None,
                     optimize_model=None) -> QuantReport:
-    """onnxruntime's ``quantize_static``, same arguments (its enums or their names as strings).
+    """onnxruntime's ``quantize_static``, same arguments (its enums, their names as strings, or
+    onnx.TensorProto types for the quantized types).
 
-    Supported: QDQ format; MinMax, Entropy (ptqc's kl) and Percentile (``CalibPercentile``,
-    default 99.999) calibration; (U)Int8/(U)Int16 activations and weights (symmetric, uint8
-    ones on zero point 128, as onnxruntime writes them; ``WeightSymmetric`` False gives per-channel
-    zero points), ``reduce_range`` (weights one bit short: int8 codes in
-    [-64, 64], uint8 in [0, 127], as onnxruntime), per-tensor or per-channel, op/node selection,
-    external data; the extra options ActivationSymmetric, CalibTensorRangeSymmetric,
-    WeightSymmetric, QuantizeBias (True), ForceQuantizeNoInputCheck (True: what ptqc always does,
-    also when the option is absent, where onnxruntime leaves a data-movement op on a float input
-    float), CalibMovingAverage (+ CalibMovingAverageConstant) with MinMax, and CalibStridedMinMax / CalibMaxIntermediateOutputs (memory bounds: ptqc streams
-    anyway).  ``calibration_providers`` may name the CPU provider only; ``optimize_model``,
-    which older onnxruntime took, is accepted (ptqc always cleans the graph first).  Anything
-    else raises a ConfigError naming the option.
+    Supported: QDQ format, and QOperator (the QDQ model with every group onnxruntime has an
+    integer op for folded into it: QLinearConv, QLinearMatMul, QGemm, QLinearAdd/Mul, ...;
+    :mod:`ptqc.passes.qdq_to_qoperator`); MinMax, Entropy (ptqc's kl) and Percentile
+    (``CalibPercentile``, default 99.999) calibration; (U)Int8/(U)Int16 activations and weights,
+    weights symmetric by default for signed types and per channel, asymmetric for unsigned per
+    tensor (onnxruntime 1.32's default; ``WeightSymmetric`` False gives per-channel zero points
+    too), ``reduce_range`` (weights one bit short: int8 codes in [-64, 64], uint8 in [0, 127], as
+    onnxruntime), per-tensor or per-channel, op/node selection, external data; the extra
+    options ActivationSymmetric, CalibTensorRangeSymmetric, WeightSymmetric, QuantizeBias (True),
+    ForceQuantizeNoInputCheck (ptqc quantizes data-movement ops whatever their input; False is
+    accepted with a warning saying so), CalibMovingAverage (+ CalibMovingAverageConstant) with
+    MinMax, CalibStridedMinMax / CalibMaxIntermediateOutputs (memory bounds: ptqc streams
+    anyway), and the options onnxruntime's own scripts always pass (AddQDQPairToWeight,
+    DedicatedQDQPair, MatMulConstBOnly, EnableSubgraph, UseQDQContribOps,
+    QDQKeepRemovableActivations: False; MinimumRealRange: None; TensorQuantOverrides,
+    QDQOpTypePerChannelSupportToAxis, OpTypesToExcludeOutputQuantization: empty) at those values.
+    ``calibration_providers`` may name the CPU provider only; ``optimize_model``, which older
+    onnxruntime took, is accepted (ptqc always cleans the graph first).  Anything else raises a
+    ConfigError naming the option.
     """
     fmt = _enum_name(quant_format)
-    if fmt != "QDQ":
-        raise ConfigError(f"quant_format {fmt}: ptqc writes QDQ models only; use QuantFormat.QDQ")
+    if fmt not in ("QDQ", "QOperator"):
+        raise ConfigError(f"quant_format {fmt}: expected QDQ or QOperator")
     method = _enum_name(calibrate_method)
     if method not in _CALIBRATE_METHODS:
         raise ConfigError(f"calibrate_method {method}: not built yet (available: {', '.join(_CALIBRATE_METHODS)}; "
@@ -1057,23 +1080,29 @@ def quantize_static(model_input, model_output, calibration_data_reader, quant_fo
         raise ConfigError(f"calibration_providers {calibration_providers}: ptqc calibrates on the CPU provider only")
     if calibration_cache_path is not None:
         raise ConfigError("calibration_cache_path: not built yet (ptqc's own cache is QuantConfig.cache_distribution)")
-    extra = dict(extra_options or {})
+    if calibration_data_reader is None:
+        raise ConfigError("calibration_data_reader: None; quantize_static calibrates on it (give a "
+                          "CalibrationDataReader)")
+    extra = {k: v for k, v in dict(extra_options or {}).items() if not _no_op(k, v)}
+    if extra.get("ForceQuantizeNoInputCheck", True) is False:
+        log.warning("extra_options ForceQuantizeNoInputCheck False: ptqc quantizes MaxPool, Transpose and the other "
+                    "data-movement ops whatever their input, as True does")
+        extra.pop("ForceQuantizeNoInputCheck")
     unknown = sorted(set(extra) - _EXTRA_OPTIONS)
     if unknown:
         raise ConfigError(f"extra_options {unknown[0]!r}: not supported (supported: {', '.join(sorted(_EXTRA_OPTIONS))})")
     if not extra.get("QuantizeBias", True):
         raise ConfigError("extra_options QuantizeBias False: not supported (biases are int32)")
-    if "ForceQuantizeNoInputCheck" in extra and not extra["ForceQuantizeNoInputCheck"]:
-        raise ConfigError("extra_options ForceQuantizeNoInputCheck False: not supported (ptqc quantizes MaxPool, "
-                          "Transpose and the other data-movement ops whatever their input, as True does)")
     types = {"QInt8": np.int8, "QUInt8": np.uint8, "QInt16": np.int16, "QUInt16": np.uint16}
-    act, wt = _enum_name(activation_type), _enum_name(weight_type)
+    act, wt = (_TENSOR_TYPES.get(t, _enum_name(t)) if isinstance(t, int) else _enum_name(t)
+               for t in (activation_type, weight_type))
     for what, name in (("activation_type", act), ("weight_type", wt)):
         if name not in types:
             raise ConfigError(f"{what} {name}: not supported (use QInt8, QUInt8, QInt16 or QUInt16)")
-    # onnxruntime documents WeightSymmetric True by default, and its quantize_static writes uint8
-    # weights symmetric (zero point 128) unless told otherwise
-    weight_symmetric = bool(extra.get("WeightSymmetric", True))
+    # onnxruntime 1.32: WeightSymmetric unset (or None) means symmetric for signed weight types,
+    # and its per-channel weights come out symmetric whatever the type (uint8 on zero point 128)
+    weight_symmetric = bool(extra["WeightSymmetric"]) if extra.get("WeightSymmetric") is not None else \
+        wt in ("QInt8", "QInt16") or bool(per_channel)
     percentile = float(extra.get("CalibPercentile", 99.999))
     if not 0.0 < percentile <= 100.0:
         raise ConfigError(f"extra_options CalibPercentile {percentile}: must be in (0, 100]")
@@ -1087,5 +1116,12 @@ def quantize_static(model_input, model_output, calibration_data_reader, quant_fo
     config = QuantConfig(bit_width=16 if act.endswith("16") else 8, output_dequant=True,
                          quant_mode=(_CALIBRATE_METHODS[method],), percent=percentile / 100.0,
                          minmax_average=_moving_average(extra, method))
-    return quantize(model_input, model_output, calibration_data_reader, config, scheme=scheme, evaluate=False,
-                    external_data=True if use_external_data_format else None)
+    external = True if use_external_data_format else None
+    if fmt == "QDQ":
+        return quantize(model_input, model_output, calibration_data_reader, config, scheme=scheme, evaluate=False,
+                        external_data=external)
+    report = quantize(model_input, None, calibration_data_reader, config, scheme=scheme, evaluate=False)
+    graph = PassManager([QDQToQOperator(), EliminateDeadCode()]).run(import_model(report.model), PassContext()).graph
+    report.model = export_model(graph, constants_as_initializers=True)
+    report.output = save_model(report.model, Path(model_output), external_data=external)
+    return report

@@ -60,7 +60,9 @@ def test_digits_accuracy_drops_at_most_two_tenths_of_a_point(digits, tmp_path):
 
 @pytest.mark.parametrize("options", [dict(reduce_range=True), dict(weight_type="QUInt8"),
                                      dict(weight_type="QUInt8", reduce_range=True),
-                                     dict(weight_type="QUInt8", extra_options={"WeightSymmetric": True})])
+                                     dict(weight_type="QUInt8", extra_options={"WeightSymmetric": True}),
+                                     dict(weight_type="QUInt8", per_channel=False),
+                                     dict(weight_type="QInt8", per_channel=False, extra_options={"WeightSymmetric": None})])
 # (onnxruntime 1.32 writes per-channel weights symmetric even with WeightSymmetric False, so that
 # option is checked against its definition below, not against onnxruntime)
 def test_quantize_static_weight_options_give_onnxruntimes_weights(tmp_path, options):
@@ -81,11 +83,11 @@ def test_quantize_static_weight_options_give_onnxruntimes_weights(tmp_path, opti
                                  "bg": np.zeros(10, np.float32)}, opset=17)
     data = [{"x": rng.normal(size=(8, 3, 6, 6)).astype(np.float32)} for _ in range(4)]
     onnx.save(model, str(tmp_path / "float.onnx"))  # onnxruntime's quantizer may rewrite a ModelProto given to it
-    options = {"activation_type": "QUInt8", **options}  # onnxruntime refuses int8 activations with uint8 weights
-    quantize_static(tmp_path / "float.onnx", tmp_path / "ours.onnx", list_reader(data), per_channel=True, **options)
+    # onnxruntime refuses int8 activations with uint8 weights; per channel unless the case says otherwise
+    options = {"activation_type": "QUInt8", "per_channel": True, **options}
+    quantize_static(tmp_path / "float.onnx", tmp_path / "ours.onnx", list_reader(data), **options)
     enums = {k: getattr(QuantType, v) if k.endswith("_type") else v for k, v in options.items()}
-    ort_quantize_static(str(tmp_path / "float.onnx"), str(tmp_path / "ort.onnx"), list_reader(data), per_channel=True,
-                        **enums)
+    ort_quantize_static(str(tmp_path / "float.onnx"), str(tmp_path / "ort.onnx"), list_reader(data), **enums)
 
     def weights(path) -> dict:
         m = onnx.load(str(path))
@@ -214,14 +216,23 @@ def test_quantize_static_accepts_strings_and_refuses_what_it_cannot_do(tmp_path,
     quantize_static(digits.model, tmp_path / "q.onnx", list_reader(data), quant_format="QDQ",
                     activation_type="QUInt8", weight_type="QInt8", per_channel=True)
     onnx.checker.check_model(onnx.load(str(tmp_path / "q.onnx")))
-    refusals = [({"quant_format": "QOperator"}, "use QuantFormat.QDQ"),
+    # what onnxruntime's own scripts always pass, at values asking for nothing, is accepted; a
+    # TensorProto type stands for its QuantType
+    quantize_static(digits.model, tmp_path / "q2.onnx", list_reader(data), activation_type=onnx.TensorProto.UINT8,
+                    weight_type=onnx.TensorProto.INT8, per_channel=True,
+                    extra_options={"AddQDQPairToWeight": False, "TensorQuantOverrides": {}, "MinimumRealRange": None,
+                                   "EnableSubgraph": False, "ForceQuantizeNoInputCheck": False})
+    assert (tmp_path / "q2.onnx").read_bytes() == (tmp_path / "q.onnx").read_bytes()
+    refusals = [({"quant_format": "QLinear"}, "quant_format QLinear: expected QDQ or QOperator"),
+                ({"calibration_data_reader": None}, "calibration_data_reader: None"),
+                ({"extra_options": {"AddQDQPairToWeight": True}}, "AddQDQPairToWeight"),
+                ({"extra_options": {"TensorQuantOverrides": {"x": [{"scale": 1.0}]}}}, "TensorQuantOverrides"),
                 ({"calibrate_method": "Distribution"}, "calibrate_method Distribution"),
                 ({"extra_options": {"CalibMovingAverage": True}, "calibrate_method": "Entropy"},
                  "CalibMovingAverage: applies to calibrate_method MinMax, not Entropy"),
                 ({"extra_options": {"CalibMovingAverage": True, "CalibMovingAverageConstant": 2}},
                  "CalibMovingAverageConstant 2.0: must be in"),
                 ({"extra_options": {"SmoothQuant": True}}, "SmoothQuant"),
-                ({"extra_options": {"ForceQuantizeNoInputCheck": False}}, "ForceQuantizeNoInputCheck False"),
                 ({"extra_options": {"CalibPercentile": 0}}, "CalibPercentile 0"),
                 ({"calibration_providers": ["CUDAExecutionProvider"]}, "CPU provider only"),
                 ({"calibration_cache_path": tmp_path / "c"}, "calibration_cache_path"),
@@ -229,7 +240,8 @@ def test_quantize_static_accepts_strings_and_refuses_what_it_cannot_do(tmp_path,
                 ({"extra_options": {"QuantizeBias": False}}, "QuantizeBias False")]
     for kwargs, needle in refusals:
         with pytest.raises(ConfigError, match=needle):
-            quantize_static(digits.model, tmp_path / "r.onnx", list_reader(data), **kwargs)
+            quantize_static(digits.model, tmp_path / "r.onnx", kwargs.pop("calibration_data_reader", list_reader(data)),
+                            **kwargs)
     assert not (tmp_path / "r.onnx").exists()
 
 
