@@ -253,6 +253,8 @@ class QuantScheme:
     # RNN/GRU/LSTM run quantized (X, W, R, states and outputs; the chip's integer recurrent
     # kernel): on the TX5xxx families that run it, not on onnxruntime (which runs them float)
     recurrent: bool = False
+    # onnxruntime's MinimumRealRange: activation ranges at least this wide (None: as calibrated)
+    min_real_range: float | None = None
 
     @property
     def bits(self) -> int:

@@ -125,6 +125,7 @@ def _fold_constant_dq(graph: Graph, node: Node) -> tuple[str, QuantParam | None]
     value = reference.run_node("DequantizeLinear", [q, scale.reshape(()) if one else scale,
                                                     (zp.reshape(()) if one else zp).astype(q.dtype)],
                                node.attrs, opset=graph.opset, name=node.name)[0]
+    value = value.astype(np.asarray(graph.constant(node.inputs[1])).dtype)  # the DQ's own output type (float16...)
     out = node.outputs[0]
     if out in graph.outputs:
         raise ModelError(f"node {_label(node)}: a dequantized constant is a graph output; not built yet")

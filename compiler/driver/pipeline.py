@@ -14,6 +14,7 @@ from ptqc.passes import (AdaRound, AssignQuantSpecs, Calibrate, CropOutputs, Eli
 from ptqc.passes.assign_precision import AssignPrecision
 from ptqc.passes.cast_float16 import CastFloat16
 from ptqc.passes.float_mixed_outputs import FloatMixedOutputs
+from ptqc.passes.minimum_real_range import MinimumRealRange
 from ptqc.passes.choose_ranges import AUTO, ChooseRanges
 from ptqc.passes.correct_bias import CorrectBias
 from ptqc.passes.dequantize_weights import DequantizeWeights, storage
@@ -78,6 +79,7 @@ def materialize_pipeline(scheme: QuantScheme, *, output_dequant: bool = True,
             *([AdaRound(**held, **headroom, max_batches=batches)] if adaround else []),
             *([ThresholdLayerNorm(layer_threshold)] if layer_threshold is not None else []),
             FloatMixedOutputs(),
+            *([MinimumRealRange(scheme.min_real_range, scheme.unify_concat)] if scheme.min_real_range else []),
             PropagateRanges(**headroom),
             InsertQDQ(output_dequant=output_dequant, input_dtypes=input_dtypes),
             *([CastFloat16()] if float16 else []),

@@ -353,6 +353,9 @@ def _quantize(model, output, data, config: QuantConfig, scheme: QuantScheme | No
         graph = PassManager(prepare, instruments + dump(1)).run(graph, ctx).graph
     float_model = export_model(graph, constants_as_initializers=True)
     ctx.analyses["float_model"] = float_model
+    if any(v.elem_type == onnx.TensorProto.FLOAT16 for v in graph.values()):
+        logger.warning("the model computes in float16: its float16 tensors stay float (ptqc quantizes float32 "
+                       "tensors); convert it to float32 first to quantize them")
     t1 = time.perf_counter()
     precision, methods, observe_method = _precision(graph, ctx, scheme, family, config, methods)
     observe = observe_pipeline(scheme, method=observe_method, calibrate=not loaded, executor=executor,
@@ -1001,7 +1004,7 @@ def output_dequantizers(graph: Graph) -> dict[str, Callable[[np.ndarray], np.nda
 # result as all computing with None"): ptqc's calibration streams anyway, so they change nothing
 _EXTRA_OPTIONS = {"ActivationSymmetric", "WeightSymmetric", "QuantizeBias", "CalibTensorRangeSymmetric",
                   "CalibPercentile", "CalibStridedMinMax", "CalibMaxIntermediateOutputs", "CalibMovingAverage",
-                  "CalibMovingAverageConstant", "ForceQuantizeNoInputCheck"}
+                  "CalibMovingAverageConstant", "ForceQuantizeNoInputCheck", "MinimumRealRange"}
 # onnxruntime's calibrators -> ptqc's methods on the same idea (Entropy: the KL-divergence
 # threshold search, on ptqc's histogram)
 _CALIBRATE_METHODS = {"MinMax": "min_max", "Entropy": "kl", "Percentile": "percentile"}
@@ -1010,10 +1013,18 @@ _CALIBRATE_METHODS = {"MinMax": "min_max", "Entropy": "kl", "Percentile": "perce
 # the extra options onnxruntime's own scripts (static_quantize_runner, get_qdq_config) always pass,
 # accepted at the values that ask for nothing (what ptqc does anyway); any other value is refused
 _NO_OP_OPTIONS = {"EnableSubgraph", "MatMulConstBOnly", "AddQDQPairToWeight", "OpTypesToExcludeOutputQuantization",
-                  "DedicatedQDQPair", "QDQOpTypePerChannelSupportToAxis", "UseQDQContribOps", "MinimumRealRange",
+                  "DedicatedQDQPair", "QDQOpTypePerChannelSupportToAxis", "UseQDQContribOps",
                   "QDQKeepRemovableActivations", "TensorQuantOverrides"}
 # activation_type / weight_type given as onnx.TensorProto data types, as onnxruntime accepts
 _TENSOR_TYPES = {2: "QUInt8", 3: "QInt8", 4: "QUInt16", 5: "QInt16"}
+
+
+def _minimum_range(value: Any) -> float | None:
+    if value is None:
+        return None
+    if not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigError(f"extra_options MinimumRealRange {value!r}: expected a positive number or None")
+    return float(value)
 
 
 def _no_op(key: str, value: Any) -> bool:
@@ -1061,9 +1072,10 @@ def quantize_static(model_input, model_output, calibration_data_reader, quant_fo
     ForceQuantizeNoInputCheck (ptqc quantizes data-movement ops whatever their input; False is
     accepted with a warning saying so), CalibMovingAverage (+ CalibMovingAverageConstant) with
     MinMax, CalibStridedMinMax / CalibMaxIntermediateOutputs (memory bounds: ptqc streams
-    anyway), and the options onnxruntime's own scripts always pass (AddQDQPairToWeight,
-    DedicatedQDQPair, MatMulConstBOnly, EnableSubgraph, UseQDQContribOps,
-    QDQKeepRemovableActivations: False; MinimumRealRange: None; TensorQuantOverrides,
+    anyway), MinimumRealRange (activation ranges at least that wide), and the options
+    onnxruntime's own scripts always pass (AddQDQPairToWeight, DedicatedQDQPair,
+    MatMulConstBOnly, EnableSubgraph, UseQDQContribOps, QDQKeepRemovableActivations: False;
+    TensorQuantOverrides,
     QDQOpTypePerChannelSupportToAxis, OpTypesToExcludeOutputQuantization: empty) at those values.
     ``calibration_providers`` may name the CPU provider only; ``optimize_model``, which older
     onnxruntime took, is accepted (ptqc always cleans the graph first).  Anything else raises a
@@ -1112,7 +1124,8 @@ def quantize_static(model_input, model_output, calibration_data_reader, quant_fo
                          reduce_range=bool(reduce_range), per_channel=bool(per_channel),
                          op_types=frozenset(op_types_to_quantize) if op_types_to_quantize else None,
                          nodes_to_quantize=frozenset(nodes_to_quantize) if nodes_to_quantize else None,
-                         nodes_to_exclude=frozenset(nodes_to_exclude or ()), requantize_outputs=False)
+                         nodes_to_exclude=frozenset(nodes_to_exclude or ()), requantize_outputs=False,
+                         min_real_range=_minimum_range(extra.get("MinimumRealRange")))
     config = QuantConfig(bit_width=16 if act.endswith("16") else 8, output_dequant=True,
                          quant_mode=(_CALIBRATE_METHODS[method],), percent=percentile / 100.0,
                          minmax_average=_moving_average(extra, method))

@@ -365,3 +365,31 @@ def test_a_zero_range_tensor_is_warned_about_once_per_run(caplog):
         with caplog.at_level("WARNING", logger="ptqc"):
             quantize(model, None, list_reader(feeds), QuantConfig())
         assert caplog.text.count("tensor 'z' has a zero range") == 1, caplog.text
+
+
+def test_quantize_static_minimum_real_range_gives_onnxruntimes_scales(tmp_path):
+    """MinimumRealRange: a tensor narrower than the minimum gets onnxruntime's widened range
+    (rmax = rmin + m), the wide ones keep their own."""
+    from onnx import helper
+    from onnxruntime.quantization import QuantType, quantize_static as ort_quantize_static
+
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Mul", ["x", "k"], ["small"]), helper.make_node("MatMul", ["small", "w"], ["h"]),
+             helper.make_node("Relu", ["h"], ["y"])]
+    model = builders.make_model(nodes, [("x", np.float32, [2, 8])], [("y", np.float32, [2, 4])],
+                                {"k": np.float32(0.001), "w": rng.normal(0, 1, (8, 4)).astype(np.float32)})
+    onnx.save(model, str(tmp_path / "float.onnx"))
+    data = [{"x": rng.normal(size=(2, 8)).astype(np.float32)} for _ in range(4)]
+    options = dict(activation_type="QUInt8", extra_options={"MinimumRealRange": 0.1})
+    quantize_static(tmp_path / "float.onnx", tmp_path / "ours.onnx", list_reader(data), **options)
+    ort_quantize_static(str(tmp_path / "float.onnx"), str(tmp_path / "ort.onnx"), list_reader(data),
+                        activation_type=QuantType.QUInt8, extra_options={"MinimumRealRange": 0.1})
+
+    def scale_of(path, tensor):
+        m = onnx.load(str(path))
+        inits = {t.name: onnx.numpy_helper.to_array(t) for t in m.graph.initializer}
+        q = next(n for n in m.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == tensor)
+        return float(inits[q.input[1]])
+    ours, theirs = scale_of(tmp_path / "ours.onnx", "small"), scale_of(tmp_path / "ort.onnx", "small")
+    assert ours == pytest.approx(0.1 / 255, rel=1e-3) and ours == pytest.approx(theirs, rel=1e-6)
+    assert scale_of(tmp_path / "ours.onnx", "x") == pytest.approx(scale_of(tmp_path / "ort.onnx", "x"), rel=1e-6)

@@ -12,7 +12,7 @@ from onnx import helper
 
 import builders
 import models
-from checks import assert_bad_input, list_reader, ptqc
+from checks import assert_bad_input, list_reader, ort_outputs, ptqc
 from ptqc.driver.config import QuantConfig
 from ptqc.driver.quantize import quantize
 from ptqc.errors import ConfigError, ModelError
@@ -183,3 +183,31 @@ def test_a_rank_1_constant_with_a_one_element_scale_dequantizes_per_tensor():
     graph = import_model(model)
     ReadQDQ().run(graph, PassContext())
     np.testing.assert_array_equal(graph.constant("b"), np.array([5.0, -10.0, 15.0], np.float32))
+
+
+def test_a_float16_model_with_a_dequantized_constant_keeps_its_type_and_says_it_stays_float(tmp_path, caplog):
+    """onnxruntime's pre-quantized-input test in float16: the folded constant stays float16 (it
+    was float32, which onnxruntime refused beside a float16 Conv), and the run warns that float16
+    tensors are not quantized instead of returning the model silently unchanged."""
+    from onnx import TensorProto, numpy_helper
+
+    from ptqc.driver.quantize import quantize_static
+
+    inq = np.random.default_rng(0).integers(0, 255, [1, 2, 8, 8]).astype(np.uint8)
+    graph = helper.make_graph(
+        [helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"], name="DQ0"),
+         helper.make_node("Conv", ["xd", "w", "b"], ["y"], name="Conv0")],
+        "g", [helper.make_tensor_value_info("w", TensorProto.FLOAT16, [2, 2, 3, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT16, None)],
+        initializer=[numpy_helper.from_array(inq, "xq"), numpy_helper.from_array(np.array(3 / 255, np.float16), "xs"),
+                     numpy_helper.from_array(np.array(127, np.uint8), "xz"),
+                     numpy_helper.from_array(np.array([-1, 1], np.float16), "b")])
+    path = tmp_path / "fp16.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)]), path)
+    feed = {"w": np.random.default_rng(1).uniform(-1, 1, [2, 2, 3, 3]).astype(np.float16)}
+    with caplog.at_level("WARNING", logger="ptqc"):
+        quantize_static(path, tmp_path / "out.onnx", list_reader([feed]))
+    assert "computes in float16" in caplog.text
+    out = onnx.load(str(tmp_path / "out.onnx"))
+    (want,), (got,) = ort_outputs(onnx.load(str(path)), feed), ort_outputs(out, feed)
+    assert got.dtype == np.float16 and np.allclose(got, want, atol=1e-2)
