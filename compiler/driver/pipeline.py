@@ -21,6 +21,7 @@ from ptqc.passes.dequantize_weights import DequantizeWeights, storage
 from ptqc.passes.quantize_dynamic import QuantizeDynamic
 from ptqc.passes.read_qdq import FitQDQParams, ReadQDQ
 from ptqc.passes.threshold_layer_norm import ThresholdLayerNorm
+from ptqc.passes.unshare_biases import UnshareBiases
 from ptqc.quant import QuantScheme
 
 MAX_VALIDATION = 8  # held-out batches kept for scoring (memory stays bounded)
@@ -47,12 +48,14 @@ def prepare_pipeline(output_names: tuple[str, ...] = (), mean: tuple[float, ...]
 def observe_pipeline(scheme: QuantScheme, *, method: str = "min_max", calibrate: bool = True,
                      executor: str = "onnxruntime", workers: int = 1, client=None, snapshots: tuple[int, ...] = (),
                      holdout: int = 0, quantized_input: bool = False, **options) -> list[Pass]:
-    """Specs, then calibration (skipped when a scale JSON is loaded or the input model is
-    quantized, whose scales are fitted to the specs instead; over ``workers`` processes or a
-    Dask ``client`` when given; keeping observer copies after ``snapshots`` batches for
-    several -i values; holding every ``holdout``-th batch out for validation)."""
+    """Shared biases copied per reader, specs, then calibration (skipped when a scale JSON is
+    loaded or the input model is quantized, whose scales are fitted to the specs instead; over
+    ``workers`` processes or a Dask ``client`` when given; keeping observer copies after
+    ``snapshots`` batches for several -i values; holding every ``holdout``-th batch out for
+    validation)."""
     method = "kl" if method == AUTO else method  # auto reads the same histograms
-    return [AssignQuantSpecs(scheme), *([FitQDQParams(unify=scheme.unify_concat)] if quantized_input else []),
+    return [UnshareBiases(), AssignQuantSpecs(scheme),
+            *([FitQDQParams(unify=scheme.unify_concat)] if quantized_input else []),
             *([Calibrate(method, executor, workers=workers, client=client, snapshots=snapshots, holdout=holdout,
                          max_holdout=MAX_VALIDATION, **options)]
               if calibrate else [])]

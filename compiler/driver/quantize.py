@@ -650,8 +650,8 @@ def _observe_with_cache(graph: Graph, ctx: PassContext, observe: list, methods: 
     path = Path(config.cache_distribution)
     fingerprint = cache.data_fingerprint(config, data)  # refuses unfingerprintable data before any work
     kind = "min_max" if methods == ("min_max",) else "histogram"
-    specs_pass, calibrate_pass = observe
-    graph = PassManager([specs_pass], instruments).run(graph, ctx).graph
+    *specs_passes, calibrate_pass = observe  # (shared biases copied,) specs, calibration
+    graph = PassManager(specs_passes, instruments).run(graph, ctx).graph
     observed = observed_values(graph)
     key = cache.cache_key(export_model(graph).SerializeToString(), observed, kind, fingerprint)
     hit = cache.load(path, key)
@@ -1019,6 +1019,34 @@ _NO_OP_OPTIONS = {"EnableSubgraph", "MatMulConstBOnly", "AddQDQPairToWeight", "O
 _TENSOR_TYPES = {2: "QUInt8", 3: "QInt8", 4: "QUInt16", 5: "QInt16"}
 
 
+def _static_extra(extra_options: dict | None) -> dict:
+    """quantize_static's extra_options without the do-nothing ones, checked option by option."""
+    extra = {k: v for k, v in dict(extra_options or {}).items() if not _no_op(k, v)}
+    if extra.get("ForceQuantizeNoInputCheck", True) is False:
+        log.warning("extra_options ForceQuantizeNoInputCheck False: ptqc quantizes MaxPool, Transpose and the other "
+                    "data-movement ops whatever their input, as True does")
+        extra.pop("ForceQuantizeNoInputCheck")
+    unknown = sorted(set(extra) - _EXTRA_OPTIONS)
+    if unknown:
+        raise ConfigError(f"extra_options {unknown[0]!r}: not supported (supported: {', '.join(sorted(_EXTRA_OPTIONS))})")
+    if not extra.get("QuantizeBias", True):
+        raise ConfigError("extra_options QuantizeBias False: not supported (biases are int32)")
+    return extra
+
+
+def _write_static(fmt: str, model_input, model_output, reader, config: QuantConfig, scheme: QuantScheme,
+                  external: bool | None) -> QuantReport:
+    """The QDQ model written as it is, or folded into onnxruntime's QOperator ops first."""
+    if fmt == "QDQ":
+        return quantize(model_input, model_output, reader, config, scheme=scheme, evaluate=False,
+                        external_data=external)
+    report = quantize(model_input, None, reader, config, scheme=scheme, evaluate=False)
+    graph = PassManager([QDQToQOperator(), EliminateDeadCode()]).run(import_model(report.model), PassContext()).graph
+    report.model = export_model(graph, constants_as_initializers=True)
+    report.output = save_model(report.model, Path(model_output), external_data=external)
+    return report
+
+
 def _minimum_range(value: Any) -> float | None:
     if value is None:
         return None
@@ -1095,16 +1123,7 @@ def quantize_static(model_input, model_output, calibration_data_reader, quant_fo
     if calibration_data_reader is None:
         raise ConfigError("calibration_data_reader: None; quantize_static calibrates on it (give a "
                           "CalibrationDataReader)")
-    extra = {k: v for k, v in dict(extra_options or {}).items() if not _no_op(k, v)}
-    if extra.get("ForceQuantizeNoInputCheck", True) is False:
-        log.warning("extra_options ForceQuantizeNoInputCheck False: ptqc quantizes MaxPool, Transpose and the other "
-                    "data-movement ops whatever their input, as True does")
-        extra.pop("ForceQuantizeNoInputCheck")
-    unknown = sorted(set(extra) - _EXTRA_OPTIONS)
-    if unknown:
-        raise ConfigError(f"extra_options {unknown[0]!r}: not supported (supported: {', '.join(sorted(_EXTRA_OPTIONS))})")
-    if not extra.get("QuantizeBias", True):
-        raise ConfigError("extra_options QuantizeBias False: not supported (biases are int32)")
+    extra = _static_extra(extra_options)
     types = {"QInt8": np.int8, "QUInt8": np.uint8, "QInt16": np.int16, "QUInt16": np.uint16}
     act, wt = (_TENSOR_TYPES.get(t, _enum_name(t)) if isinstance(t, int) else _enum_name(t)
                for t in (activation_type, weight_type))
@@ -1129,12 +1148,10 @@ def quantize_static(model_input, model_output, calibration_data_reader, quant_fo
     config = QuantConfig(bit_width=16 if act.endswith("16") else 8, output_dequant=True,
                          quant_mode=(_CALIBRATE_METHODS[method],), percent=percentile / 100.0,
                          minmax_average=_moving_average(extra, method))
-    external = True if use_external_data_format else None
-    if fmt == "QDQ":
-        return quantize(model_input, model_output, calibration_data_reader, config, scheme=scheme, evaluate=False,
-                        external_data=external)
-    report = quantize(model_input, None, calibration_data_reader, config, scheme=scheme, evaluate=False)
-    graph = PassManager([QDQToQOperator(), EliminateDeadCode()]).run(import_model(report.model), PassContext()).graph
-    report.model = export_model(graph, constants_as_initializers=True)
-    report.output = save_model(report.model, Path(model_output), external_data=external)
+    report = _write_static(fmt, model_input, model_output, calibration_data_reader, config, scheme,
+                           True if use_external_data_format else None)
+    left = sorted(set(op_types_to_quantize or ()) & set(report.float_ops))
+    if left:
+        log.warning("op_types_to_quantize names %s, which ptqc leaves float (%s)", ", ".join(left),
+                    "; ".join(f"{op}: {', '.join(report.float_ops[op][:3])}" for op in left))
     return report

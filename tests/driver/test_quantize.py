@@ -393,3 +393,20 @@ def test_quantize_static_minimum_real_range_gives_onnxruntimes_scales(tmp_path):
     ours, theirs = scale_of(tmp_path / "ours.onnx", "small"), scale_of(tmp_path / "ort.onnx", "small")
     assert ours == pytest.approx(0.1 / 255, rel=1e-3) and ours == pytest.approx(theirs, rel=1e-6)
     assert scale_of(tmp_path / "ours.onnx", "x") == pytest.approx(scale_of(tmp_path / "ort.onnx", "x"), rel=1e-6)
+
+
+def test_quantize_static_warns_about_listed_op_types_it_leaves_float(tmp_path, caplog):
+    from onnx import helper
+
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]),
+             helper.make_node("InstanceNormalization", ["c", "s", "b"], ["y"], name="norm")]
+    model = builders.make_model(nodes, [("x", np.float32, [1, 2, 4, 4])], [("y", np.float32, None)],
+                                {"w": rng.normal(size=(2, 2, 1, 1)).astype(np.float32),
+                                 "s": np.ones(2, np.float32), "b": np.zeros(2, np.float32)})
+    data = [{"x": rng.normal(size=(1, 2, 4, 4)).astype(np.float32)} for _ in range(2)]
+    with caplog.at_level(logging.WARNING, logger="ptqc"):
+        quantize_static(model, tmp_path / "q.onnx", list_reader(data),
+                        op_types_to_quantize=["Conv", "InstanceNormalization"])
+    assert "op_types_to_quantize names InstanceNormalization, which ptqc leaves float (InstanceNormalization: norm)" \
+        in caplog.text
