@@ -137,7 +137,8 @@ def _implied(graph: Graph, act: Node, q: Node) -> bool:
     if scale is None or zp is None:
         return False
     info = np.iinfo(np.asarray(zp).dtype)
-    lo, hi = ((c - float(np.asarray(zp).ravel()[0])) * float(np.asarray(scale).ravel()[0]) for c in (info.min, info.max))
+    z, s = float(np.asarray(zp).ravel()[0]), float(np.asarray(scale).ravel()[0])
+    lo, hi = ((c - z) * s for c in (info.min, info.max))
     if act.op_type == "Relu":
         return lo >= 0.0
     bounds = [graph.constant(x) if x else None for x in (list(act.inputs[1:3]) + ["", ""])[:2]]

@@ -355,7 +355,8 @@ def _quant(cfg: QuantConfig, save_dir: Path) -> int:
     if runs_builtin_task(cfg) and target_of(cfg).name != "generic":
         from ptqc.driver.quantize import infer
 
-        print(f"  infer-function metric on the {target_of(cfg).name} integer simulator: {infer(output, config=cfg):.6g}")
+        metric = infer(output, config=cfg)
+        print(f"  infer-function metric on the {target_of(cfg).name} integer simulator: {metric:.6g}")
     return 0
 
 

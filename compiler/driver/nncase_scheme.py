@@ -9,7 +9,8 @@ takes the listed range and type (its whole sharing group does), f32 keeps it flo
 it unquantized and rounds the listed tensor through float16 (CastFloat16), and tensors the
 file does not list are calibrated as usual; a file that lists every quantized tensor needs no
 calibration data (nncase: "no calibration set is needed after importing the scheme").
-``IsFull`` is nncase's derived flag (the range is the type's whole range) and is not read.  An unchanged exported file gives the
+``IsFull`` is nncase's derived flag (the range is the type's whole range) and is not
+read.  An unchanged exported file gives the
 same model again.
 """
 from __future__ import annotations

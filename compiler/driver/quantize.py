@@ -1014,7 +1014,9 @@ _CALIBRATE_METHODS = {"MinMax": "min_max", "Entropy": "kl", "Percentile": "perce
 # accepted at the values that ask for nothing (what ptqc does anyway); any other value is refused
 _NO_OP_OPTIONS = {"EnableSubgraph", "MatMulConstBOnly", "AddQDQPairToWeight", "OpTypesToExcludeOutputQuantization",
                   "DedicatedQDQPair", "QDQOpTypePerChannelSupportToAxis", "UseQDQContribOps",
-                  "QDQKeepRemovableActivations", "TensorQuantOverrides"}
+                  "QDQKeepRemovableActivations", "TensorQuantOverrides",
+                  # False: widen a weight scale an int32 bias overflows, as ptqc does
+                  "QDQDisableWeightAdjustForInt32Bias"}
 # activation_type / weight_type given as onnx.TensorProto data types, as onnxruntime accepts
 _TENSOR_TYPES = {2: "QUInt8", 3: "QInt8", 4: "QUInt16", 5: "QInt16"}
 
@@ -1028,7 +1030,8 @@ def _static_extra(extra_options: dict | None) -> dict:
         extra.pop("ForceQuantizeNoInputCheck")
     unknown = sorted(set(extra) - _EXTRA_OPTIONS)
     if unknown:
-        raise ConfigError(f"extra_options {unknown[0]!r}: not supported (supported: {', '.join(sorted(_EXTRA_OPTIONS))})")
+        raise ConfigError(f"extra_options {unknown[0]!r}: not supported "
+                          f"(supported: {', '.join(sorted(_EXTRA_OPTIONS))})")
     if not extra.get("QuantizeBias", True):
         raise ConfigError("extra_options QuantizeBias False: not supported (biases are int32)")
     return extra
@@ -1102,7 +1105,8 @@ def quantize_static(model_input, model_output, calibration_data_reader, quant_fo
     MinMax, CalibStridedMinMax / CalibMaxIntermediateOutputs (memory bounds: ptqc streams
     anyway), MinimumRealRange (activation ranges at least that wide), and the options
     onnxruntime's own scripts always pass (AddQDQPairToWeight, DedicatedQDQPair,
-    MatMulConstBOnly, EnableSubgraph, UseQDQContribOps, QDQKeepRemovableActivations: False;
+    MatMulConstBOnly, EnableSubgraph, UseQDQContribOps, QDQKeepRemovableActivations,
+    QDQDisableWeightAdjustForInt32Bias: False;
     TensorQuantOverrides,
     QDQOpTypePerChannelSupportToAxis, OpTypesToExcludeOutputQuantization: empty) at those values.
     ``calibration_providers`` may name the CPU provider only; ``optimize_model``, which older

@@ -221,7 +221,8 @@ def test_quantize_static_accepts_strings_and_refuses_what_it_cannot_do(tmp_path,
     quantize_static(digits.model, tmp_path / "q2.onnx", list_reader(data), activation_type=onnx.TensorProto.UINT8,
                     weight_type=onnx.TensorProto.INT8, per_channel=True,
                     extra_options={"AddQDQPairToWeight": False, "TensorQuantOverrides": {}, "MinimumRealRange": None,
-                                   "EnableSubgraph": False, "ForceQuantizeNoInputCheck": False})
+                                   "EnableSubgraph": False, "ForceQuantizeNoInputCheck": False,
+                                   "QDQDisableWeightAdjustForInt32Bias": False})
     assert (tmp_path / "q2.onnx").read_bytes() == (tmp_path / "q.onnx").read_bytes()
     refusals = [({"quant_format": "QLinear"}, "quant_format QLinear: expected QDQ or QOperator"),
                 ({"calibration_data_reader": None}, "calibration_data_reader: None"),
