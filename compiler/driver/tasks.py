@@ -83,6 +83,14 @@ def parse_task(configs: Any, flag: str) -> Task:
         raise ConfigError(f"{flag}: input-configs augment true: not built yet (small images are not enlarged)")
     if (c["mean"] is None) != (c["std"] is None):
         raise ConfigError(f"{flag}: input-configs mean and std go together")
+    for key in ("mean", "std"):
+        values = c[key] if isinstance(c[key], list) else [c[key]]
+        if c[key] is not None and not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            raise ConfigError(f"{flag}: input-configs {key} {c[key]!r}: expected a number per channel")
+    if not isinstance(c["max_det"], int) or isinstance(c["max_det"], bool) or c["max_det"] < 1:
+        raise ConfigError(f"{flag}: input-configs max_det {c['max_det']!r}: expected a positive integer")
+    if c["names"] is not None and not (isinstance(c["names"], list) and all(isinstance(n, str) for n in c["names"])):
+        raise ConfigError(f"{flag}: input-configs names {c['names']!r}: expected a list of class names")
     for key in ("conf_thres", "iou_thres"):
         if not isinstance(c[key], (int, float)) or not 0 <= c[key] <= 1:
             raise ConfigError(f"{flag}: input-configs {key} {c[key]!r}: expected a number in [0, 1]")

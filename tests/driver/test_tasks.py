@@ -67,6 +67,9 @@ def test_without_labels_the_float_models_answers_become_them(tmp_path, digits):
     (lambda c: c.update(nonsense=1), "key 'nonsense' is not a flag of ptqc quant"),
     (lambda c: c["input-configs"].update(data_dir="/nope"), "input-configs data_dir '/nope': no such folder"),
     (lambda c: c["input-configs"].update(augment=True), "augment true: not built yet"),
+    (lambda c: c["input-configs"].update(max_det="many"), "input-configs max_det 'many': expected a positive integer"),
+    (lambda c: c["input-configs"].update(std=["x"]), "input-configs std ['x']: expected a number per channel"),
+    (lambda c: c["input-configs"].update(names="cat"), "input-configs names 'cat': expected a list of class names"),
 ])
 def test_bad_run_configs_are_refused_by_name(tmp_path, digits, edit, needle):
     model = tmp_path / "digits.onnx"
