@@ -475,8 +475,8 @@ def make_image_folder_func(folder: Path, preprocess: ImagePreprocess | None = No
     A multi-input model needs .npy (or .bin) subfolders instead."""
     folder = _check_folder(folder)
     preprocess = preprocess or ImagePreprocess()
-    _pillow()
-    if not _image_files(folder):
+    pillow()
+    if not image_files(folder):
         raise DataError(f"-d/--data {folder}: no image files ({', '.join(IMAGE_SUFFIXES)})")
 
     def infer_image_folder(executor: Executor) -> float:
@@ -485,19 +485,19 @@ def make_image_folder_func(folder: Path, preprocess: ImagePreprocess | None = No
                               f"model has {len(executor.inputs)} inputs ({', '.join(executor.input_nodes)}): give "
                               "one subfolder per sample holding <input_name>.npy for every input")
         spec = executor.inputs[0]
-        plan = _image_plan(spec, preprocess)
-        samples = [{spec.name: path} for path in _image_files(folder)]
+        plan = image_plan(spec, preprocess)
+        samples = [{spec.name: path} for path in image_files(folder)]
         return _feed_folder(executor, folder, samples,
-                            lambda path, s, _axis: _load_image(path, s, preprocess, plan), limit)
+                            lambda path, s, _axis: load_image(path, s, preprocess, plan), limit)
     return infer_image_folder
 
 
-def _image_files(folder: Path) -> list[Path]:
+def image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir()
                   if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file())
 
 
-def _image_plan(spec: InputSpec, pre: ImagePreprocess) -> _ImagePlan:
+def image_plan(spec: InputSpec, pre: ImagePreprocess) -> _ImagePlan:
     """Layout from the input's shape: dim 1 of 1 or 3 -> NCHW, else last dim of 1 or 3 -> NHWC,
     else (dynamic or ambiguous) NCHW."""
     shape = spec.shape
@@ -524,8 +524,8 @@ def _image_plan(spec: InputSpec, pre: ImagePreprocess) -> _ImagePlan:
     return _ImagePlan(not nhwc, size, dtype)
 
 
-def _load_image(path: Path, spec: InputSpec, pre: ImagePreprocess, plan: _ImagePlan) -> np.ndarray:
-    image_module = _pillow()
+def load_image(path: Path, spec: InputSpec, pre: ImagePreprocess, plan: _ImagePlan) -> np.ndarray:
+    image_module = pillow()
     try:
         with image_module.open(path) as opened:
             image = opened.convert("L" if pre.image_to_format == "GRAY" else "RGB")
@@ -555,7 +555,7 @@ def _load_image(path: Path, spec: InputSpec, pre: ImagePreprocess, plan: _ImageP
     return check_array(x, spec, f"{path}: input {spec.name!r}", batch_axis=0)
 
 
-def _pillow():
+def pillow():
     try:
         from PIL import Image
     except ImportError:
@@ -734,20 +734,12 @@ def run_infer_function(fn: InferFunction, executor: Executor, name: str = "") ->
     crashes inside ptqc, pass through unchanged."""
     name = name or getattr(fn, "__name__", "?")
     try:
-        metric = fn(executor)
+        metric = user_call(fn, f"infer function {name!r}", executor)
     except DataError as e:  # a bad batch handed to forward: say where the user's code did it
         where = _user_frame(e)
         if where is None:  # ptqc's own sources (npy folder, readers) name the file themselves
             raise
         raise DataError(f"infer function {name!r} at {where[0]}:{where[1]}: {e}") from None
-    except PtqcError:
-        raise
-    except (Exception, SystemExit) as e:
-        where = _locate_user_code(e)
-        if where is None:
-            raise
-        raise ConfigError(f"infer function {name!r} failed at {where[0]}:{where[1]}: "
-                          f"{type(e).__name__}: {_one_line(e)}") from e
     if executor.calls == 0 and not getattr(fn, "__module__", "").startswith("ptqc."):
         raise DataError(f"infer function {name!r} never called executor.forward: it gave no data")
     if isinstance(metric, numbers.Real):

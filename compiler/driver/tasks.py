@@ -35,8 +35,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ptqc.driver.data import DataError
+from ptqc.driver.data import DataError, ImagePreprocess, image_files, image_plan, load_image, pillow
 from ptqc.errors import ConfigError
+from ptqc.files import atomic_open
 
 log = logging.getLogger("ptqc")
 
@@ -148,9 +149,7 @@ def make_task_infer(task: Task, draw: bool = False) -> Callable:
         if len(executor.inputs) != 1:
             raise ConfigError(f"-rc input-configs: the {'detection' if task.is_yolo else 'classification'} task "
                               f"feeds one image input; the model has {len(executor.inputs)}")
-        from ptqc.driver.data import _image_files
-
-        images = _image_files(task.data_dir)
+        images = image_files(task.data_dir)
         if not images:
             raise DataError(f"-rc input-configs data_dir {task.data_dir}: no images (bmp, jpg, jpeg, png)")
         run = _detect if task.is_yolo else _classify
@@ -168,13 +167,11 @@ def _batches(executor, images: list[Path]):
 
 def classifications(executor, spec, images: list[Path], task: Task):
     """(path, its five best classes) per image read."""
-    from ptqc.driver.data import ImagePreprocess, _image_plan, _load_image
-
     pre = ImagePreprocess(image_to_format=task.color_space, normalize_mean=task.mean or (),
                           normalize_std=task.std or ())
-    plan = _image_plan(spec, pre)
+    plan = image_plan(spec, pre)
     for batch in _batches(executor, images):
-        outputs = executor.forward(np.concatenate([_load_image(p, spec, pre, plan) for p in batch]))
+        outputs = executor.forward(np.concatenate([load_image(p, spec, pre, plan) for p in batch]))
         if outputs:
             ranked = np.argsort(-np.asarray(outputs[0]).reshape(len(batch), -1), axis=1, kind="stable")[:, :5]
             yield from zip(batch, ranked)
@@ -226,11 +223,9 @@ class _Letterbox:
 def _letterbox(path: Path, spec, task: Task) -> tuple[np.ndarray, _Letterbox]:
     """The image resized with its aspect kept to fit the input, centred on 114-grey padding;
     0..1 values (or ``(x - mean) / std`` on 0..255), in the input's layout."""
-    from ptqc.driver.data import ImagePreprocess, _image_plan, _pillow
-
-    plan = _image_plan(spec, ImagePreprocess(image_to_format=task.color_space))
+    plan = image_plan(spec, ImagePreprocess(image_to_format=task.color_space))
     width, height = plan.size
-    image_module = _pillow()
+    image_module = pillow()
     try:
         with image_module.open(path) as opened:
             image = opened.convert("L" if task.color_space == "GRAY" else "RGB")
@@ -414,8 +409,6 @@ def draw_boxes(path: Path, det: np.ndarray, task: Task) -> Path:
     """The image with its detections drawn, written to ``<data_dir>/../label_imgs/<name>``."""
     from PIL import Image, ImageDraw
 
-    from ptqc.files import atomic_open
-
     out = task.data_dir.parent / "label_imgs" / path.name
     out.parent.mkdir(exist_ok=True)
     with Image.open(path) as opened:
@@ -441,10 +434,9 @@ def write_labels(task: Task, executor) -> Task:
     """``calculate_acc`` without labels: the float model's answers (``executor`` runs it over
     every image: top-1 class; boxes above :data:`PSEUDO_LABEL_CONF`) written as labels to
     ``<data_dir>/../labels/``, as the reference does; returns the task reading them."""
-    from ptqc.driver.data import _image_files
     from ptqc.files import atomic_open
 
-    images = _image_files(task.data_dir)
+    images = image_files(task.data_dir)
     folder = task.data_dir.parent / "labels"
     folder.mkdir(exist_ok=True)
     spec = executor.inputs[0]
