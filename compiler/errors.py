@@ -20,7 +20,7 @@ class GraphError(PtqcError):
     """The graph is structurally wrong (cycle, dangling value, duplicate name...)."""
 
 
-class ConfigError(PtqcError):
+class ConfigError(PtqcError, ValueError):
     """A flag or configuration value is invalid or names a feature not built yet."""
 
 

@@ -187,6 +187,11 @@ class Graph:
         v.shape = tuple(int(d) for d in array.shape)
         return v
 
+    def fresh_name(self, name: str) -> str:
+        """``name`` itself when no value has it yet (the names onnxruntime's quantizer writes, such
+        as ``x_scale``, stay predictable), else :meth:`unique_name`."""
+        return name if name not in self._values else self.unique_name(name)
+
     def unique_name(self, prefix: str) -> str:
         while True:
             name = f"{prefix}__{next(self._names)}"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 import onnx
 from onnx import AttributeProto, numpy_helper
@@ -415,6 +416,7 @@ def export_model(graph: Graph, *, constants_as_initializers: bool = False,
     initializers: list[TensorProto] = []
     sparse: list[onnx.SparseTensorProto] = []
     pending_constant_nodes: dict[str, Value] = {}
+    typed = _quant_param_names(graph)
     for v in graph.values():
         if v.const is None:
             continue
@@ -425,7 +427,7 @@ def export_model(graph: Graph, *, constants_as_initializers: bool = False,
                 and _same_as_sparse(v):
             sparse.append(v.origin.proto)
         else:
-            initializers.append(_tensor(v, strip_threshold))
+            initializers.append(_tensor(v, strip_threshold, v.name in typed))
             if v.origin is not None and v.origin.doc_string:
                 initializers[-1].doc_string = v.origin.doc_string
 
@@ -472,13 +474,36 @@ def _same_as_sparse(v: Value) -> bool:
     return dense.dtype == v.const.dtype and dense.shape == v.const.shape and np.array_equal(dense, v.const)
 
 
-def _tensor(v: Value, strip_threshold: int | None) -> TensorProto:
+# quantization parameters (scales, zero points: at most 1-D) are written in the typed fields
+# (float_data, int32_data) rather than raw_data, as onnxruntime's quantizer writes them, so tools
+# reading ``scale.float_data[0]`` find them
+_TYPED_FIELDS = {np.dtype(t) for t in (np.float32, np.int8, np.uint8, np.int16, np.uint16, np.int32, ml_dtypes.int4,
+                                       ml_dtypes.uint4)}
+
+
+def _quant_param_names(graph: Graph) -> set[str]:
+    """The scale and zero-point constants of quantized ops (every input but the data ones)."""
+    names = set()
+    for node in graph.nodes():
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            names.update(node.inputs[1:3])
+        elif node.op_type.startswith("QLinear") or node.op_type == "QGemm":
+            names.update(node.inputs[1:])
+    return names
+
+
+def _tensor(v: Value, strip_threshold: int | None, typed: bool = False) -> TensorProto:
     if strip_threshold is not None and v.const.dtype != object and v.const.nbytes > strip_threshold:
         t = TensorProto(name=v.name, dims=v.const.shape,
                         data_type=v.elem_type or onnx.helper.np_dtype_to_tensor_dtype(v.const.dtype))
         set_external_data_fields(t, "__ptqc_stripped__", 0, v.const.nbytes)
         return t
-    t = numpy_helper.from_array(np.asarray(v.const), v.name)
+    arr = np.asarray(v.const)
+    if typed and arr.ndim <= 1 and arr.dtype in _TYPED_FIELDS:
+        values = arr.ravel() if arr.dtype == np.float32 else arr.astype(np.int64).ravel()
+        return onnx.helper.make_tensor(v.name, onnx.helper.np_dtype_to_tensor_dtype(arr.dtype), arr.shape,
+                                       values.tolist())
+    t = numpy_helper.from_array(arr, v.name)
     if v.elem_type and v.elem_type != t.data_type and t.HasField("raw_data"):
         t.data_type = v.elem_type  # bfloat16 / float8 stored as raw bits
     return t

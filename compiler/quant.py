@@ -13,12 +13,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+import ml_dtypes
 import numpy as np
 
 log = logging.getLogger("ptqc")
 
 # Integer ranges; int8 weights use the symmetric [-127, 127] (DESIGN.md, ORT's convention).
 QRANGE = {
+    np.dtype(ml_dtypes.int4): (-8, 7),  # 4-bit weights (onnx INT4/UINT4, opset 21)
+    np.dtype(ml_dtypes.uint4): (0, 15),
     np.dtype(np.int8): (-128, 127),
     np.dtype(np.uint8): (0, 255),
     np.dtype(np.int16): (-32768, 32767),
@@ -47,6 +50,9 @@ class QuantParam:
     rmax: np.ndarray | None = None
     symmetric: bool = False
     reduce_range: bool = False  # codes within REDUCED_RANGE (onnxruntime's reduce_range weights)
+    # > 0: blocked along ``axis`` (opset 21): scale/zero_point have the tensor's rank, ``axis``
+    # holding ceil(n / block_size) blocks (onnxruntime's BlockSize, MatMul weights)
+    block_size: int = 0
 
     @property
     def qmin(self) -> int:
@@ -56,7 +62,9 @@ class QuantParam:
     def qmax(self) -> int:
         return _narrow(self.dtype, self.symmetric, self.reduce_range)[1]
 
-    def _view(self, a: np.ndarray, ndim: int) -> np.ndarray:
+    def _view(self, a: np.ndarray, ndim: int, length: int | None = None) -> np.ndarray:
+        if self.block_size:  # each block's parameter repeated over its block (``length``: the axis')
+            return np.take(np.repeat(a, self.block_size, axis=self.axis), np.arange(length), axis=self.axis)
         if self.axis is None or a.ndim == 0:
             return a
         shape = [1] * ndim
@@ -67,14 +75,16 @@ class QuantParam:
         """QuantizeLinear: round half to even, saturate (full dtype range, as ONNX does; the reduced
         range with ``reduce_range``, as onnxruntime stores such weights)."""
         x = np.asarray(x, np.float32)
-        s = self._view(self.scale.astype(np.float32), x.ndim)
-        zp = self._view(self.zero_point.astype(np.int64), x.ndim)
+        n = x.shape[self.axis] if self.block_size else None
+        s = self._view(self.scale.astype(np.float32), x.ndim, n)
+        zp = self._view(self.zero_point.astype(np.int64), x.ndim, n)
         lo, hi = REDUCED_RANGE[np.dtype(self.dtype)] if self.reduce_range else QRANGE[np.dtype(self.dtype)]
         return np.clip(np.rint(x / s) + zp, lo, hi).astype(self.dtype)
 
     def dequantize(self, q: np.ndarray) -> np.ndarray:
-        s = self._view(self.scale.astype(np.float32), q.ndim)
-        zp = self._view(self.zero_point.astype(np.int64), q.ndim)
+        n = q.shape[self.axis] if self.block_size else None
+        s = self._view(self.scale.astype(np.float32), q.ndim, n)
+        zp = self._view(self.zero_point.astype(np.int64), q.ndim, n)
         return ((q.astype(np.int64) - zp).astype(np.float32) * s).astype(np.float32)
 
     def fake_quantize(self, x: np.ndarray) -> np.ndarray:
@@ -90,7 +100,13 @@ class QuantParam:
 
 # onnxruntime's reduce_range (its ONNX_INT_TYPE_REDUCED_RANGE): one bit fewer, for weights
 REDUCED_RANGE = {np.dtype(np.int8): (-64, 64), np.dtype(np.uint8): (0, 127), np.dtype(np.int16): (-16384, 16384),
-                 np.dtype(np.uint16): (0, 32767)}
+                 np.dtype(np.uint16): (0, 32767), np.dtype(ml_dtypes.int4): (-4, 3), np.dtype(ml_dtypes.uint4): (0, 7)}
+
+
+def type_bits(dtype) -> int:
+    """The bits of a quantized type (4 for int4/uint4, which numpy stores in a byte)."""
+    dtype = np.dtype(dtype)
+    return 4 if dtype in (np.dtype(ml_dtypes.int4), np.dtype(ml_dtypes.uint4)) else dtype.itemsize * 8
 
 
 def _narrow(dtype: np.dtype, symmetric: bool, reduce_range: bool = False) -> tuple[int, int]:
@@ -150,8 +166,43 @@ def qparam_from_range(rmin, rmax, dtype, *, symmetric: bool, axis: int | None = 
             hi = np.where(degenerate, UNIT_RANGE, hi)
         scale = np.where(degenerate, unit, scale)
     return QuantParam(dtype, np.asarray(scale, np.float32), np.asarray(zp).astype(dtype), axis,
-                      bits=dtype.itemsize * 8, method=method, rmin=np.asarray(lo, np.float32),
+                      bits=type_bits(dtype), method=method, rmin=np.asarray(lo, np.float32),
                       rmax=np.asarray(hi, np.float32), symmetric=symmetric, reduce_range=reduce_range)
+
+
+# ------------------------------------------------------------------------------ overrides
+@dataclass(frozen=True, eq=False)
+class TensorOverride:
+    """A tensor's quantization fixed from outside calibration: ``ctx.analyses["range_overrides"]``
+    maps tensor names to these (onnxruntime's TensorQuantOverrides, an nncase scheme, -lt,
+    MinimumRealRange, a quantized input model's refits, FloatMixedOutputs).  A field left None
+    keeps what the spec and calibration give; PropagateRanges applies the first override found
+    in a sharing group to the whole group.
+
+    ``dtype`` a float type leaves the tensor float (float16: CastFloat16 rounds it through
+    float16); ``lo``/``hi`` the range (per channel along ``axis`` when arrays); ``scale`` and
+    ``zero_point`` the parameters themselves; ``symmetric``/``reduce_range`` as in QuantScheme.
+    """
+
+    dtype: np.dtype | None = None
+    lo: float | np.ndarray | None = None
+    hi: float | np.ndarray | None = None
+    symmetric: bool | None = None
+    reduce_range: bool | None = None
+    scale: np.ndarray | None = None
+    zero_point: np.ndarray | None = None
+    axis: int | None = None
+    # a second Q/DQ pair in ``convert``'s type after this one, read by the consumers named in
+    # ``convert_nodes`` (None: every consumer and the graph output): onnxruntime's 'convert'
+    convert: TensorOverride | None = None
+    convert_nodes: frozenset[str] | None = None
+
+    @property
+    def is_float(self) -> bool:
+        return self.dtype is not None and np.dtype(self.dtype).kind == "f"
+
+
+FLOAT_OVERRIDE = TensorOverride(np.dtype(np.float32))  # the tensor stays float
 
 
 # ------------------------------------------------------------------------------ specs
@@ -255,6 +306,15 @@ class QuantScheme:
     recurrent: bool = False
     # onnxruntime's MinimumRealRange: activation ranges at least this wide (None: as calibrated)
     min_real_range: float | None = None
+    # False (onnxruntime's QDQDisableWeightAdjustForInt32Bias): a bias too large for int32 at
+    # s_x * s_w saturates instead of widening its weight's scale
+    widen_weights_for_bias: bool = True
+    # onnxruntime's ActivationRestrictedAsymmetric: uint8 activation zero points only 0 or 128
+    restricted_zero_points: bool = False
+    contrib_qdq: bool = False
+    block_size: int = 0  # onnxruntime's BlockSize: MatMul weights blocked along K  # onnxruntime's UseQDQContribOps: Q/DQ nodes in the com.microsoft domain
+    # tensor name -> TensorOverride (onnxruntime's TensorQuantOverrides): over everything else
+    tensor_overrides: dict = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def bits(self) -> int:

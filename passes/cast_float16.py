@@ -25,7 +25,7 @@ class CastFloat16(Pass):
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         names = sorted(n for n, o in (ctx.analyses.get("range_overrides") or {}).items()
-                       if o[0] is not None and np.dtype(o[0]) == np.float16 and graph.has_value(n))
+                       if o.dtype is not None and np.dtype(o.dtype) == np.float16 and graph.has_value(n))
         for name in names:
             v = graph.value(name)
             if v.const is not None:

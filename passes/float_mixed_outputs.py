@@ -7,7 +7,7 @@ one per-tensor int8 scale over ``[0, 1024]`` is 8, so every score rounds to 0 (o
 graph output costs nothing downstream.  The rule: the Concat's inputs' largest magnitudes
 (their calibrated ranges) differ by more than ``2^(b-1) / MIN_LEVELS``, i.e. the smallest part
 would keep fewer than ``MIN_LEVELS`` codes of its own.  Written as a float override
-(``ctx.analyses["range_overrides"]``, tensor -> (None, 0, 0)), listed in ``float_ops`` with a
+(``ctx.analyses["range_overrides"]``, tensor -> FLOAT_OVERRIDE), listed in ``float_ops`` with a
 warning naming the node.  Runs after Calibrate (it reads the observers), before PropagateRanges.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 
 from ptqc.ir import Graph
 from ptqc.pass_manager import Pass, PassContext, PassResult
-from ptqc.quant import PlainSpec, SharedSpec
+from ptqc.quant import FLOAT_OVERRIDE, PlainSpec, SharedSpec
 
 MIN_LEVELS = 16
 
@@ -43,7 +43,7 @@ class FloatMixedOutputs(Pass):
             ratio = max(peaks) / min(peaks)
             if ratio * MIN_LEVELS <= 2 ** (np.dtype(spec.dtype).itemsize * 8 - 1):
                 continue
-            overrides[out] = (None, 0.0, 0.0)
+            overrides[out] = FLOAT_OVERRIDE
             float_ops.setdefault("Concat", []).append(node.name)
             ctx.logger.warning("%s: output %r left float: its parts' magnitudes differ %.0fx, so one %s scale would "
                                "leave the smallest fewer than %d codes", node.name or "Concat", out, ratio,

@@ -8,7 +8,7 @@ constant weights and biases are stored quantized (int8 / int32) and read through
 group's members visibly share their parameters.  Graph outputs keep their names: as integers
 (the chip's output) or, with ``output_dequant`` (``-od``), as dequantized floats.
 ``input_dtypes`` (``-qid``) makes a quantized graph input arrive already quantized.
-16-bit types use onnxruntime's ``com.microsoft`` Q/DQ below opset 21.
+16-bit and 4-bit types use onnxruntime's ``com.microsoft`` Q/DQ below opset 21.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import onnx
 from ptqc.errors import ConfigError
 from ptqc.ir import Graph, Value
 from ptqc.pass_manager import Pass, PassContext, PassResult
-from ptqc.quant import QRANGE, QuantParam
+from ptqc.quant import QRANGE, QuantParam, type_bits
 
 MS_DOMAIN = "com.microsoft"
 
@@ -29,14 +29,16 @@ class InsertQDQ(Pass):
     name = "insert_qdq"
     requires = ("quant_params",)
 
-    def __init__(self, output_dequant: bool = True, input_dtypes: dict[str, np.dtype] | None = None):
-        self.output_dequant = output_dequant
+    def __init__(self, output_dequant: bool = True, input_dtypes: dict[str, np.dtype] | None = None,
+                 contrib_ops: bool = False):
+        self.output_dequant, self.contrib_ops = output_dequant, contrib_ops  # contrib: com.microsoft Q/DQ
         self.input_dtypes = {k: np.dtype(v) for k, v in (input_dtypes or {}).items()}
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         params: dict[int, tuple[str, str]] = {}
         self.weight_params: dict[str, QuantParam] = {}
         self.param_names: dict[str, tuple[str, str]] = {}  # activation -> its (scale, zero point) constants
+        self.qdq_names: dict[str, tuple[str, str, QuantParam]] = {}  # activation -> Q and DQ outputs, parameters
         output_params: dict[str, QuantParam] = {}
         unknown = sorted(set(self.input_dtypes) - set(graph.inputs))
         if unknown:
@@ -63,19 +65,22 @@ class InsertQDQ(Pass):
         ctx.analyses["output_params"] = output_params
         ctx.analyses["weight_params"] = self.weight_params
         ctx.analyses["qdq_param_names"] = self.param_names
+        ctx.analyses["activation_qdq"] = self.qdq_names
         return PassResult(graph, count > 0)
 
     def _qparams(self, graph: Graph, v: Value, p: QuantParam, cache: dict) -> tuple[str, str]:
         if id(p) not in cache:
-            scale = graph.add_constant(graph.unique_name(f"{v.name}_scale"), np.asarray(p.scale, np.float32))
-            zp = graph.add_constant(graph.unique_name(f"{v.name}_zero_point"), np.asarray(p.zero_point).astype(p.dtype))
+            scale = graph.add_constant(graph.fresh_name(f"{v.name}_scale"), np.asarray(p.scale, np.float32))
+            zp = graph.add_constant(graph.fresh_name(f"{v.name}_zero_point"), np.asarray(p.zero_point).astype(p.dtype))
             cache[id(p)] = (scale.name, zp.name)
         return cache[id(p)]
 
     def _q_node(self, graph: Graph, op: str, x: str, out: str, p: QuantParam, scale: str, zp: str) -> None:
         attrs = {"axis": int(p.axis)} if p.axis is not None and np.ndim(p.scale) else {}
+        if p.block_size:
+            attrs["block_size"] = int(p.block_size)
         domain = ""
-        if np.dtype(p.dtype).itemsize == 2 and graph.opset < 21:
+        if self.contrib_ops or type_bits(p.dtype) in (4, 16) and graph.opset < 21:
             domain = MS_DOMAIN
             graph.info.opset_imports.setdefault(MS_DOMAIN, 1)
         graph.add_node(op, [x, scale, zp], [out], attrs, name=graph.unique_name(f"{x}_{op}"), domain=domain)
@@ -90,7 +95,7 @@ class InsertQDQ(Pass):
             q = np.clip(np.rint(data.astype(np.float64) / s), lo, hi).astype(np.int32)
         else:
             q = np.clip(p.quantize(data), p.qmin, p.qmax).astype(p.dtype)
-        qv = graph.add_constant(graph.unique_name(f"{v.name}_quantized"), q)
+        qv = graph.add_constant(graph.fresh_name(f"{v.name}_quantized"), q)
         self.weight_params[v.name] = p
         dq = graph.unique_name(f"{v.name}_dequantized")
         graph.replace_all_uses(v.name, dq)
@@ -110,7 +115,8 @@ class InsertQDQ(Pass):
         _typed(graph, dq, v, onnx.TensorProto.FLOAT)
 
     def _quantize_activation(self, graph: Graph, v: Value, p: QuantParam, scale: str, zp: str) -> bool:
-        """Q/DQ after ``v``; True when a graph output now carries integers."""
+        """Q/DQ after ``v`` (their outputs recorded in ``qdq_names``); True when a graph output
+        now carries integers."""
         qtype = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(p.dtype))
         if v.name in graph.outputs:
             producer = graph.producer(v)
@@ -131,6 +137,7 @@ class InsertQDQ(Pass):
                 _typed(graph, dq, v, onnx.TensorProto.FLOAT)
                 for node, idx in consumers:
                     graph.set_input(node, idx, dq)
+                self.qdq_names[v.name] = (q, dq, p)
             return not self.output_dequant
         q = graph.unique_name(f"{v.name}_quantized")
         dq = graph.unique_name(f"{v.name}_dequantized")
@@ -139,6 +146,7 @@ class InsertQDQ(Pass):
         _typed(graph, q, v, qtype)
         self._q_node(graph, "DequantizeLinear", q, dq, p, scale, zp)
         _typed(graph, dq, v, onnx.TensorProto.FLOAT)
+        self.qdq_names[v.name] = (q, dq, p)
         return False
 
 

@@ -11,7 +11,7 @@ import numpy as np
 from ptqc.ir import Graph
 from ptqc.pass_manager import Pass, PassContext, PassResult
 from ptqc.passes.propagate_ranges import share_groups
-from ptqc.quant import PlainSpec
+from ptqc.quant import PlainSpec, TensorOverride
 
 
 class MinimumRealRange(Pass):
@@ -39,7 +39,7 @@ class MinimumRealRange(Pass):
             lo = min(0.0, min(float(np.min(r[0])) for r in ranges))
             hi = max(0.0, max(float(np.max(r[1])) for r in ranges))
             if hi - lo < self.minimum:
-                overrides[root] = (np.dtype(spec.dtype), lo, lo + self.minimum)
+                overrides[root] = TensorOverride(np.dtype(spec.dtype), lo, lo + self.minimum)
                 widened += 1
         ctx.analyses["range_overrides"] = overrides
         if widened:

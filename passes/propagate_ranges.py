@@ -12,11 +12,15 @@ get scale = input scale x weight scale in int32.
 With ``ctx.analyses["loaded_params"]`` (``-lsj``; a quantized input model's, which may
 also hold weights') the loaded parameters replace calibration;
 the members of a group must agree, or the run stops naming the two tensors.  With
-``ctx.analyses["range_overrides"]`` (an nncase quant scheme: tensor -> (dtype or None, min,
-max)) a group holding an overridden tensor takes that range and type, and a float type (None
-or float16) keeps the whole group float.
+``ctx.analyses["range_overrides"]`` (tensor -> :class:`~ptqc.quant.TensorOverride`: an nncase
+scheme, onnxruntime's TensorQuantOverrides, ...) a group holding an overridden tensor takes
+what the override fixes (type, range, symmetry, the parameters themselves) and calibration
+gives the rest; a float type keeps the whole group float.  A bias with an override of its own
+is quantized from its values like a weight (onnxruntime's rule) instead of at s_x * s_w.
 """
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 
@@ -24,7 +28,8 @@ from ptqc.errors import PtqcError
 from ptqc.ir import Graph
 from ptqc.pass_manager import Pass, PassContext, PassResult
 from ptqc.passes.assign_quant_specs import UNIFY_OPS
-from ptqc.quant import QRANGE, DerivedSpec, PlainSpec, QuantParam, SharedSpec, UnionFind, qparam_from_range
+from ptqc.quant import (QRANGE, DerivedSpec, PlainSpec, QuantParam, SharedSpec, TensorOverride, UnionFind,
+                        qparam_from_range, type_bits)
 
 
 class PropagateRanges(Pass):
@@ -34,8 +39,8 @@ class PropagateRanges(Pass):
     produces = ("quant_params",)
     preserves = ("shapes", "activation_groups", "quant_specs", "observers", "quant_params")
 
-    def __init__(self, unify: bool = False, wide_headroom: float = 1.0):
-        self.unify, self.wide_headroom = unify, wide_headroom
+    def __init__(self, unify: bool = False, wide_headroom: float = 1.0, widen_for_bias: bool = True):
+        self.unify, self.wide_headroom, self.widen = unify, wide_headroom, widen_for_bias
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         groups = share_groups(graph, self.unify)
@@ -46,7 +51,7 @@ class PropagateRanges(Pass):
             spec = graph.value(root).meta["qspec"]
             override = next((overrides[m] for m in members if m in overrides), None)
             if override is not None:
-                param = _override_param(members, spec, override)
+                param = _override_param(graph, members, spec, override, observers, self.wide_headroom)
             elif loaded is not None and (graph.value(root).const is None or root in loaded):
                 param = _loaded_group_param(members, loaded)
             else:
@@ -59,7 +64,10 @@ class PropagateRanges(Pass):
         for v in graph.values():
             spec = v.meta.get("qspec")
             if isinstance(spec, DerivedSpec):
-                param = _bias_param(graph, v.name, spec)
+                own = overrides.get(v.name)  # like its weight (type, symmetry; per tensor) unless it says
+                like = dataclasses.replace(graph.value(_plain_root(graph, spec.sources[1])).meta["qspec"], axis=None)
+                param = _bias_param(graph, v.name, spec, self.widen) if own is None else _override_param(
+                    graph, [v.name], like, own, observers, 1.0)
                 if param is not None:
                     v.meta["quant"] = param
         ctx.analyses["quant_groups"] = groups
@@ -176,19 +184,33 @@ def _widen_weight_scale_for_bias(graph: Graph, weight: str, w: QuantParam, x: Qu
     return new
 
 
-def _override_param(members: list[str], spec: PlainSpec, override) -> QuantParam | None:
-    dtype, lo, hi = override
-    if dtype is None or np.dtype(dtype).kind == "f":  # float (f16: CastFloat16 rounds it): not quantized
+def _override_param(graph: Graph, members: list[str], spec: PlainSpec, o: TensorOverride, observers: dict,
+                    wide_headroom: float) -> QuantParam | None:
+    if o.is_float:  # float (f16: CastFloat16 rounds it): not quantized
         return None
-    return qparam_from_range(np.asarray(lo, np.float64), np.asarray(hi, np.float64), dtype, symmetric=spec.symmetric,
-                             axis=spec.axis if np.ndim(lo) else None, method="override", name=members[0])
+    per_channel = any(np.ndim(x) for x in (o.lo, o.scale))
+    axis = o.axis if o.axis is not None else spec.axis if per_channel or o.lo is None and o.scale is None else None
+    dtype = np.dtype(o.dtype if o.dtype is not None else spec.dtype)
+    if o.scale is not None:
+        return QuantParam(dtype, np.asarray(o.scale, np.float32), np.asarray(o.zero_point).astype(dtype), axis,
+                          bits=type_bits(dtype), method="override", rmin=None, rmax=None,
+                          symmetric=bool(np.all(np.asarray(o.zero_point) == 0)))
+    spec = dataclasses.replace(spec, dtype=dtype, axis=axis,
+                               symmetric=spec.symmetric if o.symmetric is None else o.symmetric,
+                               reduce_range=spec.reduce_range if o.reduce_range is None else o.reduce_range)
+    if o.lo is None:  # the type or symmetry fixed, the range calibrated (or the constant's own)
+        return group_param(graph, members, spec, observers, wide_headroom)
+    return qparam_from_range(np.asarray(o.lo, np.float64), np.asarray(o.hi, np.float64), dtype,
+                             symmetric=spec.symmetric, axis=axis, method="override", name=members[0],
+                             reduce_range=spec.reduce_range)
 
 
-def _bias_param(graph: Graph, name: str, spec: DerivedSpec) -> QuantParam | None:
+def _bias_param(graph: Graph, name: str, spec: DerivedSpec, widen: bool = True) -> QuantParam | None:
     x, w = (graph.value(s).meta.get("quant") for s in spec.sources)
     if x is None or w is None:  # its input or weight stays float (an override): so does the bias
         return None
-    w = _widen_weight_scale_for_bias(graph, spec.sources[1], w, x, graph.value(name).const)
+    if widen:  # else (onnxruntime's QDQDisableWeightAdjustForInt32Bias) the bias saturates instead
+        w = _widen_weight_scale_for_bias(graph, spec.sources[1], w, x, graph.value(name).const)
     scale = (np.asarray(x.scale, np.float64) * np.asarray(w.scale, np.float64)).astype(np.float32)
     if spec.axis is None:
         scale = scale.reshape(())

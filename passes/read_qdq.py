@@ -26,7 +26,7 @@ import numpy as np
 from ptqc.errors import ModelError
 from ptqc.ir import Graph, Node
 from ptqc.pass_manager import Pass, PassContext, PassResult
-from ptqc.quant import QRANGE, QuantParam
+from ptqc.quant import FLOAT_OVERRIDE, QRANGE, PlainSpec, QuantParam, TensorOverride
 from ptqc.runtime import reference
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
@@ -39,6 +39,14 @@ _TYPES = set(QRANGE)  # int8/uint8/int16/uint16, int32 biases
 def is_qdq_model(graph: Graph) -> bool:
     """Whether the graph holds Q/DQ nodes (onnx or com.microsoft)."""
     return any(n.op_type in QDQ_OPS for n in graph.nodes())
+
+
+def weights_only(graph: Graph) -> bool:
+    """Whether its only Q/DQ nodes dequantize constants (prequantized weights, float
+    activations): its activations are to be calibrated, its weights keep their parameters."""
+    qdq = [n for n in graph.nodes() if n.op_type in QDQ_OPS]
+    return bool(qdq) and all(n.op_type == "DequantizeLinear" and graph.constant(n.inputs[0]) is not None
+                             for n in qdq)
 
 
 class ReadQDQ(Pass):
@@ -208,12 +216,14 @@ class FitQDQParams(Pass):
     name = "fit_qdq_params"
     requires = ("quant_specs",)
 
-    def __init__(self, unify: bool = False):
-        self.unify = unify
+    def __init__(self, unify: bool = False, weights_only: bool = False):
+        self.unify, self.weights_only = unify, weights_only  # weights only: the activations calibrate
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         from ptqc.passes.propagate_ranges import share_groups
 
+        if self.weights_only:
+            return self._weights(graph, ctx)
         qdq = ctx.analyses.get("qdq_params") or {}
         loaded, overrides, floats = {}, {}, []
         weights = ctx.analyses.get("qdq_weight_params") or {}
@@ -221,7 +231,7 @@ class FitQDQParams(Pass):
         kept = 0
         for root, members in share_groups(graph, self.unify).items():
             if graph.value(root).const is not None and root in float_constants:
-                overrides.update({m: (None, 0.0, 0.0) for m in members})
+                overrides.update({m: FLOAT_OVERRIDE for m in members})
                 floats.append(root)
                 continue
             if graph.value(root).const is not None:
@@ -233,7 +243,7 @@ class FitQDQParams(Pass):
             spec = graph.value(root).meta["qspec"]
             have = [qdq[m] for m in members if m in qdq]
             if not have:
-                overrides.update({m: (None, 0.0, 0.0) for m in members})
+                overrides.update({m: FLOAT_OVERRIDE for m in members})
                 floats.append(root)
                 continue
             first = have[0]
@@ -245,7 +255,7 @@ class FitQDQParams(Pass):
                 continue
             lo = min(float((QRANGE[p.dtype][0] - p.zero_point.astype(np.int64)) * p.scale) for p in have)
             hi = max(float((QRANGE[p.dtype][1] - p.zero_point.astype(np.int64)) * p.scale) for p in have)
-            overrides.update({m: (spec.dtype, lo, hi) for m in members})
+            overrides.update({m: TensorOverride(np.dtype(spec.dtype), lo, hi) for m in members})
             why = ("its members' parameters differ (rule: one scale per sharing group)" if not agree else
                    f"the chip takes {np.dtype(spec.dtype)}{' symmetric' if spec.symmetric else ''} here")
             ctx.logger.warning("quantized input model: tensor %r: %s scale %.6g zero point %d refit to %s over "
@@ -266,6 +276,25 @@ class FitQDQParams(Pass):
                             len(unused), ", ".join(repr(u) for u in unused[:3]))
         ctx.analyses["loaded_params"] = loaded
         ctx.analyses["range_overrides"] = {**(ctx.analyses.get("range_overrides") or {}), **overrides}
+        return PassResult(graph, False)
+
+
+    def _weights(self, graph: Graph, ctx: PassContext) -> PassResult:
+        """Prequantized weights only: each fitting weight's parameters as an override (what
+        PropagateRanges gives its group), the others requantized from their values."""
+        weights = ctx.analyses.get("qdq_weight_params") or {}
+        overrides = dict(ctx.analyses.get("range_overrides") or {})
+        for name, param in weights.items():
+            v = graph.value(name) if graph.has_value(name) else None
+            spec = v.meta.get("qspec") if v is not None and v.const is not None else None
+            fit = _fitting_weight(v.const, param, spec) if isinstance(spec, PlainSpec) else None
+            if fit is not None:
+                overrides[name] = TensorOverride(np.dtype(fit.dtype), scale=fit.scale, zero_point=fit.zero_point,
+                                                 axis=fit.axis)
+        kept = sum(n in overrides for n in weights)
+        ctx.logger.info("prequantized weights: %d of %d keep their parameters (the others are requantized from "
+                        "their values: the type or axis differs, or a fusion changed them)", kept, len(weights))
+        ctx.analyses["range_overrides"] = overrides
         return PassResult(graph, False)
 
 

@@ -3,7 +3,7 @@ LayerNormalization's input and output range set to ``[-t, t]`` instead of the ca
 
 For a LayerNormalization whose accuracy drops because one outlier stretches its input's (or
 output's) range: a tighter range keeps resolution for the bulk and saturates the outlier.
-Written as ``ctx.analyses["range_overrides"]`` entries (tensor -> (dtype, -t, t)), which
+Written as ``ctx.analyses["range_overrides"]`` entries (tensor -> TensorOverride(dtype, -t, t)), which
 PropagateRanges applies to the tensor's whole sharing group, at the tensor's quantized type as
 specced when this pass runs (after AssignPrecision, so a 16-bit LayerNormalization keeps 16
 bits).  An override already there (an nncase scheme, ``-qs``) wins: it names the tensor itself.
@@ -14,7 +14,7 @@ import numpy as np
 
 from ptqc.ir import Graph
 from ptqc.pass_manager import Pass, PassContext, PassResult
-from ptqc.quant import PlainSpec, SharedSpec
+from ptqc.quant import PlainSpec, SharedSpec, TensorOverride
 
 
 class ThresholdLayerNorm(Pass):
@@ -38,7 +38,7 @@ class ThresholdLayerNorm(Pass):
                 spec = _plain(graph, name)
                 if spec is None or name in overrides:
                     continue
-                overrides[name] = (np.dtype(spec.dtype), -self.threshold, self.threshold)
+                overrides[name] = TensorOverride(np.dtype(spec.dtype), -self.threshold, self.threshold)
                 count += 1
         ctx.analyses["range_overrides"] = overrides
         ctx.logger.info("layer threshold %g: %d LayerNormalization input/output ranges set to [-%g, %g]",

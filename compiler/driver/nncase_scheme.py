@@ -22,7 +22,7 @@ import numpy as np
 from ptqc.driver.scale_json import read_json, write_scale_json
 from ptqc.errors import ConfigError
 from ptqc.ir import Graph
-from ptqc.quant import QuantParam
+from ptqc.quant import QuantParam, TensorOverride
 
 _TYPES = {"u8": np.uint8, "i8": np.int8, "i16": np.int16, "f16": np.float16, "f32": None}
 _NAMES = {np.dtype(np.uint8): "u8", np.dtype(np.int8): "i8", np.dtype(np.int16): "i16"}
@@ -72,5 +72,6 @@ def load_scheme(path: Path, graph: Graph) -> dict[str, tuple]:
             raise ConfigError(f"{flag}: tensor {name!r}: DataRangeMode {mode!r} does not fit {lo.size} ranges")
         dtype = _TYPES[kind]
         per = mode == "by_channel"
-        overrides[name] = (None if dtype is None else np.dtype(dtype), lo if per else lo[0], hi if per else hi[0])
+        overrides[name] = TensorOverride(np.dtype(np.float32 if dtype is None else dtype), lo if per else lo[0],
+                                        hi if per else hi[0])
     return overrides

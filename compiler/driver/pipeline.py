@@ -14,7 +14,10 @@ from ptqc.passes import (AdaRound, AssignQuantSpecs, Calibrate, CropOutputs, Eli
 from ptqc.passes.assign_precision import AssignPrecision
 from ptqc.passes.cast_float16 import CastFloat16
 from ptqc.passes.float_mixed_outputs import FloatMixedOutputs
+from ptqc.passes.block_weights import BlockWeights
+from ptqc.passes.convert_qdq import ConvertQDQ
 from ptqc.passes.minimum_real_range import MinimumRealRange
+from ptqc.passes.restrict_zero_points import RestrictZeroPoints
 from ptqc.passes.choose_ranges import AUTO, ChooseRanges
 from ptqc.passes.correct_bias import CorrectBias
 from ptqc.passes.dequantize_weights import DequantizeWeights, storage
@@ -47,15 +50,18 @@ def prepare_pipeline(output_names: tuple[str, ...] = (), mean: tuple[float, ...]
 
 def observe_pipeline(scheme: QuantScheme, *, method: str = "min_max", calibrate: bool = True,
                      executor: str = "onnxruntime", workers: int = 1, client=None, snapshots: tuple[int, ...] = (),
-                     holdout: int = 0, quantized_input: bool = False, **options) -> list[Pass]:
+                     holdout: int = 0, quantized_input: bool = False, prequantized_weights: bool = False,
+                     **options) -> list[Pass]:
     """Shared biases copied per reader, specs, then calibration (skipped when a scale JSON is
-    loaded or the input model is quantized, whose scales are fitted to the specs instead; over
+    loaded or the input model is quantized, whose scales are fitted to the specs instead; a
+    model with prequantized weights only keeps their parameters and calibrates the rest; over
     ``workers`` processes or a Dask ``client`` when given; keeping observer copies after
     ``snapshots`` batches for several -i values; holding every ``holdout``-th batch out for
     validation)."""
     method = "kl" if method == AUTO else method  # auto reads the same histograms
     return [UnshareBiases(), AssignQuantSpecs(scheme),
             *([FitQDQParams(unify=scheme.unify_concat)] if quantized_input else []),
+            *([FitQDQParams(unify=scheme.unify_concat, weights_only=True)] if prequantized_weights else []),
             *([Calibrate(method, executor, workers=workers, client=client, snapshots=snapshots, holdout=holdout,
                          max_holdout=MAX_VALIDATION, **options)]
               if calibrate else [])]
@@ -83,8 +89,11 @@ def materialize_pipeline(scheme: QuantScheme, *, output_dequant: bool = True,
             *([ThresholdLayerNorm(layer_threshold)] if layer_threshold is not None else []),
             FloatMixedOutputs(),
             *([MinimumRealRange(scheme.min_real_range, scheme.unify_concat)] if scheme.min_real_range else []),
-            PropagateRanges(**headroom),
-            InsertQDQ(output_dequant=output_dequant, input_dtypes=input_dtypes),
+            *([RestrictZeroPoints(scheme.unify_concat)] if scheme.restricted_zero_points else []),
+            PropagateRanges(**headroom, widen_for_bias=scheme.widen_weights_for_bias),
+            *([BlockWeights(scheme.block_size)] if scheme.block_size else []),
+            InsertQDQ(output_dequant=output_dequant, input_dtypes=input_dtypes, contrib_ops=scheme.contrib_qdq),
+            *([ConvertQDQ()] if any(o.convert for o in scheme.tensor_overrides.values()) else []),
             *([CastFloat16()] if float16 else []),
             *([CorrectBias(**held)] if bias_correction else [])]
 

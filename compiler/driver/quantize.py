@@ -22,16 +22,19 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 import onnx
+import onnx.version_converter
 
 from ptqc.driver.config import QuantConfig, with_ini
 from ptqc.driver.data import (DataError, Executor, InputSpec, batch_axes, check_input_shapes_count,
                               load_infer_function, make_infer_auto, make_reader_func, run_infer_function)
 from ptqc.driver.pipeline import (MAX_VALIDATION, materialize_pipeline, observe_pipeline, prepare_pipeline,
                                   weight_only_pipeline)
+from ptqc.driver.ort_cache import read_cache, write_cache
+from ptqc.driver.ort_overrides import QUANT_TYPES, tensor_overrides
 from ptqc.driver.scale_json import load_scale_json, scale_table, write_scale_json
 from ptqc.errors import ConfigError, ModelError, cannot_reread, onnxruntime_error
 from ptqc.ir import Graph
-from ptqc.onnx_io import check_model, export_model, import_model, save_model
+from ptqc.onnx_io import check_model, export_model, import_model, load_model, save_model
 from ptqc.pass_manager import (AnalysisStore, DumpIRInstrument, PassContext, PassManager, PassTiming, TimingInstrument,
                                VerifyInstrument)
 from ptqc.passes.assign_quant_specs import check_weights
@@ -41,9 +44,9 @@ from ptqc.passes.choose_ranges import AUTO
 from ptqc.passes.eliminate_dead_code import EliminateDeadCode
 from ptqc.passes.infer_shapes import InferShapes
 from ptqc.passes.qdq_to_qoperator import QDQToQOperator
-from ptqc.passes.read_qdq import is_qdq_model
+from ptqc.passes.read_qdq import is_qdq_model, weights_only
 from ptqc.passes.set_batch import SetBatch
-from ptqc.quant import QuantParam, QuantScheme, cosine
+from ptqc.quant import QuantParam, QuantScheme, TensorOverride, cosine, type_bits
 from ptqc.runtime import reference
 from ptqc.runtime.ort import OrtRunner
 from ptqc.runtime.reference import ReferenceExecutor, UnsupportedOpError
@@ -69,6 +72,8 @@ class QuantReport:
     quant_metric: float | None = None
     float_ops: dict[str, list[str]] = field(default_factory=dict)
     output_params: dict[str, QuantParam] = field(default_factory=dict)
+    activation_params: dict[str, QuantParam] = field(default_factory=dict)  # every quantized activation's
+    observed_ranges: dict[str, tuple] = field(default_factory=dict)  # every calibrated tensor's (min, max)
     input_params: dict[str, QuantParam] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     timings: list[PassTiming] = field(default_factory=list)
@@ -331,12 +336,14 @@ def _quantize(model, output, data, config: QuantConfig, scheme: QuantScheme | No
     t0 = time.perf_counter()
     graph = import_model(model)
     check_weights(graph)
-    quantized_input = is_qdq_model(graph)
+    prequantized_weights = weights_only(graph)  # float activations: calibrated; weights keep their scales
+    quantized_input = is_qdq_model(graph) and not prequantized_weights
     if quantized_input:  # its scales are read, not calibrated again
         refuse_on_quantized_input(config)
         loaded, methods, iterations = True, ("loaded",), iterations[-1:]
-    elif config.quant_scheme is not None and fn_name == "infer_auto" and data is None:
-        # nncase: a scheme needs no calibration set; every quantized tensor must then be listed
+    elif (config.quant_scheme is not None or scheme.tensor_overrides) and fn_name == "infer_auto" and data is None:
+        # nncase (or onnxruntime's calibration cache): a scheme needs no calibration set; every
+        # quantized tensor must then be listed
         if config.adaround and "adaround" in config.explicit:
             raise ConfigError("--adaround: learns the weights' rounding on calibration data; give -d or -uds/-if "
                               "beside --quant-scheme")
@@ -361,11 +368,12 @@ def _quantize(model, output, data, config: QuantConfig, scheme: QuantScheme | No
     observe = observe_pipeline(scheme, method=observe_method, calibrate=not loaded, executor=executor,
                                workers=workers, client=client, snapshots=iterations[:-1], holdout=config.holdout,
                                percent=config.percent, quantized_input=quantized_input,
+                               prequantized_weights=prequantized_weights,
                                **({"average": True} if config.minmax_average else {}))
     specs = input_specs(graph)
     drive = make_drive(fn, fn_name, specs, config, graph)
     ctx = PassContext(config=config, target=family, data=drive, logger=logger, analyses=ctx.analyses)
-    _load_overrides(ctx, config, graph)
+    _load_overrides(ctx, config, graph, scheme)
     with model_errors:
         if config.cache_distribution is not None and not loaded:
             graph = _observe_with_cache(graph, ctx, observe, methods, data, config, instruments)
@@ -399,14 +407,22 @@ def runs_of(config: QuantConfig) -> tuple[tuple[str, ...], tuple[int, ...], bool
     return methods, iterations, loaded
 
 
-def _load_overrides(ctx: PassContext, config: QuantConfig, graph: Graph) -> None:
-    """-lsj's parameters and -qs's ranges, checked against the graph, into the analyses."""
+def _load_overrides(ctx: PassContext, config: QuantConfig, graph: Graph, scheme: QuantScheme) -> None:
+    """-lsj's parameters, -qs's ranges and the scheme's tensor overrides, checked against the
+    graph, into the analyses (a tensor the graph cleanup folded away is named in a warning)."""
     if config.load_scale_json is not None:
         ctx.analyses["loaded_params"] = load_scale_json(Path(config.load_scale_json), graph)
     if config.quant_scheme is not None:
         from ptqc.driver.nncase_scheme import load_scheme
 
         ctx.analyses["range_overrides"] = load_scheme(Path(config.quant_scheme), graph)
+    if scheme.tensor_overrides:
+        gone = sorted(n for n in scheme.tensor_overrides if not graph.has_value(n))
+        if gone:
+            ctx.logger.warning("tensor overrides for %s not used: ptqc's graph cleanup removed %s (fused or folded)",
+                               ", ".join(repr(g) for g in gone[:3]), "them" if len(gone) > 1 else "it")
+        ctx.analyses["range_overrides"] = {**(ctx.analyses.get("range_overrides") or {}),
+                                           **{n: o for n, o in scheme.tensor_overrides.items() if n not in gone}}
 
 
 # what a DYNAMIC_QUANT or WEIGHT_QUANT run honours besides its INI: the model, where to write, the data to evaluate on
@@ -795,6 +811,8 @@ def _finish(graph: Graph, float_model: onnx.ModelProto, ctx: PassContext, drives
                     and graph.value(n).dtype.kind in "iu"}
     report = QuantReport(qmodel, float_model, None, float_ops=dict(ctx.analyses.get("float_ops", {})),
                          output_params=dict(ctx.analyses.get("output_params", {})), input_params=input_params,
+                         activation_params={n: r[2] for n, r in (ctx.analyses.get("activation_qdq") or {}).items()},
+                         observed_ranges={n: o.range() for n, o in (ctx.analyses.get("observers") or {}).items()},
                          method=method, float_metric=ctx.analyses.get("float_metric"))
     t1 = time.perf_counter()
     if evaluate:
@@ -1004,7 +1022,9 @@ def output_dequantizers(graph: Graph) -> dict[str, Callable[[np.ndarray], np.nda
 # result as all computing with None"): ptqc's calibration streams anyway, so they change nothing
 _EXTRA_OPTIONS = {"ActivationSymmetric", "WeightSymmetric", "QuantizeBias", "CalibTensorRangeSymmetric",
                   "CalibPercentile", "CalibStridedMinMax", "CalibMaxIntermediateOutputs", "CalibMovingAverage",
-                  "CalibMovingAverageConstant", "ForceQuantizeNoInputCheck", "MinimumRealRange"}
+                  "CalibMovingAverageConstant", "ForceQuantizeNoInputCheck", "MinimumRealRange",
+                  "TensorQuantOverrides", "UseQDQContribOps", "QDQDisableWeightAdjustForInt32Bias",
+                  "ActivationRestrictedAsymmetric", "BlockSize"}
 # onnxruntime's calibrators -> ptqc's methods on the same idea (Entropy: the KL-divergence
 # threshold search, on ptqc's histogram)
 _CALIBRATE_METHODS = {"MinMax": "min_max", "Entropy": "kl", "Percentile": "percentile"}
@@ -1013,10 +1033,7 @@ _CALIBRATE_METHODS = {"MinMax": "min_max", "Entropy": "kl", "Percentile": "perce
 # the extra options onnxruntime's own scripts (static_quantize_runner, get_qdq_config) always pass,
 # accepted at the values that ask for nothing (what ptqc does anyway); any other value is refused
 _NO_OP_OPTIONS = {"EnableSubgraph", "MatMulConstBOnly", "AddQDQPairToWeight", "OpTypesToExcludeOutputQuantization",
-                  "DedicatedQDQPair", "QDQOpTypePerChannelSupportToAxis", "UseQDQContribOps",
-                  "QDQKeepRemovableActivations", "TensorQuantOverrides",
-                  # False: widen a weight scale an int32 bias overflows, as ptqc does
-                  "QDQDisableWeightAdjustForInt32Bias"}
+                  "DedicatedQDQPair", "QDQOpTypePerChannelSupportToAxis", "QDQKeepRemovableActivations"}
 # activation_type / weight_type given as onnx.TensorProto data types, as onnxruntime accepts
 _TENSOR_TYPES = {2: "QUInt8", 3: "QInt8", 4: "QUInt16", 5: "QInt16"}
 
@@ -1048,6 +1065,81 @@ def _write_static(fmt: str, model_input, model_output, reader, config: QuantConf
     report.model = export_model(graph, constants_as_initializers=True)
     report.output = save_model(report.model, Path(model_output), external_data=external)
     return report
+
+
+def _static_types(activation_type, weight_type, fmt: str) -> tuple[str, str]:
+    """The two QuantType names, checked as onnxruntime's check_static_quant_arguments does."""
+    act, wt = (_TENSOR_TYPES.get(t, _enum_name(t)) if isinstance(t, int) else _enum_name(t)
+               for t in (activation_type, weight_type))
+    for what, name in (("activation_type", act), ("weight_type", wt)):
+        if name not in QUANT_TYPES or what == "activation_type" and name.endswith("4"):
+            raise ConfigError(f"{what} {name}: not supported (use QInt8, QUInt8, QInt16 or QUInt16"
+                              f"{'; or QInt4/QUInt4 weights' if what == 'weight_type' else ''})")
+    if (act, wt) == ("QInt8", "QUInt8"):  # onnxruntime has no integer kernels for these
+        raise ConfigError("activation_type QInt8 with weight_type QUInt8: not supported (onnxruntime has no "
+                          "int8 x uint8 kernels; use QUInt8 activations or QInt8 weights)")
+    if fmt == "QOperator" and ("16" in act + wt or wt.endswith("4")):
+        raise ConfigError(f"quant_format QOperator with {act if '16' in act else wt}: only QDQ supports 16-bit "
+                          "and 4-bit types")
+    return act, wt
+
+
+def _static_types_scheme(act: str, wt: str, extra: dict, per_channel) -> dict:
+    """The QuantScheme fields of the types and their symmetry.  onnxruntime 1.32: WeightSymmetric
+    unset (or None) means symmetric for signed weight types, and its per-channel weights come
+    out symmetric whatever the type (uint8 on zero point 128)."""
+    weight_symmetric = bool(extra["WeightSymmetric"]) if extra.get("WeightSymmetric") is not None else \
+        wt in ("QInt8", "QInt16", "QInt4") or bool(per_channel)
+    return dict(activation_dtype=np.dtype(QUANT_TYPES[act]), weight_dtype=np.dtype(QUANT_TYPES[wt]),
+                activation_symmetric=bool(extra.get("ActivationSymmetric") or extra.get("CalibTensorRangeSymmetric")),
+                weight_symmetric=weight_symmetric, per_channel=bool(per_channel))
+
+
+def _with_cached(overrides: dict[str, TensorOverride], cached: dict[str, TensorOverride] | None) -> dict:
+    """The user's overrides over the cached ranges: an override fixing no range or parameters
+    (a type, a symmetry) takes the cached range."""
+    if not cached:
+        return overrides
+    both = dict(cached)
+    for name, o in overrides.items():
+        ranged = o.lo is None and o.scale is None and name in cached
+        both[name] = dataclasses.replace(o, lo=cached[name].lo, hi=cached[name].hi) if ranged else o
+    return both
+
+
+def _opset21_for_narrow_types(model_input, scheme: QuantScheme):
+    """onnxruntime 1.32's rule: 16-bit and 4-bit Q/DQ without UseQDQContribOps need opset 21
+    (ai.onnx QuantizeLinear takes those types from 21), so an older model is converted to opset
+    21 first (onnx's version converter, as onnxruntime does), warned."""
+    types = [scheme.activation_dtype, scheme.weight_dtype] + [t.dtype for o in scheme.tensor_overrides.values()
+                                                              for t in (o, o.convert) if t is not None]
+    if not scheme.block_size and not any(t is not None and np.dtype(t).kind in "iuV" and type_bits(t) in (4, 16)
+                                         for t in types):
+        return model_input
+    model = model_input if isinstance(model_input, onnx.ModelProto) else load_model(model_input)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 21)
+    if opset >= 21:
+        return model_input
+    log.warning("the model's opset %d has no 16-bit or 4-bit QuantizeLinear: converted to opset 21 first "
+                "(onnxruntime's rule; UseQDQContribOps True keeps the opset and writes com.microsoft Q/DQ instead)",
+                opset)
+    try:
+        return onnx.version_converter.convert_version(model, 21)
+    except Exception as e:  # onnx's converter names the op it cannot convert
+        raise ModelError(f"{model_input if isinstance(model_input, (str, Path)) else 'model'}: converting to opset "
+                         f"21 for 16-bit or 4-bit Q/DQ failed ({' '.join(str(e).split())}); pass UseQDQContribOps "
+                         "True") from None
+
+
+def _block_size(value: Any, fmt: str, extra: dict) -> int:
+    if value in (None, 0):
+        return 0
+    if not isinstance(value, int) or isinstance(value, bool) or value < 2:
+        raise ConfigError(f"extra_options BlockSize {value!r}: expected an integer of at least 2")
+    if fmt != "QDQ" or extra.get("UseQDQContribOps"):
+        raise ConfigError("extra_options BlockSize: blocked weights are ai.onnx opset-21 QDQ (not QOperator, not "
+                          "UseQDQContribOps)")
+    return value
 
 
 def _minimum_range(value: Any) -> float | None:
@@ -1091,27 +1183,28 @@ def quantize_static(model_input, model_output, calibration_data_reader, quant_fo
     """onnxruntime's ``quantize_static``, same arguments (its enums, their names as strings, or
     onnx.TensorProto types for the quantized types).
 
-    Supported: QDQ format, and QOperator (the QDQ model with every group onnxruntime has an
-    integer op for folded into it: QLinearConv, QLinearMatMul, QGemm, QLinearAdd/Mul, ...;
-    :mod:`ptqc.passes.qdq_to_qoperator`); MinMax, Entropy (ptqc's kl) and Percentile
-    (``CalibPercentile``, default 99.999) calibration; (U)Int8/(U)Int16 activations and weights,
-    weights symmetric by default for signed types and per channel, asymmetric for unsigned per
-    tensor (onnxruntime 1.32's default; ``WeightSymmetric`` False gives per-channel zero points
-    too), ``reduce_range`` (weights one bit short: int8 codes in [-64, 64], uint8 in [0, 127], as
-    onnxruntime), per-tensor or per-channel, op/node selection, external data; the extra
-    options ActivationSymmetric, CalibTensorRangeSymmetric, WeightSymmetric, QuantizeBias (True),
-    ForceQuantizeNoInputCheck (ptqc quantizes data-movement ops whatever their input; False is
-    accepted with a warning saying so), CalibMovingAverage (+ CalibMovingAverageConstant) with
-    MinMax, CalibStridedMinMax / CalibMaxIntermediateOutputs (memory bounds: ptqc streams
-    anyway), MinimumRealRange (activation ranges at least that wide), and the options
-    onnxruntime's own scripts always pass (AddQDQPairToWeight, DedicatedQDQPair,
-    MatMulConstBOnly, EnableSubgraph, UseQDQContribOps, QDQKeepRemovableActivations,
-    QDQDisableWeightAdjustForInt32Bias: False;
-    TensorQuantOverrides,
-    QDQOpTypePerChannelSupportToAxis, OpTypesToExcludeOutputQuantization: empty) at those values.
-    ``calibration_providers`` may name the CPU provider only; ``optimize_model``, which older
-    onnxruntime took, is accepted (ptqc always cleans the graph first).  Anything else raises a
-    ConfigError naming the option.
+    Supported: QDQ and QOperator (:mod:`ptqc.passes.qdq_to_qoperator`) formats; MinMax, Entropy
+    (ptqc's kl) and Percentile calibration; (U)Int8/(U)Int16 activations, (U)Int8/(U)Int16/(U)Int4
+    weights (16- and 4-bit at opset 21: an older model is converted first, as onnxruntime does),
+    onnxruntime 1.32's weight symmetry defaults, ``reduce_range``, per channel, op/node
+    selection, external data, ``calibration_cache_path`` (onnxruntime's JSON:
+    :mod:`ptqc.driver.ort_cache`), a model with prequantized weights (kept; activations
+    calibrated).  extra_options: ActivationSymmetric, CalibTensorRangeSymmetric,
+    WeightSymmetric, QuantizeBias (True), ForceQuantizeNoInputCheck (False warns: ptqc quantizes
+    data-movement ops whatever their input), CalibPercentile, CalibMovingAverage(+Constant),
+    CalibStridedMinMax / CalibMaxIntermediateOutputs (memory bounds; ptqc streams anyway),
+    MinimumRealRange, ActivationRestrictedAsymmetric (:mod:`ptqc.passes.restrict_zero_points`),
+    UseQDQContribOps, QDQDisableWeightAdjustForInt32Bias, BlockSize (MatMul weights:
+    :mod:`ptqc.passes.block_weights`), TensorQuantOverrides (:mod:`ptqc.driver.ort_overrides`),
+    and, at the values asking for nothing, the options onnxruntime's own scripts always pass
+    (AddQDQPairToWeight, DedicatedQDQPair, MatMulConstBOnly, EnableSubgraph,
+    QDQKeepRemovableActivations: False; QDQOpTypePerChannelSupportToAxis,
+    OpTypesToExcludeOutputQuantization: empty).  ``calibration_providers``: the CPU provider;
+    ``optimize_model`` is accepted (ptqc always cleans the graph first).  Not built, refused by
+    name: float8 types and the Distribution calibrator, SmoothQuant, anything else.  Where the
+    graph differs from onnxruntime's: a graph output a Conv/Gemm/MatMul computes stays its
+    accumulator times its scale (not requantized; QOperator and BlockSize requantize it), Relu
+    and Clip fold into ranges, ops with no integer use (ArgMax, Cos...) stay float, warned.
     """
     fmt = _enum_name(quant_format)
     if fmt not in ("QDQ", "QOperator"):
@@ -1122,38 +1215,38 @@ def quantize_static(model_input, model_output, calibration_data_reader, quant_fo
                           "Distribution calibrates float8, which ptqc does not write)")
     if calibration_providers not in (None, [], ["CPUExecutionProvider"], ("CPUExecutionProvider",)):
         raise ConfigError(f"calibration_providers {calibration_providers}: ptqc calibrates on the CPU provider only")
-    if calibration_cache_path is not None:
-        raise ConfigError("calibration_cache_path: not built yet (ptqc's own cache is QuantConfig.cache_distribution)")
-    if calibration_data_reader is None:
+    cached = read_cache(calibration_cache_path, method) if calibration_cache_path is not None else None
+    if calibration_data_reader is None and cached is None:
         raise ConfigError("calibration_data_reader: None; quantize_static calibrates on it (give a "
-                          "CalibrationDataReader)")
+                          "CalibrationDataReader, or a calibration_cache_path holding the ranges)")
     extra = _static_extra(extra_options)
-    types = {"QInt8": np.int8, "QUInt8": np.uint8, "QInt16": np.int16, "QUInt16": np.uint16}
-    act, wt = (_TENSOR_TYPES.get(t, _enum_name(t)) if isinstance(t, int) else _enum_name(t)
-               for t in (activation_type, weight_type))
-    for what, name in (("activation_type", act), ("weight_type", wt)):
-        if name not in types:
-            raise ConfigError(f"{what} {name}: not supported (use QInt8, QUInt8, QInt16 or QUInt16)")
-    # onnxruntime 1.32: WeightSymmetric unset (or None) means symmetric for signed weight types,
-    # and its per-channel weights come out symmetric whatever the type (uint8 on zero point 128)
-    weight_symmetric = bool(extra["WeightSymmetric"]) if extra.get("WeightSymmetric") is not None else \
-        wt in ("QInt8", "QInt16") or bool(per_channel)
+    act, wt = _static_types(activation_type, weight_type, fmt)
     percentile = float(extra.get("CalibPercentile", 99.999))
     if not 0.0 < percentile <= 100.0:
         raise ConfigError(f"extra_options CalibPercentile {percentile}: must be in (0, 100]")
-    symmetric = bool(extra.get("ActivationSymmetric", False) or extra.get("CalibTensorRangeSymmetric", False))
-    scheme = QuantScheme(activation_dtype=np.dtype(types[act]), activation_symmetric=symmetric,
-                         weight_dtype=np.dtype(types[wt]), weight_symmetric=weight_symmetric,
-                         reduce_range=bool(reduce_range), per_channel=bool(per_channel),
+    scheme = QuantScheme(**_static_types_scheme(act, wt, extra, per_channel), reduce_range=bool(reduce_range),
                          op_types=frozenset(op_types_to_quantize) if op_types_to_quantize else None,
                          nodes_to_quantize=frozenset(nodes_to_quantize) if nodes_to_quantize else None,
-                         nodes_to_exclude=frozenset(nodes_to_exclude or ()), requantize_outputs=False,
-                         min_real_range=_minimum_range(extra.get("MinimumRealRange")))
+                         nodes_to_exclude=frozenset(nodes_to_exclude or ()), requantize_outputs=fmt == "QOperator",
+                         min_real_range=_minimum_range(extra.get("MinimumRealRange")),
+                         tensor_overrides=_with_cached(tensor_overrides(extra.get("TensorQuantOverrides") or {},
+                                                                        model_input, act), cached),
+                         widen_weights_for_bias=not extra.get("QDQDisableWeightAdjustForInt32Bias", False),
+                         contrib_qdq=bool(extra.get("UseQDQContribOps", False)),
+                         restricted_zero_points=bool(extra.get("ActivationRestrictedAsymmetric", False)),
+                         block_size=_block_size(extra.get("BlockSize"), fmt, extra))
+    if scheme.block_size:  # onnxruntime 1.32 fuses DQ(blocked B) -> MatMul -> float into MatMulIntegerToFloat,
+        # which fails on blocked scales: a MatMul graph output is requantized, as onnxruntime writes it
+        scheme = dataclasses.replace(scheme, requantize_outputs=True)
+    if not scheme.contrib_qdq:
+        model_input = _opset21_for_narrow_types(model_input, scheme)
     config = QuantConfig(bit_width=16 if act.endswith("16") else 8, output_dequant=True,
                          quant_mode=(_CALIBRATE_METHODS[method],), percent=percentile / 100.0,
                          minmax_average=_moving_average(extra, method))
-    report = _write_static(fmt, model_input, model_output, calibration_data_reader, config, scheme,
-                           True if use_external_data_format else None)
+    report = _write_static(fmt, model_input, model_output, None if cached else calibration_data_reader, config,
+                           scheme, True if use_external_data_format else None)
+    if calibration_cache_path is not None and cached is None:
+        write_cache(calibration_cache_path, method, report.activation_params, report.observed_ranges)
     left = sorted(set(op_types_to_quantize or ()) & set(report.float_ops))
     if left:
         log.warning("op_types_to_quantize names %s, which ptqc leaves float (%s)", ", ".join(left),

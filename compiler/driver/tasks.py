@@ -11,7 +11,8 @@ pixels and detection 0..1), ``calculate_acc``, ``draw_box``, ``max_det`` (300), 
 ``nc``, ``conf_thres`` (0.001), ``iou_thres`` (0.6), ``names``.
 
 - Classification: each image resized (bilinear) to the input's size; the metric is top-1.
-- Detection: each image letterboxed (aspect kept, padded with 114) to the input's size; the
+- Detection: each image letterboxed (aspect kept, padded with 114) to the input's size (an
+  image smaller than the input is enlarged only with ``augment``, YOLOv5's ``scaleup``); the
   outputs read as YOLOv5's decoded ``[B, N, 5 + nc]`` (box, objectness, class scores), YOLOv8's
   ``[B, 4 + nc, N]``, or, with ``anchors``, raw per-level maps (``[B, na * (5 + nc), H, W]``
   or ``[B, na, H, W, 5 + nc]``, decoded as YOLOv5 does); class-wise NMS at ``iou_thres`` over
@@ -21,8 +22,7 @@ pixels and detection 0..1), ``calculate_acc``, ``draw_box``, ``max_det`` (300), 
   ``<data_dir>/../label_imgs/`` (``-r infer`` only, as in the reference).
 
 Without labels, ``calculate_acc`` takes the float model's outputs as the truth (:func:`write_labels`,
-into ``<data_dir>/../labels/``, as the reference does).  ``augment`` (enlarging small images) is
-refused: it is not built.
+into ``<data_dir>/../labels/``, as the reference does).
 """
 from __future__ import annotations
 
@@ -64,6 +64,7 @@ class Task:
     conf_thres: float
     iou_thres: float
     names: tuple | None
+    augment: bool = False  # detection: enlarge images smaller than the input (YOLOv5's scaleup)
 
 
 def parse_task(configs: Any, flag: str) -> Task:
@@ -80,8 +81,8 @@ def parse_task(configs: Any, flag: str) -> Task:
         raise ConfigError(f"{flag}: input-configs label_dir {c['label_dir']!r}: no such folder")
     if c["color_space"] not in ("RGB", "BGR", "GRAY"):
         raise ConfigError(f"{flag}: input-configs color_space {c['color_space']!r}: expected RGB, BGR or GRAY")
-    if c["augment"]:
-        raise ConfigError(f"{flag}: input-configs augment true: not built yet (small images are not enlarged)")
+    if not isinstance(c["augment"], bool):
+        raise ConfigError(f"{flag}: input-configs augment {c['augment']!r}: expected true or false")
     if (c["mean"] is None) != (c["std"] is None):
         raise ConfigError(f"{flag}: input-configs mean and std go together")
     for key in ("mean", "std"):
@@ -109,7 +110,7 @@ def parse_task(configs: Any, flag: str) -> Task:
     return Task(Path(c["data_dir"]), Path(c["label_dir"]) if c["label_dir"] else None, bool(c["is_yolo"]),
                 c["color_space"], _floats(c["mean"]), _floats(c["std"]), bool(c["calculate_acc"]),
                 bool(c["draw_box"]), int(c["max_det"]), anchors, c["nc"], float(c["conf_thres"]),
-                float(c["iou_thres"]), tuple(c["names"]) if c["names"] else None)
+                float(c["iou_thres"]), tuple(c["names"]) if c["names"] else None, c["augment"])
 
 
 def task_of(run_config: Path) -> Task:
@@ -232,6 +233,8 @@ def _letterbox(path: Path, spec, task: Task) -> tuple[np.ndarray, _Letterbox]:
     except Exception as e:  # noqa: BLE001 - Pillow raises many kinds on bad files
         raise DataError(f"{path}: unreadable image ({' '.join(str(e).split())})") from None
     ratio = min(width / image.width, height / image.height)
+    if not task.augment:  # YOLOv5's letterbox(scaleup=augment): a small image is padded, not enlarged
+        ratio = min(ratio, 1.0)
     new = (max(1, round(image.width * ratio)), max(1, round(image.height * ratio)))
     resample = getattr(image_module, "Resampling", image_module)
     canvas = image_module.new(image.mode, (width, height), 114 if image.mode == "L" else (114, 114, 114))

@@ -236,8 +236,11 @@ def test_quantize_static_accepts_strings_and_refuses_what_it_cannot_do(tmp_path,
                 ({"extra_options": {"SmoothQuant": True}}, "SmoothQuant"),
                 ({"extra_options": {"CalibPercentile": 0}}, "CalibPercentile 0"),
                 ({"calibration_providers": ["CUDAExecutionProvider"]}, "CPU provider only"),
-                ({"calibration_cache_path": tmp_path / "c"}, "calibration_cache_path"),
-                ({"weight_type": "QInt4"}, "weight_type QInt4"),
+                ({"calibration_cache_path": tmp_path}, "calibration_cache_path .*: not a file"),
+                ({"activation_type": "QInt4"}, "activation_type QInt4: not supported"),
+                ({"weight_type": "QFLOAT8E4M3FN"}, "weight_type QFLOAT8E4M3FN: not supported"),
+                ({"activation_type": "QInt8", "weight_type": "QUInt8"}, "int8 x uint8"),
+                ({"quant_format": "QOperator", "activation_type": "QUInt16"}, "only QDQ supports 16-bit"),
                 ({"extra_options": {"QuantizeBias": False}}, "QuantizeBias False")]
     for kwargs, needle in refusals:
         with pytest.raises(ConfigError, match=needle):

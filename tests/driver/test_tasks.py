@@ -66,7 +66,7 @@ def test_without_labels_the_float_models_answers_become_them(tmp_path, digits):
     (lambda c: c["input-configs"].update(colour="RGB"), "input-configs key 'colour' is not known"),
     (lambda c: c.update(nonsense=1), "key 'nonsense' is not a flag of ptqc quant"),
     (lambda c: c["input-configs"].update(data_dir="/nope"), "input-configs data_dir '/nope': no such folder"),
-    (lambda c: c["input-configs"].update(augment=True), "augment true: not built yet"),
+    (lambda c: c["input-configs"].update(augment="yes"), "input-configs augment 'yes': expected true or false"),
     (lambda c: c["input-configs"].update(max_det="many"), "input-configs max_det 'many': expected a positive integer"),
     (lambda c: c["input-configs"].update(std=["x"]), "input-configs std ['x']: expected a number per channel"),
     (lambda c: c["input-configs"].update(names="cat"), "input-configs names 'cat': expected a list of class names"),
@@ -147,7 +147,8 @@ def test_detection_on_a_yolov8_layout_model_float_quantized_simulated_and_drawn(
               "quant_mode": ["min_max"], "adaround": False,
               "input-configs": {"data_dir": str(images), "label_dir": str(truth), "is_yolo": True,
                                 "color_space": "RGB", "calculate_acc": True, "nc": 11, "draw_box": True,
-                                "names": list(models.LAYOUT_NAMES), "conf_thres": 0.001, "iou_thres": 0.6}}
+                                "names": list(models.LAYOUT_NAMES), "conf_thres": 0.001, "iou_thres": 0.6,
+                                "augment": True}}  # the 612 x 792 pages are enlarged to the 1024 input
     rc = tmp_path / "run_config_detect.json"
     rc.write_text(json.dumps(config))
     code, out, err = ptqc("quant", "-rc", rc)
@@ -165,3 +166,18 @@ def test_detection_on_a_yolov8_layout_model_float_quantized_simulated_and_drawn(
     drawn = sorted((tmp_path / "pages" / "label_imgs").iterdir())
     assert [p.name for p in drawn] == ["page00.png", "page01.png"]
     assert not np.array_equal(np.asarray(Image.open(drawn[0])), np.asarray(Image.open(images / "page00.png")))
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_augment_enlarges_a_small_image_only_when_asked(tmp_path, augment):
+    """A 40 x 20 image for a 64 x 64 input: padded around at its own size by default (YOLOv5's
+    scaleup off), enlarged to the input's width with augment; the boxes map back either way."""
+    from ptqc.driver.data import InputSpec
+    from ptqc.driver.tasks import _letterbox
+
+    Image.fromarray(np.full((20, 40, 3), 200, np.uint8)).save(tmp_path / "small.png")
+    x, box = _letterbox(tmp_path / "small.png", InputSpec("images", np.dtype(np.float32), (1, 3, 64, 64)),
+                        _task(augment=augment))
+    filled = np.argwhere(np.abs(x[0, 0] - 200 / 255) < 1e-3)
+    width = filled[:, 1].max() - filled[:, 1].min() + 1
+    assert (box.ratio, width) == ((1.6, 64) if augment else (1.0, 40))

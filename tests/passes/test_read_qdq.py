@@ -211,3 +211,35 @@ def test_a_float16_model_with_a_dequantized_constant_keeps_its_type_and_says_it_
     out = onnx.load(str(tmp_path / "out.onnx"))
     (want,), (got,) = ort_outputs(onnx.load(str(path)), feed), ort_outputs(out, feed)
     assert got.dtype == np.float16 and np.allclose(got, want, atol=1e-2)
+
+
+def test_prequantized_weights_keep_their_parameters_and_the_activations_are_calibrated(tmp_path):
+    """A Conv whose weight arrives as DequantizeLinear(int8 codes) and whose activations are
+    float (a weight-only quantized export): the activations get calibrated Q/DQ, the weight
+    keeps its codes, scale and zero point, and the model stays near the float one."""
+    from ptqc.driver.quantize import quantize_static
+
+    rng = np.random.default_rng(5)
+    w = np.linspace(-1.0, 1.0, 2 * 2 * 3 * 3, dtype=np.float32).reshape(2, 2, 3, 3)
+    scale = np.float32(2 / 254)
+    codes = np.clip(np.rint(w / scale), -127, 127).astype(np.int8)
+    nodes = [helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["w"], name="DQ0"),
+             helper.make_node("Conv", ["x", "w", "b"], ["c"]), helper.make_node("Relu", ["c"], ["y"])]
+    model = builders.make_model(nodes, [("x", np.float32, [1, 2, 8, 8])], [("y", np.float32, None)],
+                                {"wq": codes, "ws": np.array(scale), "wz": np.array(0, np.int8),
+                                 "b": np.array([-0.5, 0.5], np.float32)}, opset=21)
+    onnx.save(model, str(tmp_path / "float.onnx"))
+    data = [{"x": rng.uniform(-2, 2, (1, 2, 8, 8)).astype(np.float32)} for _ in range(4)]
+    quantize_static(tmp_path / "float.onnx", tmp_path / "q.onnx", list_reader(data), activation_type="QUInt8",
+                    weight_type="QInt8")
+    q = onnx.load(str(tmp_path / "q.onnx"))
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in q.graph.initializer}
+    producers = {o: n for n in q.graph.node for o in n.output}
+    conv = next(n for n in q.graph.node if n.op_type == "Conv")
+    dq_w, dq_x = producers[conv.input[1]], producers[conv.input[0]]
+    assert np.array_equal(inits[dq_w.input[0]], codes)
+    assert inits[dq_w.input[1]] == scale and inits[dq_w.input[2]] == 0
+    assert dq_x.op_type == "DequantizeLinear" and producers[dq_x.input[0]].op_type == "QuantizeLinear"
+    test = {"x": rng.uniform(-2, 2, (1, 2, 8, 8)).astype(np.float32)}
+    want, got = ort_outputs(model, test)[0], ort_outputs(q, test)[0]
+    assert np.abs(got - want).max() < 0.1 * np.abs(want).max()
