@@ -312,7 +312,14 @@ class QuantScheme:
     # onnxruntime's ActivationRestrictedAsymmetric: uint8 activation zero points only 0 or 128
     restricted_zero_points: bool = False
     contrib_qdq: bool = False
-    block_size: int = 0  # onnxruntime's BlockSize: MatMul weights blocked along K  # onnxruntime's UseQDQContribOps: Q/DQ nodes in the com.microsoft domain
+    block_size: int = 0  # onnxruntime's BlockSize: MatMul weights blocked along K
+    # onnxruntime's QuantizeBias, MatMulConstBOnly, OpTypesToExcludeOutputQuantization
+    quantize_bias: bool = True  # False: biases stay float
+    matmul_const_b_only: bool = False  # True: a MatMul of two activations stays float
+    float_output_ops: frozenset[str] = frozenset()  # these ops' outputs stay float unless a quantized op reads them
+    weight_qdq_pairs: bool = False  # onnxruntime's AddQDQPairToWeight
+    dedicated_qdq_pairs: bool = False  # onnxruntime's DedicatedQDQPair
+    keep_activations: bool = False  # onnxruntime's QDQKeepRemovableActivations: Relu/Clip not fused  # onnxruntime's UseQDQContribOps: Q/DQ nodes in the com.microsoft domain
     # tensor name -> TensorOverride (onnxruntime's TensorQuantOverrides): over everything else
     tensor_overrides: dict = field(default_factory=dict, compare=False, hash=False)
 

@@ -125,6 +125,8 @@ class AssignQuantSpecs(Pass):
             return "op type not in op_types_to_quantize"
         if node.name in s.nodes_to_exclude:
             return "in nodes_to_exclude"
+        if s.matmul_const_b_only and node.op_type == "MatMul" and graph.constant(node.inputs[1]) is None:
+            return "MatMulConstBOnly: its B is not a constant"
         if s.nodes_to_quantize is not None and node.name not in s.nodes_to_quantize:
             return "not in nodes_to_quantize"
         data = _data_inputs(graph, node, role)
@@ -162,7 +164,8 @@ class AssignQuantSpecs(Pass):
             if "qspec" not in w.meta:
                 axis = _weight_axis(graph, node, w.name, self.scheme) if w.const is not None else None
                 w.meta["qspec"] = dataclasses.replace(weight, axis=axis) if w.const is not None else act
-            if role.bias is not None and len(node.inputs) > role.bias and node.inputs[role.bias]:
+            if role.bias is not None and len(node.inputs) > role.bias and node.inputs[role.bias] \
+                    and self.scheme.quantize_bias:
                 b = graph.value(node.inputs[role.bias])
                 if b.const is not None and "qspec" not in b.meta and _is_bias(graph, node, b.const):
                     b.meta["qspec"] = DerivedSpec((node.inputs[0], w.name), axis=0 if w.meta["qspec"].axis is not None else None)
@@ -173,6 +176,8 @@ class AssignQuantSpecs(Pass):
                 continue
             if accumulator_out and out in graph.outputs and len(graph.consumers(out)) == 0:
                 continue
+            if owner.op_type in self.scheme.float_output_ops:
+                continue  # onnxruntime's OpTypesToExcludeOutputQuantization: a quantized reader still specs it
             v = graph.value(out)
             v.meta["qspec"] = SharedSpec(node.inputs[0]) if role.output == "shared" else act
             if mode and role.output != "shared":

@@ -42,6 +42,20 @@ class MarkActivationFusion(Pass):
         return PassResult(graph, changed)
 
 
+class UnfuseActivations(Pass):
+    """Undo MarkActivationFusion: every activation quantized on its own, its input and output
+    each with a Q/DQ pair (onnxruntime's QDQKeepRemovableActivations, for tools that later take
+    the Q/DQ out and need the Relu/Clip to be there)."""
+
+    def run(self, graph: Graph, ctx: PassContext) -> PassResult:
+        marked = [n for n in graph.nodes() if "fused_into" in n.meta or "fused_activation" in n.meta]
+        for n in marked:
+            n.meta.pop("fused_into", None)
+            n.meta.pop("fused_activation", None)
+        ctx.analyses["activation_groups"] = []
+        return PassResult(graph, bool(marked))
+
+
 def _match(graph: Graph, act: Node) -> Node | Fail:
     if not act.inputs:
         return Fail("no input")

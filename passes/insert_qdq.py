@@ -30,8 +30,11 @@ class InsertQDQ(Pass):
     requires = ("quant_params",)
 
     def __init__(self, output_dequant: bool = True, input_dtypes: dict[str, np.dtype] | None = None,
-                 contrib_ops: bool = False):
+                 contrib_ops: bool = False, weight_pairs: bool = False, dedicated_pairs: bool = False):
         self.output_dequant, self.contrib_ops = output_dequant, contrib_ops  # contrib: com.microsoft Q/DQ
+        # onnxruntime's AddQDQPairToWeight (a weight kept float, on its grid, read through Q -> DQ)
+        # and DedicatedQDQPair (one Q -> DQ pair per reader of an activation)
+        self.weight_pairs, self.dedicated_pairs = weight_pairs, dedicated_pairs
         self.input_dtypes = {k: np.dtype(v) for k, v in (input_dtypes or {}).items()}
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
@@ -95,11 +98,19 @@ class InsertQDQ(Pass):
             q = np.clip(np.rint(data.astype(np.float64) / s), lo, hi).astype(np.int32)
         else:
             q = np.clip(p.quantize(data), p.qmin, p.qmax).astype(p.dtype)
-        qv = graph.add_constant(graph.fresh_name(f"{v.name}_quantized"), q)
         self.weight_params[v.name] = p
         dq = graph.unique_name(f"{v.name}_dequantized")
         graph.replace_all_uses(v.name, dq)
-        self._q_node(graph, "DequantizeLinear", qv.name, dq, p, scale, zp)
+        if self.weight_pairs and p.dtype != np.int32:  # the float weight on its grid: Q gives back q exactly
+            graph.set_constant(v.name, p.dequantize(q).astype(data.dtype))
+            qv = graph.unique_name(f"{v.name}_quantized")
+            self._q_node(graph, "QuantizeLinear", v.name, qv, p, scale, zp)
+            _typed(graph, qv, v, onnx.helper.np_dtype_to_tensor_dtype(np.dtype(p.dtype)))
+            self._q_node(graph, "DequantizeLinear", qv, dq, p, scale, zp)
+            _typed(graph, dq, v, onnx.TensorProto.FLOAT)
+            return
+        qv = graph.add_constant(graph.fresh_name(f"{v.name}_quantized"), q).name
+        self._q_node(graph, "DequantizeLinear", qv, dq, p, scale, zp)
         _typed(graph, dq, v, onnx.TensorProto.FLOAT)
         graph.remove_value(v.name)
 
@@ -139,14 +150,20 @@ class InsertQDQ(Pass):
                     graph.set_input(node, idx, dq)
                 self.qdq_names[v.name] = (q, dq, p)
             return not self.output_dequant
-        q = graph.unique_name(f"{v.name}_quantized")
-        dq = graph.unique_name(f"{v.name}_dequantized")
-        graph.replace_all_uses(v.name, dq)
-        self._q_node(graph, "QuantizeLinear", v.name, q, p, scale, zp)
-        _typed(graph, q, v, qtype)
-        self._q_node(graph, "DequantizeLinear", q, dq, p, scale, zp)
-        _typed(graph, dq, v, onnx.TensorProto.FLOAT)
-        self.qdq_names[v.name] = (q, dq, p)
+        readers = (graph.consumers(v) if self.dedicated_pairs else []) or [None]
+        for i, reader in enumerate(readers):
+            q = graph.unique_name(f"{v.name}_quantized")
+            dq = graph.unique_name(f"{v.name}_dequantized")
+            if reader is None:
+                graph.replace_all_uses(v.name, dq)
+            else:
+                graph.set_input(reader[0], reader[1], dq)
+            self._q_node(graph, "QuantizeLinear", v.name, q, p, scale, zp)
+            _typed(graph, q, v, qtype)
+            self._q_node(graph, "DequantizeLinear", q, dq, p, scale, zp)
+            _typed(graph, dq, v, onnx.TensorProto.FLOAT)
+            if i == 0:
+                self.qdq_names[v.name] = (q, dq, p)
         return False
 
 

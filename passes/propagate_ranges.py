@@ -212,8 +212,9 @@ def _bias_param(graph: Graph, name: str, spec: DerivedSpec, widen: bool = True) 
     if widen:  # else (onnxruntime's QDQDisableWeightAdjustForInt32Bias) the bias saturates instead
         w = _widen_weight_scale_for_bias(graph, spec.sources[1], w, x, graph.value(name).const)
     scale = (np.asarray(x.scale, np.float64) * np.asarray(w.scale, np.float64)).astype(np.float32)
-    if spec.axis is None:
+    axis = spec.axis if spec.axis is not None or np.ndim(w.scale) == 0 else 0  # an override made w per channel
+    if axis is None:
         scale = scale.reshape(())
     scale = np.where(scale > 0, scale, np.float32(1.0)).astype(np.float32)
-    return QuantParam(np.dtype(np.int32), scale, np.zeros(scale.shape, np.int32), spec.axis, bits=32,
+    return QuantParam(np.dtype(np.int32), scale, np.zeros(scale.shape, np.int32), axis, bits=32,
                       method="derived", rmin=None, rmax=None, symmetric=True)

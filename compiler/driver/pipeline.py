@@ -16,6 +16,7 @@ from ptqc.passes.cast_float16 import CastFloat16
 from ptqc.passes.float_mixed_outputs import FloatMixedOutputs
 from ptqc.passes.block_weights import BlockWeights
 from ptqc.passes.convert_qdq import ConvertQDQ
+from ptqc.passes.fuse_activations import UnfuseActivations
 from ptqc.passes.minimum_real_range import MinimumRealRange
 from ptqc.passes.restrict_zero_points import RestrictZeroPoints
 from ptqc.passes.choose_ranges import AUTO, ChooseRanges
@@ -59,7 +60,7 @@ def observe_pipeline(scheme: QuantScheme, *, method: str = "min_max", calibrate:
     ``snapshots`` batches for several -i values; holding every ``holdout``-th batch out for
     validation)."""
     method = "kl" if method == AUTO else method  # auto reads the same histograms
-    return [UnshareBiases(), AssignQuantSpecs(scheme),
+    return [UnshareBiases(), *([UnfuseActivations()] if scheme.keep_activations else []), AssignQuantSpecs(scheme),
             *([FitQDQParams(unify=scheme.unify_concat)] if quantized_input else []),
             *([FitQDQParams(unify=scheme.unify_concat, weights_only=True)] if prequantized_weights else []),
             *([Calibrate(method, executor, workers=workers, client=client, snapshots=snapshots, holdout=holdout,
@@ -92,7 +93,8 @@ def materialize_pipeline(scheme: QuantScheme, *, output_dequant: bool = True,
             *([RestrictZeroPoints(scheme.unify_concat)] if scheme.restricted_zero_points else []),
             PropagateRanges(**headroom, widen_for_bias=scheme.widen_weights_for_bias),
             *([BlockWeights(scheme.block_size)] if scheme.block_size else []),
-            InsertQDQ(output_dequant=output_dequant, input_dtypes=input_dtypes, contrib_ops=scheme.contrib_qdq),
+            InsertQDQ(output_dequant=output_dequant, input_dtypes=input_dtypes, contrib_ops=scheme.contrib_qdq,
+                      weight_pairs=scheme.weight_qdq_pairs, dedicated_pairs=scheme.dedicated_qdq_pairs),
             *([ConvertQDQ()] if any(o.convert for o in scheme.tensor_overrides.values()) else []),
             *([CastFloat16()] if float16 else []),
             *([CorrectBias(**held)] if bias_correction else [])]

@@ -1024,16 +1024,19 @@ _EXTRA_OPTIONS = {"ActivationSymmetric", "WeightSymmetric", "QuantizeBias", "Cal
                   "CalibPercentile", "CalibStridedMinMax", "CalibMaxIntermediateOutputs", "CalibMovingAverage",
                   "CalibMovingAverageConstant", "ForceQuantizeNoInputCheck", "MinimumRealRange",
                   "TensorQuantOverrides", "UseQDQContribOps", "QDQDisableWeightAdjustForInt32Bias",
-                  "ActivationRestrictedAsymmetric", "BlockSize"}
+                  "ActivationRestrictedAsymmetric", "BlockSize", "MatMulConstBOnly", "AddQDQPairToWeight",
+                  "OpTypesToExcludeOutputQuantization", "DedicatedQDQPair", "extra.Sigmoid.nnapi",
+                  "QDQKeepRemovableActivations"}
 # onnxruntime's calibrators -> ptqc's methods on the same idea (Entropy: the KL-divergence
 # threshold search, on ptqc's histogram)
-_CALIBRATE_METHODS = {"MinMax": "min_max", "Entropy": "kl", "Percentile": "percentile"}
+# Distribution, for integer types: onnxruntime's range is its histogram's, +-max|x| (the float8
+# statistics it also keeps are for float8, which ptqc does not write): MinMax over a symmetric range
+_CALIBRATE_METHODS = {"MinMax": "min_max", "Entropy": "kl", "Percentile": "percentile", "Distribution": "min_max"}
 
 
 # the extra options onnxruntime's own scripts (static_quantize_runner, get_qdq_config) always pass,
 # accepted at the values that ask for nothing (what ptqc does anyway); any other value is refused
-_NO_OP_OPTIONS = {"EnableSubgraph", "MatMulConstBOnly", "AddQDQPairToWeight", "OpTypesToExcludeOutputQuantization",
-                  "DedicatedQDQPair", "QDQOpTypePerChannelSupportToAxis", "QDQKeepRemovableActivations"}
+_NO_OP_OPTIONS = {"EnableSubgraph", "QDQOpTypePerChannelSupportToAxis"}
 # activation_type / weight_type given as onnx.TensorProto data types, as onnxruntime accepts
 _TENSOR_TYPES = {2: "QUInt8", 3: "QInt8", 4: "QUInt16", 5: "QInt16"}
 
@@ -1049,8 +1052,6 @@ def _static_extra(extra_options: dict | None) -> dict:
     if unknown:
         raise ConfigError(f"extra_options {unknown[0]!r}: not supported "
                           f"(supported: {', '.join(sorted(_EXTRA_OPTIONS))})")
-    if not extra.get("QuantizeBias", True):
-        raise ConfigError("extra_options QuantizeBias False: not supported (biases are int32)")
     return extra
 
 
@@ -1082,6 +1083,33 @@ def _static_types(activation_type, weight_type, fmt: str) -> tuple[str, str]:
         raise ConfigError(f"quant_format QOperator with {act if '16' in act else wt}: only QDQ supports 16-bit "
                           "and 4-bit types")
     return act, wt
+
+
+def _static_scheme(model_input, fmt: str, act: str, wt: str, extra: dict, cached: dict | None,
+                   per_channel: bool, **fields) -> QuantScheme:
+    """quantize_static's arguments and extra options as a QuantScheme."""
+    scheme = QuantScheme(**_static_types_scheme(act, wt, extra, per_channel), **fields,
+                         requantize_outputs=fmt == "QOperator",
+                         min_real_range=_minimum_range(extra.get("MinimumRealRange")),
+                         tensor_overrides=_with_cached(tensor_overrides(extra.get("TensorQuantOverrides") or {},
+                                                                        model_input, act), cached),
+                         widen_weights_for_bias=not extra.get("QDQDisableWeightAdjustForInt32Bias", False),
+                         contrib_qdq=bool(extra.get("UseQDQContribOps", False)),
+                         restricted_zero_points=bool(extra.get("ActivationRestrictedAsymmetric", False)),
+                         block_size=_block_size(extra.get("BlockSize"), fmt, extra),
+                         quantize_bias=bool(extra.get("QuantizeBias", True)),
+                         matmul_const_b_only=bool(extra.get("MatMulConstBOnly", False)),
+                         float_output_ops=frozenset(extra.get("OpTypesToExcludeOutputQuantization") or ()),
+                         weight_qdq_pairs=bool(extra.get("AddQDQPairToWeight", False)),
+                         dedicated_qdq_pairs=bool(extra.get("DedicatedQDQPair", False)),
+                         keep_activations=bool(extra.get("QDQKeepRemovableActivations", False)))
+    if extra.get("extra.Sigmoid.nnapi") and act == "QUInt8":  # NNAPI's fixed Sigmoid output: 1/256, 0
+        scheme = dataclasses.replace(scheme, tensor_overrides={**_sigmoid_outputs(model_input),
+                                                               **scheme.tensor_overrides})
+    if scheme.block_size:  # onnxruntime 1.32 fuses DQ(blocked B) -> MatMul -> float into MatMulIntegerToFloat,
+        # which fails on blocked scales: a MatMul graph output is requantized, as onnxruntime writes it
+        scheme = dataclasses.replace(scheme, requantize_outputs=True)
+    return scheme
 
 
 def _static_types_scheme(act: str, wt: str, extra: dict, per_channel) -> dict:
@@ -1129,6 +1157,14 @@ def _opset21_for_narrow_types(model_input, scheme: QuantScheme):
         raise ModelError(f"{model_input if isinstance(model_input, (str, Path)) else 'model'}: converting to opset "
                          f"21 for 16-bit or 4-bit Q/DQ failed ({' '.join(str(e).split())}); pass UseQDQContribOps "
                          "True") from None
+
+
+def _sigmoid_outputs(model_input) -> dict[str, TensorOverride]:
+    """onnxruntime's extra.Sigmoid.nnapi: every Sigmoid output at scale 1/256, zero point 0 (uint8)."""
+    proto = model_input if isinstance(model_input, onnx.ModelProto) else onnx.load(str(model_input),
+                                                                                    load_external_data=False)
+    fixed = TensorOverride(np.dtype(np.uint8), scale=np.float32(1 / 256), zero_point=np.int64(0))
+    return {n.output[0]: fixed for n in proto.graph.node if n.op_type == "Sigmoid" and n.domain in ("", "ai.onnx")}
 
 
 def _block_size(value: Any, fmt: str, extra: dict) -> int:
@@ -1196,10 +1232,10 @@ def quantize_static(model_input, model_output, calibration_data_reader, quant_fo
     MinimumRealRange, ActivationRestrictedAsymmetric (:mod:`ptqc.passes.restrict_zero_points`),
     UseQDQContribOps, QDQDisableWeightAdjustForInt32Bias, BlockSize (MatMul weights:
     :mod:`ptqc.passes.block_weights`), TensorQuantOverrides (:mod:`ptqc.driver.ort_overrides`),
-    and, at the values asking for nothing, the options onnxruntime's own scripts always pass
-    (AddQDQPairToWeight, DedicatedQDQPair, MatMulConstBOnly, EnableSubgraph,
-    QDQKeepRemovableActivations: False; QDQOpTypePerChannelSupportToAxis,
-    OpTypesToExcludeOutputQuantization: empty).  ``calibration_providers``: the CPU provider;
+    QuantizeBias False, MatMulConstBOnly, OpTypesToExcludeOutputQuantization, AddQDQPairToWeight
+    (the weight kept float on its grid), DedicatedQDQPair, QDQKeepRemovableActivations,
+    extra.Sigmoid.nnapi, and at their do-nothing values EnableSubgraph (False) and
+    QDQOpTypePerChannelSupportToAxis (empty).  ``calibration_providers``: the CPU provider;
     ``optimize_model`` is accepted (ptqc always cleans the graph first).  Not built, refused by
     name: float8 types and the Distribution calibrator, SmoothQuant, anything else.  Where the
     graph differs from onnxruntime's: a graph output a Conv/Gemm/MatMul computes stays its
@@ -1211,8 +1247,7 @@ def quantize_static(model_input, model_output, calibration_data_reader, quant_fo
         raise ConfigError(f"quant_format {fmt}: expected QDQ or QOperator")
     method = _enum_name(calibrate_method)
     if method not in _CALIBRATE_METHODS:
-        raise ConfigError(f"calibrate_method {method}: not built yet (available: {', '.join(_CALIBRATE_METHODS)}; "
-                          "Distribution calibrates float8, which ptqc does not write)")
+        raise ConfigError(f"calibrate_method {method}: not built yet (available: {', '.join(_CALIBRATE_METHODS)})")
     if calibration_providers not in (None, [], ["CPUExecutionProvider"], ("CPUExecutionProvider",)):
         raise ConfigError(f"calibration_providers {calibration_providers}: ptqc calibrates on the CPU provider only")
     cached = read_cache(calibration_cache_path, method) if calibration_cache_path is not None else None
@@ -1221,23 +1256,16 @@ def quantize_static(model_input, model_output, calibration_data_reader, quant_fo
                           "CalibrationDataReader, or a calibration_cache_path holding the ranges)")
     extra = _static_extra(extra_options)
     act, wt = _static_types(activation_type, weight_type, fmt)
+    if method == "Distribution":  # onnxruntime's range for integer types: the histogram's, +-max|x|
+        extra = {**extra, "CalibTensorRangeSymmetric": True}
     percentile = float(extra.get("CalibPercentile", 99.999))
     if not 0.0 < percentile <= 100.0:
         raise ConfigError(f"extra_options CalibPercentile {percentile}: must be in (0, 100]")
-    scheme = QuantScheme(**_static_types_scheme(act, wt, extra, per_channel), reduce_range=bool(reduce_range),
-                         op_types=frozenset(op_types_to_quantize) if op_types_to_quantize else None,
-                         nodes_to_quantize=frozenset(nodes_to_quantize) if nodes_to_quantize else None,
-                         nodes_to_exclude=frozenset(nodes_to_exclude or ()), requantize_outputs=fmt == "QOperator",
-                         min_real_range=_minimum_range(extra.get("MinimumRealRange")),
-                         tensor_overrides=_with_cached(tensor_overrides(extra.get("TensorQuantOverrides") or {},
-                                                                        model_input, act), cached),
-                         widen_weights_for_bias=not extra.get("QDQDisableWeightAdjustForInt32Bias", False),
-                         contrib_qdq=bool(extra.get("UseQDQContribOps", False)),
-                         restricted_zero_points=bool(extra.get("ActivationRestrictedAsymmetric", False)),
-                         block_size=_block_size(extra.get("BlockSize"), fmt, extra))
-    if scheme.block_size:  # onnxruntime 1.32 fuses DQ(blocked B) -> MatMul -> float into MatMulIntegerToFloat,
-        # which fails on blocked scales: a MatMul graph output is requantized, as onnxruntime writes it
-        scheme = dataclasses.replace(scheme, requantize_outputs=True)
+    selection = dict(op_types=frozenset(op_types_to_quantize) if op_types_to_quantize else None,
+                     nodes_to_quantize=frozenset(nodes_to_quantize) if nodes_to_quantize else None,
+                     nodes_to_exclude=frozenset(nodes_to_exclude or ()))
+    scheme = _static_scheme(model_input, fmt, act, wt, extra, cached, per_channel=bool(per_channel),
+                            reduce_range=bool(reduce_range), **selection)
     if not scheme.contrib_qdq:
         model_input = _opset21_for_narrow_types(model_input, scheme)
     config = QuantConfig(bit_width=16 if act.endswith("16") else 8, output_dequant=True,

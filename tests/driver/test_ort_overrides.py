@@ -295,3 +295,89 @@ def test_block_size_blocks_matmul_weights_like_onnxruntime_and_refuses_conv(tmp_
         quantize_static(tmp_path / "conv.onnx", tmp_path / "c.onnx",
                         list_reader([{"X": np.ones((1, 1, 8, 8), np.float32)}]), extra_options={"BlockSize": 4})
     assert not (tmp_path / "c.onnx").exists()
+
+
+def test_a_per_channel_weight_override_in_a_per_tensor_run_gives_a_per_channel_bias(tmp_path):
+    """per_channel False, but the weight's override asks for axis 0 (and int4): the weight and
+    its int32 bias come out per channel, the model runs near the float one."""
+    weight = np.linspace(-1.5, 1.5, 2 * 2 * 2, dtype=np.float32).reshape(2, 2, 2)
+    onnx.save(_model(weight=weight), str(tmp_path / "float.onnx"))
+    quantize_static(tmp_path / "float.onnx", tmp_path / "q.onnx", list_reader(DATA), activation_type="QUInt8",
+                    weight_type="QUInt8", extra_options={"TensorQuantOverrides": {
+                        "WGT": [{"quant_type": QuantType.QInt4, "axis": 0}]}})
+    q = onnx.load(str(tmp_path / "q.onnx"))
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in q.graph.initializer}
+    assert inits["WGT_scale"].shape == inits["BIAS_scale"].shape == (2,)
+    np.testing.assert_allclose(models.ort_run(q, DATA[0])[0], models.ort_run(_model(weight=weight), DATA[0])[0],
+                               atol=0.05)
+
+
+def _options_model() -> onnx.ModelProto:
+    """x -> Conv(W, B) -> Relu -> Sigmoid -> s; s + k -> y1, s * k -> y2 (s read twice); u @ v -> y3."""
+    rng = np.random.default_rng(8)
+    nodes = [helper.make_node("Conv", ["x", "W", "B"], ["c"], name="conv"),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"), helper.make_node("Sigmoid", ["r"], ["s"]),
+             helper.make_node("Add", ["s", "k"], ["y1"], name="add"), helper.make_node("Mul", ["s", "k"], ["y2"]),
+             helper.make_node("MatMul", ["u", "v"], ["y3"], name="mm")]
+    return builders.make_model(nodes, [("x", np.float32, [1, 2, 4, 4]), ("u", np.float32, [3, 4]),
+                                       ("v", np.float32, [4, 5])],
+                               [("y1", np.float32, None), ("y2", np.float32, None), ("y3", np.float32, None)],
+                               {"W": rng.normal(size=(3, 2, 1, 1)).astype(np.float32),
+                                "B": rng.normal(size=3).astype(np.float32),
+                                "k": rng.normal(size=(1, 3, 1, 1)).astype(np.float32)}, opset=17)
+
+
+@pytest.mark.parametrize("option", ["QuantizeBias", "MatMulConstBOnly", "OpTypesToExcludeOutputQuantization",
+                                    "AddQDQPairToWeight", "DedicatedQDQPair", "extra.Sigmoid.nnapi",
+                                    "QDQKeepRemovableActivations"])
+def test_onnxruntimes_graph_options_do_what_they_say(tmp_path, option):
+    """Each option against the same run without it, on one model that onnxruntime then runs."""
+    rng = np.random.default_rng(9)
+    model = _options_model()
+    onnx.save(model, str(tmp_path / "float.onnx"))
+    data = [{"x": rng.normal(size=(1, 2, 4, 4)).astype(np.float32), "u": rng.normal(size=(3, 4)).astype(np.float32),
+             "v": rng.normal(size=(4, 5)).astype(np.float32)} for _ in range(3)]
+    value = {"QuantizeBias": False, "OpTypesToExcludeOutputQuantization": ["Add"]}.get(option, True)
+    written = {}
+    for name, extra in (("plain", {}), ("option", {option: value})):
+        quantize_static(tmp_path / "float.onnx", tmp_path / f"{name}.onnx", list_reader(data),
+                        activation_type="QUInt8", extra_options=extra)
+        written[name] = onnx.load(str(tmp_path / f"{name}.onnx"))
+    plain, got = written["plain"], written["option"]
+
+    def producer(m, name):
+        return next((n for n in m.graph.node if name in n.output), None)
+
+    def readers(m, name):
+        return [n for n in m.graph.node if name in n.input]
+    conv = next(n for n in got.graph.node if n.op_type == "Conv")
+    if option == "QuantizeBias":
+        assert producer(plain, next(n for n in plain.graph.node if n.op_type == "Conv").input[2]) is not None
+        assert conv.input[2] == "B" and producer(got, "B") is None  # the float bias, read directly
+    elif option == "MatMulConstBOnly":
+        mm = next(n for n in got.graph.node if n.op_type == "MatMul")
+        assert list(mm.input) == ["u", "v"]
+        assert producer(plain, next(n for n in plain.graph.node if n.op_type == "MatMul").input[0]) is not None
+    elif option == "OpTypesToExcludeOutputQuantization":
+        assert producer(got, "y1").op_type == "Add" and producer(plain, "y1").op_type == "DequantizeLinear"
+    elif option == "AddQDQPairToWeight":
+        dq = producer(got, conv.input[1])
+        q = producer(got, dq.input[0])
+        assert (dq.op_type, q.op_type, q.input[0]) == ("DequantizeLinear", "QuantizeLinear", "W")
+        codes = {t.name: onnx.numpy_helper.to_array(t) for t in plain.graph.initializer}["W_quantized"]
+        weight = {t.name: onnx.numpy_helper.to_array(t) for t in got.graph.initializer}["W"]
+        scale = {t.name: onnx.numpy_helper.to_array(t) for t in got.graph.initializer}["W_scale"]
+        np.testing.assert_array_equal(np.rint(weight / scale.reshape(-1, 1, 1, 1)), codes)
+    elif option == "QDQKeepRemovableActivations":  # fused by default: no Q/DQ between Conv and Relu
+        relu = [next(n for n in m.graph.node if n.op_type == "Relu") for m in (plain, got)]
+        assert producer(plain, relu[0].input[0]).op_type == "Conv"
+        assert producer(got, relu[1].input[0]).op_type == "DequantizeLinear"
+    elif option == "DedicatedQDQPair":
+        assert len([n for n in readers(got, "s") if n.op_type == "QuantizeLinear"]) == 2
+        assert len([n for n in readers(plain, "s") if n.op_type == "QuantizeLinear"]) == 1
+    else:
+        inits = {t.name: onnx.numpy_helper.to_array(t) for t in got.graph.initializer}
+        assert inits["s_scale"] == np.float32(1 / 256) and inits["s_zero_point"] == 0
+    want = models.ort_run(model, data[0])
+    for a, b in zip(models.ort_run(got, data[0]), want):
+        np.testing.assert_allclose(a, b, atol=0.1 * np.abs(b).max() + 0.05)

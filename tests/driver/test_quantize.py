@@ -226,9 +226,9 @@ def test_quantize_static_accepts_strings_and_refuses_what_it_cannot_do(tmp_path,
     assert (tmp_path / "q2.onnx").read_bytes() == (tmp_path / "q.onnx").read_bytes()
     refusals = [({"quant_format": "QLinear"}, "quant_format QLinear: expected QDQ or QOperator"),
                 ({"calibration_data_reader": None}, "calibration_data_reader: None"),
-                ({"extra_options": {"AddQDQPairToWeight": True}}, "AddQDQPairToWeight"),
+                ({"extra_options": {"SmoothQuantAlpha": 0.5}}, "SmoothQuantAlpha"),
                 ({"extra_options": {"TensorQuantOverrides": {"x": [{"scale": 1.0}]}}}, "TensorQuantOverrides"),
-                ({"calibrate_method": "Distribution"}, "calibrate_method Distribution"),
+                ({"calibrate_method": "Histogram"}, "calibrate_method Histogram: not built yet"),
                 ({"extra_options": {"CalibMovingAverage": True}, "calibrate_method": "Entropy"},
                  "CalibMovingAverage: applies to calibrate_method MinMax, not Entropy"),
                 ({"extra_options": {"CalibMovingAverage": True, "CalibMovingAverageConstant": 2}},
@@ -241,7 +241,7 @@ def test_quantize_static_accepts_strings_and_refuses_what_it_cannot_do(tmp_path,
                 ({"weight_type": "QFLOAT8E4M3FN"}, "weight_type QFLOAT8E4M3FN: not supported"),
                 ({"activation_type": "QInt8", "weight_type": "QUInt8"}, "int8 x uint8"),
                 ({"quant_format": "QOperator", "activation_type": "QUInt16"}, "only QDQ supports 16-bit"),
-                ({"extra_options": {"QuantizeBias": False}}, "QuantizeBias False")]
+                ({"extra_options": {"BlockSize": 1}}, "BlockSize 1: expected an integer of at least 2")]
     for kwargs, needle in refusals:
         with pytest.raises(ConfigError, match=needle):
             quantize_static(digits.model, tmp_path / "r.onnx", kwargs.pop("calibration_data_reader", list_reader(data)),
@@ -251,7 +251,8 @@ def test_quantize_static_accepts_strings_and_refuses_what_it_cannot_do(tmp_path,
 
 def test_quantize_static_calibrate_methods_and_range_options_do_what_they_say(tmp_path, digits):
     """Entropy is ptqc's kl, Percentile reads CalibPercentile, CalibTensorRangeSymmetric makes
-    the activation ranges symmetric (zero points at the middle of uint8), and the memory-only
+    the activation ranges symmetric (zero points at the middle of uint8; so does Distribution,
+    onnxruntime's histogram range for integer types), and the memory-only
     options and older onnxruntime's optimize_model change nothing."""
     data = [{"input": digits.x_train[i:i + 8]} for i in range(0, 32, 8)]
 
@@ -268,7 +269,9 @@ def test_quantize_static_calibrate_methods_and_range_options_do_what_they_say(tm
     p1, p2 = scales(calibrate_method="Percentile", extra_options={"CalibPercentile": 99.0}), \
         scales(calibrate_method="Percentile", extra_options={"CalibPercentile": 99.999})
     assert p1 != p2 and all(p1[x][0] <= p2[x][0] for x in p1)
-    assert all(z == 128 for _, z in scales(extra_options={"CalibTensorRangeSymmetric": True}).values())
+    symmetric = scales(extra_options={"CalibTensorRangeSymmetric": True})
+    assert all(z == 128 for _, z in symmetric.values())
+    assert scales(calibrate_method="Distribution") == symmetric  # integer types: the histogram's +-max|x| range
     assert scales(extra_options={"CalibStridedMinMax": 2, "CalibMaxIntermediateOutputs": 1},
                   calibration_providers=["CPUExecutionProvider"], optimize_model=False) == base
     assert scales(extra_options={"ForceQuantizeNoInputCheck": True}) == base  # what ptqc does anyway
