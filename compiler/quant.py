@@ -19,7 +19,9 @@ import numpy as np
 log = logging.getLogger("ptqc")
 
 # Integer ranges; int8 weights use the symmetric [-127, 127] (DESIGN.md, ORT's convention).
+FLOAT8 = np.dtype(ml_dtypes.float8_e4m3fn)  # onnx FLOAT8E4M3FN (opset 19): codes are floats, zero point 0
 QRANGE = {
+    FLOAT8: (-448, 448),  # its largest finite values; symmetric only, scale = max|x| / 448
     np.dtype(ml_dtypes.int4): (-8, 7),  # 4-bit weights (onnx INT4/UINT4, opset 21)
     np.dtype(ml_dtypes.uint4): (0, 15),
     np.dtype(np.int8): (-128, 127),
@@ -79,11 +81,15 @@ class QuantParam:
         s = self._view(self.scale.astype(np.float32), x.ndim, n)
         zp = self._view(self.zero_point.astype(np.int64), x.ndim, n)
         lo, hi = REDUCED_RANGE[np.dtype(self.dtype)] if self.reduce_range else QRANGE[np.dtype(self.dtype)]
+        if np.dtype(self.dtype) == FLOAT8:  # rounded to the nearest float8, saturated (QuantizeLinear's default)
+            return np.clip(x / s, lo, hi).astype(self.dtype)
         return np.clip(np.rint(x / s) + zp, lo, hi).astype(self.dtype)
 
     def dequantize(self, q: np.ndarray) -> np.ndarray:
         n = q.shape[self.axis] if self.block_size else None
         s = self._view(self.scale.astype(np.float32), q.ndim, n)
+        if np.dtype(self.dtype) == FLOAT8:
+            return (np.asarray(q).astype(np.float32) * s).astype(np.float32)
         zp = self._view(self.zero_point.astype(np.int64), q.ndim, n)
         return ((q.astype(np.int64) - zp).astype(np.float32) * s).astype(np.float32)
 
@@ -131,6 +137,7 @@ def qparam_from_range(rmin, rmax, dtype, *, symmetric: bool, axis: int | None = 
     ``reduce_range``: the codes span :data:`REDUCED_RANGE` (onnxruntime's 7-bit weights).
     """
     dtype = np.dtype(dtype)
+    symmetric = symmetric or dtype == FLOAT8  # float8 has no zero point to shift
     lo = np.minimum(np.asarray(rmin, np.float64), 0.0)
     hi = np.maximum(np.asarray(rmax, np.float64), 0.0)
     if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):

@@ -18,7 +18,7 @@ import onnx
 from ptqc.errors import ConfigError
 from ptqc.ir import Graph, Value
 from ptqc.pass_manager import Pass, PassContext, PassResult
-from ptqc.quant import QRANGE, QuantParam, type_bits
+from ptqc.quant import FLOAT8, QRANGE, QuantParam, type_bits
 
 MS_DOMAIN = "com.microsoft"
 
@@ -96,8 +96,9 @@ class InsertQDQ(Pass):
             s = p._view(np.asarray(p.scale, np.float64), data.ndim)
             lo, hi = QRANGE[np.dtype(np.int32)]
             q = np.clip(np.rint(data.astype(np.float64) / s), lo, hi).astype(np.int32)
-        else:
-            q = np.clip(p.quantize(data), p.qmin, p.qmax).astype(p.dtype)
+        else:  # the narrowed codes of a symmetric integer type (float8 saturates in quantize)
+            q = p.quantize(data) if np.dtype(p.dtype) == FLOAT8 else np.clip(p.quantize(data), p.qmin,
+                                                                               p.qmax).astype(p.dtype)
         self.weight_params[v.name] = p
         dq = graph.unique_name(f"{v.name}_dequantized")
         graph.replace_all_uses(v.name, dq)

@@ -7,8 +7,8 @@ it leaves as a Conv/Gemm/MatMul accumulator).
 No file yet: calibrate, then write every calibrated tensor's range (a quantized activation's:
 the one its scale was computed from, zero included) tagged with the calibration method.  A file: its ranges become
 range overrides and calibration is skipped (no data reader needed); a cache written with a
-different ``calibrate_method`` is refused (onnxruntime's rule), one written with SmoothQuant is
-recomputed and overwritten (ptqc's quantize_static has no SmoothQuant), warned.  A tensor the
+different ``calibrate_method`` is refused (onnxruntime's rule), one written with SmoothQuant on
+by a run with it off (or the other way) is recomputed and overwritten, warned (its wording).  A tensor the
 cache does not hold is named by the range propagation ("no observed range").
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ from ptqc.quant import QuantParam, TensorOverride
 log = logging.getLogger("ptqc")
 
 
-def read_cache(path: str | Path, method: str) -> dict[str, TensorOverride] | None:
+def read_cache(path: str | Path, method: str, smooth_quant: bool = False) -> dict[str, TensorOverride] | None:
     """The cached ranges as overrides, or None when they are to be computed (and written)."""
     from onnxruntime.quantization.calibrate import load_tensors_data
 
@@ -35,9 +35,10 @@ def read_cache(path: str | Path, method: str) -> dict[str, TensorOverride] | Non
     if not path.exists():
         return None
     try:
-        if json.loads(path.read_text()).get("smooth_quant", False):
-            log.warning("calibration_cache_path %s was written with SmoothQuant, which this run does not use: "
-                        "ranges computed again and the cache overwritten", path)
+        cached_smooth = bool(json.loads(path.read_text()).get("smooth_quant", False))
+        if cached_smooth != smooth_quant:
+            log.warning("Calibration cache at %s was produced with smooth_quant=%s; current run uses smooth_quant=%s. "
+                        "Recomputing ranges and overwriting cache.", path, cached_smooth, smooth_quant)
             return None
         data = load_tensors_data(path)
         ranges = {name: td.range_value for name, td in data.items()}
@@ -52,7 +53,8 @@ def read_cache(path: str | Path, method: str) -> dict[str, TensorOverride] | Non
             for name, (lo, hi) in ranges.items()}
 
 
-def write_cache(path: str | Path, method: str, params: dict[str, QuantParam], observed: dict[str, tuple]) -> None:
+def write_cache(path: str | Path, method: str, params: dict[str, QuantParam], observed: dict[str, tuple],
+                smooth_quant: bool = False) -> None:
     """Every calibrated tensor's range (a quantized activation's: the one its scale came from),
     in onnxruntime's format (written to a temporary file, then renamed)."""
     from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData, save_tensors_data
@@ -61,4 +63,4 @@ def write_cache(path: str | Path, method: str, params: dict[str, QuantParam], ob
     ranges.update({n: (p.rmin, p.rmax) for n, p in params.items() if p.rmin is not None and p.axis is None})
     data = {name: TensorData(lowest=np.asarray(lo, np.float32), highest=np.asarray(hi, np.float32))
             for name, (lo, hi) in sorted(ranges.items())}
-    save_tensors_data(TensorsData(CalibrationMethod[method], data), Path(path), smooth_quant=False)
+    save_tensors_data(TensorsData(CalibrationMethod[method], data), Path(path), smooth_quant=smooth_quant)

@@ -22,7 +22,7 @@ from ptqc.errors import ConfigError
 from ptqc.quant import TensorOverride
 
 QUANT_TYPES = {"QInt8": np.int8, "QUInt8": np.uint8, "QInt16": np.int16, "QUInt16": np.uint16,
-               "QInt4": ml_dtypes.int4, "QUInt4": ml_dtypes.uint4}
+               "QInt4": ml_dtypes.int4, "QUInt4": ml_dtypes.uint4, "QFLOAT8E4M3FN": ml_dtypes.float8_e4m3fn}
 _FLAG = "extra_options TensorQuantOverrides"
 
 

@@ -31,6 +31,7 @@ from ptqc.driver.pipeline import (MAX_VALIDATION, materialize_pipeline, observe_
                                   weight_only_pipeline)
 from ptqc.driver.ort_cache import read_cache, write_cache
 from ptqc.driver.ort_overrides import QUANT_TYPES, tensor_overrides
+from ptqc.driver.ort_smooth import smoothed
 from ptqc.driver.scale_json import load_scale_json, scale_table, write_scale_json
 from ptqc.errors import ConfigError, ModelError, cannot_reread, onnxruntime_error
 from ptqc.ir import Graph
@@ -46,7 +47,7 @@ from ptqc.passes.infer_shapes import InferShapes
 from ptqc.passes.qdq_to_qoperator import QDQToQOperator
 from ptqc.passes.read_qdq import is_qdq_model, weights_only
 from ptqc.passes.set_batch import SetBatch
-from ptqc.quant import QuantParam, QuantScheme, TensorOverride, cosine, type_bits
+from ptqc.quant import FLOAT8, QuantParam, QuantScheme, TensorOverride, cosine, type_bits
 from ptqc.runtime import reference
 from ptqc.runtime.ort import OrtRunner
 from ptqc.runtime.reference import ReferenceExecutor, UnsupportedOpError
@@ -1026,11 +1027,11 @@ _EXTRA_OPTIONS = {"ActivationSymmetric", "WeightSymmetric", "QuantizeBias", "Cal
                   "TensorQuantOverrides", "UseQDQContribOps", "QDQDisableWeightAdjustForInt32Bias",
                   "ActivationRestrictedAsymmetric", "BlockSize", "MatMulConstBOnly", "AddQDQPairToWeight",
                   "OpTypesToExcludeOutputQuantization", "DedicatedQDQPair", "extra.Sigmoid.nnapi",
-                  "QDQKeepRemovableActivations"}
+                  "QDQKeepRemovableActivations", "SmoothQuant", "SmoothQuantAlpha", "SmoothQuantFolding"}
 # onnxruntime's calibrators -> ptqc's methods on the same idea (Entropy: the KL-divergence
 # threshold search, on ptqc's histogram)
-# Distribution, for integer types: onnxruntime's range is its histogram's, +-max|x| (the float8
-# statistics it also keeps are for float8, which ptqc does not write): MinMax over a symmetric range
+# Distribution: onnxruntime's range for integer types is its histogram's, +-max|x|: MinMax over a
+# symmetric range (its float8 scales come from the standard deviation; ptqc's are max|x| / 448)
 _CALIBRATE_METHODS = {"MinMax": "min_max", "Entropy": "kl", "Percentile": "percentile", "Distribution": "min_max"}
 
 
@@ -1038,7 +1039,7 @@ _CALIBRATE_METHODS = {"MinMax": "min_max", "Entropy": "kl", "Percentile": "perce
 # accepted at the values that ask for nothing (what ptqc does anyway); any other value is refused
 _NO_OP_OPTIONS = {"EnableSubgraph", "QDQOpTypePerChannelSupportToAxis"}
 # activation_type / weight_type given as onnx.TensorProto data types, as onnxruntime accepts
-_TENSOR_TYPES = {2: "QUInt8", 3: "QInt8", 4: "QUInt16", 5: "QInt16"}
+_TENSOR_TYPES = {2: "QUInt8", 3: "QInt8", 4: "QUInt16", 5: "QInt16", 17: "QFLOAT8E4M3FN", 21: "QUInt4", 22: "QInt4"}
 
 
 def _static_extra(extra_options: dict | None) -> dict:
@@ -1074,15 +1075,30 @@ def _static_types(activation_type, weight_type, fmt: str) -> tuple[str, str]:
                for t in (activation_type, weight_type))
     for what, name in (("activation_type", act), ("weight_type", wt)):
         if name not in QUANT_TYPES or what == "activation_type" and name.endswith("4"):
-            raise ConfigError(f"{what} {name}: not supported (use QInt8, QUInt8, QInt16 or QUInt16"
+            raise ConfigError(f"{what} {name}: not supported (use QInt8, QUInt8, QInt16, QUInt16 or QFLOAT8E4M3FN"
                               f"{'; or QInt4/QUInt4 weights' if what == 'weight_type' else ''})")
     if (act, wt) == ("QInt8", "QUInt8"):  # onnxruntime has no integer kernels for these
         raise ConfigError("activation_type QInt8 with weight_type QUInt8: not supported (onnxruntime has no "
                           "int8 x uint8 kernels; use QUInt8 activations or QInt8 weights)")
-    if fmt == "QOperator" and ("16" in act + wt or wt.endswith("4")):
-        raise ConfigError(f"quant_format QOperator with {act if '16' in act else wt}: only QDQ supports 16-bit "
-                          "and 4-bit types")
+    if fmt == "QOperator" and ("16" in act + wt or wt.endswith("4") or "FLOAT8" in act):
+        raise ConfigError(f"quant_format QOperator with {act if '16' in act else wt}: only QDQ supports 16-bit, "
+                          "4-bit and float8 types")
+    if ("FLOAT8" in act) != ("FLOAT8" in wt):  # onnxruntime's rule
+        raise ConfigError(f"activation_type {act} with weight_type {wt}: float8 goes for both or neither")
     return act, wt
+
+
+def _static_warnings(report: QuantReport, scheme: QuantScheme, op_types_to_quantize) -> None:
+    """What the written model does not do as asked, or where onnxruntime runs it wrong."""
+    if scheme.activation_dtype == FLOAT8 and any(n.op_type in ("Relu", "Clip") for n in report.model.graph.node):
+        log.warning("float8: onnxruntime 1.32's CPU graph optimizer (ORT_ENABLE_EXTENDED and above) drops a "
+                    "Relu/Clip in front of a float8 QuantizeLinear, taking zero point 0 for the type's minimum, "
+                    "and the outputs go wrong; run this model with graph_optimization_level ORT_ENABLE_BASIC or on "
+                    "an execution provider that runs float8")
+    left = sorted(set(op_types_to_quantize or ()) & set(report.float_ops))
+    if left:
+        log.warning("op_types_to_quantize names %s, which ptqc leaves float (%s)", ", ".join(left),
+                    "; ".join(f"{op}: {', '.join(report.float_ops[op][:3])}" for op in left))
 
 
 def _static_scheme(model_input, fmt: str, act: str, wt: str, extra: dict, cached: dict | None,
@@ -1103,6 +1119,10 @@ def _static_scheme(model_input, fmt: str, act: str, wt: str, extra: dict, cached
                          weight_qdq_pairs=bool(extra.get("AddQDQPairToWeight", False)),
                          dedicated_qdq_pairs=bool(extra.get("DedicatedQDQPair", False)),
                          keep_activations=bool(extra.get("QDQKeepRemovableActivations", False)))
+    if scheme.activation_dtype == FLOAT8:  # float biases (onnxruntime keeps them float too); amax scales
+        if extra.get("UseQDQContribOps"):
+            raise ConfigError("extra_options UseQDQContribOps with float8: not built (float8 Q/DQ are ai.onnx's)")
+        scheme = dataclasses.replace(scheme, quantize_bias=False)
     if extra.get("extra.Sigmoid.nnapi") and act == "QUInt8":  # NNAPI's fixed Sigmoid output: 1/256, 0
         scheme = dataclasses.replace(scheme, tensor_overrides={**_sigmoid_outputs(model_input),
                                                                **scheme.tensor_overrides})
@@ -1135,28 +1155,29 @@ def _with_cached(overrides: dict[str, TensorOverride], cached: dict[str, TensorO
     return both
 
 
-def _opset21_for_narrow_types(model_input, scheme: QuantScheme):
-    """onnxruntime 1.32's rule: 16-bit and 4-bit Q/DQ without UseQDQContribOps need opset 21
-    (ai.onnx QuantizeLinear takes those types from 21), so an older model is converted to opset
-    21 first (onnx's version converter, as onnxruntime does), warned."""
+def _opset_for_types(model_input, scheme: QuantScheme):
+    """onnxruntime 1.32's rule: ai.onnx QuantizeLinear takes float8 from opset 19, 16-bit and
+    4-bit types (and block_size) from 21, so an older model is converted first (onnx's version
+    converter, as onnxruntime does), warned; UseQDQContribOps keeps the opset for 16-/4-bit types
+    (com.microsoft Q/DQ)."""
     types = [scheme.activation_dtype, scheme.weight_dtype] + [t.dtype for o in scheme.tensor_overrides.values()
                                                               for t in (o, o.convert) if t is not None]
-    if not scheme.block_size and not any(t is not None and np.dtype(t).kind in "iuV" and type_bits(t) in (4, 16)
-                                         for t in types):
+    narrow = any(t is not None and np.dtype(t).kind in "iuV" and type_bits(t) in (4, 16) for t in types)
+    need = 21 if scheme.block_size or narrow and not scheme.contrib_qdq else \
+        19 if any(t is not None and np.dtype(t) == FLOAT8 for t in types) else 0
+    if not need:
         return model_input
     model = model_input if isinstance(model_input, onnx.ModelProto) else load_model(model_input)
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 21)
-    if opset >= 21:
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), need)
+    if opset >= need:
         return model_input
-    log.warning("the model's opset %d has no 16-bit or 4-bit QuantizeLinear: converted to opset 21 first "
-                "(onnxruntime's rule; UseQDQContribOps True keeps the opset and writes com.microsoft Q/DQ instead)",
-                opset)
+    log.warning("the model's opset %d has no QuantizeLinear for these types: converted to opset %d first "
+                "(onnxruntime's rule; UseQDQContribOps True keeps the opset for 16- and 4-bit types)", opset, need)
     try:
-        return onnx.version_converter.convert_version(model, 21)
+        return onnx.version_converter.convert_version(model, need)
     except Exception as e:  # onnx's converter names the op it cannot convert
         raise ModelError(f"{model_input if isinstance(model_input, (str, Path)) else 'model'}: converting to opset "
-                         f"21 for 16-bit or 4-bit Q/DQ failed ({' '.join(str(e).split())}); pass UseQDQContribOps "
-                         "True") from None
+                         f"{need} for its Q/DQ types failed ({' '.join(str(e).split())})") from None
 
 
 def _sigmoid_outputs(model_input) -> dict[str, TensorOverride]:
@@ -1220,8 +1241,10 @@ def quantize_static(model_input, model_output, calibration_data_reader, quant_fo
     onnx.TensorProto types for the quantized types).
 
     Supported: QDQ and QOperator (:mod:`ptqc.passes.qdq_to_qoperator`) formats; MinMax, Entropy
-    (ptqc's kl) and Percentile calibration; (U)Int8/(U)Int16 activations, (U)Int8/(U)Int16/(U)Int4
-    weights (16- and 4-bit at opset 21: an older model is converted first, as onnxruntime does),
+    (ptqc's kl), Percentile and Distribution (its ±max|x| range) calibration; (U)Int8/(U)Int16
+    activations, (U)Int8/(U)Int16/(U)Int4 weights, QFLOAT8E4M3FN for both (scales max|x| / 448,
+    the amax scaling GPU float8 uses, not onnxruntime's standard-deviation one; float biases)
+    (16- and 4-bit at opset 21, float8 at 19: an older model is converted first, as onnxruntime does),
     onnxruntime 1.32's weight symmetry defaults, ``reduce_range``, per channel, op/node
     selection, external data, ``calibration_cache_path`` (onnxruntime's JSON:
     :mod:`ptqc.driver.ort_cache`), a model with prequantized weights (kept; activations
@@ -1234,10 +1257,11 @@ def quantize_static(model_input, model_output, calibration_data_reader, quant_fo
     :mod:`ptqc.passes.block_weights`), TensorQuantOverrides (:mod:`ptqc.driver.ort_overrides`),
     QuantizeBias False, MatMulConstBOnly, OpTypesToExcludeOutputQuantization, AddQDQPairToWeight
     (the weight kept float on its grid), DedicatedQDQPair, QDQKeepRemovableActivations,
-    extra.Sigmoid.nnapi, and at their do-nothing values EnableSubgraph (False) and
+    extra.Sigmoid.nnapi, SmoothQuant (+ SmoothQuantAlpha; :mod:`ptqc.driver.ort_smooth`), and at
+    their do-nothing values EnableSubgraph (False) and
     QDQOpTypePerChannelSupportToAxis (empty).  ``calibration_providers``: the CPU provider;
     ``optimize_model`` is accepted (ptqc always cleans the graph first).  Not built, refused by
-    name: float8 types and the Distribution calibrator, SmoothQuant, anything else.  Where the
+    name: the Distribution ``scenario`` option, SmoothQuantFolding False, anything else.  Where the
     graph differs from onnxruntime's: a graph output a Conv/Gemm/MatMul computes stays its
     accumulator times its scale (not requantized; QOperator and BlockSize requantize it), Relu
     and Clip fold into ranges, ops with no integer use (ArgMax, Cos...) stay float, warned.
@@ -1250,14 +1274,21 @@ def quantize_static(model_input, model_output, calibration_data_reader, quant_fo
         raise ConfigError(f"calibrate_method {method}: not built yet (available: {', '.join(_CALIBRATE_METHODS)})")
     if calibration_providers not in (None, [], ["CPUExecutionProvider"], ("CPUExecutionProvider",)):
         raise ConfigError(f"calibration_providers {calibration_providers}: ptqc calibrates on the CPU provider only")
-    cached = read_cache(calibration_cache_path, method) if calibration_cache_path is not None else None
+    smooth = bool((extra_options or {}).get("SmoothQuant", False))
+    cached = read_cache(calibration_cache_path, method, smooth) if calibration_cache_path is not None else None
     if calibration_data_reader is None and cached is None:
         raise ConfigError("calibration_data_reader: None; quantize_static calibrates on it (give a "
                           "CalibrationDataReader, or a calibration_cache_path holding the ranges)")
     extra = _static_extra(extra_options)
     act, wt = _static_types(activation_type, weight_type, fmt)
+    if "FLOAT8" in act and method == "Entropy":
+        raise ConfigError("calibrate_method Entropy with float8: not built (its search counts an integer type's "
+                          "levels); use MinMax, Percentile or Distribution")
     if method == "Distribution":  # onnxruntime's range for integer types: the histogram's, +-max|x|
         extra = {**extra, "CalibTensorRangeSymmetric": True}
+    if smooth:  # its Mul nodes stay float, as onnxruntime excludes them
+        model_input, added = smoothed(model_input, calibration_data_reader, extra)
+        nodes_to_exclude = [*(nodes_to_exclude or ()), *added]
     percentile = float(extra.get("CalibPercentile", 99.999))
     if not 0.0 < percentile <= 100.0:
         raise ConfigError(f"extra_options CalibPercentile {percentile}: must be in (0, 100]")
@@ -1266,17 +1297,13 @@ def quantize_static(model_input, model_output, calibration_data_reader, quant_fo
                      nodes_to_exclude=frozenset(nodes_to_exclude or ()))
     scheme = _static_scheme(model_input, fmt, act, wt, extra, cached, per_channel=bool(per_channel),
                             reduce_range=bool(reduce_range), **selection)
-    if not scheme.contrib_qdq:
-        model_input = _opset21_for_narrow_types(model_input, scheme)
+    model_input = _opset_for_types(model_input, scheme)
     config = QuantConfig(bit_width=16 if act.endswith("16") else 8, output_dequant=True,
                          quant_mode=(_CALIBRATE_METHODS[method],), percent=percentile / 100.0,
                          minmax_average=_moving_average(extra, method))
     report = _write_static(fmt, model_input, model_output, None if cached else calibration_data_reader, config,
                            scheme, True if use_external_data_format else None)
     if calibration_cache_path is not None and cached is None:
-        write_cache(calibration_cache_path, method, report.activation_params, report.observed_ranges)
-    left = sorted(set(op_types_to_quantize or ()) & set(report.float_ops))
-    if left:
-        log.warning("op_types_to_quantize names %s, which ptqc leaves float (%s)", ", ".join(left),
-                    "; ".join(f"{op}: {', '.join(report.float_ops[op][:3])}" for op in left))
+        write_cache(calibration_cache_path, method, report.activation_params, report.observed_ranges, smooth)
+    _static_warnings(report, scheme, op_types_to_quantize)
     return report

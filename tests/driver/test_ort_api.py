@@ -1,6 +1,7 @@
-"""quantize_static's TensorQuantOverrides, UseQDQContribOps and QDQDisableWeightAdjustForInt32Bias,
-checked against onnxruntime's quantize_static on the same model (its own test model: Sigmoid
-then Conv with a bias)."""
+"""onnxruntime's quantize_static options beyond the basics, each checked against onnxruntime's own
+quantize_static on the same model where both write the same thing: TensorQuantOverrides (its
+test model: Sigmoid then Conv with a bias), convert, the calibration cache, 4-bit and float8
+types, BlockSize, SmoothQuant, and the graph options (QuantizeBias, MatMulConstBOnly, ...)."""
 import numpy as np
 import onnx
 import pytest
@@ -83,7 +84,7 @@ def test_tensor_quant_overrides_give_onnxruntimes_parameters(tmp_path, case):
     ({"WGT": [{"axis": 0}, {}, {}]}, "Incorrect number of channel overrides"),
     ({"SIG_OUT": [{"quant_type": QuantType.QUInt8, "convert": {"quant_type": QuantType.QUInt8}}]},
      "'convert' quant_type must differ"),
-    ({"WGT": [{"quant_type": QuantType.QFLOAT8E4M3FN}]}, "quant_type QFLOAT8E4M3FN not supported"),
+    ({"WGT": [{"quant_type": "QInt2"}]}, "quant_type QInt2 not supported"),
 ])
 def test_bad_overrides_are_refused_naming_the_tensor_and_the_rule(tmp_path, overrides, why):
     onnx.save(_model(), str(tmp_path / "float.onnx"))
@@ -381,3 +382,90 @@ def test_onnxruntimes_graph_options_do_what_they_say(tmp_path, option):
     want = models.ort_run(model, data[0])
     for a, b in zip(models.ort_run(got, data[0]), want):
         np.testing.assert_allclose(a, b, atol=0.1 * np.abs(b).max() + 0.05)
+
+
+def test_smooth_quant_moves_outliers_into_the_weights_and_helps_held_out(tmp_path):
+    """SmoothQuant on MatMuls whose input has three outlier channels (x60): the smoothed model's
+    held-out min cosine is at least the plain one's, the inserted Mul reads the float input (left
+    float, as onnxruntime excludes it), the cache records smooth_quant; a reader that can be
+    neither rewound nor copied, or SmoothQuantFolding False, is refused by name."""
+    import json
+
+    rng = np.random.default_rng(10)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("MatMul", ["r", "w2"], ["y"])]
+    model = builders.make_model(nodes, [("x", np.float32, [8, 64])], [("y", np.float32, None)],
+                                {"w": rng.normal(0, 0.1, (64, 32)).astype(np.float32),
+                                 "w2": rng.normal(size=(32, 10)).astype(np.float32)}, opset=17)
+    onnx.save(model, str(tmp_path / "float.onnx"))
+
+    def batch():
+        x = rng.normal(size=(8, 64)).astype(np.float32)
+        x[:, :3] *= 60
+        return {"x": x}
+    calibration, held_out = [batch() for _ in range(8)], [batch() for _ in range(8)]
+    worst = {}
+    for smooth in (False, True):
+        out = tmp_path / f"q{smooth}.onnx"
+        quantize_static(tmp_path / "float.onnx", out, list_reader(calibration), activation_type="QUInt8",
+                        extra_options={"SmoothQuant": smooth}, calibration_cache_path=tmp_path / f"c{smooth}.json")
+        q = onnx.load(str(out))
+        worst[smooth] = min(float(np.dot(a.ravel(), b.ravel()) / np.linalg.norm(a) / np.linalg.norm(b))
+                            for t in held_out for a, b in [(models.ort_run(q, t)[0], models.ort_run(model, t)[0])])
+        assert json.loads((tmp_path / f"c{smooth}.json").read_text())["smooth_quant"] is smooth
+    first = onnx.load(str(tmp_path / "qTrue.onnx")).graph.node[0]
+    assert (first.op_type, first.input[0]) == ("Mul", "x")
+    assert worst[True] >= worst[False] > 0.98
+
+    class OneShot:
+        def __init__(self):
+            self.it = (b for b in calibration)
+
+        def get_next(self):
+            return next(self.it, None)
+    with pytest.raises(ConfigError, match="extra_options SmoothQuant: the calibration data cannot be read again"):
+        quantize_static(tmp_path / "float.onnx", tmp_path / "r.onnx", OneShot(), extra_options={"SmoothQuant": True})
+    with pytest.raises(ConfigError, match="SmoothQuantFolding False: not built"):
+        quantize_static(tmp_path / "float.onnx", tmp_path / "r.onnx", list_reader(calibration),
+                        extra_options={"SmoothQuant": True, "SmoothQuantFolding": False})
+    assert not (tmp_path / "r.onnx").exists()
+
+
+@pytest.mark.parametrize("method", ["MinMax", "Distribution"])
+def test_float8_is_written_at_opset_19_with_amax_scales(tmp_path, method, caplog):
+    """QFLOAT8E4M3FN for both types: opset 19, FLOAT8E4M3FN codes with zero point 0, scales
+    max|x| / 448 (weights per tensor, activations from calibration), biases float; onnxruntime
+    (at ORT_ENABLE_BASIC: its extended optimizer drops a Relu in front of a float8 Q, warned)
+    runs it within float8's precision of the float model.  Mixing float8 with integers, Entropy,
+    and QOperator are refused by name."""
+    rng = np.random.default_rng(11)
+    weight = rng.normal(size=(32, 16)).astype(np.float32)
+    nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["h"], transB=1), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("MatMul", ["r", "w2"], ["y"])]
+    model = builders.make_model(nodes, [("x", np.float32, [4, 16])], [("y", np.float32, None)],
+                                {"w": weight, "b": rng.normal(size=32).astype(np.float32),
+                                 "w2": rng.normal(size=(32, 8)).astype(np.float32)}, opset=13)
+    onnx.save(model, str(tmp_path / "float.onnx"))
+    data = [{"x": rng.normal(size=(4, 16)).astype(np.float32)} for _ in range(4)]
+    eight = dict(activation_type="QFLOAT8E4M3FN", weight_type="QFLOAT8E4M3FN")
+    quantize_static(tmp_path / "float.onnx", tmp_path / "q.onnx", list_reader(data), calibrate_method=method, **eight)
+    q = onnx.load(str(tmp_path / "q.onnx"))
+    assert next(o.version for o in q.opset_import if o.domain == "") == 19
+    inits = {t.name: t for t in q.graph.initializer}
+    assert inits["w_quantized"].data_type == inits["x_zero_point"].data_type == onnx.TensorProto.FLOAT8E4M3FN
+    assert onnx.numpy_helper.to_array(inits["w_scale"]) == np.float32(np.abs(weight).max() / 448)
+    assert inits["b"].data_type == onnx.TensorProto.FLOAT and "drops a Relu/Clip" in caplog.text
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    test = {"x": rng.normal(size=(4, 16)).astype(np.float32)}
+    got = ort.InferenceSession(q.SerializeToString(), options).run(None, test)[0]
+    want = models.ort_run(model, test)[0]
+    assert float(np.sum(got * want) / np.linalg.norm(got) / np.linalg.norm(want)) > 0.99
+    for kwargs, needle in ((dict(activation_type="QFLOAT8E4M3FN", weight_type="QInt8"), "float8 goes for both"),
+                           (dict(calibrate_method="Entropy", **eight), "Entropy with float8: not built"),
+                           (dict(quant_format="QOperator", **eight), "only QDQ supports")):
+        with pytest.raises(ConfigError, match=needle):
+            quantize_static(tmp_path / "float.onnx", tmp_path / "r.onnx", list_reader(data), **kwargs)
+    assert not (tmp_path / "r.onnx").exists()
