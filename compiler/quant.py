@@ -18,7 +18,7 @@ import numpy as np
 
 log = logging.getLogger("ptqc")
 
-# Integer ranges; int8 weights use the symmetric [-127, 127] (DESIGN.md, ORT's convention).
+# Code ranges per type; int8 weights use the symmetric [-127, 127] (DESIGN.md, ORT's convention).
 FLOAT8 = np.dtype(ml_dtypes.float8_e4m3fn)  # onnx FLOAT8E4M3FN (opset 19): codes are floats, zero point 0
 QRANGE = {
     FLOAT8: (-448, 448),  # its largest finite values; symmetric only, scale = max|x| / 448
@@ -106,7 +106,8 @@ class QuantParam:
 
 # onnxruntime's reduce_range (its ONNX_INT_TYPE_REDUCED_RANGE): one bit fewer, for weights
 REDUCED_RANGE = {np.dtype(np.int8): (-64, 64), np.dtype(np.uint8): (0, 127), np.dtype(np.int16): (-16384, 16384),
-                 np.dtype(np.uint16): (0, 32767), np.dtype(ml_dtypes.int4): (-4, 3), np.dtype(ml_dtypes.uint4): (0, 7)}
+                 np.dtype(np.uint16): (0, 32767), np.dtype(ml_dtypes.int4): (-4, 3),
+                 np.dtype(ml_dtypes.uint4): (0, 7)}
 
 
 def type_bits(dtype) -> int:
@@ -318,15 +319,15 @@ class QuantScheme:
     widen_weights_for_bias: bool = True
     # onnxruntime's ActivationRestrictedAsymmetric: uint8 activation zero points only 0 or 128
     restricted_zero_points: bool = False
-    contrib_qdq: bool = False
+    contrib_qdq: bool = False  # onnxruntime's UseQDQContribOps: Q/DQ nodes in the com.microsoft domain
     block_size: int = 0  # onnxruntime's BlockSize: MatMul weights blocked along K
     # onnxruntime's QuantizeBias, MatMulConstBOnly, OpTypesToExcludeOutputQuantization
     quantize_bias: bool = True  # False: biases stay float
     matmul_const_b_only: bool = False  # True: a MatMul of two activations stays float
-    float_output_ops: frozenset[str] = frozenset()  # these ops' outputs stay float unless a quantized op reads them
+    float_output_ops: frozenset[str] = frozenset()  # their outputs stay float unless a quantized op reads them
     weight_qdq_pairs: bool = False  # onnxruntime's AddQDQPairToWeight
     dedicated_qdq_pairs: bool = False  # onnxruntime's DedicatedQDQPair
-    keep_activations: bool = False  # onnxruntime's QDQKeepRemovableActivations: Relu/Clip not fused  # onnxruntime's UseQDQContribOps: Q/DQ nodes in the com.microsoft domain
+    keep_activations: bool = False  # onnxruntime's QDQKeepRemovableActivations: Relu/Clip not fused
     # tensor name -> TensorOverride (onnxruntime's TensorQuantOverrides): over everything else
     tensor_overrides: dict = field(default_factory=dict, compare=False, hash=False)
 

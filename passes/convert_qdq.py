@@ -34,8 +34,8 @@ class ConvertQDQ(Pass):
                 ctx.logger.warning("TensorQuantOverrides: %r has a 'convert' but ptqc leaves it float (no quantized "
                                    "op reads or writes it): not converted", name)
                 continue
-            q, dq, first = done[name]
-            _convert(graph, name, q, dq, converted(first, overrides[name].convert), overrides[name].convert_nodes)
+            _, dq, first = done[name]
+            _convert(graph, name, dq, converted(first, overrides[name].convert), overrides[name].convert_nodes)
             count += 1
         return PassResult(graph, count > 0)
 
@@ -52,7 +52,7 @@ def converted(first: QuantParam, o: TensorOverride) -> QuantParam:
                              symmetric=symmetric, method="override", name="convert")
 
 
-def _convert(graph: Graph, name: str, q: str, dq: str, p: QuantParam, recv: frozenset[str] | None) -> None:
+def _convert(graph: Graph, name: str, dq: str, p: QuantParam, recv: frozenset[str] | None) -> None:
     first_dq = graph.producer(dq)
     readers = [(n, i) for n, i in graph.consumers(dq) if recv is None or n.name in recv]
     if recv is not None and not readers:

@@ -278,7 +278,9 @@ def _run(cfg: QuantConfig, flags: dict[str, str]) -> int:
         model = to_onnx(cfg.framework, Path(cfg.model), Path(cfg.weight) if cfg.weight else None, save_dir,
                         cfg.input_shapes, cfg.user_defined_script,
                         (cfg.start_node_names, cfg.end_node_names, cfg.convert2chw))
-        print(f"ptqc: -f {cfg.framework}: {cfg.model} -> {model} (outputs checked against {cfg.framework})")
+        check = ("run by onnxruntime; no Caffe runtime here to compare its outputs with" if cfg.framework == "caffe"
+                 else f"outputs checked against {cfg.framework}")
+        print(f"ptqc: -f {cfg.framework}: {cfg.model} -> {model} ({check})")
         cfg = dataclasses.replace(cfg, model=model)
     if cfg.run_mode == "convert":
         return _convert(cfg, save_dir)

@@ -23,7 +23,11 @@ Built:
   its input and output tensors, required); tf2onnx at opset 17, ``-c2chw`` making the inputs
   NCHW (tf2onnx's ``inputs_as_nchw``); checked against TensorFlow running the same graph.
 
-``caffe`` says by name that it is not built yet (caffe2onnx pins onnx 1.6; no Caffe runtime to check against).
+- ``caffe``: ``-m`` the ``.prototxt``, ``-w`` the ``.caffemodel`` (default: beside it); caffe2onnx
+  2.0.1 (installed ``--no-deps``: it pins onnx 1.6 and ships protobuf-3 generated code, so its
+  ``caffe.proto`` descriptor is loaded into a pool of its own for today's protobuf).  No Caffe
+  runtime installs here (pycaffe has no wheel), so the conversion is run by onnxruntime but
+  not compared with Caffe's outputs: said in the log.
 """
 from __future__ import annotations
 
@@ -56,10 +60,84 @@ def to_onnx(framework: str, model: Path, weight: Path | None, save_dir: Path,
         return _pytorch(str(model), weight, save_dir, script)
     if framework == "tensorflow":
         return _tensorflow(model, save_dir, input_shapes, nodes)
+    if framework == "caffe":
+        return _caffe(model, weight, save_dir, input_shapes)
     if framework != "paddle":
-        raise ConfigError(f"-f/--framework {framework}: not built yet (built: onnx, paddle, pytorch, tensorflow); "
-                          "convert the model to ONNX with its framework's exporter and give the .onnx")
+        raise ConfigError(f"-f/--framework {framework}: not built yet (built: onnx, caffe, paddle, pytorch, "
+                          "tensorflow); convert the model to ONNX with its framework's exporter and give the .onnx")
     return _paddle(model, weight, save_dir, input_shapes)
+
+
+def _caffe(model: Path, weight: Path | None, save_dir: Path, input_shapes: tuple) -> Path:
+    if model.suffix != ".prototxt":
+        raise ConfigError(f"-m/--model {model}: -f caffe takes the network's .prototxt (-w its .caffemodel)")
+    weight = weight if weight is not None else model.with_suffix(".caffemodel")
+    for path, flag in ((model, "-m/--model"), (weight, "-w/--weight")):
+        if not path.is_file():
+            raise ConfigError(f"{flag} {path}: no such file")
+    out = save_dir / f"{model.stem}.onnx"
+    label = f"-f caffe {model}"
+    with _converting(out, label) as tmp:
+        proto = caffe_to_onnx(model, weight)
+        import onnx
+
+        onnx.save(proto, tmp)
+        _check(tmp, None, input_shapes, label)
+    return out
+
+
+def caffe_to_onnx(prototxt: Path, caffemodel: Path):
+    """caffe2onnx's conversion (its Caffe2Onnx) with its caffe.proto loaded for today's protobuf,
+    its random node names seeded (the same files give the same model), the weights it also
+    lists as graph inputs made plain initializers, at the opset its nodes follow (11)."""
+    import random
+
+    sys.modules.setdefault("caffe2onnx.proto.caffe_upsample_pb2", caffe_messages())
+    from caffe2onnx.src.caffe2onnx import Caffe2Onnx
+    from caffe2onnx.src.load_save_model import loadcaffemodel
+
+    state = random.getstate()
+    random.seed(0)
+    try:
+        with _quiet():
+            net, params = loadcaffemodel(str(prototxt), str(caffemodel))
+            proto = Caffe2Onnx(net, params, str(prototxt.with_suffix(".onnx"))).createOnnxModel()
+    finally:
+        random.setstate(state)
+    weights = {t.name for t in proto.graph.initializer}
+    kept = [i for i in proto.graph.input if i.name not in weights]
+    del proto.graph.input[:]
+    proto.graph.input.extend(kept)
+    # its nodes follow opset 11 (it was written for onnx 1.6); onnx's helper stamped today's default
+    del proto.opset_import[:]
+    proto.opset_import.add(domain="", version=11)
+    return proto
+
+
+def caffe_messages():
+    """caffe2onnx's ``caffe_upsample_pb2`` (Caffe's messages: ``NetParameter``, ...) rebuilt from
+    the serialized descriptor its generated file holds (the file itself needs protobuf 3)."""
+    import ast
+    import importlib.util
+    import re
+    import types
+
+    from google.protobuf import descriptor_pool, message_factory
+
+    spec = importlib.util.find_spec("caffe2onnx")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("-f/--framework caffe: needs caffe2onnx (pip install --no-deps caffe2onnx==2.0.1; see "
+                          "README, frontends)")
+    pb2 = Path(spec.submodule_search_locations[0]) / "proto" / "caffe_upsample_pb2.py"
+    found = re.search(r"serialized_pb=(b'.*?')\n\)", pb2.read_text(), re.S)
+    if found is None:
+        raise ConfigError(f"-f/--framework caffe: {pb2} holds no caffe.proto descriptor (caffe2onnx 2.0.1 expected)")
+    pool = descriptor_pool.DescriptorPool()
+    file = pool.AddSerializedFile(ast.literal_eval(found.group(1)))
+    module = types.ModuleType("caffe_upsample_pb2")
+    for name in file.message_types_by_name:
+        setattr(module, name, message_factory.GetMessageClass(pool.FindMessageTypeByName(f"caffe.{name}")))
+    return module
 
 
 def _paddle(model: Path, weight: Path | None, save_dir: Path, input_shapes: tuple) -> Path:
@@ -268,7 +346,7 @@ def _paddle_runner(paddle, model: Path, weight: Path):
 
 def _check(path: str, source, input_shapes: tuple, label: str) -> None:
     """The converted model against its framework on seeded standard-normal inputs (dynamic
-    dimensions from ``-is``, else 1)."""
+    dimensions from ``-is``, else 1); with no ``source`` (Caffe) run only, its outputs finite."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
@@ -281,6 +359,11 @@ def _check(path: str, source, input_shapes: tuple, label: str) -> None:
         shape = list(input_shapes[i]) if input_shapes else [d if isinstance(d, int) and d > 0 else 1 for d in x.shape]
         kind = np.float32 if "float" in x.type else np.int64
         feeds[x.name] = rng.standard_normal(shape).astype(kind) if kind is np.float32 else np.zeros(shape, kind)
+    if source is None:
+        got = session.run(None, feeds)
+        if not all(np.all(np.isfinite(g)) for g in got):
+            raise ModelError(f"{label}: the converted model gives non-finite outputs on standard-normal inputs")
+        return
     _compare(session, feeds, source(feeds), label)
 
 

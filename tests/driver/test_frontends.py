@@ -176,13 +176,101 @@ def test_pytorch_bad_definitions_are_refused_by_name(tmp_path, digits):
         assert not list(out.glob("*.onnx"))
 
 
-def test_frameworks_not_built_and_a_weight_file_for_onnx_are_refused_by_name(tmp_path):
+def test_a_weight_file_for_onnx_and_a_caffe_net_without_weights_are_refused_by_name(tmp_path):
     model = tmp_path / "m.onnx"
     model.write_bytes(b"")
-    code, _, err = ptqc("quant", "-f", "caffe", "-m", "resnet18.prototxt", "--save-dir", tmp_path / "o")
-    assert_bad_input(code, err, "-f/--framework caffe: not built yet")
+    code, _, err = ptqc("quant", "-f", "caffe", "-m", model, "--save-dir", tmp_path / "o")
+    assert_bad_input(code, err, "-f caffe takes the network's .prototxt")
+    net = tmp_path / "net.prototxt"
+    net.write_text('name: "x"')
+    code, _, err = ptqc("quant", "-f", "caffe", "-m", net, "--save-dir", tmp_path / "o")
+    assert_bad_input(code, err, f"-w/--weight {tmp_path / 'net.caffemodel'}: no such file")
     code, _, err = ptqc("quant", "-m", model, "-w", tmp_path / "w.pth", "--save-dir", tmp_path / "o")
     assert_bad_input(code, err, "-w/--weight: applies only to -f")
+
+
+def _caffe_digits(tmp_path, digits):
+    """The digits CNN (trained in the tests) written as a Caffe net: Convolution, BatchNorm +
+    Scale, ReLU, Pooling, InnerProduct; returns (prototxt, caffemodel)."""
+    import importlib.util
+
+    if importlib.util.find_spec("caffe2onnx") is None:
+        pytest.skip("caffe2onnx is not installed: pip install --no-deps caffe2onnx==2.0.1")
+    from google.protobuf import text_format
+
+    from ptqc.driver.frontends import caffe_messages
+
+    caffe = caffe_messages()
+    w = {t.name: onnx.numpy_helper.to_array(t) for t in digits.model.graph.initializer}
+    layers = ['layer { name: "data" type: "Input" top: "input" input_param { shape { dim: 1 dim: 1 dim: 8 dim: 8 } } }']
+    blobs = {}
+    bottom = "input"
+    for i, (width, pool) in enumerate(((8, True), (16, False)), start=1):
+        layers += [f'layer {{ name: "conv{i}" type: "Convolution" bottom: "{bottom}" top: "conv{i}" '
+                   f'convolution_param {{ num_output: {width} kernel_size: 3 pad: 1 }} }}',
+                   f'layer {{ name: "bn{i}" type: "BatchNorm" bottom: "conv{i}" top: "conv{i}" '
+                   'batch_norm_param { use_global_stats: true eps: 1e-5 } }',
+                   f'layer {{ name: "scale{i}" type: "Scale" bottom: "conv{i}" top: "conv{i}" '
+                   'scale_param { bias_term: true } }',
+                   f'layer {{ name: "relu{i}" type: "ReLU" bottom: "conv{i}" top: "conv{i}" }}']
+        bottom = f"conv{i}"
+        if pool:
+            layers.append(f'layer {{ name: "pool{i}" type: "Pooling" bottom: "{bottom}" top: "pool{i}" '
+                          'pooling_param { pool: MAX kernel_size: 2 stride: 2 } }')
+            bottom = f"pool{i}"
+        blobs[f"conv{i}"] = [w[f"conv{i}.weight"], w[f"conv{i}.bias"]]
+        blobs[f"bn{i}"] = [w[f"bn{i}.running_mean"], w[f"bn{i}.running_var"], np.ones(1, np.float32)]
+        blobs[f"scale{i}"] = [w[f"bn{i}.weight"], w[f"bn{i}.bias"]]
+    layers.append(f'layer {{ name: "fc" type: "InnerProduct" bottom: "{bottom}" top: "logits" '
+                  'inner_product_param { num_output: 10 } }')
+    blobs["fc"] = [w["fc.weight"], w["fc.bias"]]
+    prototxt = tmp_path / "caffe" / "digits.prototxt"
+    prototxt.parent.mkdir()
+    prototxt.write_text('name: "digits"\n' + "\n".join(layers) + "\n")
+    net = caffe.NetParameter()
+    text_format.Merge(prototxt.read_text(), net)
+    for layer in net.layer:
+        for a in blobs.get(layer.name, []):
+            blob = layer.blobs.add()
+            blob.shape.dim.extend(a.shape)
+            blob.data.extend(np.asarray(a, np.float32).ravel().tolist())
+    weights = prototxt.with_suffix(".caffemodel")
+    weights.write_bytes(net.SerializeToString())
+    return prototxt, weights
+
+
+def test_a_caffe_model_is_converted_quantized_and_simulated(tmp_path, digits):
+    """The digits CNN's trained weights as a .prototxt + .caffemodel: -f caffe converts it
+    (run by onnxruntime; no Caffe runtime exists to compare with, so the test compares with the
+    same weights in the ONNX digits model, within 1e-4), quantizes it within 3 points of the
+    float accuracy, and the chip's simulator runs it; the same files give the same model."""
+    prototxt, weights = _caffe_digits(tmp_path, digits)
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(8):
+        np.save(data / f"s{i}.npy", np.ascontiguousarray(digits.x_train[i * 4:i * 4 + 4]))
+    out = tmp_path / "out"
+    code, stdout, err = ptqc("-ch", "TX510x", "quant", "-f", "caffe", "-m", prototxt, "-w", weights, "-d", data,
+                             "--save-dir", out)
+    assert code == 0, err
+    assert "no Caffe runtime here to compare its outputs with" in stdout
+    converted = onnx.load(str(out / "digits.onnx"))
+    x = np.ascontiguousarray(digits.x_test)
+    name = converted.graph.input[0].name
+
+    def run(model, feed):  # a Caffe Input has a fixed batch of 1
+        return np.concatenate([ort_outputs(model, {feed: x[i:i + 1]})[0] for i in range(len(x))])
+    got, want = run(converted, name), run(digits.model, "input")
+    assert np.max(np.abs(got - want)) <= 1e-4 * np.max(np.abs(want))
+    quant = run(onnx.load(str(out / "digits_quantize.onnx")), name)
+    float_acc = np.mean(np.argmax(want, 1) == digits.y_test)
+    assert float_acc > 0.8 and np.mean(np.argmax(quant, 1) == digits.y_test) >= float_acc - 0.03
+    code, stdout, err = ptqc("-ch", "TX510x", "quant", "-r", "infer", "-m", out / "digits_quantize.onnx", "-d", data,
+                             "--save-dir", out)
+    assert code == 0 and "simulator" in stdout, err
+    code, _, err = ptqc("quant", "-r", "convert", "-f", "caffe", "-m", prototxt, "--save-dir", tmp_path / "again")
+    assert code == 0, err
+    assert (tmp_path / "again" / "digits.onnx").read_bytes() == (out / "digits.onnx").read_bytes()
 
 
 def test_a_paddle_program_without_its_params_is_refused_naming_the_file(tmp_path):
