@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Iterable, Sequence
 
+import numpy as np
+
 from ptqc.errors import GraphError, PassOrderError
 from ptqc.ir import Graph, Node
 
@@ -195,6 +197,17 @@ def producer_op(graph: Graph, name: str, op: str) -> Node | None:
     """The default-domain ``op`` node producing ``name``, else None."""
     p = graph.producer(name)
     return p if p is not None and p.op_type == op and p.domain in ("", "ai.onnx") else None
+
+
+def channel_vector(c: np.ndarray, channels: int, rank: int) -> np.ndarray | None:
+    """A constant ``c`` broadcast against an NCHW-like tensor of ``rank`` as one value per
+    channel (axis 1) of ``channels``, or None when it varies along another axis."""
+    if c.ndim > rank:
+        return None
+    full = (1,) * (rank - c.ndim) + c.shape
+    if full[0] != 1 or full[1] not in (1, channels) or any(d != 1 for d in full[2:]):
+        return None
+    return np.broadcast_to(c.reshape(-1), (channels,)).copy()
 
 
 def single_use(graph: Graph, value: str) -> bool:

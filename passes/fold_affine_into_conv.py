@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ptqc.ir import Graph, Node
-from ptqc.pass_manager import Fail, RewritePass, RewriteRule, producer_op, single_use
+from ptqc.pass_manager import Fail, RewritePass, RewriteRule, channel_vector, producer_op, single_use
 
 
 def _producer(graph: Graph, name: str, op: str) -> Node | None:
@@ -32,12 +32,8 @@ def _operand(graph: Graph, node: Node) -> tuple[str, np.ndarray] | None:
 
 
 def _per_input_channel(c: np.ndarray, channels: int, rank: int) -> np.ndarray | None:
-    if c.ndim > rank or c.dtype.kind != "f":
-        return None
-    full = (1,) * (rank - c.ndim) + c.shape
-    if full[0] != 1 or full[1] not in (1, channels) or any(d != 1 for d in full[2:]):
-        return None
-    return np.broadcast_to(c.reshape(-1), (channels,)).astype(np.float64)
+    vector = channel_vector(c, channels, rank) if c.dtype.kind == "f" else None
+    return None if vector is None else vector.astype(np.float64)
 
 
 def _affine_step(graph: Graph, x: str, op: str, channels: int, rank: int):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ptqc.ir import Graph, Node
-from ptqc.pass_manager import Fail, RewritePass, RewriteRule
+from ptqc.pass_manager import Fail, RewritePass, RewriteRule, channel_vector
 
 
 class _FoldAddIntoBias(RewriteRule):
@@ -22,7 +22,7 @@ class _FoldAddIntoBias(RewriteRule):
         if isinstance(found, Fail):
             return found
         conv, const, weight, bias = found
-        vector = _per_channel(conv, weight, const)
+        vector = per_output_channel(conv, weight, const)
         if vector is None:
             return Fail(f"constant of shape {const.shape} is not per output channel of {conv.op_type}")
         return {"add": add, "conv": conv, "bias": bias, "vector": vector, "dtype": weight.dtype}
@@ -68,21 +68,16 @@ def match_conv_then_constant(graph: Graph, node: Node):
     return conv, const, weight, bias
 
 
-def _per_channel(conv: Node, w: np.ndarray, c: np.ndarray) -> np.ndarray | None:
-    """``c`` as the vector to add to the bias, or None if it varies along other axes."""
+def per_output_channel(conv: Node, w: np.ndarray, c: np.ndarray) -> np.ndarray | None:
+    """``c`` (after Conv/ConvTranspose/Gemm) as one value per output channel, or None if it
+    varies along other axes."""
     if conv.op_type == "Gemm":
         n = w.shape[0] if conv.attrs.get("transB", 0) else w.shape[1]
         if c.ndim > 2 or (c.ndim == 2 and c.shape[0] != 1) or (c.ndim and c.shape[-1] not in (1, n)):
             return None
         return np.broadcast_to(c.reshape(-1), (n,)).copy()
     channels = w.shape[0] if conv.op_type == "Conv" else w.shape[1] * conv.attrs.get("group", 1)
-    rank = w.ndim  # output rank: N, C, spatial...
-    if c.ndim > rank:
-        return None
-    full = (1,) * (rank - c.ndim) + c.shape
-    if full[0] != 1 or full[1] not in (1, channels) or any(d != 1 for d in full[2:]):
-        return None
-    return np.broadcast_to(c.reshape(-1), (channels,)).copy()
+    return channel_vector(c, channels, w.ndim)  # the output's rank is the weight's: N, C, spatial...
 
 
 class FuseBiasAdd(RewritePass):

@@ -11,7 +11,7 @@ import numpy as np
 
 from ptqc.ir import Graph, Node
 from ptqc.pass_manager import Fail, RewritePass, RewriteRule
-from ptqc.passes.fuse_bias_add import _per_channel, match_conv_then_constant
+from ptqc.passes.fuse_bias_add import match_conv_then_constant, per_output_channel
 
 
 class _FoldMulIntoWeights(RewriteRule):
@@ -25,7 +25,7 @@ class _FoldMulIntoWeights(RewriteRule):
         conv, const, weight, bias = found
         if len(graph.consumers(conv.inputs[1])) != 1:
             return Fail(f"{conv.op_type} weight is shared with other ops")
-        vector = _per_channel(conv, weight, const)
+        vector = per_output_channel(conv, weight, const)
         if vector is None:
             return Fail(f"constant of shape {const.shape} is not per output channel of {conv.op_type}")
         if conv.op_type == "ConvTranspose" and conv.attrs.get("group", 1) != 1 and np.unique(vector).size > 1:

@@ -217,7 +217,7 @@ def test_conv_bn_relu_model_matches_numpy():
     p = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in model.graph.initializer}
     assert np.all(p["bn.var"] > 0)
     feeds = builders.random_feeds(model, seed=1)
-    z = builders._conv3x3(feeds["x"].astype(np.float64), p["conv.weight"], p["conv.bias"])
+    z = models._conv3x3(feeds["x"].astype(np.float64), p["conv.weight"], p["conv.bias"])
     c = (slice(None), None, None)
     ref = np.maximum((z - p["bn.mean"][c]) / np.sqrt(p["bn.var"][c] + 1e-5) * p["bn.scale"][c] + p["bn.bias"][c], 0)
     (out,) = models.ort_run(model, feeds)

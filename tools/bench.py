@@ -148,32 +148,26 @@ import onnx
 import onnx.version_converter
 import onnxruntime as ort
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-
-import builders  # noqa: E402
-import checks  # noqa: E402
-import models  # noqa: E402
-
-from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,  # noqa: E402
+from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
                                       QuantType)
-from onnxruntime.quantization import quantize_static as ort_quantize_static  # noqa: E402
-from onnxruntime.quantization.calibrate import create_calibrator  # noqa: E402
-from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry  # noqa: E402
-from onnx.reference import ReferenceEvaluator  # noqa: E402
-from onnxruntime.quantization.shape_inference import quant_pre_process  # noqa: E402
+from onnxruntime.quantization import quantize_static as ort_quantize_static
+from onnxruntime.quantization.calibrate import create_calibrator
+from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+from onnx.reference import ReferenceEvaluator
+from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from ptqc.driver.config import QuantConfig  # noqa: E402
-from ptqc.driver.pipeline import build_pipeline  # noqa: E402
-from ptqc.driver.quantize import calibrate as ptqc_calibrate  # noqa: E402
-from ptqc.driver.quantize import quantize as ptqc_quantize  # noqa: E402
-from ptqc.driver.quantize import quantize_static as ptqc_quantize_static  # noqa: E402
-from ptqc.onnx_io import export_model, import_model  # noqa: E402
-from ptqc.pass_manager import PassContext, PassManager, TimingInstrument  # noqa: E402
-from ptqc.quant import cosine  # noqa: E402
-from ptqc.runtime.simulator import Simulator  # noqa: E402
-from ptqc.targets.families import family_of  # noqa: E402
-from ptqc.targets.lower import lower  # noqa: E402
+from ptqc import samples as models
+from ptqc.driver.config import QuantConfig
+from ptqc.driver.pipeline import build_pipeline
+from ptqc.driver.quantize import calibrate as ptqc_calibrate
+from ptqc.driver.quantize import quantize as ptqc_quantize
+from ptqc.driver.quantize import quantize_static as ptqc_quantize_static
+from ptqc.onnx_io import export_model, import_model
+from ptqc.pass_manager import PassContext, PassManager, TimingInstrument
+from ptqc.quant import cosine
+from ptqc.runtime.simulator import Simulator
+from ptqc.targets.families import family_of
+from ptqc.targets.lower import lower
 
 
 def _ptqc_convert(model: onnx.ModelProto) -> tuple[float, dict[str, float]]:
@@ -203,8 +197,8 @@ def _models() -> list[tuple[str, onnx.ModelProto]]:
     out.append(("digits-cnn", models.train_digits_cnn().model))
     for path in models.light_model_paths():
         out.append((path.stem, onnx.load(str(path))))
-    out.append(("synthetic-1k", builders.synthetic_model(1000)))
-    out.append(("synthetic-10k", builders.synthetic_model(10000)))
+    out.append(("synthetic-1k", models.synthetic_model(1000)))
+    out.append(("synthetic-10k", models.synthetic_model(10000)))
     return out
 
 
@@ -332,8 +326,8 @@ def _quant_cases(samples: int, tmp: Path, keep) -> list[QuantCase]:
         name = folder.name[len("test_"):]
         if keep(name):
             model = onnx.load(str(folder / "model.onnx"))
-            calib = [builders.random_feeds(model, seed=i, default_dim=1) for i in range(samples)]
-            test = [builders.random_feeds(model, seed=1000 + i, default_dim=1) for i in range(_TEST_SEEDS)]
+            calib = [models.random_feeds(model, seed=i, default_dim=1) for i in range(samples)]
+            test = [models.random_feeds(model, seed=1000 + i, default_dim=1) for i in range(_TEST_SEEDS)]
             cases.append(QuantCase(name, folder / "model.onnx", calib, test))
     return cases
 
@@ -808,7 +802,7 @@ def bench_sim(det_size: int, chips: list[str], repeat: int) -> None:
                 rows.append(row)
                 qdq, stage = tmp / f"{name}-{chip}.onnx", "quantize"
                 try:
-                    ptqc_quantize(paths[name], qdq, data=checks.list_reader(calib), evaluate=False,
+                    ptqc_quantize(paths[name], qdq, data=_RewindReader(calib), evaluate=False,
                                   config=QuantConfig(chip=chip, bit_width=SIM_CHIPS[chip], save_dir=tmp))
                     stage = "ort QDQ"
                     qsess = _ort_session2(qdq)

@@ -9,7 +9,6 @@ against onnxruntime's ``quantize_static`` on the same data.
 from __future__ import annotations
 
 import logging
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -17,13 +16,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-
-import models  # noqa: E402
-
-from ptqc.driver.config import QuantConfig  # noqa: E402
-from ptqc.driver.quantize import cosine, quantize  # noqa: E402
+from ptqc import samples as models
+from ptqc.driver.config import QuantConfig
+from ptqc.driver.quantize import cosine, quantize
 
 
 def _run(model_path: Path, x: np.ndarray) -> np.ndarray:
