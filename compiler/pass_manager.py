@@ -210,6 +210,18 @@ def channel_vector(c: np.ndarray, channels: int, rank: int) -> np.ndarray | None
     return np.broadcast_to(c.reshape(-1), (channels,)).copy()
 
 
+def output_channels(node: Node, w: np.ndarray) -> int | None:
+    """The output channels of a Conv, ConvTranspose or Gemm with weight ``w`` (None when ``w``
+    has not the op's rank)."""
+    if node.op_type == "Conv":
+        return w.shape[0] if w.ndim >= 3 else None
+    if node.op_type == "ConvTranspose":
+        return w.shape[1] * node.attrs.get("group", 1) if w.ndim >= 3 else None
+    if w.ndim != 2:
+        return None
+    return w.shape[0] if node.attrs.get("transB", 0) else w.shape[1]
+
+
 def single_use(graph: Graph, value: str) -> bool:
     """Read by one consumer and nothing else (no graph output, no subgraph capture)."""
     return len(graph.consumers(value)) == 1 and value not in graph.outputs and not graph.is_captured(value)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ptqc.ir import Graph, Node
-from ptqc.pass_manager import Fail, RewritePass, RewriteRule
+from ptqc.pass_manager import Fail, RewritePass, RewriteRule, output_channels
 
 _PRODUCERS = ("Conv", "ConvTranspose", "Gemm")
 
@@ -39,7 +39,7 @@ class _FoldBatchNorm(RewriteRule):
         bias = graph.constant(bias_name) if bias_name else None
         if bias_name and bias is None:
             return Fail(f"{conv.op_type} bias is not a constant")
-        channels = _out_channels(conv, weight)
+        channels = output_channels(conv, weight)
         if channels is None:
             return Fail(f"{conv.op_type} weight layout is not supported (rank {weight.ndim})")
         if any(p.size not in (channels,) for p in params):
@@ -69,16 +69,6 @@ class _FoldBatchNorm(RewriteRule):
         graph.set_input(conv, 1, w_name)
         graph.set_input(conv, 2, b_name)
         graph.set_output(conv, 0, y)
-
-
-def _out_channels(conv: Node, w: np.ndarray) -> int | None:
-    if conv.op_type == "Conv":
-        return w.shape[0] if w.ndim >= 3 else None
-    if conv.op_type == "ConvTranspose":
-        return w.shape[1] * conv.attrs.get("group", 1) if w.ndim >= 3 else None
-    if w.ndim != 2:
-        return None
-    return w.shape[0] if conv.attrs.get("transB", 0) else w.shape[1]
 
 
 def _channel_view(conv: Node, w: np.ndarray, s: np.ndarray) -> np.ndarray:

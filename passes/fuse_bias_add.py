@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ptqc.ir import Graph, Node
-from ptqc.pass_manager import Fail, RewritePass, RewriteRule, channel_vector
+from ptqc.pass_manager import Fail, RewritePass, RewriteRule, channel_vector, output_channels
 
 
 class _FoldAddIntoBias(RewriteRule):
@@ -71,13 +71,14 @@ def match_conv_then_constant(graph: Graph, node: Node):
 def per_output_channel(conv: Node, w: np.ndarray, c: np.ndarray) -> np.ndarray | None:
     """``c`` (after Conv/ConvTranspose/Gemm) as one value per output channel, or None if it
     varies along other axes."""
+    n = output_channels(conv, w)
+    if n is None:
+        return None
     if conv.op_type == "Gemm":
-        n = w.shape[0] if conv.attrs.get("transB", 0) else w.shape[1]
         if c.ndim > 2 or (c.ndim == 2 and c.shape[0] != 1) or (c.ndim and c.shape[-1] not in (1, n)):
             return None
         return np.broadcast_to(c.reshape(-1), (n,)).copy()
-    channels = w.shape[0] if conv.op_type == "Conv" else w.shape[1] * conv.attrs.get("group", 1)
-    return channel_vector(c, channels, w.ndim)  # the output's rank is the weight's: N, C, spatial...
+    return channel_vector(c, n, w.ndim)  # the output's rank is the weight's: N, C, spatial...
 
 
 class FuseBiasAdd(RewritePass):

@@ -1249,13 +1249,13 @@ def quantize_static(model_input, model_output, calibration_data_reader, quant_fo
     selection, external data, ``calibration_cache_path`` (onnxruntime's JSON:
     :mod:`ptqc.driver.ort_cache`), a model with prequantized weights (kept; activations
     calibrated).  extra_options: ActivationSymmetric, CalibTensorRangeSymmetric,
-    WeightSymmetric, QuantizeBias (True), ForceQuantizeNoInputCheck (False warns: ptqc quantizes
+    WeightSymmetric, QuantizeBias (False: float biases), ForceQuantizeNoInputCheck (False warns: ptqc quantizes
     data-movement ops whatever their input), CalibPercentile, CalibMovingAverage(+Constant),
     CalibStridedMinMax / CalibMaxIntermediateOutputs (memory bounds; ptqc streams anyway),
     MinimumRealRange, ActivationRestrictedAsymmetric (:mod:`ptqc.passes.restrict_zero_points`),
     UseQDQContribOps, QDQDisableWeightAdjustForInt32Bias, BlockSize (MatMul weights:
     :mod:`ptqc.passes.block_weights`), TensorQuantOverrides (:mod:`ptqc.driver.ort_overrides`),
-    QuantizeBias False, MatMulConstBOnly, OpTypesToExcludeOutputQuantization, AddQDQPairToWeight
+    MatMulConstBOnly, OpTypesToExcludeOutputQuantization, AddQDQPairToWeight
     (the weight kept float on its grid), DedicatedQDQPair, QDQKeepRemovableActivations,
     extra.Sigmoid.nnapi, SmoothQuant (+ SmoothQuantAlpha; :mod:`ptqc.driver.ort_smooth`), and at
     their do-nothing values EnableSubgraph (False) and
