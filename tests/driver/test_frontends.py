@@ -7,6 +7,15 @@ import pytest
 from checks import assert_bad_input, ort_outputs, ptqc
 
 
+def _calibration_folder(tmp_path, digits):
+    """8 .npy files of 4 training digits each (NCHW), the -d folder of every frontend test."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(8):
+        np.save(data / f"s{i}.npy", np.ascontiguousarray(digits.x_train[i * 4:i * 4 + 4]))
+    return data
+
+
 def _paddle_digits(tmp_path, digits):
     """A small CNN built and trained in PaddlePaddle on the digits (BatchNorm in eval mode),
     saved as an inference model; returns (program file, params file, the Layer)."""
@@ -45,10 +54,7 @@ def test_a_paddle_model_is_converted_checked_quantized_and_simulated(tmp_path, d
     program, params, net = _paddle_digits(tmp_path, digits)
     import paddle
 
-    data = tmp_path / "data"
-    data.mkdir()
-    for i in range(8):
-        np.save(data / f"s{i}.npy", np.ascontiguousarray(digits.x_train[i * 4:i * 4 + 4]))
+    data = _calibration_folder(tmp_path, digits)
     out = tmp_path / "out"
     code, stdout, err = ptqc("-ch", "TX510x", "quant", "-f", "paddle", "-m", program, "-w", params, "-d", data,
                              "--save-dir", out)
@@ -129,10 +135,7 @@ def test_a_pytorch_model_is_converted_checked_quantized_and_simulated(tmp_path, 
     script, weights, net = _torch_digits(tmp_path, digits)
     import torch
 
-    data = tmp_path / "data"
-    data.mkdir()
-    for i in range(8):
-        np.save(data / f"s{i}.npy", np.ascontiguousarray(digits.x_train[i * 4:i * 4 + 4]))
+    data = _calibration_folder(tmp_path, digits)
     out = tmp_path / "out"
     code, stdout, err = ptqc("-ch", "TX510x", "quant", "-f", "pytorch", "-m", "digits", "-w", weights, "-uds", script,
                              "-d", data, "--save-dir", out)
@@ -245,10 +248,7 @@ def test_a_caffe_model_is_converted_quantized_and_simulated(tmp_path, digits):
     same weights in the ONNX digits model, within 1e-4), quantizes it within 3 points of the
     float accuracy, and the chip's simulator runs it; the same files give the same model."""
     prototxt, weights = _caffe_digits(tmp_path, digits)
-    data = tmp_path / "data"
-    data.mkdir()
-    for i in range(8):
-        np.save(data / f"s{i}.npy", np.ascontiguousarray(digits.x_train[i * 4:i * 4 + 4]))
+    data = _calibration_folder(tmp_path, digits)
     out = tmp_path / "out"
     code, stdout, err = ptqc("-ch", "TX510x", "quant", "-f", "caffe", "-m", prototxt, "-w", weights, "-d", data,
                              "--save-dir", out)
@@ -328,10 +328,7 @@ def _tf_digits(tmp_path, digits):
 
 def test_a_tensorflow_model_is_converted_checked_quantized_and_simulated(tmp_path, digits):
     saved, pb, net, out_name = _tf_digits(tmp_path, digits)
-    data = tmp_path / "data"
-    data.mkdir()
-    for i in range(8):  # -c2chw: the converted model takes NCHW, so the data is NCHW
-        np.save(data / f"s{i}.npy", np.ascontiguousarray(digits.x_train[i * 4:i * 4 + 4]))
+    data = _calibration_folder(tmp_path, digits)  # -c2chw: the converted model takes NCHW, so the data is NCHW
     out = tmp_path / "out"
     code, stdout, err = ptqc("-ch", "TX510x", "quant", "-f", "tensorflow", "-m", saved, "-c2chw", "-d", data,
                              "--save-dir", out)
