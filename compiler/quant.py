@@ -209,6 +209,13 @@ class TensorOverride:
     def is_float(self) -> bool:
         return self.dtype is not None and np.dtype(self.dtype).kind == "f"
 
+    def fixed_param(self, dtype: np.dtype, axis: int | None) -> QuantParam:
+        """The parameters this override fixes itself (``scale`` and ``zero_point``), in ``dtype``."""
+        dtype = np.dtype(dtype)
+        return QuantParam(dtype, np.asarray(self.scale, np.float32), np.asarray(self.zero_point).astype(dtype), axis,
+                          bits=type_bits(dtype), method="override", rmin=None, rmax=None,
+                          symmetric=bool(np.all(np.asarray(self.zero_point) == 0)))
+
 
 FLOAT_OVERRIDE = TensorOverride(np.dtype(np.float32))  # the tensor stays float
 

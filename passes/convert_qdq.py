@@ -44,9 +44,7 @@ def converted(first: QuantParam, o: TensorOverride) -> QuantParam:
     """The second pair's parameters: the override's own, or the first pair's range in its type."""
     dtype = np.dtype(o.dtype if o.dtype is not None else first.dtype)
     if o.scale is not None:
-        return QuantParam(dtype, np.asarray(o.scale, np.float32), np.asarray(o.zero_point).astype(dtype), None,
-                          bits=type_bits(dtype), method="override", rmin=None, rmax=None,
-                          symmetric=bool(np.all(np.asarray(o.zero_point) == 0)))
+        return o.fixed_param(dtype, None)
     symmetric = first.symmetric if o.symmetric is None else o.symmetric
     return qparam_from_range(np.asarray(first.rmin, np.float64), np.asarray(first.rmax, np.float64), dtype,
                              symmetric=symmetric, method="override", name="convert")

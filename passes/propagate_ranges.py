@@ -29,7 +29,7 @@ from ptqc.ir import Graph
 from ptqc.pass_manager import Pass, PassContext, PassResult
 from ptqc.passes.assign_quant_specs import UNIFY_OPS
 from ptqc.quant import (QRANGE, DerivedSpec, PlainSpec, QuantParam, SharedSpec, TensorOverride, UnionFind,
-                        qparam_from_range, type_bits)
+                        qparam_from_range)
 
 
 class PropagateRanges(Pass):
@@ -192,9 +192,7 @@ def _override_param(graph: Graph, members: list[str], spec: PlainSpec, o: Tensor
     axis = o.axis if o.axis is not None else spec.axis if per_channel or o.lo is None and o.scale is None else None
     dtype = np.dtype(o.dtype if o.dtype is not None else spec.dtype)
     if o.scale is not None:
-        return QuantParam(dtype, np.asarray(o.scale, np.float32), np.asarray(o.zero_point).astype(dtype), axis,
-                          bits=type_bits(dtype), method="override", rmin=None, rmax=None,
-                          symmetric=bool(np.all(np.asarray(o.zero_point) == 0)))
+        return o.fixed_param(dtype, axis)
     spec = dataclasses.replace(spec, dtype=dtype, axis=axis,
                                symmetric=spec.symmetric if o.symmetric is None else o.symmetric,
                                reduce_range=spec.reduce_range if o.reduce_range is None else o.reduce_range)

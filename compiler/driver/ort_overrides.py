@@ -35,13 +35,18 @@ def tensor_overrides(raw: Any, model: str | Path | onnx.ModelProto, activation_t
     from onnxruntime.quantization.quant_utils import QuantType
     from onnxruntime.quantization.tensor_quant_overrides import TensorQuantOverridesHelper
 
-    proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model), load_external_data=False)
+    proto = model_proto(model)
     initializers = {t.name: t for t in proto.graph.initializer}
     activations = {i.name for i in proto.graph.input} | {o for n in proto.graph.node for o in n.output}
     ok, why = TensorQuantOverridesHelper(raw).is_valid(initializers, activations, QuantType[activation_type])
     if not ok:
         raise ConfigError(f"{_FLAG}: {why}")
     return {name: _override(name, entries) for name, entries in raw.items() if entries and entries[0]}
+
+
+def model_proto(model: str | Path | onnx.ModelProto) -> onnx.ModelProto:
+    """quantize_static's ``model_input`` as a ModelProto (a path loaded without its external data)."""
+    return model if isinstance(model, onnx.ModelProto) else onnx.load(str(model), load_external_data=False)
 
 
 def _override(name: str, entries: list[dict]) -> TensorOverride:

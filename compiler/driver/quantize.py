@@ -30,7 +30,7 @@ from ptqc.driver.data import (DataError, Executor, InputSpec, batch_axes, check_
 from ptqc.driver.pipeline import (MAX_VALIDATION, materialize_pipeline, observe_pipeline, prepare_pipeline,
                                   weight_only_pipeline)
 from ptqc.driver.ort_cache import read_cache, write_cache
-from ptqc.driver.ort_overrides import QUANT_TYPES, tensor_overrides
+from ptqc.driver.ort_overrides import QUANT_TYPES, model_proto, tensor_overrides
 from ptqc.driver.ort_smooth import smoothed
 from ptqc.driver.scale_json import load_scale_json, scale_table, write_scale_json
 from ptqc.errors import ConfigError, ModelError, cannot_reread, onnxruntime_error
@@ -1182,8 +1182,7 @@ def _opset_for_types(model_input, scheme: QuantScheme):
 
 def _sigmoid_outputs(model_input) -> dict[str, TensorOverride]:
     """onnxruntime's extra.Sigmoid.nnapi: every Sigmoid output at scale 1/256, zero point 0 (uint8)."""
-    proto = model_input if isinstance(model_input, onnx.ModelProto) else onnx.load(str(model_input),
-                                                                                    load_external_data=False)
+    proto = model_proto(model_input)
     fixed = TensorOverride(np.dtype(np.uint8), scale=np.float32(1 / 256), zero_point=np.int64(0))
     return {n.output[0]: fixed for n in proto.graph.node if n.op_type == "Sigmoid" and n.domain in ("", "ai.onnx")}
 
