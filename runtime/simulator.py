@@ -8,7 +8,8 @@
   model's tensor (cosine, max abs error, relative error), *graphwise* (errors accumulate)
   or *layerwise* (each op fed the float model's inputs, quantized).
 
-Integer ops run the numba kernels in ``runtime/kernels``; ``float`` ops run the reference
+Each op type of the program (``runtime/program.py``) has one function here (the ``_RUN``
+table); integer ops run the numba kernels in ``runtime/kernels``, ``float`` ops the reference
 executor.  Imports numpy, numba and ``ptqc.runtime`` only.
 """
 from __future__ import annotations
@@ -18,13 +19,15 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Callable, ClassVar, Mapping, Sequence
 
 import numpy as np
 
 from ptqc.runtime.kernels import elementwise, linear, lut, norm, pool, recurrent, resize, softmax
 from ptqc.runtime.kernels.requant import quantize_multiplier, requantize_accumulator, requantize_channels
-from ptqc.runtime.program import Op, Program, TensorInfo
+from ptqc.runtime.program import (Add, Affine, AvgPool, Concat, Conv, ConvTranspose, Dequantize, Float, GlobalAvgPool,
+                                  LayerNorm, Lut, LutInterp, MatMul, Move, Mul, Op, Program, Quantize, Recurrent,
+                                  Requant, Rescale, RescaleOp, ResizeLinear, ResizeNearest, Softmax, TensorInfo, Window)
 from ptqc.runtime.reference import run_node
 
 
@@ -44,47 +47,46 @@ class LayerError:
     rel: float  # ||sim - float|| / ||float||
 
 
+@dataclass(frozen=True, eq=False)
+class _ConvLut(Op):
+    """The simulator's own schedule (never in a program): a Conv whose only reader is a
+    table op, run as one pass — the Conv's codes go through the table as they are made."""
+
+    conv: Conv
+    lut: Lut | LutInterp
+    table: np.ndarray  # int64, of every code of the Conv's output
+    in_qmin: int
+    kind: ClassVar[str] = "conv+lut"
+
+
 class Simulator:
     def __init__(self, program: Program):
         self.p = program
         self.saturated: dict[str, int] = {}  # node -> accumulator saturations seen
-        last: dict[str, int] = {}
-        for i, op in enumerate(program.ops):
-            for x in op.inputs:
-                if x:
-                    last[x] = i
-        self._last_use = last
-        self._plans: dict[int, object] = {}  # id(op) -> weights prepared once (ConvPlan / MatMulPlan)
+        self._plans: dict[int, object] = {}  # id(op) -> what is prepared once (weights, expanded tables)
         for op in program.ops:
             x = program.tensors.get(op.inputs[0]) if op.inputs else None
-            if op.kind == "conv" and x is not None:
-                c = program.constants
-                self._plans[id(op)] = linear.ConvPlan(c[op.attrs["w"]], c[op.attrs["w_zp"]], x.dtype, x.zero_point,
-                                                      int(op.attrs["onnx_attrs"].get("group", 1)))
-            elif op.kind == "lut_interp" and x is not None:  # the interpolation of every input code, once:
-                at = op.attrs  # identical results, and each run is a gather instead of a multiply-round
-                codes = np.arange(x.qmin, x.qmax + 1).astype(x.dtype)
-                self._plans[id(op)] = lut.apply_table_interp(codes, program.constants[at["table"]], at["in_qmin"],
-                                                             at["step_log2"], at["lo"], at["hi"], program.rounding,
-                                                             np.int64)
-            elif op.kind == "conv_transpose" and x is not None:
-                c = program.constants
-                self._plans[id(op)] = linear.ConvTransposePlan(c[op.attrs["w"]], c[op.attrs["w_zp"]], x.dtype,
-                                                               x.zero_point, int(op.attrs["onnx_attrs"].get("group", 1)))
-            elif op.kind == "matmul" and x is not None and op.attrs["b_zp"] is not None:
-                c = program.constants
-                self._plans[id(op)] = linear.MatMulPlan(c[op.inputs[1]], c[op.attrs["b_zp"]], x.dtype, op.attrs["a_zp"])
+            if x is not None:
+                prepare = _PREPARE.get(type(op))
+                if prepare is not None:
+                    self._plans[id(op)] = prepare(program, op, x)
+        self._fast = _fuse_conv_lut(program, self._plans)  # run() without dumps or hooks
+        self._last_use = {id(ops): _last_use(ops) for ops in (program.ops, self._fast)}
 
     # ------------------------------------------------------------------ running
     def run(self, feeds: Mapping[str, np.ndarray], keep_all: bool = False,
             on_op: Callable[[Op, list[np.ndarray]], None] | None = None) -> dict[str, np.ndarray]:
+        """The program's outputs for ``feeds`` (every tensor with ``keep_all``; ``on_op`` sees
+        each op's outputs).  Without either, fused pairs run as one (same codes)."""
         env: dict[str, np.ndarray] = dict(self.p.constants)
         for name in self.p.inputs:
             if name not in feeds:
                 raise SimulationError(f"input {name!r} is not fed")
             env[name] = np.asarray(feeds[name])
         keep = set(self.p.outputs)
-        for i, op in enumerate(self.p.ops):
+        ops = self.p.ops if keep_all or on_op is not None else self._fast
+        last_use = self._last_use[id(ops)]
+        for i, op in enumerate(ops):
             outs = self.run_op(op, env)
             for name, value in zip(op.outputs, outs):
                 if name:
@@ -93,7 +95,7 @@ class Simulator:
                 on_op(op, outs)
             if not keep_all:
                 for x in set(op.inputs):
-                    if x and self._last_use.get(x) == i and x not in keep and x not in self.p.constants:
+                    if x and last_use.get(x) == i and x not in keep and x not in self.p.constants:
                         env.pop(x, None)
         if keep_all:
             return {k: v for k, v in env.items() if k not in self.p.constants or k in keep}
@@ -109,7 +111,7 @@ class Simulator:
         except KeyError as e:
             raise SimulationError(f"{op.kind} for node {op.node!r} ({op.op_type}): input {e.args[0]!r} has no value") from None
         try:
-            out = _KINDS[op.kind](self, op, args)
+            out = _RUN[type(op)](self, op, args)
         except SimulationError:
             raise
         except Exception as e:  # noqa: BLE001 - one named error per failing op
@@ -200,191 +202,269 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
 
 
+def _last_use(ops: Sequence[Op]) -> dict[str, int]:
+    """Tensor -> index of the last op of ``ops`` reading it."""
+    last: dict[str, int] = {}
+    for i, op in enumerate(ops):
+        for x in op.inputs:
+            if x:
+                last[x] = i
+    return last
+
+
+def _fuse_conv_lut(p: Program, plans: dict[int, object]) -> list[Op]:
+    """``p.ops`` with each Conv whose output only a Lut / LutInterp reads (and is no program
+    output) merged with it into one :class:`_ConvLut`."""
+    readers: dict[str, list[Op]] = {}
+    for op in p.ops:
+        for x in set(op.inputs):
+            readers.setdefault(x, []).append(op)
+    merged: dict[int, Op] = {}
+    for op in p.ops:
+        if type(op) is not Conv or op.outputs[0] in p.outputs:
+            continue
+        users = readers.get(op.outputs[0], [])
+        if len(users) != 1 or type(users[0]) not in (Lut, LutInterp):
+            continue
+        lut_op = users[0]
+        table, in_qmin = _table(p, plans, lut_op)
+        if table is not None:
+            merged[id(op)] = _ConvLut(op.inputs, lut_op.outputs, op.node, f"{op.op_type}+{lut_op.op_type}", op, lut_op,
+                                      table, in_qmin)
+            merged[id(lut_op)] = None
+    return [merged.get(id(op), op) for op in p.ops if merged.get(id(op), op) is not None]
+
+
+def _table(p: Program, plans: dict[int, object], op: Lut | LutInterp) -> tuple[np.ndarray | None, int]:
+    """(int64 table of every input code, the first code) of a table op, or (None, 0) when
+    its entries do not fit the output type."""
+    table = p.constants[op.table] if isinstance(op, Lut) else plans.get(id(op))
+    in_qmin = op.in_qmin if isinstance(op, Lut) else p.tensors[op.inputs[0]].qmin
+    if table is None:
+        return None, 0
+    table = np.ascontiguousarray(table, np.int64)
+    info = p.tensors[op.outputs[0]]
+    if table.size and not info.qmin <= table.min() <= table.max() <= info.qmax:
+        return None, 0
+    return table, in_qmin
+
+
+# ---------------------------------------------------------------------------- preparation
+def _prepare_conv(p: Program, op: Conv, x: TensorInfo):
+    c = p.constants
+    plan = linear.ConvTransposePlan if isinstance(op, ConvTranspose) else linear.ConvPlan
+    return plan(c[op.w], c[op.w_zp], x.dtype, op.zp_in, op.group)
+
+
+def _prepare_matmul(p: Program, op: MatMul, x: TensorInfo):
+    if op.b_zp is None:  # B is an activation: nothing to prepare
+        return None
+    return linear.MatMulPlan(p.constants[op.inputs[1]], p.constants[op.b_zp], x.dtype, op.zp_in)
+
+
+def _prepare_lut_interp(p: Program, op: LutInterp, x: TensorInfo) -> np.ndarray:
+    """The interpolation of every input code, once: identical results, and each run is a
+    gather instead of a multiply-round."""
+    codes = np.arange(x.qmin, x.qmax + 1).astype(x.dtype)
+    return lut.apply_table_interp(codes, p.constants[op.table], op.in_qmin, op.step_log2, op.lo, op.hi, p.rounding,
+                                  np.int64)
+
+
+_PREPARE: dict[type, Callable] = {Conv: _prepare_conv, ConvTranspose: _prepare_conv, MatMul: _prepare_matmul,
+                                  LutInterp: _prepare_lut_interp}
+
+
 # ---------------------------------------------------------------------------- op kinds
 def _info(sim: Simulator, op: Op) -> TensorInfo:
     return sim.p.tensors[op.outputs[0]]
 
 
-def _quantize(sim: Simulator, op: Op, a: list) -> np.ndarray:
+def _quantize(sim: Simulator, op: Quantize, a: list) -> np.ndarray:
     info = _info(sim, op)
     x = np.asarray(a[0], np.float32)
     q = np.rint(x / np.float32(info.scale)).astype(np.float64) + info.zero_point
     return np.clip(q, info.qmin, info.qmax).astype(info.dtype)
 
 
-def _dequantize(sim: Simulator, op: Op, a: list) -> np.ndarray:
+def _dequantize(sim: Simulator, op: Dequantize, a: list) -> np.ndarray:
     q = a[0]
-    scale = np.asarray(sim.p.constants[op.attrs["scale"]], np.float32)
-    zp = sim.p.constants[op.attrs["zp"]]
-    block = op.attrs.get("block_size", 0)
-    if block and scale.size > 1:  # block-wise (opset 21): scale has q's rank, axis shortened by the block size
-        axis = op.attrs["axis"] % q.ndim
+    scale = np.asarray(sim.p.constants[op.scale], np.float32)
+    zp = sim.p.constants[op.zp]
+    if op.block_size and scale.size > 1:  # block-wise (opset 21): scale has q's rank, axis shortened by the block
+        axis = op.axis % q.ndim
         zp = np.broadcast_to(zp, scale.shape)
-        scale = np.repeat(scale, block, axis=axis).take(np.arange(q.shape[axis]), axis=axis)
-        zp = np.repeat(zp, block, axis=axis).take(np.arange(q.shape[axis]), axis=axis)
+        scale = np.repeat(scale, op.block_size, axis=axis).take(np.arange(q.shape[axis]), axis=axis)
+        zp = np.repeat(zp, op.block_size, axis=axis).take(np.arange(q.shape[axis]), axis=axis)
     elif scale.size > 1:
         shape = [1] * q.ndim
-        shape[op.attrs["axis"] % q.ndim] = -1
+        shape[op.axis % q.ndim] = -1
         scale, zp = scale.reshape(shape), zp.reshape(shape)
     else:
         scale, zp = scale.reshape(()), zp.reshape(())
     return ((q.astype(np.int64) - zp).astype(np.float32) * scale).astype(np.float32)
 
 
-def _requant_linear(sim: Simulator, op: Op, acc: np.ndarray, axis: int) -> np.ndarray:
-    at = op.attrs
-    bias = sim.p.constants[at["bias"]] if at["bias"] is not None else None
-    out, saturated = requantize_accumulator(acc, bias, at["acc_bits"], at["mult"], at["shift"], at["zp_out"], at["lo"],
-                                            at["hi"], sim.p.rounding, _info(sim, op).dtype, axis)
+def _requant(sim: Simulator, op: Op, r: Requant, acc: np.ndarray, axis: int) -> np.ndarray:
+    """A linear op's accumulator through ``r`` (per channel along ``axis``), saturations counted."""
+    bias = sim.p.constants[r.bias] if r.bias is not None else None
+    out, saturated = requantize_accumulator(acc, bias, r.acc_bits, r.mult, r.shift, r.zp_out, r.lo, r.hi,
+                                            sim.p.rounding, _info(sim, op).dtype, axis)
     if saturated:
         sim.saturated[op.node] = sim.saturated.get(op.node, 0) + saturated
     return out
 
 
-def _spatial_attrs(at: dict, x: np.ndarray, kernel: Sequence[int], transpose: bool = False,
-                   out_shape: Sequence[int] | None = None) -> tuple[tuple, tuple, tuple]:
+def _window(w: Window, x: np.ndarray, transpose: bool = False, out_shape: Sequence[int] = (),
+            output_padding: Sequence[int] = ()) -> tuple[tuple, tuple, tuple]:
+    """(strides, explicit pads, dilations) of a window over ``x``: ``auto_pad`` SAME_* (and a
+    ConvTranspose's ``output_shape``) resolved against the input's size."""
     nd = x.ndim - 2
-    strides = tuple(int(s) for s in at.get("strides", [1] * nd))
-    dil = tuple(int(d) for d in at.get("dilations", [1] * nd))
-    pads = [int(p) for p in at.get("pads", [0] * (2 * nd))]
-    auto = at.get("auto_pad", "NOTSET")
-    auto = auto.decode() if isinstance(auto, bytes) else auto
-    if auto in ("SAME_UPPER", "SAME_LOWER") or (transpose and out_shape):
+    strides, dil, pads = w.strides, w.dilations, w.pads
+    if w.auto_pad in ("SAME_UPPER", "SAME_LOWER") or (transpose and out_shape):
         pads = [0] * (2 * nd)
         for i in range(nd):
-            size, k = x.shape[2 + i], (kernel[i] - 1) * dil[i] + 1
+            size, k = x.shape[2 + i], (w.kernel[i] - 1) * dil[i] + 1
             if transpose:
                 target = out_shape[i] if out_shape else size * strides[i]
-                opad = int(at.get("output_padding", [0] * nd)[i])
+                opad = output_padding[i] if output_padding else 0
                 total = strides[i] * (size - 1) + opad + k - target
             else:
                 total = max((math.ceil(size / strides[i]) - 1) * strides[i] + k - size, 0)
             small, big = total // 2, total - total // 2
-            upper = auto != "SAME_LOWER"
-            pads[i], pads[nd + i] = (small, big) if upper else (big, small)
-    elif auto == "VALID":
+            pads[i], pads[nd + i] = (small, big) if w.auto_pad != "SAME_LOWER" else (big, small)
+    elif w.auto_pad == "VALID":
         pads = [0] * (2 * nd)
-    return strides, tuple(pads), dil
+    return tuple(strides), tuple(pads), tuple(dil)
 
 
-def _conv(sim: Simulator, op: Op, a: list) -> np.ndarray:
-    at, c = op.attrs, sim.p.constants
-    w, x = c[at["w"]], a[0]
-    oa = at["onnx_attrs"]
-    strides, pads, dil = _spatial_attrs(oa, x, w.shape[2:], op.kind == "conv_transpose", oa.get("output_shape"))
-    if op.kind == "conv":
-        acc = linear.conv_planned(sim._plans[id(op)], x, strides, pads, dil)
+def _conv(sim: Simulator, op: Conv, a: list, table: np.ndarray | None = None, in_qmin: int = 0,
+          dtype=None) -> np.ndarray:
+    """A Conv to its output codes, or (``table``) to those codes through a table op's table."""
+    x, plan, r = a[0], sim._plans[id(op)], op.requant
+    strides, pads, dil = _window(op.window, x)
+    dtype = _info(sim, op).dtype if dtype is None else dtype
+    bias = sim.p.constants[r.bias] if r.bias is not None else None
+    if plan.depthwise:  # the requantization fused into the kernel's loops
+        out, saturated = linear.depthwise_requantized(plan, x, strides, pads, dil, bias, r.acc_bits, r.mult, r.shift,
+                                                      r.zp_out, r.lo, r.hi, sim.p.rounding, dtype, table, in_qmin)
     else:
-        nd = x.ndim - 2
-        opad = tuple(int(v) for v in oa.get("output_padding", [0] * nd))
-        acc = linear.conv_transpose_planned(sim._plans[id(op)], x, strides, pads, dil, opad)
-    return _requant_linear(sim, op, acc, 1)
+        acc = linear.conv_planned(plan, x, strides, pads, dil)
+        out, saturated = requantize_accumulator(acc, bias, r.acc_bits, r.mult, r.shift, r.zp_out, r.lo, r.hi,
+                                                sim.p.rounding, dtype, 1, table, in_qmin)
+    if saturated:
+        sim.saturated[op.node] = sim.saturated.get(op.node, 0) + saturated
+    return out
 
 
-def _affine(sim: Simulator, op: Op, a: list) -> np.ndarray:
+def _conv_lut(sim: Simulator, op: _ConvLut, a: list) -> np.ndarray:
+    return _conv(sim, op.conv, a, op.table, op.in_qmin, _info(sim, op).dtype)
+
+
+def _conv_transpose(sim: Simulator, op: ConvTranspose, a: list) -> np.ndarray:
+    x = a[0]
+    strides, pads, dil = _window(op.window, x, True, op.output_shape, op.output_padding)
+    opad = op.output_padding or (0,) * (x.ndim - 2)
+    acc = linear.conv_transpose_planned(sim._plans[id(op)], x, strides, pads, dil, opad)
+    return _requant(sim, op, op.requant, acc, 1)
+
+
+def _affine(sim: Simulator, op: Affine, a: list) -> np.ndarray:
     """Per-channel (axis 1) ``sign · (q - zp)`` requantized with a bias: an unfused BN."""
-    at, x = op.attrs, a[0]
+    x = a[0]
     shape = [1] * x.ndim
     shape[1] = -1
-    acc = (x.astype(np.int64) - at["zp_in"]) * sim.p.constants[at["sign"]].reshape(shape)
-    return _requant_linear(sim, op, acc, 1)
+    acc = (x.astype(np.int64) - op.zp_in) * sim.p.constants[op.sign].reshape(shape)
+    return _requant(sim, op, op.requant, acc, 1)
 
 
-def _matmul(sim: Simulator, op: Op, a: list) -> np.ndarray:
-    at = op.attrs
+def _matmul(sim: Simulator, op: MatMul, a: list) -> np.ndarray:
     plan = sim._plans.get(id(op))
     if plan is not None:  # a constant B, prepared once
         acc = linear.matmul_planned(plan, a[0])
     else:
-        acc = linear.int_matmul(a[0].astype(np.int32) - at["a_zp"], a[1].astype(np.int32) - at["b_zp_scalar"])
-    return _requant_linear(sim, op, acc, -1)
+        acc = linear.int_matmul(a[0].astype(np.int32) - op.zp_in, a[1].astype(np.int32) - op.zp_b)
+    return _requant(sim, op, op.requant, acc, -1)
 
 
-def _add(sim: Simulator, op: Op, a: list) -> np.ndarray:
-    at = op.attrs
-    return elementwise.add_int(a[0], at["za"], at["ma"], a[1], at["zb"], at["mb"], at["shift"], at["zo"], at["lo"],
-                               at["hi"], sim.p.rounding, _info(sim, op).dtype)
-
-
-def _mul(sim: Simulator, op: Op, a: list) -> np.ndarray:
-    at = op.attrs
-    return elementwise.mul_int(a[0], at["za"], a[1], at["zb"], at["mult"], at["shift"], at["zo"], at["lo"], at["hi"],
+def _add(sim: Simulator, op: Add, a: list) -> np.ndarray:
+    return elementwise.add_int(a[0], op.zp_a, op.mult_a, a[1], op.zp_b, op.mult_b, op.shift, op.zp_out, op.lo, op.hi,
                                sim.p.rounding, _info(sim, op).dtype)
 
 
-def _rescale_with(sim: Simulator, q: np.ndarray, r: dict, dtype) -> np.ndarray:
-    return elementwise.rescale(q, r["zp_in"], r["mult"], r["shift"], r["zp_out"], r["lo"], r["hi"], sim.p.rounding,
-                               dtype)
+def _mul(sim: Simulator, op: Mul, a: list) -> np.ndarray:
+    return elementwise.mul_int(a[0], op.zp_a, a[1], op.zp_b, op.mult, op.shift, op.zp_out, op.lo, op.hi,
+                               sim.p.rounding, _info(sim, op).dtype)
 
 
-def _rescale(sim: Simulator, op: Op, a: list) -> np.ndarray:
-    return _rescale_with(sim, a[0], op.attrs, _info(sim, op).dtype)
+def _rescale_with(sim: Simulator, q: np.ndarray, r: Rescale, dtype) -> np.ndarray:
+    return elementwise.rescale(q, r.zp_in, r.mult, r.shift, r.zp_out, r.lo, r.hi, sim.p.rounding, dtype)
 
 
-def _concat(sim: Simulator, op: Op, a: list) -> np.ndarray:
+def _rescale(sim: Simulator, op: RescaleOp, a: list) -> np.ndarray:
+    return _rescale_with(sim, a[0], op.rescale, _info(sim, op).dtype)
+
+
+def _concat(sim: Simulator, op: Concat, a: list) -> np.ndarray:
     dtype = _info(sim, op).dtype
-    parts = [_rescale_with(sim, q, r, dtype) for q, r in zip(a, op.attrs["parts"])]
-    return np.concatenate(parts, axis=op.attrs["axis"])
+    return np.concatenate([_rescale_with(sim, q, r, dtype) for q, r in zip(a, op.parts)], axis=op.axis)
 
 
-def _lut(sim: Simulator, op: Op, a: list) -> np.ndarray:
-    table = sim.p.constants[op.attrs["table"]]
-    return lut.apply_table(a[0], table, op.attrs["in_qmin"], _info(sim, op).dtype)
+def _lut(sim: Simulator, op: Lut, a: list) -> np.ndarray:
+    return lut.apply_table(a[0], sim.p.constants[op.table], op.in_qmin, _info(sim, op).dtype)
 
 
-def _lut_interp(sim: Simulator, op: Op, a: list) -> np.ndarray:
-    at = op.attrs
+def _lut_interp(sim: Simulator, op: LutInterp, a: list) -> np.ndarray:
     expanded = sim._plans.get(id(op))
-    if expanded is not None and a[0].dtype == sim.p.tensors[op.inputs[0]].dtype:
-        return lut.apply_table(a[0], expanded, sim.p.tensors[op.inputs[0]].qmin, _info(sim, op).dtype)
-    return lut.apply_table_interp(a[0], sim.p.constants[at["table"]], at["in_qmin"], at["step_log2"], at["lo"],
-                                  at["hi"], sim.p.rounding, _info(sim, op).dtype)
+    x_info = sim.p.tensors[op.inputs[0]]
+    if expanded is not None and a[0].dtype == x_info.dtype:
+        return lut.apply_table(a[0], expanded, x_info.qmin, _info(sim, op).dtype)
+    return lut.apply_table_interp(a[0], sim.p.constants[op.table], op.in_qmin, op.step_log2, op.lo, op.hi,
+                                  sim.p.rounding, _info(sim, op).dtype)
 
 
-def _softmax(sim: Simulator, op: Op, a: list) -> np.ndarray:
-    at = op.attrs
+def _softmax(sim: Simulator, op: Softmax, a: list) -> np.ndarray:
     x = a[0]
-    axis = at["axis"] % x.ndim
+    axis = op.axis % x.ndim
     shape = x.shape
-    if at["coerce_2d"]:  # opset < 13: softmax over the flattened dims from axis on
+    if op.coerce_2d:  # opset < 13: softmax over the flattened dims from axis on
         x = x.reshape(int(np.prod(shape[:axis], dtype=np.int64)), -1)
         axis = 1
-    out = softmax.softmax_int(x, axis, sim.p.constants[at["table"]], at["out_scale"], at["zo"], at["lo"], at["hi"],
+    out = softmax.softmax_int(x, axis, sim.p.constants[op.table], op.out_scale, op.zp_out, op.lo, op.hi,
                               _info(sim, op).dtype)
     return out.reshape(shape)
 
 
-def _layernorm(sim: Simulator, op: Op, a: list) -> np.ndarray:
-    at, c = op.attrs, sim.p.constants
-    gamma = c[at["gamma"]] if at["gamma"] else np.ones(1)
-    beta = c[at["beta"]] if at["beta"] else np.zeros(1)
-    return norm.layernorm_mixed(a[0], at["zp_in"], at["in_scale"], at["axis"], gamma, beta, at["epsilon"],
-                                at["out_scale"], at["zo"], at["lo"], at["hi"], _info(sim, op).dtype)
-
-
-def _avgpool(sim: Simulator, op: Op, a: list) -> np.ndarray:
-    at, oa = op.attrs, op.attrs["onnx_attrs"]
-    x = a[0]
-    kernel = tuple(int(k) for k in oa["kernel_shape"])
-    strides, pads, dil = _spatial_attrs(oa, x, kernel)
-    acc, count = pool.avg_pool_int(x, at["zp_in"], kernel, strides, pads, int(oa.get("ceil_mode", 0)),
-                                   int(oa.get("count_include_pad", 0)))
+def _layernorm(sim: Simulator, op: LayerNorm, a: list) -> np.ndarray:
     c = sim.p.constants
-    return pool.requantize_by_count(acc, count, c[at["mult"]], c[at["shift"]], at["zo"], at["lo"], at["hi"],
-                                    sim.p.rounding, _info(sim, op).dtype)
+    gamma = c[op.gamma] if op.gamma else np.ones(1)
+    beta = c[op.beta] if op.beta else np.zeros(1)
+    return norm.layernorm_mixed(a[0], op.zp_in, op.in_scale, op.axis, gamma, beta, op.epsilon, op.out_scale,
+                                op.zp_out, op.lo, op.hi, _info(sim, op).dtype)
 
 
-def _global_avgpool(sim: Simulator, op: Op, a: list) -> np.ndarray:
-    at, x = op.attrs, a[0]
+def _avgpool(sim: Simulator, op: AvgPool, a: list) -> np.ndarray:
+    x = a[0]
+    strides, pads, _ = _window(op.window, x)
+    acc, count = pool.avg_pool_int(x, op.zp_in, op.window.kernel, strides, pads, op.window.ceil_mode,
+                                   op.count_include_pad)
+    c = sim.p.constants
+    return pool.requantize_by_count(acc, count, c[op.mult], c[op.shift], op.zp_out, op.lo, op.hi, sim.p.rounding,
+                                    _info(sim, op).dtype)
+
+
+def _global_avgpool(sim: Simulator, op: GlobalAvgPool, a: list) -> np.ndarray:
+    x, r = a[0], op.requant
     n = int(np.prod(x.shape[2:], dtype=np.int64))
-    acc = pool.global_avg_pool_int(x, at["zp_in"])
-    m, s = quantize_multiplier(at["ratio"] / n, _mult_bits(x, n))
-    return requantize_channels(acc, m, s, at["zo"], at["lo"], at["hi"], sim.p.rounding, _info(sim, op).dtype, None)
+    m, s = r.mult, r.shift
+    if n != op.count:  # the spatial size was not static at lowering: the multiplier for this one
+        m, s = quantize_multiplier(op.ratio / n, _mult_bits(x, n))
+    acc = pool.global_avg_pool_int(x, op.zp_in)
+    return requantize_channels(acc, m, s, r.zp_out, r.lo, r.hi, sim.p.rounding, _info(sim, op).dtype, None)
 
 
 def _mult_bits(x: np.ndarray, gain: int) -> int:
     """Multiplier width for an accumulator of ``|x - zp| <= 2^bits`` codes times ``gain``:
-    31 bits, fewer when acc · M would pass 2^62."""
+    31 bits, fewer when acc · M would pass 2^62 (lowering's ``mult_bits``)."""
     acc_bits = np.dtype(x.dtype).itemsize * 8 + 1 + int(math.ceil(math.log2(max(gain, 1))))
     return min(31, 62 - acc_bits)
 
@@ -408,104 +488,98 @@ def _resize_size(op: Op, a: list) -> tuple[tuple[int, ...], tuple[float, ...]]:
     return out[x.ndim - 2:], sc[x.ndim - 2:]
 
 
+def _resize_nearest(sim: Simulator, op: ResizeNearest, a: list) -> np.ndarray:
+    size, scales = _resize_size(op, a)
+    q = resize.resize_nearest_int(a[0], size, scales, op.coordinate_mode, op.nearest_mode)
+    return _rescale_with(sim, q, op.rescale, _info(sim, op).dtype)
+
+
+def _resize_linear(sim: Simulator, op: ResizeLinear, a: list) -> np.ndarray:
+    size, scales = _resize_size(op, a)
+    acc = resize.resize_linear_int(a[0], op.zp_in, size, scales, op.coordinate_mode, op.frac_bits)
+    r = op.requant
+    return requantize_channels(acc, r.mult, r.shift, r.zp_out, r.lo, r.hi, sim.p.rounding, _info(sim, op).dtype, None)
+
+
+def _pad(sim: Simulator, op: Move, a: list) -> np.ndarray:
+    """Pad on codes: the input requantized to the output's quantization first (elementwise, so
+    it commutes with the data movement), then padded — constant mode with ``pad_code``, the pad
+    value already quantized by the output's QuantizeLinear (saturating) in lowering."""
+    dtype = _info(sim, op).dtype
+    x = _rescale_with(sim, a[0], op.rescale, dtype) if op.rescale else a[0]
+    oa = dict(op.onnx_attrs)
+    inputs = [x, *a[1:]]
+    if op.pad_code is not None:
+        if sim.p.opset < 11:
+            oa["value"] = op.pad_code
+        else:
+            inputs += [None] * (3 - len(inputs))
+            inputs[2] = np.asarray(op.pad_code, dtype)
+    return run_node("Pad", inputs, oa, opset=sim.p.opset, name=op.node)[0].astype(dtype, copy=False)
+
+
+def _move(sim: Simulator, op: Move, a: list) -> list[np.ndarray]:
+    if op.op_type == "Pad":
+        return [_pad(sim, op, a)]
+    oa = op.onnx_attrs
+    if op.op_type == "MaxPool":
+        kernel = tuple(int(k) for k in oa["kernel_shape"])
+        nd = len(kernel)
+        w = Window(kernel, tuple(oa.get("strides", [1] * nd)), tuple(oa.get("pads", [0] * (2 * nd))),
+                   tuple(oa.get("dilations", [1] * nd)), _attr_str(oa, "auto_pad", "NOTSET"))
+        strides, pads, dil = _window(w, a[0])
+        outs = [pool.max_pool_int(a[0], kernel, strides, pads, dil, int(oa.get("ceil_mode", 0)))]
+    else:
+        outs = run_node(op.op_type, a, oa, opset=sim.p.opset, name=op.node, n_outputs=op.n_outputs)
+    if op.rescale:
+        dtype = _info(sim, op).dtype
+        outs = [_rescale_with(sim, o, op.rescale, dtype) for o in outs]
+    return outs[:len(op.outputs)]
+
+
 def _attr_str(oa: dict, key: str, default: str) -> str:
     v = oa.get(key, default)
     return v.decode() if isinstance(v, bytes) else v
 
 
-def _resize_nearest(sim: Simulator, op: Op, a: list) -> np.ndarray:
-    oa = op.attrs["onnx_attrs"]
-    size, scales = _resize_size(op, a)
-    q = resize.resize_nearest_int(a[0], size, scales, _attr_str(oa, "coordinate_transformation_mode", "half_pixel"),
-                                  _attr_str(oa, "nearest_mode", "round_prefer_floor"))
-    return _rescale_with(sim, q, op.attrs, _info(sim, op).dtype)
-
-
-def _resize_linear(sim: Simulator, op: Op, a: list) -> np.ndarray:
-    at, oa = op.attrs, op.attrs["onnx_attrs"]
-    size, scales = _resize_size(op, a)
-    acc = resize.resize_linear_int(a[0], at["zp_in"], size, scales,
-                                   _attr_str(oa, "coordinate_transformation_mode", "half_pixel"), at["frac_bits"])
-    k = len(size)  # the kernel interpolates along each of the trailing axes it is given
-    m, s = quantize_multiplier(at["ratio"] / float(1 << (at["frac_bits"] * k)), _mult_bits(a[0], 1 << (at["frac_bits"] * k)))
-    return requantize_channels(acc, m, s, at["zo"], at["lo"], at["hi"], sim.p.rounding, _info(sim, op).dtype, None)
-
-
-def _pad(sim: Simulator, op: Op, a: list) -> np.ndarray:
-    """Pad on codes: the input requantized to the output's quantization first (elementwise, so
-    it commutes with the data movement), then padded — constant mode with ``pad_code``, the pad
-    value already quantized by the output's QuantizeLinear (saturating) in lowering."""
-    at = op.attrs
-    dtype = _info(sim, op).dtype
-    x = _rescale_with(sim, a[0], at["rescale"], dtype) if at.get("rescale") else a[0]
-    oa = dict(at["onnx_attrs"])
-    inputs = [x, *a[1:]]
-    code = at.get("pad_code")
-    if code is not None:
-        if sim.p.opset < 11:
-            oa["value"] = code
-        else:
-            inputs += [None] * (3 - len(inputs))
-            inputs[2] = np.asarray(code, dtype)
-    return run_node("Pad", inputs, oa, opset=sim.p.opset, name=op.node)[0].astype(dtype, copy=False)
-
-
-def _move(sim: Simulator, op: Op, a: list) -> list[np.ndarray]:
-    at = op.attrs
-    if at["op_type"] == "Pad":
-        return [_pad(sim, op, a)]
-    if at["op_type"] in ("MaxPool",):
-        oa = at["onnx_attrs"]
-        kernel = tuple(int(k) for k in oa["kernel_shape"])
-        strides, pads, dil = _spatial_attrs(oa, a[0], kernel)
-        outs = [pool.max_pool_int(a[0], kernel, strides, pads, dil, int(oa.get("ceil_mode", 0)))]
-    else:
-        outs = run_node(at["op_type"], a, at["onnx_attrs"], opset=sim.p.opset, name=op.node,
-                        n_outputs=at.get("n_outputs", 1))
-    if at.get("rescale"):
-        dtype = _info(sim, op).dtype
-        outs = [_rescale_with(sim, o, at["rescale"], dtype) for o in outs]
-    return outs[:len(op.outputs)]
-
-
-def _recurrent(sim: Simulator, op: Op, a: list) -> list[np.ndarray]:
+def _recurrent(sim: Simulator, op: Recurrent, a: list) -> list[np.ndarray]:
     """RNN/GRU/LSTM on ``kernels.recurrent`` (every multiplier and table from lowering):
     per direction the input part of all steps at once, then the steps."""
-    at, c, mode = op.attrs, sim.p.constants, sim.p.rounding
-    x = a[0] if at["layout"] == 0 else np.swapaxes(a[0], 0, 1)  # [T, B, I]
+    c, mode = sim.p.constants, sim.p.rounding
+    x = a[0] if op.layout == 0 else np.swapaxes(a[0], 0, 1)  # [T, B, I]
     n_t, n_b = x.shape[:2]
     lens = np.full(n_b, n_t, np.int64) if a[1] is None else np.asarray(a[1], np.int64).reshape(-1)
-    hidden = c[at["r"]].shape[2]
+    hidden = c[op.r].shape[2]
     ys, hs, cs = [], [], []
-    for d, reverse in enumerate(at["reverse"]):
-        acc = linear.int_matmul(x.astype(np.int32) - at["x_zp"], np.ascontiguousarray(c[at["w"]][d].T))
-        xg, saturated = requantize_accumulator(acc, None, at["x_acc_bits"], c[at["mx"]][d], c[at["sx"]][d], 0,
+    for d, reverse in enumerate(op.reverse):
+        acc = linear.int_matmul(x.astype(np.int32) - op.zp_in, np.ascontiguousarray(c[op.w][d].T))
+        xg, saturated = requantize_accumulator(acc, None, op.x_acc_bits, c[op.mx][d], c[op.sx][d], 0,
                                                -(1 << 62), 1 << 62, mode, np.int64, -1)
-        xg += c[at["bias"]][d]  # Wb + Rb in Q4.11
+        xg += c[op.bias][d]  # Wb + Rb in Q4.11
         if saturated:
             sim.saturated[op.node] = sim.saturated.get(op.node, 0) + saturated
         states = []
-        for i, (key, bits) in enumerate((("h0", 16), ("c0", 32))):
+        for i, (fmt, bits) in enumerate(((op.h0, 16), (op.c0, 32))):
             q = a[2 + i]
-            if q is None or at[key] is None:
+            if q is None or fmt is None:
                 states.append(np.zeros((n_b, hidden), np.int64))
                 continue
-            q = q[d] if at["layout"] == 0 else q[:, d]
-            m, s, zp = at[key]
+            q = q[d] if op.layout == 0 else q[:, d]
+            m, s, zp = fmt
             states.append(requantize_channels(q.astype(np.int64) - zp, m, s, 0, -(1 << (bits - 1)), (1 << (bits - 1)) - 1,
                                               mode, np.int64, None))
-        y, h, cell = recurrent.recurrent_int(at["cell"], xg, c[at["r"]][d], c[at["mh"]][d], c[at["sh"]][d],
-                                             c[at["rbn"]][d], at["h_acc_bits"], lens, reverse, states[0], states[1],
-                                             c[at["sig"]], c[at["tanh"]], at["step_log2"], at["lbr"], mode)
+        y, h, cell = recurrent.recurrent_int(op.cell, xg, c[op.r][d], c[op.mh][d], c[op.sh][d], c[op.rbn][d],
+                                             op.h_acc_bits, lens, reverse, states[0], states[1], c[op.sig],
+                                             c[op.tanh], op.step_log2, op.lbr, mode)
         ys.append(y)
         hs.append(h)
         cs.append(cell)
-    layout1 = at["layout"] == 1
+    layout1 = op.layout == 1
     y_all = np.stack(ys, 1)  # [T, D, B, H]
     values = [y_all.transpose(2, 0, 1, 3) if layout1 else y_all,
               np.stack(hs, 1 if layout1 else 0), np.stack(cs, 1 if layout1 else 0)]
     out = []
-    for name, value, rq in zip(op.outputs, values, at["requant"]):
+    for name, value, rq in zip(op.outputs, values, op.requant):
         if not name:
             out.append(None)
             continue
@@ -515,16 +589,15 @@ def _recurrent(sim: Simulator, op: Op, a: list) -> list[np.ndarray]:
     return out
 
 
-def _float(sim: Simulator, op: Op, a: list) -> list[np.ndarray]:
-    at = op.attrs
-    return run_node(at["op_type"], a, at["onnx_attrs"], domain=at.get("domain", ""), opset=sim.p.opset, name=op.node,
+def _float(sim: Simulator, op: Float, a: list) -> list[np.ndarray]:
+    return run_node(op.op_type, a, op.onnx_attrs, domain=op.domain, opset=sim.p.opset, name=op.node,
                     n_outputs=len(op.outputs))
 
 
-_KINDS: dict[str, Callable] = {
-    "quantize": _quantize, "dequantize": _dequantize, "affine": _affine, "conv": _conv, "conv_transpose": _conv, "matmul": _matmul,
-    "add": _add, "mul": _mul, "rescale": _rescale, "concat": _concat, "lut": _lut, "lut_interp": _lut_interp,
-    "softmax": _softmax, "layernorm": _layernorm, "avgpool": _avgpool, "global_avgpool": _global_avgpool,
-    "resize_nearest": _resize_nearest, "resize_linear": _resize_linear, "move": _move, "float": _float,
-    "recurrent": _recurrent,
+_RUN: dict[type, Callable] = {
+    Quantize: _quantize, Dequantize: _dequantize, Affine: _affine, Conv: _conv, ConvTranspose: _conv_transpose,
+    MatMul: _matmul, Add: _add, Mul: _mul, RescaleOp: _rescale, Concat: _concat, Lut: _lut, LutInterp: _lut_interp,
+    Softmax: _softmax, LayerNorm: _layernorm, AvgPool: _avgpool, GlobalAvgPool: _global_avgpool,
+    ResizeNearest: _resize_nearest, ResizeLinear: _resize_linear, Move: _move, Float: _float, Recurrent: _recurrent,
+    _ConvLut: _conv_lut,
 }

@@ -19,6 +19,8 @@ from typing import Sequence
 import numpy as np
 from numba import njit
 
+from .requant import _NO_TABLE, _requantize_row, channel_params
+
 _FLOAT_LIMITS = ((np.dtype(np.float32), 1 << 24), (np.dtype(np.float64), 1 << 53))
 _MIN_CHUNK = 64
 
@@ -256,6 +258,40 @@ def _depthwise(x, z, w, top, left, hp, wp, sh, sw, dh, dw, out):
     return out
 
 
+@njit(cache=True)
+def _depthwise_requant(x, z, w, top, left, hp, wp, sh, sw, dh, dw, bias, mult, shift, acc_lo, acc_hi, zp_out, lo,
+                       hi, mode, table, in_qmin, out):
+    """``_depthwise`` with each output row requantized as it is computed (``requant``'s
+    ``_requantize_row``: bias, accumulator saturation, per-channel multiplier, clamp) into
+    the codes ``out`` (N, O, OH, OW): no int64 accumulator tensor; with a non-empty ``table``
+    each code ``q`` then becomes ``table[q - in_qmin]``.  Returns the saturations."""
+    n_n, n_o, n_y, n_x = out.shape
+    n_c = x.shape[1]
+    per_c = n_o // n_c
+    wq = (wp + sw - 1) // sw
+    saturated = 0
+    row = np.empty(n_x, np.int64)
+    for nc in range(n_n * n_c):
+        n, c = nc // n_c, nc % n_c
+        planes = np.zeros((sh * sw, ((hp + sh - 1) // sh) * wq), w.dtype)
+        acc = np.empty(n_y * wq, w.dtype)
+        _fill_phases(x[n, c], z, top, left, sh, sw, wq, planes)
+        for o in range(c * per_c, (c + 1) * per_c):
+            acc[:] = 0
+            _taps(planes, w[o], wq, sh, sw, dh, dw, (n_y - 1) * wq + n_x, acc)
+            for y in range(n_y):
+                if table.size == 0:
+                    saturated += _requantize_row(acc[y * wq:y * wq + n_x], out[n, o, y], bias[o], mult[o], shift[o],
+                                                 acc_lo, acc_hi, zp_out, lo, hi, mode)
+                    continue
+                saturated += _requantize_row(acc[y * wq:y * wq + n_x], row, bias[o], mult[o], shift[o], acc_lo,
+                                             acc_hi, zp_out, lo, hi, mode)
+                dst = out[n, o, y]
+                for t in range(n_x):
+                    dst[t] = table[row[t] - in_qmin]
+    return saturated
+
+
 def _conv_depthwise(x, wq, x_zp, xmax, s, pb, pe, d, out_sp) -> np.ndarray:
     """Grouped conv with one input channel per group: direct loops (no im2col), in the
     narrowest exact dtype for ``xmax * max_o sum |w_o|``."""
@@ -467,6 +503,32 @@ def conv_planned(plan: ConvPlan, x: np.ndarray, strides: Sequence[int], pads: Se
         else:
             acc = _chunked_matmul(plan.w, cols, dtype, plan.bounds)
     return acc.reshape(x.shape[0], plan.o, *out_sp[2 - n_sp:])
+
+
+def depthwise_requantized(plan: ConvPlan, x: np.ndarray, strides: Sequence[int], pads: Sequence[int],
+                          dilations: Sequence[int], bias, acc_bits: int, mult, shift, zp_out: int, lo: int, hi: int,
+                          mode: int, dtype, table: np.ndarray | None = None,
+                          in_qmin: int = 0) -> tuple[np.ndarray, int]:
+    """A depthwise ``plan`` run straight to codes: ``requant.requantize_accumulator`` of
+    ``conv_planned``'s accumulator (per output channel; ``table``/``in_qmin`` as there), fused
+    into the conv's loops.  Returns (codes of ``dtype``, accumulator saturations)."""
+    if not plan.depthwise:
+        raise ValueError("depthwise_requantized needs a depthwise plan")
+    x = np.asarray(x)
+    n_sp = x.ndim - 2
+    s, pb, pe, d = _attrs_2d(n_sp, strides, pads, dilations)
+    if n_sp == 1:
+        x = x[:, :, None, :]
+    kh, kw = plan.kernel
+    out_sp = [_out_len(x.shape[2 + j], (kh, kw)[j], s[j], d[j], pb[j], pe[j]) for j in range(2)]
+    hp, wp = x.shape[2] + pb[0] + pe[0], x.shape[3] + pb[1] + pe[1]
+    out = np.empty((x.shape[0], plan.o, *out_sp), dtype)
+    bias, mult, shift = channel_params(bias, mult, shift, plan.o)
+    bound = np.int64(1) << np.int64(acc_bits - 1)
+    sat = _depthwise_requant(np.ascontiguousarray(x), plan.dtype.type(plan.x_zp), plan.w, pb[0], pb[1], hp, wp, s[0],
+                             s[1], d[0], d[1], bias, mult, shift, -bound, bound - 1, np.int64(zp_out), np.int64(lo),
+                             np.int64(hi), mode, _NO_TABLE if table is None else table, np.int64(in_qmin), out)
+    return out.reshape(x.shape[0], plan.o, *out_sp[2 - n_sp:]), int(sat)
 
 
 SHIFTED_MIN_PIXELS = 6400  # from here on one GEMM per tap beats im2col's k·k-fold copy ...

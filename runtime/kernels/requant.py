@@ -96,39 +96,101 @@ def requantize_channels(acc: np.ndarray, mult, shift, zp_out: int, lo: int, hi: 
 
 
 @njit(cache=True)
-def _requantize_acc(acc, bias, acc_lo, acc_hi, mult, shift, zp_out, lo, hi, mode, out):
+def _requantize_row(src, dst, b, m, s, acc_lo, acc_hi, zp_out, lo, hi, mode):
+    """One channel's run of ``requantize_accumulator``; the rounding mode and the shift's
+    range are tested once per run, so each loop is branch-free (and vectorizes).  Returns
+    the count of saturated accumulators."""
+    sat = 0
+    if s <= 0 or s > 62:
+        for i in range(src.shape[0]):
+            a0 = np.int64(src[i]) + b
+            a = min(max(a0, acc_lo), acc_hi)
+            sat += a != a0
+            dst[i] = min(max(zp_out + round_shift(a * m, s, mode), lo), hi)
+        return sat
+    h = np.int64(1) << (s - 1)
+    if mode == 0:
+        for i in range(src.shape[0]):
+            a0 = np.int64(src[i]) + b
+            a = min(max(a0, acc_lo), acc_hi)
+            sat += a != a0
+            dst[i] = min(max(zp_out + ((a * m + h) >> s), lo), hi)
+    elif mode == 1:
+        for i in range(src.shape[0]):
+            a0 = np.int64(src[i]) + b
+            a = min(max(a0, acc_lo), acc_hi)
+            sat += a != a0
+            x = a * m
+            dst[i] = min(max(zp_out + ((x + h - 1 + ((x >> s) & 1)) >> s), lo), hi)
+    else:
+        for i in range(src.shape[0]):
+            a0 = np.int64(src[i]) + b
+            a = min(max(a0, acc_lo), acc_hi)
+            sat += a != a0
+            x = a * m
+            dst[i] = min(max(zp_out + ((x + h - (x < 0)) >> s), lo), hi)
+    return sat
+
+
+@njit(cache=True)
+def _requantize_acc(acc, bias, acc_lo, acc_hi, mult, shift, zp_out, lo, hi, mode, table, in_qmin, out):
     n0, n1, n2 = acc.shape
     saturated = 0
+    if table.size:  # the codes through a table (a Lut run fused after the op), a row at a time
+        row = np.empty(n2, np.int64)
+        for oc in range(n0 * n1):
+            o, c = oc // n1, oc % n1
+            saturated += _requantize_row(acc[o, c], row, bias[c], mult[c], shift[c], acc_lo, acc_hi, zp_out, lo, hi,
+                                         mode)
+            dst = out[o, c]
+            for i in range(n2):
+                dst[i] = table[row[i] - in_qmin]
+        return saturated
+    if n2 < 16:  # channels innermost (a MatMul's last axis): no run long enough to specialize
+        for o in range(n0):
+            for c in range(n1):
+                m, s, b = mult[c], shift[c], bias[c]
+                for i in range(n2):
+                    a0 = np.int64(acc[o, c, i]) + b
+                    a = min(max(a0, acc_lo), acc_hi)
+                    saturated += a != a0
+                    out[o, c, i] = min(max(zp_out + round_shift(a * m, s, mode), lo), hi)
+        return saturated
     for oc in range(n0 * n1):
         o, c = oc // n1, oc % n1
-        m, s, b = mult[c], shift[c], bias[c]
-        for i in range(n2):
-            a = np.int64(acc[o, c, i]) + b
-            if a < acc_lo:
-                a = acc_lo
-                saturated += 1
-            elif a > acc_hi:
-                a = acc_hi
-                saturated += 1
-            v = zp_out + round_shift(a * m, s, mode)
-            out[o, c, i] = min(max(v, lo), hi)
+        saturated += _requantize_row(acc[o, c], out[o, c], bias[c], mult[c], shift[c], acc_lo, acc_hi, zp_out, lo,
+                                     hi, mode)
     return saturated
 
 
+_NO_TABLE = np.zeros(0, np.int64)
+
+
+def channel_params(bias, mult, shift, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(bias, mult, shift) as contiguous int64 arrays of ``n`` channels (a bias of None: zeros;
+    one element: broadcast) — what :func:`requantize_accumulator` takes without copying."""
+    def per_channel(v):
+        v = np.asarray(v)
+        if v.dtype == np.int64 and v.shape == (n,) and v.flags.c_contiguous:
+            return v
+        return np.ascontiguousarray(np.broadcast_to(v.astype(np.int64).reshape(-1), (n,)))
+    return np.zeros(n, np.int64) if bias is None else per_channel(bias), per_channel(mult), per_channel(shift)
+
+
 def requantize_accumulator(acc: np.ndarray, bias, acc_bits: int, mult, shift, zp_out: int, lo: int, hi: int,
-                           mode: int, dtype, axis: int) -> tuple[np.ndarray, int]:
+                           mode: int, dtype, axis: int, table: np.ndarray | None = None,
+                           in_qmin: int = 0) -> tuple[np.ndarray, int]:
     """One pass from a linear op's accumulator (exact integers, int64 or float) to codes:
     add the per-channel ``bias`` (int64 (C,), or None), saturate to a signed ``acc_bits``
-    accumulator, requantize per channel along ``axis``.  Returns (codes, saturations)."""
+    accumulator, requantize per channel along ``axis``.  With ``table`` (int64, entries within
+    ``dtype``), each code ``q`` then becomes ``table[q - in_qmin]`` (a lookup-table op fused
+    after this one).  Returns (codes of ``dtype``, saturations)."""
     acc = np.ascontiguousarray(acc)
     ax = axis % acc.ndim
     view = acc.reshape(int(np.prod(acc.shape[:ax], dtype=np.int64)), acc.shape[ax], -1)
-    n = view.shape[1]
-    mult = np.broadcast_to(np.asarray(mult, np.int64).reshape(-1), (n,)).copy()
-    shift = np.broadcast_to(np.asarray(shift, np.int64).reshape(-1), (n,)).copy()
-    bias = np.zeros(n, np.int64) if bias is None else np.broadcast_to(np.asarray(bias, np.int64).reshape(-1), (n,)).copy()
+    bias, mult, shift = channel_params(bias, mult, shift, view.shape[1])
     bound = np.int64(1) << np.int64(acc_bits - 1)
     out = np.empty(view.shape, dtype)
     sat = _requantize_acc(view, bias, -bound, bound - 1, mult, shift, np.int64(zp_out), np.int64(lo), np.int64(hi),
-                          mode, out)
+                          mode, _NO_TABLE if table is None else table, np.int64(in_qmin), out)
     return out.reshape(acc.shape), int(sat)

@@ -93,3 +93,31 @@ def test_compare_finds_a_broken_scale_at_its_layer(zoo, mode):
 def test_compare_refuses_an_unknown_mode(zoo):
     with pytest.raises(ValueError, match="graphwise or layerwise"):
         Simulator(lower(zoo[0], family_of("TX5368AV200"))).compare(FEEDS[0], {}, "sideways")
+
+
+def _conv_table_model() -> onnx.ModelProto:
+    """Conv → HardSwish → depthwise Conv → Sigmoid → Conv: each Conv's codes read only by a table op."""
+    rng = np.random.default_rng(3)
+    inits = {name: rng.normal(0, 0.3, shape).astype(np.float32)
+             for name, shape in (("w0", (8, 4, 3, 3)), ("b0", (8,)), ("wd", (8, 1, 3, 3)), ("w2", (4, 8, 1, 1)))}
+    n = onnx.helper.make_node
+    nodes = [n("Conv", ["x", "w0", "b0"], ["c0"], pads=[1, 1, 1, 1]), n("HardSwish", ["c0"], ["h0"]),
+             n("Conv", ["h0", "wd"], ["cd"], pads=[1, 1, 1, 1], group=8, strides=[2, 1]), n("Sigmoid", ["cd"], ["s0"]),
+             n("Conv", ["s0", "w2"], ["y"])]
+    return builders.make_model(nodes, [("x", np.float32, [1, 4, 8, 8])], [("y", np.float32, [1, 4, 4, 8])], inits,
+                               opset=17)
+
+
+@pytest.mark.parametrize("chip,bits", [("TX510x", 8), ("TX5368AV200", 16)])
+def test_a_conv_and_its_table_run_fused_to_the_same_codes(tmp_path, chip, bits):
+    """infer() runs a Conv whose only reader is a table op as one pass (plain and depthwise,
+    8-bit tables and 16-bit interpolated ones); the codes equal the op-by-op run's."""
+    path = tmp_path / "q.onnx"
+    quantize(_conv_table_model(), path, data=list_reader(FEEDS), config=QuantConfig(chip=chip, bit_width=bits))
+    sim = Simulator(lower(onnx.load(str(path)), family_of(chip)))
+    assert [op.kind for op in sim._fast].count("conv+lut") == 2
+    for feeds in FEEDS[:3]:
+        full = sim.run(feeds, keep_all=True)  # op by op, every tensor kept
+        assert {"c0", "cd"} <= {sim.p.source_of(t) for t in full}
+        for name, got in zip(sim.p.outputs, sim.infer(feeds)):
+            assert got.dtype == full[name].dtype and np.array_equal(got, full[name])

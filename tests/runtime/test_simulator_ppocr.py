@@ -25,15 +25,15 @@ def _interp_error(program, op, graph) -> int:
     table and the exact per-code table: what linear interpolation over 2^(16-L) codes costs
     by itself (across HardSwish's or HardSigmoid's kinks: several LSB)."""
     from ptqc.runtime.kernels.lut import apply_table_interp, make_table
-    from ptqc.targets.lower import _float_fn
+    from ptqc.targets.lower_common import float_fn as _float_fn
 
     node = next(n for n in graph.nodes() if (n.name or n.outputs[0]) == op.node)
-    xi, yo, at = program.tensors[op.inputs[0]], program.tensors[op.outputs[0]], op.attrs
+    xi, yo = program.tensors[op.inputs[0]], program.tensors[op.outputs[0]]
     codes = np.arange(xi.qmin, xi.qmax + 1).astype(xi.dtype)
     exact = make_table(_float_fn(node), xi.scale, xi.zero_point, xi.qmin, xi.qmax, yo.scale, yo.zero_point,
-                       at["lo"], at["hi"])
-    got = apply_table_interp(codes, program.constants[at["table"]], at["in_qmin"], at["step_log2"], at["lo"],
-                             at["hi"], program.rounding, np.int64)
+                       op.lo, op.hi)
+    got = apply_table_interp(codes, program.constants[op.table], op.in_qmin, op.step_log2, op.lo, op.hi,
+                             program.rounding, np.int64)
     return int(np.abs(got - exact).max())
 _CACHE: dict = {}
 

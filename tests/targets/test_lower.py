@@ -56,10 +56,10 @@ def test_relu_and_clip_fold_into_the_producers_saturation(zoo):
     _, _, program, _ = zoo
     nodes = {op.node: op for op in program.ops}
     assert "r0" not in nodes and "r1" not in nodes  # Relu after c0, Clip after cd
-    assert nodes["c0"].attrs["lo"] == nodes["c0"].attrs["zp_out"]
+    assert nodes["c0"].requant.lo == nodes["c0"].requant.zp_out
     info = program.tensors[nodes["cd"].outputs[0]]
-    assert nodes["cd"].attrs["lo"] == info.zero_point  # Clip(0, 4): min 0 -> the zero point
-    assert nodes["cd"].attrs["hi"] == min(info.qmax, int(np.rint(4.0 / info.scale)) + info.zero_point)
+    assert nodes["cd"].requant.lo == info.zero_point  # Clip(0, 4): min 0 -> the zero point
+    assert nodes["cd"].requant.hi == min(info.qmax, int(np.rint(4.0 / info.scale)) + info.zero_point)
 
 
 def test_each_integer_op_matches_onnxruntime_from_the_same_integers(zoo):

@@ -117,7 +117,7 @@ def test_opset10_pad_value_is_quantized_by_the_output_q(x_q, y_q, value):
     program = lower(model, family_of(CHIP))
     (pad,) = [op for op in program.ops if op.node == "pad"]
     expected = np.clip(np.rint(np.float32(value or 0.0) / np.float32(y_q[1])) + y_q[2], *_range(y_q[0]))
-    assert pad.attrs["pad_code"] == expected
+    assert pad.pad_code == expected
 
 
 def _range(dtype) -> tuple[int, int]:
