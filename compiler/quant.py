@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import ml_dtypes
 import numpy as np
 
+from ptqc.vocab import Method
+
 log = logging.getLogger("ptqc")
 
 # Code ranges per type; int8 weights use the symmetric [-127, 127] (DESIGN.md, ORT's convention).
@@ -47,7 +49,7 @@ class QuantParam:
     zero_point: np.ndarray
     axis: int | None = None
     bits: int = 8
-    method: str = "min_max"
+    method: str = Method.MIN_MAX
     rmin: np.ndarray | None = None
     rmax: np.ndarray | None = None
     symmetric: bool = False
@@ -126,7 +128,7 @@ def _narrow(dtype: np.dtype, symmetric: bool, reduce_range: bool = False) -> tup
 
 
 def qparam_from_range(rmin, rmax, dtype, *, symmetric: bool, axis: int | None = None,
-                      method: str = "min_max", name: str = "", warn: bool = True,
+                      method: str = Method.MIN_MAX, name: str = "", warn: bool = True,
                       reduce_range: bool = False) -> QuantParam:
     """Scale and zero point covering [rmin, rmax] (widened to include 0).
 
