@@ -187,7 +187,8 @@ class TensorOverride:
     maps tensor names to these (onnxruntime's TensorQuantOverrides, an nncase scheme, -lt,
     MinimumRealRange, a quantized input model's refits, FloatMixedOutputs).  A field left None
     keeps what the spec and calibration give; PropagateRanges applies the first override found
-    in a sharing group to the whole group.
+    in a sharing group to the whole group, over loaded parameters and calibration (the one
+    precedence of the three override channels: docs/DESIGN.md §4).
 
     ``dtype`` a float type leaves the tensor float (float16: CastFloat16 rounds it through
     float16); ``lo``/``hi`` the range (per channel along ``axis`` when arrays); ``scale`` and

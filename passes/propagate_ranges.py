@@ -17,6 +17,9 @@ scheme, onnxruntime's TensorQuantOverrides, ...) a group holding an overridden t
 what the override fixes (type, range, symmetry, the parameters themselves) and calibration
 gives the rest; a float type keeps the whole group float.  A bias with an override of its own
 is quantized from its values like a weight (onnxruntime's rule) instead of at s_x * s_w.
+So per group: an override > loaded parameters > calibration; with the per-node bit widths
+(``QuantScheme.node_bits``, applied earlier by AssignQuantSpecs) this is the one precedence
+written down in docs/DESIGN.md §4 ("Overrides: one precedence").
 """
 from __future__ import annotations
 
