@@ -84,6 +84,7 @@ from onnx import TensorProto, external_data_helper
 
 from ptqc.errors import GraphError, ModelError
 from ptqc.ir import ConstantOrigin, Graph, ModelInfo, Value
+from ptqc.vocab import Meta
 
 _TWO_GB = 2**31
 _DEFAULT_DOMAINS = ("", "ai.onnx")
@@ -298,7 +299,7 @@ def import_model(source: str | os.PathLike | bytes | onnx.ModelProto, *, check: 
     for vi in g.value_info:
         if graph.has_value(vi.name):
             _apply_type(graph.value(vi.name), vi)
-            graph.value(vi.name).meta.setdefault("value_info", True)
+            graph.value(vi.name).meta.setdefault(Meta.VALUE_INFO, True)
     for vi in g.output:
         graph.outputs.append(vi.name)
         v = graph._ensure_value(vi.name)  # an output may be a graph input passed through

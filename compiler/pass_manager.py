@@ -10,7 +10,7 @@ walks outward from the anchor and returns either the matched nodes or a :class:`
 says why the rule did not fire; ``rewrite`` edits the graph.  Matching is linear in graph
 size.
 
-Imports nothing of ptqc but the core (``ptqc.ir``, ``ptqc.errors``).
+Imports nothing of ptqc but the core (``ptqc.ir``, ``ptqc.errors``, ``ptqc.vocab``).
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ import numpy as np
 
 from ptqc.errors import GraphError, PassOrderError
 from ptqc.ir import Graph, Node
+from ptqc.vocab import Analysis
 
 log = logging.getLogger("ptqc")
 
@@ -37,11 +38,17 @@ class PassResult:
 
 class AnalysisStore:
     """Named analysis results that passes read and write; ``established`` lists the analyses
-    that are currently valid for the graph (the manager maintains it)."""
+    that are currently valid for the graph (the manager maintains it).  Keys and names are
+    :class:`ptqc.vocab.Analysis` members (plain strings compare equal)."""
 
-    def __init__(self) -> None:
-        self.results: dict[str, Any] = {}
-        self.established: set[str] = set()
+    def __init__(self, results: dict[str, Any] | None = None, established: Iterable[str] = ()) -> None:
+        self.results: dict[str, Any] = dict(results or {})
+        self.established: set[str] = set(established)
+
+    def copy(self) -> AnalysisStore:
+        """A store of its own with the same results and established analyses (the values
+        themselves are shared): for a run on a copy of the graph that must not change this one."""
+        return AnalysisStore(self.results, self.established)
 
     def __getitem__(self, key: str) -> Any:
         return self.results[key]
@@ -267,6 +274,6 @@ class RewritePass(Pass):
                 rule.rewrite(graph, m)
                 fired += 1
                 break
-        ctx.analyses.setdefault("rewrite_failures", {})[self.name] = failures
-        ctx.analyses.setdefault("rewrite_counts", {})[self.name] = fired
+        ctx.analyses.setdefault(Analysis.REWRITE_FAILURES, {})[self.name] = failures
+        ctx.analyses.setdefault(Analysis.REWRITE_COUNTS, {})[self.name] = fired
         return PassResult(graph, fired > 0)

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import ml_dtypes
 import numpy as np
 
+from ptqc.vocab import Method
+
 log = logging.getLogger("ptqc")
 
 # Code ranges per type; int8 weights use the symmetric [-127, 127] (DESIGN.md, ORT's convention).
@@ -47,7 +49,7 @@ class QuantParam:
     zero_point: np.ndarray
     axis: int | None = None
     bits: int = 8
-    method: str = "min_max"
+    method: str = Method.MIN_MAX
     rmin: np.ndarray | None = None
     rmax: np.ndarray | None = None
     symmetric: bool = False
@@ -126,7 +128,7 @@ def _narrow(dtype: np.dtype, symmetric: bool, reduce_range: bool = False) -> tup
 
 
 def qparam_from_range(rmin, rmax, dtype, *, symmetric: bool, axis: int | None = None,
-                      method: str = "min_max", name: str = "", warn: bool = True,
+                      method: str = Method.MIN_MAX, name: str = "", warn: bool = True,
                       reduce_range: bool = False) -> QuantParam:
     """Scale and zero point covering [rmin, rmax] (widened to include 0).
 
@@ -185,7 +187,8 @@ class TensorOverride:
     maps tensor names to these (onnxruntime's TensorQuantOverrides, an nncase scheme, -lt,
     MinimumRealRange, a quantized input model's refits, FloatMixedOutputs).  A field left None
     keeps what the spec and calibration give; PropagateRanges applies the first override found
-    in a sharing group to the whole group.
+    in a sharing group to the whole group, over loaded parameters and calibration (the one
+    precedence of the three override channels: docs/DESIGN.md §4).
 
     ``dtype`` a float type leaves the tensor float (float16: CastFloat16 rounds it through
     float16); ``lo``/``hi`` the range (per channel along ``axis`` when arrays); ``scale`` and

@@ -32,8 +32,9 @@ import numpy as np
 
 from ptqc.ir import Graph, Node
 from ptqc.onnx_io import export_model, with_outputs
-from ptqc.pass_manager import AnalysisStore, Pass, PassContext, PassResult
+from ptqc.pass_manager import Pass, PassContext, PassResult
 from ptqc.quant import cosine, qparam_from_range
+from ptqc.vocab import Analysis, Meta
 
 ZETA, GAMMA = 1.1, -0.1  # the rectified sigmoid's stretch
 MAX_RANK = 512
@@ -45,8 +46,8 @@ MAX_D = 8192  # larger layers keep round-to-nearest (H would not fit a sane memo
 class AdaRound(Pass):
     """Learn weight rounding per layer by output reconstruction."""
 
-    requires = ("quant_specs",)
-    preserves = ("shapes", "activation_groups", "quant_specs", "observers")
+    requires = (Analysis.QUANT_SPECS,)
+    preserves = (Analysis.SHAPES, Analysis.ACTIVATION_GROUPS, Analysis.QUANT_SPECS, Analysis.OBSERVERS)
 
     def __init__(self, iterations: int = 500, reg: float = 0.01, lr: float = 0.02, holdout: int = 0,
                  max_holdout: int = 8, guard: bool = True, unify: bool = False, wide_headroom: float = 1.0,
@@ -76,7 +77,7 @@ class AdaRound(Pass):
         if thin:
             ctx.logger.info("adaround: %d layers keep round-to-nearest: the calibration data gives them fewer than "
                             "%d input rows per input", thin, ROWS_PER_INPUT)
-        feeds = ctx.analyses.get("validation_feeds") or ctx.analyses.get("calibration_feeds")
+        feeds = ctx.analyses.get(Analysis.VALIDATION_FEEDS) or ctx.analyses.get(Analysis.CALIBRATION_FEEDS)
         if gains and before is not None and feeds:
             from ptqc.runtime.ort import OrtRunner
 
@@ -86,7 +87,7 @@ class AdaRound(Pass):
             if new < old:  # never applied where it lowers the held-out cosine
                 ctx.logger.warning("adaround: the learned rounding would lower the output cosine on the %s batches "
                                    "(%.6f -> %.6f); round-to-nearest kept", "held-out" if ctx.analyses.get(
-                                       "validation_feeds") else "calibration", old, new)
+                                       Analysis.VALIDATION_FEEDS) else "calibration", old, new)
                 for layer in layers:
                     graph.value(layer.node.inputs[1]).const = before.value(layer.node.inputs[1]).const
                 return PassResult(graph, False)
@@ -100,8 +101,7 @@ class AdaRound(Pass):
         from ptqc.passes.propagate_ranges import PropagateRanges
         from ptqc.runtime.ort import OrtRunner
 
-        g, analyses = copy.deepcopy(graph), AnalysisStore()
-        analyses.results, analyses.established = dict(ctx.analyses.results), set(ctx.analyses.established)
+        g, analyses = copy.deepcopy(graph), ctx.analyses.copy()
         qctx = dataclasses.replace(ctx, analyses=analyses)
         for p in (PropagateRanges(unify=self.unify, wide_headroom=self.wide_headroom), InsertQDQ(output_dequant=True)):
             g = p.run(g, qctx).graph
@@ -256,7 +256,7 @@ def _layer(graph: Graph, node: Node) -> _Layer | None:
     if node.op_type not in ("Conv", "Gemm", "MatMul") or len(node.inputs) < 2:
         return None
     w = graph.constant(node.inputs[1])
-    spec = graph.value(node.inputs[1]).meta.get("qspec")
+    spec = graph.value(node.inputs[1]).meta.get(Meta.QSPEC)
     if w is None or spec is None or w.dtype.kind != "f" or len(graph.consumers(node.inputs[1])) != 1 \
             or np.dtype(spec.dtype).kind != "i" or not spec.symmetric:
         return None

@@ -39,13 +39,13 @@ from ptqc.pass_manager import AnalysisStore, Pass, PassContext, PassManager, Pas
 from ptqc.passes import hawq as hq
 from ptqc.passes.assign_quant_specs import AssignQuantSpecs, clear_specs, node_key
 from ptqc.passes.calibrate import feeds_drive, first_batch
-from ptqc.passes.choose_ranges import AUTO
 from ptqc.passes.correct_bias import CorrectBias
 from ptqc.passes.insert_qdq import InsertQDQ
 from ptqc.passes.mixed_precision import as_mix, comply, io_high, share_units
 from ptqc.passes.propagate_ranges import PropagateRanges
 from ptqc.quant import QuantScheme, cosine, qparam_from_range
 from ptqc.runtime.ort import OrtRunner
+from ptqc.vocab import AUTO, Analysis, Meta
 
 CACHE_BYTES = 256 << 20  # float outputs kept for the trials
 STRATEGIES = {"IOhigh": "-ams/--auto-mix-strategy IOhigh", "HAWQ": "-ams/--auto-mix-strategy HAWQ",
@@ -55,9 +55,9 @@ STRATEGIES = {"IOhigh": "-ams/--auto-mix-strategy IOhigh", "HAWQ": "-ams/--auto-
 class AssignPrecision(Pass):
     """Choose the 16-bit nodes (a given ``mix`` or a ``strategy``) and spec the graph again."""
 
-    requires = ("quant_specs",)
-    produces = ("quant_specs",)
-    preserves = ("shapes", "activation_groups", "quant_specs", "observers")
+    requires = (Analysis.QUANT_SPECS,)
+    produces = (Analysis.QUANT_SPECS,)
+    preserves = (Analysis.SHAPES, Analysis.ACTIVATION_GROUPS, Analysis.QUANT_SPECS, Analysis.OBSERVERS)
 
     def __init__(self, scheme: QuantScheme, *, mix: dict[str, tuple[int, str]] | None = None,
                  strategy: str | None = None, amount: float = 0.5, bits: int = 8, method: str = AUTO,
@@ -69,15 +69,15 @@ class AssignPrecision(Pass):
         self.bias_correction, self.holdout, self.max_holdout = bias_correction, holdout, max_holdout
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
-        keys = [node_key(n) for n in graph.topological_order() if n.meta.get("mixable")]
+        keys = [node_key(n) for n in graph.topological_order() if n.meta.get(Meta.MIXABLE)]
         if self.mix is not None:
             mix = self.mix
         elif self.strategy == "IOhigh":
             mix = as_mix(keys, comply(graph, io_high(graph, keys, self.amount), keys), self.bits, self.method)
         else:
             if self.method != AUTO:  # AUTO: ChooseRanges already set each tensor's method
-                ctx.analyses["observers"] = {n: o.with_method(self.method, percent=self.percent)
-                                             for n, o in ctx.analyses["observers"].items()}
+                ctx.analyses[Analysis.OBSERVERS] = {n: o.with_method(self.method, percent=self.percent)
+                                             for n, o in ctx.analyses[Analysis.OBSERVERS].items()}
             trials = Trials(clear_specs(copy.deepcopy(graph)), ctx, self.scheme, STRATEGIES[self.strategy],
                             self.bias_correction, self.holdout, self.max_holdout)
             high = target_cosine(trials, self.amount, ctx) if self.strategy == "target-cosine" else \
@@ -86,7 +86,7 @@ class AssignPrecision(Pass):
         scheme = dataclasses.replace(self.scheme, node_bits=tuple(sorted((k, b) for k, (b, _) in mix.items())),
                                      node_modes=tuple(sorted((k, m) for k, (_, m) in mix.items() if m != AUTO)))
         AssignQuantSpecs(scheme).run(clear_specs(graph), ctx)
-        ctx.analyses["mix"] = mix
+        ctx.analyses[Analysis.MIX] = mix
         return PassResult(graph, False)
 
 
@@ -101,17 +101,17 @@ class Trials:
                  holdout: int = 0, max_holdout: int = 8):
         self.plain, self.ctx, self.scheme, self.what = plain, ctx, scheme, what
         self.bias_correction, self.holdout, self.max_holdout = bias_correction, holdout, max_holdout
-        validation = ctx.analyses.get("validation_feeds")
+        validation = ctx.analyses.get(Analysis.VALIDATION_FEEDS)
         self.drive = feeds_drive(validation) if validation else ctx.data  # scoring; biases fit on ctx.data
         self.scored_on = "held-out" if validation else "calibration"
         # the target checked on the held-out and the kept calibration batches: 5 samples miss the rare hard ones
-        kept = list(ctx.analyses.get("calibration_feeds") or [])
+        kept = list(ctx.analyses.get(Analysis.CALIBRATION_FEEDS) or [])
         self.check_drive = feeds_drive(list(validation) + kept) if validation and kept else self.drive
         self.checked_on = "held-out and calibration" if validation and kept else self.scored_on
-        self.float_model = ctx.analyses["float_model"]
-        self.observers = ctx.analyses["observers"]
+        self.float_model = ctx.analyses[Analysis.FLOAT_MODEL]
+        self.observers = ctx.analyses[Analysis.OBSERVERS]
         self.base = self.specced(set())
-        self.keys = [node_key(n) for n in self.base.topological_order() if n.meta.get("mixable")]
+        self.keys = [node_key(n) for n in self.base.topological_order() if n.meta.get(Meta.MIXABLE)]
         self._float: dict[bytes, dict] = {}  # feeds' digest -> float outputs
         self._cached = 0
         self._float_run = None
@@ -126,9 +126,9 @@ class Trials:
 
     def cosine(self, high: set[str], corrected: bool = False, check: bool = False) -> float:
         """``corrected``: score the model with its biases corrected (--bias-correction)."""
-        analyses = AnalysisStore()
-        analyses.results = {k: self.ctx.analyses.get(k) for k in ("observers", "float_model", "validation_feeds")}
-        analyses.established = {"quant_specs", "observers"}
+        analyses = AnalysisStore({k: self.ctx.analyses.get(k) for k in (Analysis.OBSERVERS, Analysis.FLOAT_MODEL,
+                                                                         Analysis.VALIDATION_FEEDS)},
+                                 (Analysis.QUANT_SPECS, Analysis.OBSERVERS))
         passes = [PropagateRanges(unify=self.scheme.unify_concat, wide_headroom=self.scheme.wide_headroom),
                   InsertQDQ(output_dequant=True),
                   *([CorrectBias(self.holdout, self.max_holdout, what=f"{self.what} --bias-correction")]
@@ -214,18 +214,18 @@ def sensitivity_ranking(trials: Trials) -> list[tuple[str, float]]:
     float_names = {o for n in float_model.graph.node for o in n.output}
     outputs = {}
     for n in base.topological_order():
-        if not n.meta.get("mixable"):
+        if not n.meta.get(Meta.MIXABLE):
             continue
-        owned = [n] + ([base.node(n.meta["fused_activation"])] if "fused_activation" in n.meta else [])
+        owned = [n] + ([base.node(n.meta[Meta.FUSED_ACTIVATION])] if Meta.FUSED_ACTIVATION in n.meta else [])
         outputs[node_key(n)] = [o for m in owned for o in m.outputs if o in observers
-                                and "qspec" in base.value(o).meta and o in float_names]
+                                and Meta.QSPEC in base.value(o).meta and o in float_names]
     tensors = sorted({t for ts in outputs.values() for t in ts})
     runner = OrtRunner(float_model.SerializeToString())
     feeds = first_batch(trials.drive, lambda f: list(runner.run(f).values()))
     if not feeds:
         raise cannot_reread(trials.what)
     trace, power = hq.traces(float_model, tensors, feeds)
-    rel = {t: relative_error(observers[t], base.value(t).meta["qspec"]) for t in tensors}
+    rel = {t: relative_error(observers[t], base.value(t).meta[Meta.QSPEC]) for t in tensors}
     return hq.rank(outputs, trace, power, rel)
 
 

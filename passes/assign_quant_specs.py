@@ -21,6 +21,7 @@ from ptqc.pass_manager import Pass, PassContext, PassResult
 from ptqc.passes.masks import mask_tensors
 from ptqc.quant import DerivedSpec, PlainSpec, QuantScheme, SharedSpec
 from ptqc.runtime.kernels.recurrent import GATES, unsupported as recurrent_unsupported
+from ptqc.vocab import Analysis, Meta
 
 FLOAT = onnx.TensorProto.FLOAT
 RECURRENT = frozenset(GATES)  # RNN, GRU, LSTM
@@ -69,8 +70,8 @@ UNIFY_OPS = frozenset({"Concat", "Stack", "ScatterND"})
 class AssignQuantSpecs(Pass):
     """Mark the ops that run quantized and the spec of every tensor they touch."""
 
-    produces = ("quant_specs",)
-    preserves = ("shapes", "activation_groups", "quant_specs")
+    produces = (Analysis.QUANT_SPECS,)
+    preserves = (Analysis.SHAPES, Analysis.ACTIVATION_GROUPS, Analysis.QUANT_SPECS)
 
     def __init__(self, scheme: QuantScheme | None = None):
         self.scheme = scheme or QuantScheme()
@@ -94,16 +95,16 @@ class AssignQuantSpecs(Pass):
                     ctx.logger.debug("assign_quant_specs: %s %r stays float: %s", node.op_type, node.name, why)
                 continue
             quantized.add(node.id)
-            node.meta["quantized"] = True
+            node.meta[Meta.QUANTIZED] = True
         for node in order:
             if node.id in quantized:
                 role = _role(graph, node)
                 # a mixed-precision template entry: an op with its own output parameters that
                 # no producer absorbed (pass-through ops follow their input, a fused
                 # activation its producer: the reference tool lists neither)
-                node.meta["mixable"] = role.output != "shared" and node.meta.get("fused_into") not in quantized
+                node.meta[Meta.MIXABLE] = role.output != "shared" and node.meta.get(Meta.FUSED_INTO) not in quantized
                 self._spec_node(graph, node, role, act, quantized)
-        ctx.analyses["float_ops"] = float_ops
+        ctx.analyses[Analysis.FLOAT_OPS] = float_ops
         if float_ops:
             ctx.logger.info("ops left in float: %s", ", ".join(f"{op} x{len(n)}" for op, n in sorted(float_ops.items())))
         return PassResult(graph, False)
@@ -142,35 +143,36 @@ class AssignQuantSpecs(Pass):
         internal = _fused_internal(graph, node, quantized)
         weight = PlainSpec(np.dtype(self.scheme.weight_dtype), self.scheme.weight_symmetric,
                            reduce_range=self.scheme.reduce_range)
-        owner = graph.node(node.meta["fused_into"]) if node.meta.get("fused_into") in quantized else node
+        owner = graph.node(node.meta[Meta.FUSED_INTO]) if node.meta.get(Meta.FUSED_INTO) in quantized else node
         if self._bits.get(node_key(owner)) == 16:  # -mc: this node (or the op it is fused into) runs at 16 bits
             act, weight = PlainSpec(np.dtype(np.int16), True), PlainSpec(np.dtype(np.int16), True)
         mode = self._modes.get(node_key(owner))
         for x in _data_inputs(graph, node, role):
             v = graph.value(x)
-            if x in internal or "qspec" in v.meta:
+            if x in internal or Meta.QSPEC in v.meta:
                 continue
             if v.const is not None and node.op_type not in UNIFY_OPS:
-                v.meta["qspec"] = dataclasses.replace(weight, axis=_weight_axis(graph, node, x, self.scheme))
+                v.meta[Meta.QSPEC] = dataclasses.replace(weight, axis=_weight_axis(graph, node, x, self.scheme))
             elif role.output == "shared" and x in graph.inputs and self._read_high(graph, x, quantized):
-                v.meta["qspec"] = PlainSpec(np.dtype(np.int16), True)
+                v.meta[Meta.QSPEC] = PlainSpec(np.dtype(np.int16), True)
             else:
-                v.meta["qspec"] = act
+                v.meta[Meta.QSPEC] = act
                 if mode:
-                    v.meta["qmethod"] = mode
+                    v.meta[Meta.QMETHOD] = mode
         if role.weight is not None and len(node.inputs) > role.weight and node.inputs[role.weight]:
             w = graph.value(node.inputs[role.weight])
             _check_finite(graph, node, role)
-            if "qspec" not in w.meta:
+            if Meta.QSPEC not in w.meta:
                 axis = _weight_axis(graph, node, w.name, self.scheme) if w.const is not None else None
-                w.meta["qspec"] = dataclasses.replace(weight, axis=axis) if w.const is not None else act
+                w.meta[Meta.QSPEC] = dataclasses.replace(weight, axis=axis) if w.const is not None else act
             if role.bias is not None and len(node.inputs) > role.bias and node.inputs[role.bias] \
                     and self.scheme.quantize_bias:
                 b = graph.value(node.inputs[role.bias])
-                if b.const is not None and "qspec" not in b.meta and _is_bias(graph, node, b.const):
-                    b.meta["qspec"] = DerivedSpec((node.inputs[0], w.name), axis=0 if w.meta["qspec"].axis is not None else None)
+                if b.const is not None and Meta.QSPEC not in b.meta and _is_bias(graph, node, b.const):
+                    b.meta[Meta.QSPEC] = DerivedSpec((node.inputs[0], w.name),
+                                                     axis=0 if w.meta[Meta.QSPEC].axis is not None else None)
         accumulator_out = not self.scheme.requantize_outputs and (
-            role.weight is not None or node.op_type == "MatMul" or node.meta.get("fused_into") in quantized)
+            role.weight is not None or node.op_type == "MatMul" or node.meta.get(Meta.FUSED_INTO) in quantized)
         for i, out in enumerate(node.outputs):
             if not out or out in internal or graph.value(out).elem_type not in (FLOAT, 0):
                 continue
@@ -179,9 +181,9 @@ class AssignQuantSpecs(Pass):
             if owner.op_type in self.scheme.float_output_ops:
                 continue  # onnxruntime's OpTypesToExcludeOutputQuantization: a quantized reader still specs it
             v = graph.value(out)
-            v.meta["qspec"] = SharedSpec(node.inputs[0]) if role.output == "shared" else act
+            v.meta[Meta.QSPEC] = SharedSpec(node.inputs[0]) if role.output == "shared" else act
             if mode and role.output != "shared":
-                v.meta["qmethod"] = mode
+                v.meta[Meta.QMETHOD] = mode
 
 
     def _read_high(self, graph: Graph, value: str, quantized: set[int]) -> bool:
@@ -198,7 +200,7 @@ class AssignQuantSpecs(Pass):
                 if _role(graph, n).output == "shared":
                     todo += [o for o in n.outputs if o]
                     continue
-                owner = graph.node(n.meta["fused_into"]) if n.meta.get("fused_into") in quantized else n
+                owner = graph.node(n.meta[Meta.FUSED_INTO]) if n.meta.get(Meta.FUSED_INTO) in quantized else n
                 if self._bits.get(node_key(owner)) == 16:
                     return True
         return False
@@ -208,11 +210,11 @@ def clear_specs(graph: Graph) -> Graph:
     """``graph`` as it was before AssignQuantSpecs (every mark it leaves removed), to be specced
     again under another scheme (mixed precision)."""
     for node in graph.nodes():
-        node.meta.pop("quantized", None)
-        node.meta.pop("mixable", None)
+        node.meta.pop(Meta.QUANTIZED, None)
+        node.meta.pop(Meta.MIXABLE, None)
     for v in graph.values():
-        v.meta.pop("qspec", None)
-        v.meta.pop("qmethod", None)
+        v.meta.pop(Meta.QSPEC, None)
+        v.meta.pop(Meta.QMETHOD, None)
     return graph
 
 
@@ -290,9 +292,9 @@ def _data_inputs(graph: Graph, node: Node, role: OpRole) -> list[str]:
 def _fused_internal(graph: Graph, node: Node, quantized: set[int]) -> set[str]:
     """The tensor between a producer and its fused activation, when both run quantized: it
     never leaves the accumulator, so it gets no Q/DQ (the activation's range covers both)."""
-    if "fused_activation" in node.meta and node.meta["fused_activation"] in quantized:
+    if Meta.FUSED_ACTIVATION in node.meta and node.meta[Meta.FUSED_ACTIVATION] in quantized:
         return {node.outputs[0]}
-    if "fused_into" in node.meta and node.meta["fused_into"] in quantized:
+    if Meta.FUSED_INTO in node.meta and node.meta[Meta.FUSED_INTO] in quantized:
         return {node.inputs[0]}
     return set()
 

@@ -19,6 +19,7 @@ from ptqc.errors import ConfigError
 from ptqc.ir import Graph
 from ptqc.pass_manager import Pass, PassContext, PassResult
 from ptqc.quant import QuantParam, qparam_from_range
+from ptqc.vocab import Analysis, Meta
 
 _WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
@@ -26,8 +27,9 @@ _WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 class BlockWeights(Pass):
     """Blocked parameters for every quantized constant MatMul weight."""
 
-    requires = ("quant_params",)
-    preserves = ("shapes", "activation_groups", "quant_specs", "observers", "quant_params")
+    requires = (Analysis.QUANT_PARAMS,)
+    preserves = (Analysis.SHAPES, Analysis.ACTIVATION_GROUPS, Analysis.QUANT_SPECS, Analysis.OBSERVERS,
+                 Analysis.QUANT_PARAMS)
 
     def __init__(self, block_size: int):
         if not isinstance(block_size, int) or isinstance(block_size, bool) or block_size < 2:
@@ -39,12 +41,12 @@ class BlockWeights(Pass):
         for node in graph.topological_order():
             w = node.inputs[1] if len(node.inputs) > 1 and node.op_type in _WEIGHTED else None
             v = graph.value(w) if w else None
-            if v is None or v.const is None or "quant" not in v.meta:
+            if v is None or v.const is None or Meta.QUANT not in v.meta:
                 continue
             if node.op_type != "MatMul" or v.const.ndim != 2 or len(graph.consumers(w)) > 1:
                 raise ConfigError(f"BlockSize: node {node.name or node.op_type!r} ({node.op_type}, weight {w!r} of "
                                   f"rank {v.const.ndim}): blocks are built for rank-2 MatMul weights only")
-            v.meta["quant"] = blocked(v.const, v.meta["quant"], self.block_size, w)
+            v.meta[Meta.QUANT] = blocked(v.const, v.meta[Meta.QUANT], self.block_size, w)
             count += 1
         ctx.logger.info("BlockSize %d: %d MatMul weights blocked", self.block_size, count)
         return PassResult(graph, count > 0)

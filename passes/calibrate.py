@@ -36,6 +36,7 @@ from ptqc.onnx_io import with_outputs
 from ptqc.pass_manager import Pass, PassContext, PassResult
 from ptqc.passes.calibration import make_observer
 from ptqc.quant import PlainSpec
+from ptqc.vocab import Analysis, Meta, Method
 
 Run = Callable[[dict], list]
 
@@ -43,11 +44,11 @@ Run = Callable[[dict], list]
 class Calibrate(Pass):
     """Observe every activation with a plain spec over the calibration data."""
 
-    requires = ("quant_specs",)
-    produces = ("observers",)
-    preserves = ("shapes", "activation_groups", "quant_specs", "observers")
+    requires = (Analysis.QUANT_SPECS,)
+    produces = (Analysis.OBSERVERS,)
+    preserves = (Analysis.SHAPES, Analysis.ACTIVATION_GROUPS, Analysis.QUANT_SPECS, Analysis.OBSERVERS)
 
-    def __init__(self, method: str = "min_max", executor: str = "onnxruntime", *, workers: int = 1,
+    def __init__(self, method: str = Method.MIN_MAX, executor: str = "onnxruntime", *, workers: int = 1,
                  client=None, snapshots: tuple[int, ...] = (), holdout: int = 0, max_holdout: int = 8,
                  **options):
         if executor not in ("onnxruntime", "reference"):
@@ -103,14 +104,14 @@ class Calibrate(Pass):
         ctx.logger.info("calibrate: %d batches, %d samples in %.2f s (%.1f samples/s), %d tensors observed; "
                         "%d batches held out", stats["batches"], stats["samples"], seconds,
                         stats["samples"] / max(seconds, 1e-9), len(names), len(validation))
-        ctx.analyses["observers"] = observers
-        ctx.analyses["validation_feeds"] = validation
-        ctx.analyses["calibration_feeds"] = kept
-        ctx.analyses["float_metric"] = metric
-        ctx.analyses["calibration_batches"] = stats["batches"]
+        ctx.analyses[Analysis.OBSERVERS] = observers
+        ctx.analyses[Analysis.VALIDATION_FEEDS] = validation
+        ctx.analyses[Analysis.CALIBRATION_FEEDS] = kept
+        ctx.analyses[Analysis.FLOAT_METRIC] = metric
+        ctx.analyses[Analysis.CALIBRATION_BATCHES] = stats["batches"]
         if self.snapshots:
             snapshots[stats["batches"]] = observers
-            ctx.analyses["observer_snapshots"] = snapshots  # batches seen -> observers then
+            ctx.analyses[Analysis.OBSERVER_SNAPSHOTS] = snapshots  # batches seen -> observers then
         return PassResult(graph, False)
 
     def _run_sharded(self, graph: Graph, ctx: PassContext) -> PassResult:
@@ -152,10 +153,10 @@ class Calibrate(Pass):
         seconds = time.perf_counter() - start
         ctx.logger.info("calibrate: %d batches over %d workers in %.2f s, %d tensors observed", batches, n,
                         seconds, len(names))
-        ctx.analyses["observers"] = observers
-        ctx.analyses["validation_feeds"] = validation
-        ctx.analyses["float_metric"] = None
-        ctx.analyses["calibration_batches"] = batches
+        ctx.analyses[Analysis.OBSERVERS] = observers
+        ctx.analyses[Analysis.VALIDATION_FEEDS] = validation
+        ctx.analyses[Analysis.FLOAT_METRIC] = None
+        ctx.analyses[Analysis.CALIBRATION_BATCHES] = batches
         return PassResult(graph, False)
 
     def _runner(self, graph: Graph, names: list[str]) -> Callable[[dict], dict]:
@@ -272,7 +273,7 @@ def held_out(index: int, holdout: int, max_holdout: int) -> bool:
 def observed_values(graph: Graph) -> list[str]:
     """Tensors computed at run time (or fed) whose spec asks for an observer, in a stable order."""
     return [v.name for v in graph.values()
-            if isinstance(v.meta.get("qspec"), PlainSpec) and v.const is None]
+            if isinstance(v.meta.get(Meta.QSPEC), PlainSpec) and v.const is None]
 
 
 def random_data(graph: Graph, batches: int = 1, seed: int = 0) -> Callable[[Run], float]:

@@ -14,6 +14,7 @@ import onnx
 
 from ptqc.ir import Graph
 from ptqc.pass_manager import Pass, PassContext, PassResult
+from ptqc.vocab import Analysis
 
 _F16, _F32 = onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT
 
@@ -21,10 +22,10 @@ _F16, _F32 = onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT
 class CastFloat16(Pass):
     """Round every tensor typed float16 by the overrides through a Cast pair (constants in place)."""
 
-    preserves = ("activation_groups", "quant_specs", "observers", "quant_params")
+    preserves = (Analysis.ACTIVATION_GROUPS, Analysis.QUANT_SPECS, Analysis.OBSERVERS, Analysis.QUANT_PARAMS)
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
-        names = sorted(n for n, o in (ctx.analyses.get("range_overrides") or {}).items()
+        names = sorted(n for n, o in (ctx.analyses.get(Analysis.RANGE_OVERRIDES) or {}).items()
                        if o.dtype is not None and np.dtype(o.dtype) == np.float16 and graph.has_value(n))
         for name in names:
             v = graph.value(name)

@@ -51,22 +51,24 @@ from ptqc.pass_manager import AnalysisStore, Pass, PassContext, PassResult
 from ptqc.passes.insert_qdq import InsertQDQ
 from ptqc.passes.propagate_ranges import PropagateRanges, group_param, share_groups
 from ptqc.quant import QRANGE, DerivedSpec
+from ptqc.vocab import Analysis, Meta, Method
 
-AUTO = "auto"  # the -qm name
 # (label, method, options); the first is every group's start
-CANDIDATES = (("mse", "mse", {}), ("min_max", "min_max", {}), ("percentile", "percentile", {"percent": 0.99999}),
-              ("percentile_0.9999", "percentile", {"percent": 0.9999}), ("kl_v2", "kl_v2", {}), ("kl", "kl", {}))
+CANDIDATES = ((Method.MSE, Method.MSE, {}), (Method.MIN_MAX, Method.MIN_MAX, {}),
+              (Method.PERCENTILE, Method.PERCENTILE, {"percent": 0.99999}),
+              ("percentile_0.9999", Method.PERCENTILE, {"percent": 0.9999}), (Method.KL_V2, Method.KL_V2, {}),
+              (Method.KL, Method.KL, {}))
 QRANGE_32 = QRANGE[np.dtype(np.int32)]
 SAME_SCALE = 1e-3  # candidates whose scales differ by less than this share one trial
-PRIOR = "min_max"  # kept unless another method is better by more than noise (onnxruntime's default)
+PRIOR = Method.MIN_MAX  # kept unless another method is better by more than noise (onnxruntime's default)
 
 
 class ChooseRanges(Pass):
     """Pick each activation group's range method by the output error it causes."""
 
-    requires = ("quant_specs", "observers")
-    produces = ("observers",)
-    preserves = ("shapes", "activation_groups", "quant_specs", "observers")
+    requires = (Analysis.QUANT_SPECS, Analysis.OBSERVERS)
+    produces = (Analysis.OBSERVERS,)
+    preserves = (Analysis.SHAPES, Analysis.ACTIVATION_GROUPS, Analysis.QUANT_SPECS, Analysis.OBSERVERS)
 
     def __init__(self, unify: bool = False, wide_headroom: float = 1.0, max_batches: int = 8, refine: bool = True,
                  z: float = 2.0):
@@ -74,7 +76,7 @@ class ChooseRanges(Pass):
         self.z = z  # the result must beat PRIOR's mean per-sample error by z standard errors
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
-        observers = dict(ctx.analyses["observers"])
+        observers = dict(ctx.analyses[Analysis.OBSERVERS])
         groups = [(root, members) for root, members in share_groups(graph, self.unify).items()
                   if graph.value(root).const is None
                   and all(hasattr(observers.get(m), "with_method") for m in members if m in observers)
@@ -83,7 +85,7 @@ class ChooseRanges(Pass):
                    for lab, method, opts in CANDIDATES}
         feeds = self._feeds(graph, ctx)
         trial_graph, trial, names = _trial_model(graph, ctx, observers, self.unify, self.wide_headroom)
-        params = [{lab: _param(group_param(graph, members, graph.value(root).meta["qspec"],
+        params = [{lab: _param(group_param(graph, members, graph.value(root).meta[Meta.QSPEC],
                                            {**observers, **options[lab][gi]}, self.wide_headroom))
                    for lab, _, _ in CANDIDATES} for gi, (root, members) in enumerate(groups)]
         search = _Search(params, [names.get(next((m for m in members if m in names), None)) for _, members in groups],
@@ -100,8 +102,8 @@ class ChooseRanges(Pass):
         choices = {root: search.choices[gi] for gi, (root, _) in enumerate(groups)}
         for gi, (root, _) in enumerate(groups):
             observers.update(options[choices[root]][gi])
-        ctx.analyses["observers"] = observers
-        ctx.analyses["range_choices"] = choices
+        ctx.analyses[Analysis.OBSERVERS] = observers
+        ctx.analyses[Analysis.RANGE_CHOICES] = choices
         counts = {lab: sum(c == lab for c in choices.values()) for lab, _, _ in CANDIDATES}
         ctx.logger.info("choose ranges: %d groups, start %s (relative output error %.3g), %d whole-model trials "
                         "on %d batches, error %.3g; %s", len(groups), start, search.uniform[start].mean(), search.trials,
@@ -113,10 +115,10 @@ class ChooseRanges(Pass):
         return {m: observers[m].with_method(method, **opts) for m in members if m in observers}
 
     def _feeds(self, graph: Graph, ctx: PassContext) -> list[dict]:
-        feeds = ctx.analyses.get("validation_feeds")
+        feeds = ctx.analyses.get(Analysis.VALIDATION_FEEDS)
         if feeds:
             return list(feeds)[: self.max_batches]
-        collected = list(ctx.analyses.get("calibration_feeds") or [])[: self.max_batches]
+        collected = list(ctx.analyses.get(Analysis.CALIBRATION_FEEDS) or [])[: self.max_batches]
         if not collected:
             from ptqc.passes.calibrate import random_data
 
@@ -217,17 +219,16 @@ def _trial_model(graph: Graph, ctx: PassContext, observers: dict, unify: bool, w
     """The QDQ model with every activation group's scale and zero point as graph inputs, and
     the map activation -> (scale input, zero-point input)."""
     g = copy.deepcopy(graph)
-    analyses = AnalysisStore()
-    analyses.results = {"observers": observers}
-    analyses.established = {"quant_specs", "observers"}
+    analyses = AnalysisStore({Analysis.OBSERVERS: observers}, (Analysis.QUANT_SPECS, Analysis.OBSERVERS))
     tctx = dataclasses.replace(ctx, analyses=analyses)
     g = PropagateRanges(unify=unify, wide_headroom=wide_headroom).run(g, tctx).graph
-    biases = [(v.const, readers, readers[0][0].inputs.index(v.meta["qspec"].sources[1]), v.meta["qspec"].sources[0])
-              for v in g.values() if v.const is not None and isinstance(v.meta.get("qspec"), DerivedSpec)
-              and "quant" in v.meta and (readers := g.consumers(v))
-              and v.meta["qspec"].sources[1] in readers[0][0].inputs]
+    biases = [(v.const, readers, readers[0][0].inputs.index(v.meta[Meta.QSPEC].sources[1]),
+               v.meta[Meta.QSPEC].sources[0])
+              for v in g.values() if v.const is not None and isinstance(v.meta.get(Meta.QSPEC), DerivedSpec)
+              and Meta.QUANT in v.meta and (readers := g.consumers(v))
+              and v.meta[Meta.QSPEC].sources[1] in readers[0][0].inputs]
     g = InsertQDQ(output_dequant=True).run(g, tctx).graph
-    names = {a: sz for a, sz in analyses["qdq_param_names"].items()
+    names = {a: sz for a, sz in analyses[Analysis.QDQ_PARAM_NAMES].items()
              if not _empty(observers, [a])}
     for s, z in set(names.values()):
         for n in (s, z):

@@ -20,14 +20,15 @@ from ptqc.ir import Graph
 from ptqc.pass_manager import Pass, PassContext, PassResult
 from ptqc.passes.insert_qdq import MS_DOMAIN
 from ptqc.quant import QuantParam, TensorOverride, qparam_from_range, type_bits
+from ptqc.vocab import Analysis
 
 
 class ConvertQDQ(Pass):
     """A second Q/DQ pair, in the ``convert`` type, for every tensor whose override has one."""
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
-        overrides = ctx.analyses.get("range_overrides") or {}
-        done = ctx.analyses.get("activation_qdq") or {}
+        overrides = ctx.analyses.get(Analysis.RANGE_OVERRIDES) or {}
+        done = ctx.analyses.get(Analysis.ACTIVATION_QDQ) or {}
         count = 0
         for name in sorted(n for n, o in overrides.items() if o.convert is not None):
             if name not in done:

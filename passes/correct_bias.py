@@ -34,6 +34,7 @@ from ptqc.pass_manager import Pass, PassContext, PassResult
 from ptqc.passes.calibrate import feeds_drive, held_out
 from ptqc.quant import cosine
 from ptqc.runtime.ort import OrtRunner
+from ptqc.vocab import Analysis, Meta
 
 INT32 = np.iinfo(np.int32)
 Target = tuple[str, str, str]  # (layer output, int32 bias codes constant, bias scale constant)
@@ -42,24 +43,24 @@ Target = tuple[str, str, str]  # (layer output, int32 bias codes constant, bias 
 class CorrectBias(Pass):
     """Fold each Conv/Gemm's measured output-mean shift into its int32 bias."""
 
-    preserves = ("shapes",)
+    preserves = (Analysis.SHAPES,)
 
     def __init__(self, holdout: int = 0, max_holdout: int = 8, guard: bool = True, what: str = "--bias-correction"):
         self.holdout, self.max_holdout, self.guard, self.what = holdout, max_holdout, guard, what
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
-        float_model = ctx.analyses.get("float_model")
+        float_model = ctx.analyses.get(Analysis.FLOAT_MODEL)
         if float_model is None or ctx.data is None:
             raise PtqcError(f"{self.what}: needs the float model (analyses['float_model']) and data (ctx.data)")
-        validation = ctx.analyses.get("validation_feeds")
-        codes = correct_bias(graph, float_model, ctx.data, ctx.analyses.get("output_params") or {},
+        validation = ctx.analyses.get(Analysis.VALIDATION_FEEDS)
+        codes = correct_bias(graph, float_model, ctx.data, ctx.analyses.get(Analysis.OUTPUT_PARAMS) or {},
                              self.holdout, self.max_holdout, self.what)
         if codes and self.guard:
             codes = self._guarded(graph, codes, float_model, ctx, feeds_drive(validation) if validation else ctx.data,
                                   "held-out" if validation else "calibration")
         for name, array in codes.items():
             graph.set_constant(name, array)
-        ctx.analyses["bias_corrected"] = len(codes)
+        ctx.analyses[Analysis.BIAS_CORRECTED] = len(codes)
         ctx.logger.info("%s: %d Conv/Gemm biases corrected on the calibration data", self.what, len(codes))
         return PassResult(graph, bool(codes))
 
@@ -73,7 +74,7 @@ class CorrectBias(Pass):
         # onnxruntime fuses, and so its numbers
         f_run = OrtRunner(float_model.SerializeToString())
         runs = [OrtRunner(export_model(g, constants_as_initializers=True).SerializeToString()) for g in (graph, fixed)]
-        io = _Io(graph, ctx.analyses.get("output_params") or {})
+        io = _Io(graph, ctx.analyses.get(Analysis.OUTPUT_PARAMS) or {})
         scores: list[list[float]] = [[], []]  # output cosines without and with the correction
 
         def check(feeds: dict) -> list:
@@ -95,7 +96,7 @@ class _Io:
     """Feeds quantized for integer graph inputs; integer graph outputs dequantized."""
 
     def __init__(self, graph: Graph, output_params: dict):
-        self.ins = {n: graph.value(n).meta["quant"] for n in graph.inputs if "quant" in graph.value(n).meta
+        self.ins = {n: graph.value(n).meta[Meta.QUANT] for n in graph.inputs if Meta.QUANT in graph.value(n).meta
                     and graph.value(n).dtype is not None and graph.value(n).dtype.kind in "iu"}
         self.outs, self.names = dict(output_params), list(graph.outputs)
 

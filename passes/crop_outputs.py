@@ -5,12 +5,13 @@ from __future__ import annotations
 from ptqc.errors import ConfigError
 from ptqc.ir import Graph
 from ptqc.pass_manager import Pass, PassContext, PassResult
+from ptqc.vocab import Analysis
 
 
 class CropOutputs(Pass):
     """Replace the graph outputs with ``names`` (tensors the graph computes)."""
 
-    preserves = ("shapes",)
+    preserves = (Analysis.SHAPES,)
 
     def __init__(self, names: tuple[str, ...] = ()):
         self.names = tuple(names)

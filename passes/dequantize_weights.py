@@ -34,6 +34,7 @@ from ptqc.ir import Graph, Node
 from ptqc.pass_manager import Pass, PassContext, PassResult
 from ptqc.passes import weight_bias as wb
 from ptqc.passes import weight_rounding as wr
+from ptqc.vocab import Analysis
 
 OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm", "Gather")
 MIXED_BITS = tuple(range(2, 17))  # the widths a mixed-bit search tries, fewest first
@@ -77,7 +78,7 @@ class DequantizeWeights(Pass):
                 corrected += 1
             self._write(graph, node, slot, codes, r.scale[:, 0], axis, bits)
             done[node.name or node.inputs[slot]] = bits
-        ctx.analyses["weight_layers"] = done
+        ctx.analyses[Analysis.WEIGHT_LAYERS] = done
         counts = {b: list(done.values()).count(b) for b in sorted(set(done.values()))}
         ctx.logger.info("dequantize weights: %d weights (%s), %s%s", len(done),
                         ", ".join(f"{n} at {b} bits" for b, n in counts.items()) or "none",

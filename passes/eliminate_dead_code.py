@@ -3,12 +3,13 @@ from __future__ import annotations
 
 from ptqc.ir import Graph
 from ptqc.pass_manager import Pass, PassContext, PassResult
+from ptqc.vocab import Analysis
 
 
 class EliminateDeadCode(Pass):
     """Keep what the graph outputs need (through node inputs and subgraph captures)."""
 
-    preserves = ("shapes", "activation_groups")
+    preserves = (Analysis.SHAPES, Analysis.ACTIVATION_GROUPS)
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         live_values: set[str] = set()

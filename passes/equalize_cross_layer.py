@@ -19,6 +19,7 @@ import numpy as np
 
 from ptqc.ir import Graph, Node
 from ptqc.pass_manager import Pass, PassContext, PassResult, single_use
+from ptqc.vocab import Analysis
 
 HOMOGENEOUS = ("Relu", "LeakyRelu", "PRelu", "MaxPool", "AveragePool", "GlobalAveragePool", "Identity")
 
@@ -26,7 +27,7 @@ HOMOGENEOUS = ("Relu", "LeakyRelu", "PRelu", "MaxPool", "AveragePool", "GlobalAv
 class EqualizeCrossLayer(Pass):
     """Rescale channels between Conv pairs so both sides share their weight range."""
 
-    preserves = ("shapes",)
+    preserves = (Analysis.SHAPES,)
 
     def __init__(self, rounds: int = 100):
         self.rounds = rounds

@@ -17,6 +17,7 @@ import numpy as np
 from ptqc.ir import Graph
 from ptqc.pass_manager import Pass, PassContext, PassResult
 from ptqc.quant import FLOAT_OVERRIDE, PlainSpec, SharedSpec
+from ptqc.vocab import Analysis, Meta
 
 MIN_LEVELS = 16
 
@@ -25,13 +26,13 @@ class FloatMixedOutputs(Pass):
     """Leave float the output of a graph-output Concat whose parts differ in magnitude by more
     than the quantized type can hold."""
 
-    requires = ("quant_specs",)
-    preserves = ("shapes", "activation_groups", "quant_specs", "observers")
+    requires = (Analysis.QUANT_SPECS,)
+    preserves = (Analysis.SHAPES, Analysis.ACTIVATION_GROUPS, Analysis.QUANT_SPECS, Analysis.OBSERVERS)
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
-        observers = ctx.analyses.get("observers") or {}
-        overrides = dict(ctx.analyses.get("range_overrides") or {})
-        float_ops = ctx.analyses.get("float_ops") or {}
+        observers = ctx.analyses.get(Analysis.OBSERVERS) or {}
+        overrides = dict(ctx.analyses.get(Analysis.RANGE_OVERRIDES) or {})
+        float_ops = ctx.analyses.get(Analysis.FLOAT_OPS) or {}
         for node in graph.nodes():
             out = node.outputs[0] if node.outputs else ""
             if node.op_type != "Concat" or out not in graph.outputs or out in overrides:
@@ -48,15 +49,15 @@ class FloatMixedOutputs(Pass):
             ctx.logger.warning("%s: output %r left float: its parts' magnitudes differ %.0fx, so one %s scale would "
                                "leave the smallest fewer than %d codes", node.name or "Concat", out, ratio,
                                np.dtype(spec.dtype), MIN_LEVELS)
-        ctx.analyses["range_overrides"] = overrides
-        ctx.analyses["float_ops"] = float_ops
+        ctx.analyses[Analysis.RANGE_OVERRIDES] = overrides
+        ctx.analyses[Analysis.FLOAT_OPS] = float_ops
         return PassResult(graph, False)
 
 
 def _plain(graph: Graph, name: str) -> PlainSpec | None:
-    spec = graph.value(name).meta.get("qspec")
+    spec = graph.value(name).meta.get(Meta.QSPEC)
     while isinstance(spec, SharedSpec):
-        spec = graph.value(spec.source).meta.get("qspec")
+        spec = graph.value(spec.source).meta.get(Meta.QSPEC)
     return spec if isinstance(spec, PlainSpec) else None
 
 

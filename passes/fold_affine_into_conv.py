@@ -14,6 +14,7 @@ import numpy as np
 
 from ptqc.ir import Graph, Node
 from ptqc.pass_manager import Fail, RewritePass, RewriteRule, channel_vector, producer_op, single_use
+from ptqc.vocab import Analysis
 
 
 def _producer(graph: Graph, name: str, op: str) -> Node | None:
@@ -116,4 +117,4 @@ class FoldAffineIntoConv(RewritePass):
     """Fold a per-channel Mul/Add by constants feeding a Conv into its weights and bias."""
 
     rules = (_FoldAffine(),)
-    preserves = ("shapes",)
+    preserves = (Analysis.SHAPES,)

@@ -11,6 +11,7 @@ import numpy as np
 from ptqc.ir import ConstantOrigin, Graph, Node
 from ptqc.pass_manager import Fail, Pass, PassContext, PassResult
 from ptqc.runtime import reference
+from ptqc.vocab import Analysis
 
 _NEVER = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "RandomNormal",
                     "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
@@ -21,11 +22,11 @@ _MAX_GROWTH_BYTES = 1 << 20  # a fold may add this much over its inputs (Constan
 class FoldConstants(Pass):
     """Replace constant subexpressions by their values."""
 
-    preserves = ("shapes",)
+    preserves = (Analysis.SHAPES,)
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         folded = 0
-        failures = ctx.analyses.setdefault("fold_failures", [])
+        failures = ctx.analyses.setdefault(Analysis.FOLD_FAILURES, [])
         for node in graph.topological_order():
             values = _fold(graph, node)
             if isinstance(values, Fail):

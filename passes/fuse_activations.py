@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from ptqc.ir import Graph, Node
 from ptqc.pass_manager import Fail, Pass, PassContext, PassResult
+from ptqc.vocab import Analysis, Meta
 
 PRODUCERS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 ACTIVATIONS = frozenset({"Relu", "Clip", "LeakyRelu", "HardSwish"})
@@ -18,8 +19,8 @@ ACTIVATIONS = frozenset({"Relu", "Clip", "LeakyRelu", "HardSwish"})
 class MarkActivationFusion(Pass):
     """Mark producer+activation pairs that run as one quantized op."""
 
-    produces = ("activation_groups",)
-    preserves = ("shapes", "activation_groups")
+    produces = (Analysis.ACTIVATION_GROUPS,)
+    preserves = (Analysis.SHAPES, Analysis.ACTIVATION_GROUPS)
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         groups: list[tuple[str, str]] = []
@@ -33,12 +34,12 @@ class MarkActivationFusion(Pass):
                 ctx.logger.debug("mark_activation_fusion: %s %r not grouped: %s", act.op_type,
                                  act.name, found.reason)
                 continue
-            if found.meta.get("fused_activation") != act.id:
-                found.meta["fused_activation"] = act.id
-                act.meta["fused_into"] = found.id
+            if found.meta.get(Meta.FUSED_ACTIVATION) != act.id:
+                found.meta[Meta.FUSED_ACTIVATION] = act.id
+                act.meta[Meta.FUSED_INTO] = found.id
                 changed = True
             groups.append((found.name, act.name))
-        ctx.analyses["activation_groups"] = groups
+        ctx.analyses[Analysis.ACTIVATION_GROUPS] = groups
         return PassResult(graph, changed)
 
 
@@ -48,11 +49,11 @@ class UnfuseActivations(Pass):
     the Q/DQ out and need the Relu/Clip to be there)."""
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
-        marked = [n for n in graph.nodes() if "fused_into" in n.meta or "fused_activation" in n.meta]
+        marked = [n for n in graph.nodes() if Meta.FUSED_INTO in n.meta or Meta.FUSED_ACTIVATION in n.meta]
         for n in marked:
-            n.meta.pop("fused_into", None)
-            n.meta.pop("fused_activation", None)
-        ctx.analyses["activation_groups"] = []
+            n.meta.pop(Meta.FUSED_INTO, None)
+            n.meta.pop(Meta.FUSED_ACTIVATION, None)
+        ctx.analyses[Analysis.ACTIVATION_GROUPS] = []
         return PassResult(graph, bool(marked))
 
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from ptqc.ir import Graph, Node
 from ptqc.pass_manager import Fail, RewritePass, RewriteRule, output_channels
+from ptqc.vocab import Analysis
 
 _PRODUCERS = ("Conv", "ConvTranspose", "Gemm")
 
@@ -87,4 +88,4 @@ class FuseBatchNorm(RewritePass):
     """Fold each inference BatchNormalization into the Conv/ConvTranspose/Gemm before it."""
 
     rules = (_FoldBatchNorm(),)
-    preserves = ("shapes",)
+    preserves = (Analysis.SHAPES,)

@@ -11,6 +11,7 @@ import numpy as np
 
 from ptqc.ir import Graph, Node
 from ptqc.pass_manager import Fail, RewritePass, RewriteRule, channel_vector, output_channels
+from ptqc.vocab import Analysis
 
 
 class _FoldAddIntoBias(RewriteRule):
@@ -85,4 +86,4 @@ class FuseBiasAdd(RewritePass):
     """Fold an Add of a per-channel constant after Conv/ConvTranspose/Gemm into its bias."""
 
     rules = (_FoldAddIntoBias(),)
-    preserves = ("shapes",)
+    preserves = (Analysis.SHAPES,)

@@ -12,6 +12,7 @@ import numpy as np
 from ptqc.ir import Graph, Node
 from ptqc.pass_manager import Fail, RewritePass, RewriteRule
 from ptqc.passes.fuse_bias_add import match_conv_then_constant, per_output_channel
+from ptqc.vocab import Analysis
 
 
 class _FoldMulIntoWeights(RewriteRule):
@@ -57,4 +58,4 @@ class FuseConvScale(RewritePass):
     """Fold a Mul by a per-channel constant after Conv/ConvTranspose/Gemm into its weights."""
 
     rules = (_FoldMulIntoWeights(),)
-    preserves = ("shapes",)
+    preserves = (Analysis.SHAPES,)

@@ -12,6 +12,7 @@ import numpy as np
 
 from ptqc.ir import Graph, Node
 from ptqc.pass_manager import Fail, RewritePass, RewriteRule, producer_op, scalar_constant, single_use
+from ptqc.vocab import Analysis
 
 
 def _clip_branch(graph: Graph, mul: Node) -> tuple[str, list[Node]] | Fail:
@@ -80,4 +81,4 @@ class FuseHardSwish(RewritePass):
     """Replace decomposed hard-swish subgraphs by HardSwish."""
 
     rules = (_FuseHardSwish(),)
-    preserves = ("shapes",)
+    preserves = (Analysis.SHAPES,)

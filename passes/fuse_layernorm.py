@@ -15,6 +15,7 @@ import numpy as np
 
 from ptqc.ir import Graph, Node
 from ptqc.pass_manager import Fail, RewritePass, RewriteRule, producer_op, scalar_constant, single_use
+from ptqc.vocab import Analysis
 
 
 def _sole_consumer(graph: Graph, node: Node, op: str) -> Node | None:
@@ -129,4 +130,4 @@ class FuseLayerNorm(RewritePass):
     """Replace decomposed layer normalizations by LayerNormalization."""
 
     rules = (_FuseLayerNorm(),)
-    preserves = ("shapes",)
+    preserves = (Analysis.SHAPES,)

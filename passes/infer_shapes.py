@@ -11,6 +11,7 @@ import onnx
 from ptqc.ir import Graph
 from ptqc.onnx_io import export_model
 from ptqc.pass_manager import Pass, PassContext, PassResult
+from ptqc.vocab import Analysis
 
 _STRIP_BYTES = 4096
 
@@ -18,8 +19,8 @@ _STRIP_BYTES = 4096
 class InferShapes(Pass):
     """Run onnx shape inference and record the types and shapes it finds on the values."""
 
-    produces = ("shapes",)
-    preserves = ("shapes", "activation_groups")
+    produces = (Analysis.SHAPES,)
+    preserves = (Analysis.SHAPES, Analysis.ACTIVATION_GROUPS)
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         model = export_model(graph, constants_as_initializers=True, strip_threshold=_STRIP_BYTES)

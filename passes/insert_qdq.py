@@ -19,6 +19,7 @@ from ptqc.errors import ConfigError
 from ptqc.ir import Graph, Value
 from ptqc.pass_manager import Pass, PassContext, PassResult
 from ptqc.quant import FLOAT8, QRANGE, QuantParam, type_bits
+from ptqc.vocab import Analysis, Meta
 
 MS_DOMAIN = "com.microsoft"
 
@@ -27,7 +28,7 @@ class InsertQDQ(Pass):
     """Turn every ``value.meta["quant"]`` into Q/DQ nodes and quantized constants."""
 
     name = "insert_qdq"
-    requires = ("quant_params",)
+    requires = (Analysis.QUANT_PARAMS,)
 
     def __init__(self, output_dequant: bool = True, input_dtypes: dict[str, np.dtype] | None = None,
                  contrib_ops: bool = False, weight_pairs: bool = False, dedicated_pairs: bool = False):
@@ -48,7 +49,7 @@ class InsertQDQ(Pass):
             raise ConfigError(f"-qid/--quantize-input-dtype: {unknown[0]!r} is not a model input")
         count = 0
         for v in graph.values():
-            p = v.meta.get("quant")
+            p = v.meta.get(Meta.QUANT)
             if p is None or graph.is_captured(v.name):
                 continue
             scale, zp = self._qparams(graph, v, p, params)
@@ -62,13 +63,13 @@ class InsertQDQ(Pass):
                     output_params[v.name] = p
             count += 1
         for name in self.input_dtypes:
-            if "quant" not in graph.value(name).meta:
+            if Meta.QUANT not in graph.value(name).meta:
                 raise ConfigError(f"-qid/--quantize-input-dtype: input {name!r} is not quantized "
                                   "(no quantized op reads it), so it cannot arrive quantized")
-        ctx.analyses["output_params"] = output_params
-        ctx.analyses["weight_params"] = self.weight_params
-        ctx.analyses["qdq_param_names"] = self.param_names
-        ctx.analyses["activation_qdq"] = self.qdq_names
+        ctx.analyses[Analysis.OUTPUT_PARAMS] = output_params
+        ctx.analyses[Analysis.WEIGHT_PARAMS] = self.weight_params
+        ctx.analyses[Analysis.QDQ_PARAM_NAMES] = self.param_names
+        ctx.analyses[Analysis.ACTIVATION_QDQ] = self.qdq_names
         return PassResult(graph, count > 0)
 
     def _qparams(self, graph: Graph, v: Value, p: QuantParam, cache: dict) -> tuple[str, str]:

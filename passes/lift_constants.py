@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from ptqc.ir import ConstantOrigin, Graph
 from ptqc.pass_manager import Pass, PassContext, PassResult
+from ptqc.vocab import Analysis
 
 
 class LiftConstantNodes(Pass):
     """Replace each Constant node holding a tensor by a constant value of the same name."""
 
-    preserves = ("shapes",)
+    preserves = (Analysis.SHAPES,)
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         lifted = 0

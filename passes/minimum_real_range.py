@@ -12,23 +12,24 @@ from ptqc.ir import Graph
 from ptqc.pass_manager import Pass, PassContext, PassResult
 from ptqc.passes.propagate_ranges import share_groups
 from ptqc.quant import PlainSpec, TensorOverride
+from ptqc.vocab import Analysis, Meta
 
 
 class MinimumRealRange(Pass):
     """Widen every per-tensor activation group narrower than ``minimum`` to that width."""
 
-    requires = ("quant_specs",)
-    preserves = ("shapes", "activation_groups", "quant_specs", "observers")
+    requires = (Analysis.QUANT_SPECS,)
+    preserves = (Analysis.SHAPES, Analysis.ACTIVATION_GROUPS, Analysis.QUANT_SPECS, Analysis.OBSERVERS)
 
     def __init__(self, minimum: float, unify: bool = False):
         self.minimum, self.unify = float(minimum), unify
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
-        observers = ctx.analyses.get("observers") or {}
-        overrides = dict(ctx.analyses.get("range_overrides") or {})
+        observers = ctx.analyses.get(Analysis.OBSERVERS) or {}
+        overrides = dict(ctx.analyses.get(Analysis.RANGE_OVERRIDES) or {})
         widened = 0
         for root, members in share_groups(graph, self.unify).items():
-            spec = graph.value(root).meta["qspec"]
+            spec = graph.value(root).meta[Meta.QSPEC]
             if not isinstance(spec, PlainSpec) or spec.axis is not None or any(m in overrides for m in members) \
                     or graph.value(root).const is not None:
                 continue
@@ -41,7 +42,7 @@ class MinimumRealRange(Pass):
             if hi - lo < self.minimum:
                 overrides[root] = TensorOverride(np.dtype(spec.dtype), lo, lo + self.minimum)
                 widened += 1
-        ctx.analyses["range_overrides"] = overrides
+        ctx.analyses[Analysis.RANGE_OVERRIDES] = overrides
         if widened:
             ctx.logger.info("minimum real range %g: %d groups widened", self.minimum, widened)
         return PassResult(graph, False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from ptqc.errors import ConfigError
 from ptqc.ir import Graph, Node
 from ptqc.passes.assign_quant_specs import node_key
+from ptqc.vocab import Meta
 
 RECURRENT = frozenset({"RNN", "LSTM", "GRU", "SRU", "LSTMP"})
 NORMALIZATION = frozenset({"LayerNormalization"})
@@ -18,9 +19,10 @@ NORMALIZATION = frozenset({"LayerNormalization"})
 def _owner(graph: Graph, node: Node | None) -> Node | None:
     """The template node whose bit-width ``node``'s output carries: itself, or through
     pass-through ops and fused activations back to the op that sets it."""
-    while node is not None and node.meta.get("quantized") and not node.meta.get("mixable"):
-        node = graph.node(node.meta["fused_into"]) if "fused_into" in node.meta else graph.producer(node.inputs[0])
-    return node if node is not None and node.meta.get("mixable") else None
+    while node is not None and node.meta.get(Meta.QUANTIZED) and not node.meta.get(Meta.MIXABLE):
+        node = graph.node(node.meta[Meta.FUSED_INTO]) if Meta.FUSED_INTO in node.meta else \
+            graph.producer(node.inputs[0])
+    return node if node is not None and node.meta.get(Meta.MIXABLE) else None
 
 
 def _quantized_neighbours(graph: Graph, node: Node, bits_of: dict[str, int]) -> tuple[list[Node], list[Node]]:
@@ -32,10 +34,10 @@ def _quantized_neighbours(graph: Graph, node: Node, bits_of: dict[str, int]) -> 
     todo = [c for o in node.outputs if o for c in graph.consumer_nodes(o)]
     while todo:
         c = todo.pop(0)
-        if c.meta.get("mixable"):
+        if c.meta.get(Meta.MIXABLE):
             if node_key(c) in bits_of and c not in children:
                 children.append(c)
-        elif c.meta.get("quantized"):
+        elif c.meta.get(Meta.QUANTIZED):
             todo += [d for o in c.outputs if o for d in graph.consumer_nodes(o)]
     return parents, children
 
@@ -113,7 +115,7 @@ def share_units(graph: Graph, quantized: list[str]) -> list[list[str]]:
 
     bits = dict.fromkeys(quantized, 8)
     for node in graph.topological_order():
-        if not node.meta.get("mixable") and node.op_type not in RECURRENT | NORMALIZATION:
+        if not node.meta.get(Meta.MIXABLE) and node.op_type not in RECURRENT | NORMALIZATION:
             continue
         parents, children = _quantized_neighbours(graph, node, bits)
         group = parents + children + ([node] if node_key(node) in bits else []) \

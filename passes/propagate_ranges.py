@@ -17,6 +17,9 @@ scheme, onnxruntime's TensorQuantOverrides, ...) a group holding an overridden t
 what the override fixes (type, range, symmetry, the parameters themselves) and calibration
 gives the rest; a float type keeps the whole group float.  A bias with an override of its own
 is quantized from its values like a weight (onnxruntime's rule) instead of at s_x * s_w.
+So per group: an override > loaded parameters > calibration; with the per-node bit widths
+(``QuantScheme.node_bits``, applied earlier by AssignQuantSpecs) this is the one precedence
+written down in docs/DESIGN.md §4 ("Overrides: one precedence").
 """
 from __future__ import annotations
 
@@ -30,25 +33,27 @@ from ptqc.pass_manager import Pass, PassContext, PassResult
 from ptqc.passes.assign_quant_specs import UNIFY_OPS
 from ptqc.quant import (QRANGE, DerivedSpec, PlainSpec, QuantParam, SharedSpec, TensorOverride, UnionFind,
                         qparam_from_range)
+from ptqc.vocab import Analysis, Meta, Method
 
 
 class PropagateRanges(Pass):
     """Resolve sharing and compute the parameters of every specced tensor."""
 
-    requires = ("quant_specs",)
-    produces = ("quant_params",)
-    preserves = ("shapes", "activation_groups", "quant_specs", "observers", "quant_params")
+    requires = (Analysis.QUANT_SPECS,)
+    produces = (Analysis.QUANT_PARAMS,)
+    preserves = (Analysis.SHAPES, Analysis.ACTIVATION_GROUPS, Analysis.QUANT_SPECS, Analysis.OBSERVERS,
+                 Analysis.QUANT_PARAMS)
 
     def __init__(self, unify: bool = False, wide_headroom: float = 1.0, widen_for_bias: bool = True):
         self.unify, self.wide_headroom, self.widen = unify, wide_headroom, widen_for_bias
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         groups = share_groups(graph, self.unify)
-        observers = ctx.analyses.get("observers") or {}
-        loaded = ctx.analyses.get("loaded_params")
-        overrides = ctx.analyses.get("range_overrides") or {}
+        observers = ctx.analyses.get(Analysis.OBSERVERS) or {}
+        loaded = ctx.analyses.get(Analysis.LOADED_PARAMS)
+        overrides = ctx.analyses.get(Analysis.RANGE_OVERRIDES) or {}
         for root, members in groups.items():
-            spec = graph.value(root).meta["qspec"]
+            spec = graph.value(root).meta[Meta.QSPEC]
             override = next((overrides[m] for m in members if m in overrides), None)
             if override is not None:
                 param = _override_param(graph, members, spec, override, observers, self.wide_headroom)
@@ -58,19 +63,19 @@ class PropagateRanges(Pass):
                 param = group_param(graph, members, spec, observers, self.wide_headroom)
             for m in members:
                 if param is None:
-                    graph.value(m).meta.pop("quant", None)
+                    graph.value(m).meta.pop(Meta.QUANT, None)
                 else:
-                    graph.value(m).meta["quant"] = param
+                    graph.value(m).meta[Meta.QUANT] = param
         for v in graph.values():
-            spec = v.meta.get("qspec")
+            spec = v.meta.get(Meta.QSPEC)
             if isinstance(spec, DerivedSpec):
                 own = overrides.get(v.name)  # like its weight (type, symmetry; per tensor) unless it says
-                like = dataclasses.replace(graph.value(_plain_root(graph, spec.sources[1])).meta["qspec"], axis=None)
+                like = dataclasses.replace(graph.value(_plain_root(graph, spec.sources[1])).meta[Meta.QSPEC], axis=None)
                 param = _bias_param(graph, v.name, spec, self.widen) if own is None else _override_param(
                     graph, [v.name], like, own, observers, 1.0)
                 if param is not None:
-                    v.meta["quant"] = param
-        ctx.analyses["quant_groups"] = groups
+                    v.meta[Meta.QUANT] = param
+        ctx.analyses[Analysis.QUANT_GROUPS] = groups
         return PassResult(graph, False)
 
 
@@ -78,16 +83,16 @@ def share_groups(graph: Graph, unify: bool) -> dict[str, list[str]]:
     """root -> members for every value with a plain or shared spec."""
     uf = UnionFind()
     for v in graph.values():
-        spec = v.meta.get("qspec")
+        spec = v.meta.get(Meta.QSPEC)
         if isinstance(spec, PlainSpec):
             uf.add(v.name)
         elif isinstance(spec, SharedSpec):
             uf.union(_plain_root(graph, spec.source), v.name)
     if unify:
         for node in graph.topological_order():
-            if node.op_type in UNIFY_OPS and node.meta.get("quantized"):
+            if node.op_type in UNIFY_OPS and node.meta.get(Meta.QUANTIZED):
                 members = [x for x in list(node.inputs) + list(node.outputs)
-                           if x and isinstance(graph.value(x).meta.get("qspec"), (PlainSpec, SharedSpec))
+                           if x and isinstance(graph.value(x).meta.get(Meta.QSPEC), (PlainSpec, SharedSpec))
                            and _axis(graph, x) is None]
                 for x in members[1:]:
                     uf.union(members[0], x)
@@ -95,15 +100,15 @@ def share_groups(graph: Graph, unify: bool) -> dict[str, list[str]]:
 
 
 def _plain_root(graph: Graph, name: str) -> str:
-    spec = graph.value(name).meta.get("qspec")
+    spec = graph.value(name).meta.get(Meta.QSPEC)
     while isinstance(spec, SharedSpec):
         name = spec.source
-        spec = graph.value(name).meta.get("qspec")
+        spec = graph.value(name).meta.get(Meta.QSPEC)
     return name
 
 
 def _axis(graph: Graph, name: str) -> int | None:
-    return getattr(graph.value(_plain_root(graph, name)).meta.get("qspec"), "axis", None)
+    return getattr(graph.value(_plain_root(graph, name)).meta.get(Meta.QSPEC), "axis", None)
 
 
 def group_param(graph: Graph, members: list[str], spec: PlainSpec, observers: dict,
@@ -123,7 +128,7 @@ def group_param(graph: Graph, members: list[str], spec: PlainSpec, observers: di
         raise PtqcError(f"tensor {members[0]!r} has no observed range and no loaded one: calibrate it (give data) "
                         "or list it in the scale JSON or quant scheme")
     method = "weight" if graph.value(members[0]).const is not None else next(
-        (observers[m].method for m in members if m in observers), "min_max")
+        (observers[m].method for m in members if m in observers), Method.MIN_MAX)
     if method != "weight" and np.dtype(spec.dtype).itemsize >= 2:  # headroom for unseen inputs
         lo, hi = (np.asarray(r, np.float32) * np.float32(wide_headroom) for r in (lo, hi))
     return qparam_from_range(lo, hi, spec.dtype, symmetric=spec.symmetric, axis=spec.axis,
@@ -143,7 +148,7 @@ def _member_range(graph: Graph, name: str, spec: PlainSpec, observers: dict):
     obs = observers.get(name)
     if obs is None:
         return None
-    method = v.meta.get("qmethod")  # -mc: this tensor's own mode, read from the shared histogram
+    method = v.meta.get(Meta.QMETHOD)  # -mc: this tensor's own mode, read from the shared histogram
     if method and method != obs.method and hasattr(obs, "with_method"):
         obs = obs.with_method(method)
     return obs.range(spec.dtype, spec.symmetric)
@@ -179,8 +184,8 @@ def _widen_weight_scale_for_bias(graph: Graph, weight: str, w: QuantParam, x: Qu
     new = QuantParam(w.dtype, wider, w.zero_point, w.axis, bits=w.bits, method=w.method, rmin=w.rmin, rmax=w.rmax,
                      symmetric=w.symmetric)
     for v in graph.values():
-        if v.meta.get("quant") is w:
-            v.meta["quant"] = new
+        if v.meta.get(Meta.QUANT) is w:
+            v.meta[Meta.QUANT] = new
     return new
 
 
@@ -204,7 +209,7 @@ def _override_param(graph: Graph, members: list[str], spec: PlainSpec, o: Tensor
 
 
 def _bias_param(graph: Graph, name: str, spec: DerivedSpec, widen: bool = True) -> QuantParam | None:
-    x, w = (graph.value(s).meta.get("quant") for s in spec.sources)
+    x, w = (graph.value(s).meta.get(Meta.QUANT) for s in spec.sources)
     if x is None or w is None:  # its input or weight stays float (an override): so does the bias
         return None
     if widen:  # else (onnxruntime's QDQDisableWeightAdjustForInt32Bias) the bias saturates instead

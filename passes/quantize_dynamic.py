@@ -22,6 +22,7 @@ import onnx
 
 from ptqc.ir import Graph, Node
 from ptqc.pass_manager import Pass, PassContext, PassResult
+from ptqc.vocab import Analysis
 
 FLOAT = onnx.TensorProto.FLOAT
 OPS = ("MatMul", "Gemm", "Conv")
@@ -51,7 +52,7 @@ class QuantizeDynamic(Pass):
                 dynamic[x] = outs
             self._rewrite(graph, node, weight, *dynamic[x])
             done.append(node.op_type)
-        ctx.analyses["dynamic_nodes"] = done
+        ctx.analyses[Analysis.DYNAMIC_NODES] = done
         if done:
             ctx.logger.info("quantize dynamic: %s", ", ".join(f"{op} x{done.count(op)}" for op in OPS if op in done))
         return PassResult(graph, bool(done))

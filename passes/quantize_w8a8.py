@@ -30,6 +30,7 @@ from ptqc.ir import Graph, Node
 from ptqc.pass_manager import Pass, PassContext, PassResult
 from ptqc.passes import weight_rounding as wr
 from ptqc.passes.quantize_weights import input_statistics, linear_weight
+from ptqc.vocab import Analysis
 
 
 class QuantizeW8A8(Pass):
@@ -52,7 +53,8 @@ class QuantizeW8A8(Pass):
                 by_input.setdefault(n.inputs[0], []).append((n, w))
         ranges = {}
         if self.strategy == "tensor" and by_input:
-            ranges = (ctx.analyses.get("input_ranges") or {}) if "input_ranges" in ctx.analyses.established else {}
+            ranges = (ctx.analyses.get(Analysis.INPUT_RANGES) or {}) \
+                if Analysis.INPUT_RANGES in ctx.analyses.established else {}
             missing = [x for x in by_input if x not in ranges]
             if missing:
                 measured = input_statistics(graph, ctx, missing, False, "quant_cfg.inputs strategy tensor")
@@ -67,7 +69,7 @@ class QuantizeW8A8(Pass):
                     _write_qdq(graph, node, act, r)
                 else:
                     _write_per_token(graph, node, r)
-        ctx.analyses["weight_layers"] = done
+        ctx.analyses[Analysis.WEIGHT_LAYERS] = done
         ctx.logger.info("quantize w8a8: %d layers, activations per %s", len(done), self.strategy)
         return PassResult(graph, bool(done))
 

@@ -36,6 +36,7 @@ from ptqc.ir import Graph, Node
 from ptqc.pass_manager import Pass, PassContext, PassResult
 from ptqc.passes.calibrate import stream_tensors
 from ptqc.passes import weight_rounding as wr
+from ptqc.vocab import Analysis
 
 MS_DOMAIN = "com.microsoft"
 TABLE_BITS = 8
@@ -78,7 +79,7 @@ class QuantizeWeights(Pass):
             done[_label(node)] = ("minmax", 1.0)
         if done:
             graph.info.opset_imports.setdefault(MS_DOMAIN, 1)
-        ctx.analyses["weight_layers"] = done
+        ctx.analyses[Analysis.WEIGHT_LAYERS] = done
         ctx.logger.info("quantize weights: %d layers to %d-bit %s (%s)", len(done), self.bits, self.strategy,
                         self.algorithm)
         return PassResult(graph, bool(done))

@@ -28,6 +28,7 @@ from ptqc.ir import Graph, Node
 from ptqc.pass_manager import Pass, PassContext, PassResult
 from ptqc.quant import FLOAT_OVERRIDE, QRANGE, PlainSpec, QuantParam, TensorOverride
 from ptqc.runtime import reference
+from ptqc.vocab import Analysis, Meta
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 # ops whose output is never negative: a Q range starting at 0 after them clamps nothing
@@ -53,7 +54,7 @@ class ReadQDQ(Pass):
     """Take a QDQ model's Q/DQ nodes out, keeping the activations' parameters."""
 
     name = "read_qdq"
-    produces = ("qdq_params", "qdq_weight_params", "qdq_float_constants")
+    produces = (Analysis.QDQ_PARAMS, Analysis.QDQ_WEIGHT_PARAMS, Analysis.QDQ_FLOAT_CONSTANTS)
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         params: dict[str, QuantParam] = {}
@@ -77,10 +78,10 @@ class ReadQDQ(Pass):
             elif node.op_type == "DequantizeLinear":
                 raise ModelError(f"node {_label(node)}: DequantizeLinear of {node.inputs[0]!r}, which no "
                                  "QuantizeLinear produces (an integer model input): not built yet")
-        ctx.analyses["qdq_params"] = params
-        ctx.analyses["qdq_weight_params"] = constants
+        ctx.analyses[Analysis.QDQ_PARAMS] = params
+        ctx.analyses[Analysis.QDQ_WEIGHT_PARAMS] = constants
         # float constants the input model's ops read as they are (not through a DQ): they stay float
-        ctx.analyses["qdq_float_constants"] = frozenset(
+        ctx.analyses[Analysis.QDQ_FLOAT_CONSTANTS] = frozenset(
             v.name for v in graph.values() if v.const is not None and v.name not in constants
             and np.asarray(v.const).dtype.kind == "f") if params or weights else frozenset()
         if params or weights:
@@ -214,7 +215,7 @@ class FitQDQParams(Pass):
     model left float stays float (``range_overrides``)."""
 
     name = "fit_qdq_params"
-    requires = ("quant_specs",)
+    requires = (Analysis.QUANT_SPECS,)
 
     def __init__(self, unify: bool = False, weights_only: bool = False):
         self.unify, self.weights_only = unify, weights_only  # weights only: the activations calibrate
@@ -224,10 +225,10 @@ class FitQDQParams(Pass):
 
         if self.weights_only:
             return self._weights(graph, ctx)
-        qdq = ctx.analyses.get("qdq_params") or {}
+        qdq = ctx.analyses.get(Analysis.QDQ_PARAMS) or {}
         loaded, overrides, floats = {}, {}, []
-        weights = ctx.analyses.get("qdq_weight_params") or {}
-        float_constants = ctx.analyses.get("qdq_float_constants") or frozenset()
+        weights = ctx.analyses.get(Analysis.QDQ_WEIGHT_PARAMS) or {}
+        float_constants = ctx.analyses.get(Analysis.QDQ_FLOAT_CONSTANTS) or frozenset()
         kept = 0
         for root, members in share_groups(graph, self.unify).items():
             if graph.value(root).const is not None and root in float_constants:
@@ -235,12 +236,12 @@ class FitQDQParams(Pass):
                 floats.append(root)
                 continue
             if graph.value(root).const is not None:
-                param = _fitting_weight(graph.value(root).const, weights.get(root), graph.value(root).meta["qspec"])
+                param = _fitting_weight(graph.value(root).const, weights.get(root), graph.value(root).meta[Meta.QSPEC])
                 if param is not None:
                     loaded[root] = param
                     kept += 1
                 continue
-            spec = graph.value(root).meta["qspec"]
+            spec = graph.value(root).meta[Meta.QSPEC]
             have = [qdq[m] for m in members if m in qdq]
             if not have:
                 overrides.update({m: FLOAT_OVERRIDE for m in members})
@@ -274,19 +275,19 @@ class FitQDQParams(Pass):
             ctx.logger.info("quantized input model: %d of its quantized tensors are not quantized here (fused away, "
                             "or only float ops read them): %s",
                             len(unused), ", ".join(repr(u) for u in unused[:3]))
-        ctx.analyses["loaded_params"] = loaded
-        ctx.analyses["range_overrides"] = {**(ctx.analyses.get("range_overrides") or {}), **overrides}
+        ctx.analyses[Analysis.LOADED_PARAMS] = loaded
+        ctx.analyses[Analysis.RANGE_OVERRIDES] = {**(ctx.analyses.get(Analysis.RANGE_OVERRIDES) or {}), **overrides}
         return PassResult(graph, False)
 
 
     def _weights(self, graph: Graph, ctx: PassContext) -> PassResult:
         """Prequantized weights only: each fitting weight's parameters as an override (what
         PropagateRanges gives its group), the others requantized from their values."""
-        weights = ctx.analyses.get("qdq_weight_params") or {}
-        overrides = dict(ctx.analyses.get("range_overrides") or {})
+        weights = ctx.analyses.get(Analysis.QDQ_WEIGHT_PARAMS) or {}
+        overrides = dict(ctx.analyses.get(Analysis.RANGE_OVERRIDES) or {})
         for name, param in weights.items():
             v = graph.value(name) if graph.has_value(name) else None
-            spec = v.meta.get("qspec") if v is not None and v.const is not None else None
+            spec = v.meta.get(Meta.QSPEC) if v is not None and v.const is not None else None
             fit = _fitting_weight(v.const, param, spec) if isinstance(spec, PlainSpec) else None
             if fit is not None:
                 overrides[name] = TensorOverride(np.dtype(fit.dtype), scale=fit.scale, zero_point=fit.zero_point,
@@ -294,7 +295,7 @@ class FitQDQParams(Pass):
         kept = sum(n in overrides for n in weights)
         ctx.logger.info("prequantized weights: %d of %d keep their parameters (the others are requantized from "
                         "their values: the type or axis differs, or a fusion changed them)", kept, len(weights))
-        ctx.analyses["range_overrides"] = overrides
+        ctx.analyses[Analysis.RANGE_OVERRIDES] = overrides
         return PassResult(graph, False)
 
 

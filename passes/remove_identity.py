@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from ptqc.ir import Graph, Node
 from ptqc.pass_manager import Fail, RewriteRule, RewritePass
+from ptqc.vocab import Analysis
 
 
 class _DropPassThrough(RewriteRule):
@@ -48,4 +49,4 @@ class RemoveIdentity(RewritePass):
     """Remove Identity and Dropout (inference) nodes."""
 
     rules = (_DropPassThrough(),)
-    preserves = ("shapes",)
+    preserves = (Analysis.SHAPES,)

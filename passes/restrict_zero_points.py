@@ -14,22 +14,23 @@ from ptqc.ir import Graph
 from ptqc.pass_manager import Pass, PassContext, PassResult
 from ptqc.passes.propagate_ranges import share_groups
 from ptqc.quant import QRANGE, PlainSpec, TensorOverride
+from ptqc.vocab import Analysis, Meta
 
 
 class RestrictZeroPoints(Pass):
     """Zero point 0 or 128 for every per-tensor asymmetric uint8 activation group."""
 
-    requires = ("quant_specs",)
-    preserves = ("shapes", "activation_groups", "quant_specs", "observers")
+    requires = (Analysis.QUANT_SPECS,)
+    preserves = (Analysis.SHAPES, Analysis.ACTIVATION_GROUPS, Analysis.QUANT_SPECS, Analysis.OBSERVERS)
 
     def __init__(self, unify: bool = False):
         self.unify = unify
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
-        observers = ctx.analyses.get("observers") or {}
-        overrides = dict(ctx.analyses.get("range_overrides") or {})
+        observers = ctx.analyses.get(Analysis.OBSERVERS) or {}
+        overrides = dict(ctx.analyses.get(Analysis.RANGE_OVERRIDES) or {})
         for root, members in share_groups(graph, self.unify).items():
-            spec = graph.value(root).meta["qspec"]
+            spec = graph.value(root).meta[Meta.QSPEC]
             if not isinstance(spec, PlainSpec) or spec.axis is not None or spec.symmetric \
                     or np.dtype(spec.dtype) != np.uint8 or graph.value(root).const is not None:
                 continue
@@ -43,7 +44,7 @@ class RestrictZeroPoints(Pass):
                 lo = min(0.0, min(float(np.min(r[0])) for r in ranges))
                 hi = max(0.0, max(float(np.max(r[1])) for r in ranges))
                 overrides[root] = snapped(lo, hi)
-        ctx.analyses["range_overrides"] = overrides
+        ctx.analyses[Analysis.RANGE_OVERRIDES] = overrides
         return PassResult(graph, False)
 
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from ptqc.ir import Graph
 from ptqc.pass_manager import Pass, PassContext, PassResult
+from ptqc.vocab import Analysis
 
 
 class SetBatch(Pass):
     """Give every dynamic-batch graph input the static batch ``batch``."""
 
-    preserves = ("activation_groups", "quant_specs", "observers", "quant_params")
+    preserves = (Analysis.ACTIVATION_GROUPS, Analysis.QUANT_SPECS, Analysis.OBSERVERS, Analysis.QUANT_PARAMS)
 
     def __init__(self, batch: int):
         if int(batch) < 1:

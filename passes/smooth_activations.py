@@ -29,12 +29,13 @@ from ptqc.ir import Graph
 from ptqc.pass_manager import Pass, PassContext, PassResult
 from ptqc.passes import weight_rounding as wr
 from ptqc.passes.quantize_weights import divide_input, input_statistics, linear_weight
+from ptqc.vocab import Analysis
 
 
 class SmoothActivations(Pass):
     """Migrate activation outliers into the next layers' weights (float outputs unchanged)."""
 
-    produces = ("input_ranges",)
+    produces = (Analysis.INPUT_RANGES,)
 
     def __init__(self, strength: float = 0.5, skip: tuple[str, ...] = (), guard: bool = True):
         if not 0.0 <= strength <= 1.0:
@@ -70,7 +71,7 @@ class SmoothActivations(Pass):
                 if not graph.consumers(old) and old not in graph.outputs and old not in graph.inputs:
                     graph.remove_value(old)
             ranges[nodes[0].inputs[0]] = (lo / s, hi / s)
-        ctx.analyses["input_ranges"] = ranges
+        ctx.analyses[Analysis.INPUT_RANGES] = ranges
         ctx.logger.info("smooth activations: %d of %d layer inputs smoothed (strength %g); %d left as they are, "
                         "where smoothing would not lower the estimated error", len(by_input) - kept, len(by_input),
                         self.strength, kept)

@@ -15,13 +15,14 @@ import numpy as np
 from ptqc.ir import Graph
 from ptqc.pass_manager import Pass, PassContext, PassResult
 from ptqc.quant import PlainSpec, SharedSpec, TensorOverride
+from ptqc.vocab import Analysis, Meta
 
 
 class ThresholdLayerNorm(Pass):
     """Override the ranges of LayerNormalization inputs and outputs with ``[-threshold, threshold]``."""
 
-    requires = ("quant_specs",)
-    preserves = ("shapes", "activation_groups", "quant_specs", "observers")
+    requires = (Analysis.QUANT_SPECS,)
+    preserves = (Analysis.SHAPES, Analysis.ACTIVATION_GROUPS, Analysis.QUANT_SPECS, Analysis.OBSERVERS)
 
     def __init__(self, threshold: float):
         if not threshold > 0:
@@ -29,7 +30,7 @@ class ThresholdLayerNorm(Pass):
         self.threshold = float(threshold)
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
-        overrides = dict(ctx.analyses.get("range_overrides") or {})
+        overrides = dict(ctx.analyses.get(Analysis.RANGE_OVERRIDES) or {})
         count = 0
         for node in graph.nodes():
             if node.op_type != "LayerNormalization":
@@ -40,7 +41,7 @@ class ThresholdLayerNorm(Pass):
                     continue
                 overrides[name] = TensorOverride(np.dtype(spec.dtype), -self.threshold, self.threshold)
                 count += 1
-        ctx.analyses["range_overrides"] = overrides
+        ctx.analyses[Analysis.RANGE_OVERRIDES] = overrides
         ctx.logger.info("layer threshold %g: %d LayerNormalization input/output ranges set to [-%g, %g]",
                         self.threshold, count, self.threshold, self.threshold)
         return PassResult(graph, False)
@@ -49,7 +50,7 @@ class ThresholdLayerNorm(Pass):
 def _plain(graph: Graph, name: str) -> PlainSpec | None:
     """The plain spec ``name``'s parameters come from (following shared specs), or None when
     the tensor is not quantized per tensor."""
-    spec = graph.value(name).meta.get("qspec")
+    spec = graph.value(name).meta.get(Meta.QSPEC)
     while isinstance(spec, SharedSpec):
-        spec = graph.value(spec.source).meta.get("qspec")
+        spec = graph.value(spec.source).meta.get(Meta.QSPEC)
     return spec if isinstance(spec, PlainSpec) and spec.axis is None else None

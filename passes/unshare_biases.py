@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from ptqc.ir import Graph
 from ptqc.pass_manager import Pass, PassContext, PassResult
+from ptqc.vocab import Analysis
 
 _BIAS = {"Conv": 2, "ConvTranspose": 2, "Gemm": 2}
 
@@ -17,7 +18,7 @@ _BIAS = {"Conv": 2, "ConvTranspose": 2, "Gemm": 2}
 class UnshareBiases(Pass):
     """Give every reader of a shared bias constant its own copy."""
 
-    preserves = ("shapes", "activation_groups")
+    preserves = (Analysis.SHAPES, Analysis.ACTIVATION_GROUPS)
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
         copies = 0

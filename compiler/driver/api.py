@@ -23,6 +23,7 @@ from ptqc.ir import Graph
 from ptqc.onnx_io import import_model, save_model
 from ptqc.pass_manager import (DumpIRInstrument, PassContext, PassManager, PassTiming,
                                TimingInstrument, VerifyInstrument)
+from ptqc.vocab import Analysis
 
 log = logging.getLogger("ptqc")
 
@@ -81,8 +82,8 @@ def convert(model: str | Path | onnx.ModelProto, output: str | Path | None = Non
     return ConvertReport(graph, Path(output) if output is not None else None, counts_before,
                          op_counts(graph, constants_as_initializers), timing.timings,
                          {"import": t1 - t0, "passes": t2 - t1, "export": t3 - t2},
-                         dict(ctx.analyses.get("rewrite_counts", {})),
-                         [f for fs in ctx.analyses.get("rewrite_failures", {}).values() for f in fs])
+                         dict(ctx.analyses.get(Analysis.REWRITE_COUNTS, {})),
+                         [f for fs in ctx.analyses.get(Analysis.REWRITE_FAILURES, {}).values() for f in fs])
 
 
 def infer_float(model: str | Path | onnx.ModelProto | Graph, feeds: Mapping[str, np.ndarray],

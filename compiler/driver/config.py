@@ -12,9 +12,9 @@ from typing import Any
 
 from ptqc.driver.mindspore_ini import WeightQuant, load_ini
 from ptqc.errors import ConfigError
+from ptqc.vocab import ALL, AUTO, QUANT_MODES
 
 RUN_MODES = ("quant", "infer", "convert", "compare")
-QUANT_MODES = ("auto", "kl", "min_max", "mse", "percentile", "kl_v2", "removal_outlier", "all")
 INPUT_DTYPES = ("float32", "int8", "uint8", "int16", "None")
 MIX_STRATEGIES = ("HAWQ", "IOhigh", "initial")
 FRAMEWORKS = ("onnx", "pytorch", "caffe", "paddle", "tensorflow")
@@ -110,9 +110,9 @@ class QuantConfig:
     @property
     def effective_quant_modes(self) -> tuple[str, ...]:
         if not self.quant_mode:
-            return ("auto",)
-        if "all" in self.quant_mode:
-            return tuple(m for m in QUANT_MODES if m != "all")
+            return (AUTO,)
+        if ALL in self.quant_mode:
+            return tuple(m for m in QUANT_MODES if m != ALL)
         return self.quant_mode
 
 

@@ -27,6 +27,7 @@ from ptqc.ir import Graph
 from ptqc.onnx_io import with_outputs
 from ptqc.quant import QuantParam
 from ptqc.runtime.ort import OrtRunner
+from ptqc.vocab import Meta
 
 ROUND_FIELDS = ["NodeName", "NodeType", "TensorName", "InOutFlag", "DataTypeFlag", "TensorTypeFlag", "Min", "Q1",
                 "Median", "Q3", "MAX", "Mean", "Var", "Sparsity", "Clip", "CosineSimilarity"]
@@ -47,7 +48,7 @@ def write_debug_reports(folder: Path, float_model: onnx.ModelProto, qmodel: onnx
             continue
         # the tensor keeps its name on the Q input, or (graph outputs) on the Q or DQ output
         for name in (q.input[0], q.output[0], n.output[0]):
-            if name in float_tensors and graph.has_value(name) and "quant" in graph.value(name).meta:
+            if name in float_tensors and graph.has_value(name) and Meta.QUANT in graph.value(name).meta:
                 dq_of.setdefault(name, n.output[0])
                 break
     names = sorted(dq_of)
@@ -63,7 +64,7 @@ def write_debug_reports(folder: Path, float_model: onnx.ModelProto, qmodel: onnx
         ref, got = f_run.run(feeds), q_run.run(feeds)
         rows = []
         for name in names:
-            p = graph.value(name).meta["quant"]
+            p = graph.value(name).meta[Meta.QUANT]
             node = producer.get(name)
             base = [node.name if node else "", node.op_type if node else "Input", name, "OUTPUT" if node else "INPUT"]
             a, b = np.asarray(ref[name], np.float64), np.asarray(got[dq_of[name]], np.float64)
@@ -97,8 +98,8 @@ def _param_rows(graph: Graph, producer: dict, weight_params: dict[str, QuantPara
                 int(np.prod(shape)) if shape else "", "x".join(str(d) for d in shape) if shape else "",
                 ";".join(f"{v:.9g}" for v in np.atleast_1d(p.scale)), ";".join(str(int(v)) for v in np.atleast_1d(p.zero_point)),
                 p.bits, "", ""]
-    rows = [row(v.name, v.meta["quant"], v.static_shape) for v in graph.values()
-            if "quant" in v.meta and v.const is None]
+    rows = [row(v.name, v.meta[Meta.QUANT], v.static_shape) for v in graph.values()
+            if Meta.QUANT in v.meta and v.const is None]
     rows += [row(name, p, None) for name, p in weight_params.items()]
     return rows
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ptqc.errors import ConfigError
+from ptqc.vocab import Method
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,8 @@ class WeightQuant:
     bias_correction: bool = False  # each layer's output-mean shift from rounding into its bias (needs data)
 
 
-METHODS = {"MAX_MIN": "min_max", "KL": "kl", "REMOVAL_OUTLIER": "removal_outlier", "REMOVALOUTLIER": "removal_outlier"}
+METHODS = {"MAX_MIN": Method.MIN_MAX, "KL": Method.KL, "REMOVAL_OUTLIER": Method.REMOVAL_OUTLIER,
+           "REMOVALOUTLIER": Method.REMOVAL_OUTLIER}
 _KNOWN = {
     "common_quant_param": {"quant_type", "bit_num", "skip_quant_node", "debug_info_save_path", "min_quant_weight_size",
                            "min_quant_weight_channel", "enable_encode"},

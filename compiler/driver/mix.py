@@ -28,15 +28,17 @@ from ptqc.ir import Graph
 from ptqc.passes.assign_quant_specs import node_key
 from ptqc.passes.mixed_precision import check_rules
 from ptqc.targets.base import Target
+from ptqc.vocab import AUTO, Meta, Method
 
-MODES = ("auto", "min_max", "kl", "kl_v2", "percentile", "mse")  # auto: chosen by measured error (-qm auto)
+# rule 4: the reference tool's template modes (no removal_outlier), and auto (chosen by measured error, -qm auto)
+MODES = (AUTO, Method.MIN_MAX, Method.KL, Method.KL_V2, Method.PERCENTILE, Method.MSE)
 
 
 def template(graph: Graph, bits: int, mode: str, mix: dict | None = None) -> dict:
     """The -gt JSON: the assignment used (``mix``), or every node at ``bits`` and ``mode``."""
     return {node_key(n): ({"bitwidth": mix[node_key(n)][0], "mode": mix[node_key(n)][1]} if mix and node_key(n) in mix
                           else {"bitwidth": bits, "mode": mode})
-            for n in graph.topological_order() if n.meta.get("mixable")}
+            for n in graph.topological_order() if n.meta.get(Meta.MIXABLE)}
 
 
 def write_template(graph: Graph, bits: int, mode: str, path: Path, mix: dict | None = None) -> Path:
@@ -54,14 +56,14 @@ def load_mix(path: Path, graph: Graph, family: Target, bits: int) -> dict[str, t
     if not isinstance(table, dict):
         raise ConfigError(f"{flag}: expected an object of node name -> {{bitwidth, mode}}")
     nodes = {node_key(n): n for n in graph.nodes()}
-    quantized = {k for k, n in nodes.items() if n.meta.get("mixable")}
+    quantized = {k for k, n in nodes.items() if n.meta.get(Meta.MIXABLE)}
     out: dict[str, tuple[int, str]] = {}
     for key, entry in table.items():
         if key in nodes and nodes[key].op_type == "Abs":
             raise ConfigError(f"{flag}: node {key!r}: rule 6: Abs takes no mixed precision")
         if key not in quantized:
             what = ("a pass-through op or an activation fused into its producer (it follows that "
-                    "op's bit-width)" if key in nodes and nodes[key].meta.get("quantized")
+                    "op's bit-width)" if key in nodes and nodes[key].meta.get(Meta.QUANTIZED)
                     else "not a quantized node of the optimized model")
             raise ConfigError(f"{flag}: node {key!r}: rule 1: {what} (generate the template with -gt)")
         if not isinstance(entry, dict) or "bitwidth" not in entry or "mode" not in entry:

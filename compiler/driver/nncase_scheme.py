@@ -23,6 +23,7 @@ from ptqc.driver.scale_json import read_json, write_scale_json
 from ptqc.errors import ConfigError
 from ptqc.ir import Graph
 from ptqc.quant import QuantParam, TensorOverride
+from ptqc.vocab import Meta
 
 _TYPES = {"u8": np.uint8, "i8": np.int8, "i16": np.int16, "f16": np.float16, "f32": None}
 _NAMES = {np.dtype(np.uint8): "u8", np.dtype(np.int8): "i8", np.dtype(np.int16): "i16"}
@@ -38,8 +39,8 @@ def _entry(name: str, p: QuantParam) -> dict:
 def export_scheme(graph: Graph, weight_params: dict[str, QuantParam], path: Path) -> Path:
     """Write the scheme of a quantized graph (activations from ``value.meta["quant"]``, weights
     from InsertQDQ's record), atomically."""
-    outputs = [_entry(v.name, v.meta["quant"]) for v in graph.values()
-               if "quant" in v.meta and v.const is None and v.meta["quant"].rmin is not None]
+    outputs = [_entry(v.name, v.meta[Meta.QUANT]) for v in graph.values()
+               if Meta.QUANT in v.meta and v.const is None and v.meta[Meta.QUANT].rmin is not None]
     outputs += [_entry(name, p) for name, p in weight_params.items() if p.rmin is not None]
     return write_scale_json({"Version": "1.0", "Model": None, "Outputs": outputs}, path)
 

@@ -19,7 +19,7 @@ from ptqc.passes.convert_qdq import ConvertQDQ
 from ptqc.passes.fuse_activations import UnfuseActivations
 from ptqc.passes.minimum_real_range import MinimumRealRange
 from ptqc.passes.restrict_zero_points import RestrictZeroPoints
-from ptqc.passes.choose_ranges import AUTO, ChooseRanges
+from ptqc.passes.choose_ranges import ChooseRanges
 from ptqc.passes.correct_bias import CorrectBias
 from ptqc.passes.dequantize_weights import DequantizeWeights, storage
 from ptqc.passes.quantize_dynamic import QuantizeDynamic
@@ -27,6 +27,7 @@ from ptqc.passes.read_qdq import FitQDQParams, ReadQDQ
 from ptqc.passes.threshold_layer_norm import ThresholdLayerNorm
 from ptqc.passes.unshare_biases import UnshareBiases
 from ptqc.quant import QuantScheme
+from ptqc.vocab import AUTO, HISTOGRAM, Method
 
 MAX_VALIDATION = 8  # held-out batches kept for scoring (memory stays bounded)
 
@@ -49,7 +50,7 @@ def prepare_pipeline(output_names: tuple[str, ...] = (), mean: tuple[float, ...]
             *convert_pipeline(), *([EqualizeCrossLayer()] if equalize else [])]
 
 
-def observe_pipeline(scheme: QuantScheme, *, method: str = "min_max", calibrate: bool = True,
+def observe_pipeline(scheme: QuantScheme, *, method: str = Method.MIN_MAX, calibrate: bool = True,
                      executor: str = "onnxruntime", workers: int = 1, client=None, snapshots: tuple[int, ...] = (),
                      holdout: int = 0, quantized_input: bool = False, prequantized_weights: bool = False,
                      **options) -> list[Pass]:
@@ -59,7 +60,7 @@ def observe_pipeline(scheme: QuantScheme, *, method: str = "min_max", calibrate:
     ``workers`` processes or a Dask ``client`` when given; keeping observer copies after
     ``snapshots`` batches for several -i values; holding every ``holdout``-th batch out for
     validation)."""
-    method = "kl" if method == AUTO else method  # auto reads the same histograms
+    method = HISTOGRAM if method == AUTO else method  # auto reads the same histograms
     return [UnshareBiases(), *([UnfuseActivations()] if scheme.keep_activations else []), AssignQuantSpecs(scheme),
             *([FitQDQParams(unify=scheme.unify_concat)] if quantized_input else []),
             *([FitQDQParams(unify=scheme.unify_concat, weights_only=True)] if prequantized_weights else []),
@@ -100,7 +101,7 @@ def materialize_pipeline(scheme: QuantScheme, *, output_dequant: bool = True,
             *([CorrectBias(**held)] if bias_correction else [])]
 
 
-def quantize_pipeline(scheme: QuantScheme, *, method: str = "min_max", calibrate: bool = True,
+def quantize_pipeline(scheme: QuantScheme, *, method: str = Method.MIN_MAX, calibrate: bool = True,
                       output_dequant: bool = True, input_dtypes: dict[str, np.dtype] | None = None,
                       executor: str = "onnxruntime", **options) -> list[Pass]:
     """The quantizing half: specs, calibration, range propagation, Q/DQ materialization."""

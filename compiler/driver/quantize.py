@@ -40,8 +40,6 @@ from ptqc.pass_manager import (AnalysisStore, DumpIRInstrument, PassContext, Pas
                                VerifyInstrument)
 from ptqc.passes.assign_quant_specs import check_weights
 from ptqc.passes.calibrate import feeds_drive, first_batch, held_out, observed_values
-from ptqc.passes.calibration import OBSERVERS
-from ptqc.passes.choose_ranges import AUTO
 from ptqc.passes.eliminate_dead_code import EliminateDeadCode
 from ptqc.passes.infer_shapes import InferShapes
 from ptqc.passes.qdq_to_qoperator import QDQToQOperator
@@ -54,8 +52,9 @@ from ptqc.runtime.reference import ReferenceExecutor, UnsupportedOpError
 from ptqc.driver.simulate import simulator_for
 from ptqc.targets.base import Target
 from ptqc.targets.families import chip_names, family_of
+from ptqc.vocab import AUTO, Analysis, HISTOGRAM, Meta, Method, REFERENCE_DEFAULT
 
-RANGE_METHODS = (AUTO, *OBSERVERS)  # -qm: auto chooses among the observers' methods per tensor
+RANGE_METHODS = (AUTO, *Method)  # -qm: auto chooses among the observers' methods per tensor
 
 log = logging.getLogger("ptqc")
 
@@ -78,7 +77,7 @@ class QuantReport:
     input_params: dict[str, QuantParam] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     timings: list[PassTiming] = field(default_factory=list)
-    method: str = "min_max"
+    method: str = Method.MIN_MAX
     ranking: list["QuantReport"] = field(default_factory=list)  # several -qm/-i: every run's, best first
     iteration: int = 1  # batches its calibration saw
     quant_scheme: Path | None = None  # the nncase scheme written (--export-quant-scheme)
@@ -360,7 +359,7 @@ def _quantize(model, output, data, config: QuantConfig, scheme: QuantScheme | No
     with model_errors:
         graph = PassManager(prepare, instruments + dump(1)).run(graph, ctx).graph
     float_model = export_model(graph, constants_as_initializers=True)
-    ctx.analyses["float_model"] = float_model
+    ctx.analyses[Analysis.FLOAT_MODEL] = float_model
     if any(v.elem_type == onnx.TensorProto.FLOAT16 for v in graph.values()):
         logger.warning("the model computes in float16: its float16 tensors stay float (ptqc quantizes float32 "
                        "tensors); convert it to float32 first to quantize them")
@@ -381,7 +380,7 @@ def _quantize(model, output, data, config: QuantConfig, scheme: QuantScheme | No
         else:
             graph = PassManager(observe, instruments + dump(len(prepare) + 1)).run(graph, ctx).graph
         validation, evaluated_on = validation_of(ctx, config, drive, float_model, specs, fn_name)
-    ctx.analyses["validation_feeds"] = validation
+    ctx.analyses[Analysis.VALIDATION_FEEDS] = validation
     every = _metric_matters(fn_name, data) or not validation
     drives = Drives(drive, drive if every else feeds_drive(validation))
     plan = _Plan(scheme, precision, methods, iterations, input_dtypes_of(config, [s.name for s in specs]),
@@ -412,17 +411,17 @@ def _load_overrides(ctx: PassContext, config: QuantConfig, graph: Graph, scheme:
     """-lsj's parameters, -qs's ranges and the scheme's tensor overrides, checked against the
     graph, into the analyses (a tensor the graph cleanup folded away is named in a warning)."""
     if config.load_scale_json is not None:
-        ctx.analyses["loaded_params"] = load_scale_json(Path(config.load_scale_json), graph)
+        ctx.analyses[Analysis.LOADED_PARAMS] = load_scale_json(Path(config.load_scale_json), graph)
     if config.quant_scheme is not None:
         from ptqc.driver.nncase_scheme import load_scheme
 
-        ctx.analyses["range_overrides"] = load_scheme(Path(config.quant_scheme), graph)
+        ctx.analyses[Analysis.RANGE_OVERRIDES] = load_scheme(Path(config.quant_scheme), graph)
     if scheme.tensor_overrides:
         gone = sorted(n for n in scheme.tensor_overrides if not graph.has_value(n))
         if gone:
             ctx.logger.warning("tensor overrides for %s not used: ptqc's graph cleanup removed %s (fused or folded)",
                                ", ".join(repr(g) for g in gone[:3]), "them" if len(gone) > 1 else "it")
-        ctx.analyses["range_overrides"] = {**(ctx.analyses.get("range_overrides") or {}),
+        ctx.analyses[Analysis.RANGE_OVERRIDES] = {**(ctx.analyses.get(Analysis.RANGE_OVERRIDES) or {}),
                                            **{n: o for n, o in scheme.tensor_overrides.items() if n not in gone}}
 
 
@@ -561,11 +560,11 @@ def _materialize(plan: _Plan, graph: Graph, ctx: PassContext, float_model: onnx.
     label = "_".join([method] * (len(plan.methods) > 1) + [f"i{iteration}"] * (len(plan.iterations) > 1))
     g, analyses = graph, ctx.analyses
     if several:
-        snapshots = ctx.analyses.get("observer_snapshots") or {plan.iterations[-1]: ctx.analyses.get("observers") or {}}
+        snapshots = (ctx.analyses.get(Analysis.OBSERVER_SNAPSHOTS)
+                     or {plan.iterations[-1]: ctx.analyses.get(Analysis.OBSERVERS) or {}})
         observers = snapshots.get(iteration, snapshots[max(snapshots)])  # the data ran out before i batches
-        g, analyses = copy.deepcopy(graph), AnalysisStore()
-        analyses.results, analyses.established = dict(ctx.analyses.results), set(ctx.analyses.established)
-        analyses["observers"] = {n: o.with_method(method, percent=config.percent)
+        g, analyses = copy.deepcopy(graph), ctx.analyses.copy()
+        analyses[Analysis.OBSERVERS] = {n: o.with_method(method, percent=config.percent)
                                  if len(plan.methods) > 1 and method != AUTO else o for n, o in observers.items()}
     mctx = dataclasses.replace(ctx, analyses=analyses)
     steps = Path(config.save_dir) / "steps"
@@ -627,7 +626,7 @@ def _precision(graph: Graph, ctx: PassContext, scheme: QuantScheme, family, conf
     from ptqc.driver.mix import load_mix
     from ptqc.passes import AssignQuantSpecs
 
-    calibrated = methods[0] if len(methods) == 1 else "kl"
+    calibrated = methods[0] if len(methods) == 1 else HISTOGRAM
     what = ("-mc/--mix-config" if config.mix_config is not None else
             "-ams/--auto-mix-strategy IOhigh" if config.auto_mix_strategy == "IOhigh" else
             "--target-cosine" if config.target_cosine is not None else
@@ -640,7 +639,7 @@ def _precision(graph: Graph, ctx: PassContext, scheme: QuantScheme, family, conf
         strategy, amount = (("IOhigh", high) if what.endswith("IOhigh") else ("HAWQ", high) if what.endswith("HAWQ")
                             else ("target-cosine", config.target_cosine))
         return dict(strategy=strategy, amount=amount, bits=bits, percent=config.percent), methods, \
-            calibrated if strategy == "IOhigh" else "kl"
+            calibrated if strategy == "IOhigh" else HISTOGRAM
     probe = copy.deepcopy(graph)
     AssignQuantSpecs(scheme).run(probe, dataclasses.replace(ctx, analyses=AnalysisStore()))
     mix = load_mix(Path(config.mix_config), probe, family, bits)
@@ -649,7 +648,7 @@ def _precision(graph: Graph, ctx: PassContext, scheme: QuantScheme, family, conf
         raise ConfigError(f"-mc/--mix-config {config.mix_config}: mode auto with other modes in one file is not "
                           "built yet (auto chooses every tensor's method; give auto to every node or to none)")
     one = modes[0] if len(modes) == 1 else None
-    return dict(mix=mix, bits=bits, percent=config.percent), (one or "mixed",), one or "kl"
+    return dict(mix=mix, bits=bits, percent=config.percent), (one or "mixed",), one or HISTOGRAM
 
 
 def check_mixed(family: Target, what: str) -> None:
@@ -666,20 +665,20 @@ def _observe_with_cache(graph: Graph, ctx: PassContext, observe: list, methods: 
 
     path = Path(config.cache_distribution)
     fingerprint = cache.data_fingerprint(config, data)  # refuses unfingerprintable data before any work
-    kind = "min_max" if methods == ("min_max",) else "histogram"
+    kind = "min_max" if methods == (Method.MIN_MAX,) else "histogram"  # the cache's two kinds of observer state
     *specs_passes, calibrate_pass = observe  # (shared biases copied,) specs, calibration
     graph = PassManager(specs_passes, instruments).run(graph, ctx).graph
     observed = observed_values(graph)
     key = cache.cache_key(export_model(graph).SerializeToString(), observed, kind, fingerprint)
     hit = cache.load(path, key)
     if hit is not None:
-        observers, ctx.analyses["float_metric"] = hit
+        observers, ctx.analyses[Analysis.FLOAT_METRIC] = hit
         if kind == "histogram":  # the cache keeps the histogram; this run reads it its own way
             observers = {n: o.with_method(methods[0], percent=config.percent) for n, o in observers.items()}
-        ctx.analyses["observers"] = observers
+        ctx.analyses[Analysis.OBSERVERS] = observers
         return graph
     graph = PassManager([calibrate_pass], instruments).run(graph, ctx).graph
-    cache.save(path, key, ctx.analyses["observers"], ctx.analyses.get("float_metric"))
+    cache.save(path, key, ctx.analyses[Analysis.OBSERVERS], ctx.analyses.get(Analysis.FLOAT_METRIC))
     return graph
 
 
@@ -701,7 +700,7 @@ def calibrate(model: str | Path | onnx.ModelProto, data: Any = None, config: Qua
     drive = make_drive(fn, fn_name, input_specs(graph), config)
     ctx = dataclasses.replace(ctx, data=drive)
     PassManager(observe_pipeline(scheme, method=method, executor=executor, percent=config.percent)).run(graph, ctx)
-    observers = ctx.analyses["observers"]
+    observers = ctx.analyses[Analysis.OBSERVERS]
     ranges = {}
     for n, o in observers.items():
         r = o.range(scheme.activation_dtype, scheme.activation_symmetric)
@@ -725,7 +724,7 @@ def validation_of(ctx: PassContext, config: QuantConfig, drive: Callable, float_
         if not feeds:
             raise ConfigError(f"-vd/--validation-data {folder}: the folder gave no batch")
         return feeds, f"{len(feeds)} batches of -vd {folder}"
-    feeds = ctx.analyses.get("validation_feeds")
+    feeds = ctx.analyses.get(Analysis.VALIDATION_FEEDS)
     if feeds is None and config.holdout:  # the built-in sources ignore the outputs: no need to run the model
         run = (lambda f: []) if fn_name in SHARDABLE else _float_run(float_model)  # noqa: E731
         feeds = collect_feeds(drive, run, lambda i: held_out(i, config.holdout, MAX_VALIDATION))
@@ -807,14 +806,15 @@ def _finish(graph: Graph, float_model: onnx.ModelProto, ctx: PassContext, drives
         check_model(qmodel, "quantized model")
     except ModelError as e:  # our bug, not the user's: say so
         raise RuntimeError(f"ptqc produced an invalid QDQ model: {e}") from None
-    input_params = {n: graph.value(n).meta["quant"] for n in graph.inputs
-                    if "quant" in graph.value(n).meta and graph.value(n).dtype is not None
+    input_params = {n: graph.value(n).meta[Meta.QUANT] for n in graph.inputs
+                    if Meta.QUANT in graph.value(n).meta and graph.value(n).dtype is not None
                     and graph.value(n).dtype.kind in "iu"}
-    report = QuantReport(qmodel, float_model, None, float_ops=dict(ctx.analyses.get("float_ops", {})),
-                         output_params=dict(ctx.analyses.get("output_params", {})), input_params=input_params,
-                         activation_params={n: r[2] for n, r in (ctx.analyses.get("activation_qdq") or {}).items()},
-                         observed_ranges={n: o.range() for n, o in (ctx.analyses.get("observers") or {}).items()},
-                         method=method, float_metric=ctx.analyses.get("float_metric"))
+    store = ctx.analyses
+    report = QuantReport(qmodel, float_model, None, float_ops=dict(store.get(Analysis.FLOAT_OPS, {})),
+                         output_params=dict(store.get(Analysis.OUTPUT_PARAMS, {})), input_params=input_params,
+                         activation_params={n: r[2] for n, r in (store.get(Analysis.ACTIVATION_QDQ) or {}).items()},
+                         observed_ranges={n: o.range() for n, o in (store.get(Analysis.OBSERVERS) or {}).items()},
+                         method=method, float_metric=store.get(Analysis.FLOAT_METRIC))
     t1 = time.perf_counter()
     if evaluate:
         report.cosine, report.quant_metric = _evaluate(float_model, qmodel, drives.evaluate, report, config, data)
@@ -823,7 +823,7 @@ def _finish(graph: Graph, float_model: onnx.ModelProto, ctx: PassContext, drives
         graph = PassManager([SetBatch(config.ir_batch), InferShapes()]).run(graph, ctx).graph
         qmodel = report.model = export_model(graph, constants_as_initializers=True)
     if output is not None:
-        table = scale_table(graph, ctx.analyses.get("weight_params")) if config.generate_scale_json else None
+        table = scale_table(graph, ctx.analyses.get(Analysis.WEIGHT_PARAMS)) if config.generate_scale_json else None
         report.output = save_model(qmodel, output, external_data=external_data)
         stem = output.name.removesuffix(".onnx").removesuffix("_quantize")
         if table is not None:
@@ -832,17 +832,18 @@ def _finish(graph: Graph, float_model: onnx.ModelProto, ctx: PassContext, drives
             from ptqc.driver.debug_report import write_debug_reports
 
             folder = Path(config.debug_info_save_path) / (label or "")  # several runs: one folder each
-            write_debug_reports(folder, float_model, qmodel, graph, ctx.analyses.get("weight_params") or {},
+            write_debug_reports(folder, float_model, qmodel, graph, ctx.analyses.get(Analysis.WEIGHT_PARAMS) or {},
                                 drives.data, cosine)
         if config.generate_template:
             from ptqc.driver.mix import write_template
 
-            report.template = write_template(graph, config.bit_width, method if method in (AUTO, *OBSERVERS) else "kl",
-                                             output.parent / f"{stem}_mix.json", ctx.analyses.get("mix"))
+            mode = method if method in RANGE_METHODS else REFERENCE_DEFAULT  # -lsj or several -mc modes: no one method
+            report.template = write_template(graph, config.bit_width, mode,
+                                             output.parent / f"{stem}_mix.json", ctx.analyses.get(Analysis.MIX))
         if config.export_quant_scheme:
             from ptqc.driver.nncase_scheme import export_scheme
 
-            report.quant_scheme = export_scheme(graph, ctx.analyses.get("weight_params") or {},
+            report.quant_scheme = export_scheme(graph, ctx.analyses.get(Analysis.WEIGHT_PARAMS) or {},
                                                 output.parent / f"{stem}_quant_scheme.json")
         if config.dump or config.run_mode == "compare":
             report.simulation = _simulate(qmodel, float_model, drives.data, report, ctx.target, config, output.parent)
@@ -1032,7 +1033,8 @@ _EXTRA_OPTIONS = {"ActivationSymmetric", "WeightSymmetric", "QuantizeBias", "Cal
 # threshold search, on ptqc's histogram)
 # Distribution: onnxruntime's range for integer types is its histogram's, +-max|x|: MinMax over a
 # symmetric range (its float8 scales come from the standard deviation; ptqc's are max|x| / 448)
-_CALIBRATE_METHODS = {"MinMax": "min_max", "Entropy": "kl", "Percentile": "percentile", "Distribution": "min_max"}
+_CALIBRATE_METHODS = {"MinMax": Method.MIN_MAX, "Entropy": Method.KL, "Percentile": Method.PERCENTILE,
+                      "Distribution": Method.MIN_MAX}
 
 
 # the extra options onnxruntime's own scripts (static_quantize_runner, get_qdq_config) always pass,

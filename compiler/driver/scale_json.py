@@ -24,6 +24,7 @@ from ptqc.errors import ConfigError
 from ptqc.files import atomic_open
 from ptqc.ir import Graph
 from ptqc.quant import QuantParam
+from ptqc.vocab import Meta
 
 FORMAT = "ptqc-scale"
 
@@ -38,8 +39,8 @@ def _entry(p: QuantParam) -> dict:
 def scale_table(graph: Graph, weight_params: dict[str, QuantParam] | None = None) -> dict:
     """The JSON object for a quantized graph: activations from ``value.meta["quant"]``, weights
     and biases from ``weight_params`` (InsertQDQ's record of the constants it quantized)."""
-    tensors = {v.name: _entry(v.meta["quant"]) for v in graph.values()
-               if "quant" in v.meta and v.const is None}
+    tensors = {v.name: _entry(v.meta[Meta.QUANT]) for v in graph.values()
+               if Meta.QUANT in v.meta and v.const is None}
     weights = {name: _entry(p) for name, p in (weight_params or {}).items()}
     return {"format": FORMAT, "version": 1, "tensors": tensors, "weights": weights}
 

@@ -21,6 +21,7 @@ import numpy as np
 import ptqc.passes.calibration.histogram as histogram
 from ptqc.errors import PtqcError
 from ptqc.quant import QuantParam, qparam_from_range
+from ptqc.vocab import HISTOGRAM, HISTOGRAM_METHODS, Method
 
 
 class CalibrationDataError(PtqcError):
@@ -50,7 +51,7 @@ class MinMaxObserver:
     a single calibration run never has.  Sums and counts merge exactly.
     """
 
-    method = "min_max"
+    method = Method.MIN_MAX
 
     def __init__(self, name: str = "", axis: int | None = None, average: bool = False):
         self.name, self.axis, self.average = name, axis, average
@@ -134,7 +135,7 @@ class HistogramObserver:
     With more levels than |x| bins (16-bit), kl and kl_v2 keep the whole range.
     """
 
-    def __init__(self, name: str = "", axis: int | None = None, *, method: str = "kl", bins: int = 4096,
+    def __init__(self, name: str = "", axis: int | None = None, *, method: str = HISTOGRAM, bins: int = 4096,
                  percent: float = 0.99999, outlier_ratio: float = 1e-4):
         if axis is not None:
             raise PtqcError(f"tensor {name!r}: histogram observers are per tensor, not per channel")
@@ -231,20 +232,20 @@ class HistogramObserver:
 
     def _clipped(self, dtype: np.dtype, symmetric: bool) -> tuple[float, float]:
         m = self.method
-        if m == "min_max":  # one calibration serving several methods reads min_max here too
+        if m == Method.MIN_MAX:  # one calibration serving several methods reads min_max here too
             return self.min, self.max
-        if m == "percentile":
+        if m == Method.PERCENTILE:
             if symmetric:
                 t = self._abs_quantile(self.percent)
                 return -t, t
             cut = (1.0 - self.percent) / 2
             return self._quantile_edges(cut, cut)
-        if m == "removal_outlier":
+        if m == Method.REMOVAL_OUTLIER:
             return self._quantile_edges(self.outlier_ratio, self.outlier_ratio)
-        if m == "mse":
+        if m == Method.MSE:
             return self._mse_range(dtype, symmetric)
-        if m in ("kl", "kl_v2"):
-            return self._kl_range(dtype, symmetric, m == "kl_v2")
+        if m in (Method.KL, Method.KL_V2):
+            return self._kl_range(dtype, symmetric, m == Method.KL_V2)
         raise PtqcError(f"unknown histogram method {m!r}")
 
     def _levels(self, dtype: np.dtype, symmetric: bool) -> int:
@@ -296,12 +297,12 @@ def _histogram_factory(method: str) -> Callable[..., Observer]:
     return make
 
 
-# Factories keyed by the CLI's -qm names (plus MindSpore's removal_outlier).
+# Factories keyed by the calibration methods (ptqc.vocab.Method: the CLI's -qm names, plus
+# MindSpore's removal_outlier); HISTOGRAM_METHODS (every method but min_max) share one histogram.
 OBSERVERS: dict[str, Callable[..., Observer]] = {
-    "min_max": MinMaxObserver,
-    **{m: _histogram_factory(m) for m in ("kl", "kl_v2", "mse", "percentile", "removal_outlier")},
+    Method.MIN_MAX: MinMaxObserver,
+    **{m: _histogram_factory(m) for m in HISTOGRAM_METHODS},
 }
-HISTOGRAM_METHODS = frozenset(OBSERVERS) - {"min_max"}
 
 
 def make_observer(method: str, name: str = "", axis: int | None = None, **options) -> Observer:
@@ -312,6 +313,6 @@ def make_observer(method: str, name: str = "", axis: int | None = None, **option
         raise PtqcError(f"-qm/--quant-mode {method}: unknown method "
                         f"(available: {', '.join(OBSERVERS)})") from None
     average = options.pop("average", False)  # min_max only (onnxruntime's CalibMovingAverage)
-    if method == "min_max":
+    if method == Method.MIN_MAX:
         return factory(name=name, axis=axis, average=average)
     return factory(name=name, axis=axis, **options)
