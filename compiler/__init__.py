@@ -9,6 +9,8 @@ PassContext, instruments) and ``ptqc.errors``.  The public API (``quantize``,
 """
 from __future__ import annotations
 
+import importlib
+
 __version__ = "0.4.0"  # pyproject.toml and README's status line say the same
 
 _LAZY = {
@@ -22,8 +24,6 @@ _LAZY = {
 
 def __getattr__(name: str):
     if name in _LAZY:
-        import importlib
-
         module, attr = _LAZY[name]
         found = importlib.import_module(module)
         return found if attr is None else getattr(found, attr)

@@ -9,16 +9,23 @@ from typing import IO, Iterator
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator[IO]:
-    """A temporary file beside ``path``, opened with ``mode`` (and ``open``'s ``kwargs``): on a
-    clean exit it replaces ``path`` by a rename, on an error it is removed, so nobody ever
-    sees a half-written file and a failed run leaves the old one (or none) in place."""
+def atomic_path(path: str | os.PathLike) -> Iterator[str]:
+    """A temporary path beside ``path`` for a writer that takes a file name: on a clean exit
+    it replaces ``path`` by a rename, on an error it is removed, so nobody ever sees a
+    half-written file and a failed run leaves the old one (or none) in place."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, mode, **kwargs) as f:
-            yield f
+        yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    finally:
         Path(tmp).unlink(missing_ok=True)
-        raise
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator[IO]:
+    """``path`` opened with ``mode`` (and ``open``'s ``kwargs``), written whole or not at all
+    (:func:`atomic_path`)."""
+    with atomic_path(path) as tmp, open(tmp, mode, **kwargs) as f:
+        yield f

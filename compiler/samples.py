@@ -26,6 +26,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
+from PIL import Image, ImageDraw, ImageFont
 
 
 __all__ = [
@@ -285,9 +286,9 @@ def _export_digits(p: dict, stats: dict) -> onnx.ModelProto:
 
 @functools.lru_cache(maxsize=None)
 def _digits_cached(seed: int) -> tuple[bytes, np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-    from threadpoolctl import threadpool_limits
+    from sklearn.datasets import load_digits  # optional: scikit-learn
+    from sklearn.model_selection import train_test_split  # optional: scikit-learn
+    from threadpoolctl import threadpool_limits  # optional: comes with scikit-learn
 
     data = load_digits()  # bundled with scikit-learn: no download
     x = (data.images / 16.0).astype(np.float32)[:, None, :, :]
@@ -410,8 +411,6 @@ def ppocr_text_line(seed: int = 0, width: int = 320) -> tuple[dict[str, np.ndarr
     drawn with the font Pillow ships (24-33 px) on a light background with a dark ink and a
     little noise, normalized as rapidocr does.  The float rec model reads these (see
     ``ppocr_rec_decode``), so they carry a task metric; deterministic for (seed, width)."""
-    from PIL import Image, ImageDraw, ImageFont
-
     rng = np.random.default_rng([seed, 7])
     size = int(rng.integers(24, 34))
     font = ImageFont.load_default(size=size)
@@ -509,8 +508,6 @@ def layout_pages(folder: pathlib.Path, labels: pathlib.Path, n: int, seed: int =
     """``n`` synthetic document pages (PNG, 612 x 792) drawn with Pillow, each with a section
     header, paragraphs, a picture with its caption and a table at seeded places and sizes, and
     their YOLO labels (``<stem>.txt``: class cx cy w h, normalized) from the drawn boxes."""
-    from PIL import Image, ImageDraw, ImageFont
-
     rng = np.random.default_rng(seed)
     words = "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor incididunt".split()
     cls = {name: i for i, name in enumerate(LAYOUT_NAMES)}

@@ -33,7 +33,11 @@ import numpy as np
 from ptqc.ir import Graph, Node
 from ptqc.onnx_io import export_model, with_outputs
 from ptqc.pass_manager import Pass, PassContext, PassResult
+from ptqc.passes.calibrate import held_out
+from ptqc.passes.insert_qdq import InsertQDQ
+from ptqc.passes.propagate_ranges import PropagateRanges
 from ptqc.quant import cosine, qparam_from_range
+from ptqc.runtime.ort import OrtRunner
 from ptqc.vocab import Analysis, Meta
 
 ZETA, GAMMA = 1.1, -0.1  # the rectified sigmoid's stretch
@@ -79,8 +83,6 @@ class AdaRound(Pass):
                             "%d input rows per input", thin, ROWS_PER_INPUT)
         feeds = ctx.analyses.get(Analysis.VALIDATION_FEEDS) or ctx.analyses.get(Analysis.CALIBRATION_FEEDS)
         if gains and before is not None and feeds:
-            from ptqc.runtime.ort import OrtRunner
-
             f = OrtRunner(export_model(before, constants_as_initializers=True).SerializeToString(), list(graph.outputs))
             reference = [list(f.run(x).values()) for x in feeds]
             old, new = (self._cosine(g, ctx, feeds, reference) for g in (before, graph))
@@ -97,10 +99,6 @@ class AdaRound(Pass):
     def _cosine(self, graph: Graph, ctx: PassContext, feeds: list[dict], reference: list[list[np.ndarray]]) -> float:
         """Mean over outputs of the min over ``feeds`` of the cosine between ``graph`` quantized
         (as the pipeline will) and the float model's outputs ``reference`` (one list per feed)."""
-        from ptqc.passes.insert_qdq import InsertQDQ
-        from ptqc.passes.propagate_ranges import PropagateRanges
-        from ptqc.runtime.ort import OrtRunner
-
         g, analyses = copy.deepcopy(graph), ctx.analyses.copy()
         qctx = dataclasses.replace(ctx, analyses=analyses)
         for p in (PropagateRanges(unify=self.unify, wide_headroom=self.wide_headroom), InsertQDQ(output_dequant=True)):
@@ -113,9 +111,6 @@ class AdaRound(Pass):
         return float(np.mean(list(worst.values())))
 
     def _hessians(self, graph: Graph, ctx: PassContext, layers: list["_Layer"]) -> list:
-        from ptqc.passes.calibrate import held_out
-        from ptqc.runtime.ort import OrtRunner
-
         inputs = sorted({t.node.inputs[0] for t in layers} - set(graph.inputs))
         model = export_model(graph, constants_as_initializers=True)
         runner = OrtRunner(with_outputs(model, inputs), list(graph.outputs) + inputs)

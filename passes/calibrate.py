@@ -23,6 +23,8 @@ and observers, and the observer states merge exactly, in worker order.
 from __future__ import annotations
 
 import copy
+import multiprocessing
+import os
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -30,12 +32,14 @@ from typing import Callable
 import numpy as np
 from tqdm import tqdm
 
-from ptqc.errors import PtqcError
+from ptqc.errors import ConfigError, PtqcError
 from ptqc.ir import Graph
 from ptqc.onnx_io import with_outputs
 from ptqc.pass_manager import Pass, PassContext, PassResult
 from ptqc.passes.calibration import make_observer
 from ptqc.quant import PlainSpec
+from ptqc.runtime.ort import OrtRunner
+from ptqc.runtime.reference import ReferenceExecutor
 from ptqc.vocab import Analysis, Meta, Method
 
 Run = Callable[[dict], list]
@@ -132,8 +136,6 @@ class Calibrate(Pass):
             futures = [self.client.submit(_observe_shard, job, k, n, pure=False) for k in range(n)]
             results = self.client.gather(futures)
         else:
-            import multiprocessing
-
             n = self.workers
             global _FORKED_JOB
             _FORKED_JOB = job  # inherited by the forked workers: closures need no pickling
@@ -162,12 +164,9 @@ class Calibrate(Pass):
     def _runner(self, graph: Graph, names: list[str]) -> Callable[[dict], dict]:
         wanted = list(dict.fromkeys(list(graph.outputs) + [n for n in names if n not in graph.inputs]))
         if self.executor == "reference":
-            from ptqc.runtime.reference import ReferenceExecutor
-
             constants = {v.name: v.const for v in graph.values() if v.const is not None}
             ex = ReferenceExecutor(graph.topological_order(), opset=graph.opset, constants=constants)
             return lambda feeds: ex.run(feeds, wanted)
-        from ptqc.runtime.ort import OrtRunner
 
         runner = OrtRunner(with_outputs(graph, wanted), wanted)
         return runner.run
@@ -196,10 +195,6 @@ def _observe_forked_shard(k: int, n: int):
 def _observe_shard(job: _ShardJob, k: int, n: int):
     """One worker's share: (observer states, batches observed, [(batch index, feeds)] held
     out).  Runs in another process."""
-    import os
-
-    from ptqc.runtime.ort import OrtRunner
-
     runner = OrtRunner(job.model, job.fetch, threads=max(1, (os.cpu_count() or 1) // n))
     observers = {name: make_observer(job.method, name, **job.options) for name in job.names}
     count, seen, validation = [0], [0], []
@@ -225,9 +220,6 @@ def stream_tensors(graph: Graph, ctx: PassContext, names: list[str], visit: Call
     """One streaming pass of the float ``graph`` over ``ctx.data``: ``visit(values)`` per batch, with
     every tensor of ``names`` (graph inputs taken from the feeds).  ``what`` names the option that
     needs the data, for the error when there is none (``hint`` added to it) or no batch came."""
-    from ptqc.errors import ConfigError
-    from ptqc.runtime.ort import OrtRunner
-
     if ctx.data is None:
         raise ConfigError(f"{what}: needs calibration data{hint}")
     wanted = list(dict.fromkeys(list(graph.outputs) + [n for n in names if n not in graph.inputs]))

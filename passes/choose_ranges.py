@@ -48,9 +48,11 @@ from ptqc.errors import PtqcError
 from ptqc.ir import Graph
 from ptqc.onnx_io import export_model
 from ptqc.pass_manager import AnalysisStore, Pass, PassContext, PassResult
+from ptqc.passes.calibrate import random_data
 from ptqc.passes.insert_qdq import InsertQDQ
 from ptqc.passes.propagate_ranges import PropagateRanges, group_param, share_groups
 from ptqc.quant import QRANGE, DerivedSpec
+from ptqc.runtime.ort import OrtRunner
 from ptqc.vocab import Analysis, Meta, Method
 
 # (label, method, options); the first is every group's start
@@ -120,8 +122,6 @@ class ChooseRanges(Pass):
             return list(feeds)[: self.max_batches]
         collected = list(ctx.analyses.get(Analysis.CALIBRATION_FEEDS) or [])[: self.max_batches]
         if not collected:
-            from ptqc.passes.calibrate import random_data
-
             drive, float_run = ctx.data or random_data(graph), _float_runner(graph)
 
             def run(f: dict) -> list:
@@ -276,8 +276,6 @@ def _empty(observers: dict, members: list[str]) -> bool:
 
 
 def _float_runner(graph: Graph):
-    from ptqc.runtime.ort import OrtRunner
-
     runner = OrtRunner(export_model(graph, constants_as_initializers=True).SerializeToString())
     return lambda feeds: list(runner.run(feeds).values())
 
@@ -285,8 +283,6 @@ def _float_runner(graph: Graph):
 def _runners(graph: Graph, trial: bytes, feeds: list[dict]):
     """The trial session, the scoring feeds (stacked into one batch where the model gives the
     same outputs that way: one run per trial instead of one per batch) and their float outputs."""
-    from ptqc.runtime.ort import OrtRunner
-
     float_run = _float_runner(graph)
     reference = [[np.asarray(y, np.float64) for y in float_run(f)] for f in feeds]
     stacked = _stacked(feeds)
@@ -357,10 +353,6 @@ class _Local:
 
     def __init__(self, trial_graph: Graph, trial: bytes, float_graph: Graph, names: dict, groups: list,
                  feeds: list[dict], values: dict):
-        import onnx
-
-        from ptqc.runtime.ort import OrtRunner
-
         self.g, self.names = trial_graph, names
         plans = [self._plan(members) for _, members in groups]
         params = {x for pair in names.values() for x in pair}
@@ -441,8 +433,6 @@ def _sq(x) -> float:
 def _submodel(model, inputs: tuple[str, ...], outputs: tuple[str, ...], example: dict, graph: Graph) -> bytes:
     """The nodes of ``model`` that compute ``outputs`` from ``inputs`` (typed like ``example``'s
     arrays) and its initializers, as a model of its own."""
-    import onnx
-
     producer = {o: n for n in model.graph.node for o in n.output}
     stop, seen, stack = set(inputs), set(), list(outputs)
     while stack:
@@ -466,8 +456,6 @@ def _submodel(model, inputs: tuple[str, ...], outputs: tuple[str, ...], example:
 
 def _typed_outputs(model, names: list[str], graph: Graph) -> bytes:
     """``model`` with ``names`` added to its outputs, each typed as ``graph`` has it."""
-    import onnx
-
     m = onnx.ModelProto()
     m.CopyFrom(model)
     have = {o.name for o in m.graph.output}

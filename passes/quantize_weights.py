@@ -29,13 +29,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import ml_dtypes
 import numpy as np
 
 from ptqc.errors import ConfigError
 from ptqc.ir import Graph, Node
 from ptqc.pass_manager import Pass, PassContext, PassResult
-from ptqc.passes.calibrate import stream_tensors
 from ptqc.passes import weight_rounding as wr
+from ptqc.passes.calibrate import stream_tensors
 from ptqc.vocab import Analysis
 
 MS_DOMAIN = "com.microsoft"
@@ -280,8 +281,6 @@ def _write_gather(graph: Graph, node: Node, r: wr.Rounded, block: int) -> None:
     """Replace an embedding Gather by GatherBlockQuantized reading ``r``: int4 codes (symmetric,
     zero point 0) or uint4 with uint4 zero points; 8 bits as uint8 codes with uint8 zero points
     (onnxruntime takes no int8 table)."""
-    import ml_dtypes
-
     v, d = r.codes.shape
     blocks = -(-d // block)
     group_of = np.searchsorted([sl.start for sl in r.grid.groups(d)], np.arange(blocks) * block, side="right") - 1

@@ -22,10 +22,12 @@ activation parameters, float8 and int4 activations.
 from __future__ import annotations
 
 import numpy as np
+import onnx
 
 from ptqc.errors import ModelError
 from ptqc.ir import Graph, Node
 from ptqc.pass_manager import Pass, PassContext, PassResult
+from ptqc.passes.propagate_ranges import share_groups
 from ptqc.quant import FLOAT_OVERRIDE, QRANGE, PlainSpec, QuantParam, TensorOverride
 from ptqc.runtime import reference
 from ptqc.vocab import Analysis, Meta
@@ -114,8 +116,6 @@ def _qparams(graph: Graph, node: Node) -> tuple[np.ndarray, np.ndarray, np.dtype
 
 
 def _output_dtype(node: Node) -> np.dtype:
-    import onnx
-
     to = node.attrs.get("output_dtype", onnx.TensorProto.UINT8)
     return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(to))
 
@@ -221,8 +221,6 @@ class FitQDQParams(Pass):
         self.unify, self.weights_only = unify, weights_only  # weights only: the activations calibrate
 
     def run(self, graph: Graph, ctx: PassContext) -> PassResult:
-        from ptqc.passes.propagate_ranges import share_groups
-
         if self.weights_only:
             return self._weights(graph, ctx)
         qdq = ctx.analyses.get(Analysis.QDQ_PARAMS) or {}

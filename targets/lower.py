@@ -26,7 +26,8 @@ from ptqc.errors import ConfigError, ModelError
 from ptqc.ir import Graph, Node
 from ptqc.onnx_io import import_model
 from ptqc.runtime.kernels.requant import ROUNDING
-from ptqc.runtime.program import Conv, Dequantize, Float, Move, Op, Program, Quantize, Rescale, RescaleOp, TensorInfo
+from ptqc.runtime.program import (Conv, Dequantize, Float, Move, Op, Program, Quantize, Recurrent, Rescale, RescaleOp,
+                                  TensorInfo)
 from ptqc.runtime.reference import run_node, supports
 from ptqc.targets.base import DATA_MOVEMENT, Target
 from ptqc.targets.lower_common import (DQ_OPS as _DQ, NIBBLE_TYPES, Q_OPS as _Q, NotInteger, Output, as_codes,
@@ -107,7 +108,7 @@ class Lowering:
     def _check_bits(self, ops: list[Op]) -> None:
         """Every integer tensor and weight must have a width the family runs (rule bit-width)."""
         for op in ops:
-            names = [o for o in op.outputs if o in self.tensors] + ([op.w] if isinstance(op, Conv) else [])
+            names = [o for o in op.outputs if o in self.tensors] + ([op.w] if isinstance(op, (Conv, Recurrent)) else [])
             if op.kind in ("matmul", "add", "mul", "concat"):  # constant weights / operands among the inputs
                 names += [x for x in op.inputs if x in self.constants and (x in self.tensors or op.kind == "matmul")]
             for name in names:

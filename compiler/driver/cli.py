@@ -20,11 +20,26 @@ import traceback
 from pathlib import Path
 from typing import NoReturn, Sequence
 
+import numpy as np
+import onnx
+import onnxruntime
+import onnxruntime as ort
+
 from ptqc.driver.config import (FOLDER_FLAGS, FRAMEWORKS, IMAGE_FLAGS, IMAGE_FORMATS, INPUT_DTYPES, MIX_STRATEGIES,
                                 QUANT_MODES, RESIZE_METHODS, RUN_MODES, QuantConfig, from_cli, with_ini)
 from ptqc import __version__
+from ptqc.driver.tasks import load_run_config, task_of, write_labels
 from ptqc.errors import ConfigError, PtqcError
 from ptqc.targets.families import chip_names, family_of
+from ptqc.driver.quantize import (infer, infer_batches, input_specs, quantize, runs_builtin_task, runs_on, target_of,
+                                  UNCALIBRATED_FLAGS, uncalibrated_kind)
+from ptqc.driver.api import convert
+from ptqc.driver.data import Executor
+from ptqc.driver.frontends import to_onnx
+from ptqc.files import atomic_open
+from ptqc.onnx_io import import_model
+from ptqc.passes.read_qdq import is_qdq_model
+from ptqc.runtime.reference import UnsupportedOpError
 
 # What each run mode can honour today; any other flag the user sets is refused by name.
 _COMMON = {"model", "chip", "run_mode", "framework", "weight", "save_dir", "log_level", "start_node_names",
@@ -149,7 +164,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ptqc: error: -l/--log-level: {level} is outside 0..3", file=sys.stderr)
         return 2
     _configure_logging(3 if level is None else level)
-    import onnxruntime
 
     onnxruntime.set_default_logger_severity(4)  # its failures come back as exceptions, named once
     try:
@@ -174,8 +188,6 @@ def _with_run_config(argv: list[str], values: dict, parser: argparse.ArgumentPar
     before the command line's own, which win; a key the run mode does not honour is left out
     (one file serves quant and infer); with ``input-configs`` and no ``-if``, the infer function
     is the built-in ``infer_default`` (:mod:`ptqc.driver.tasks`)."""
-    from ptqc.driver.tasks import load_run_config
-
     path = values["run_config"]
     table, configs = load_run_config(Path(path))
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
@@ -212,21 +224,13 @@ def _with_run_config(argv: list[str], values: dict, parser: argparse.ArgumentPar
 
 def _task_labels(cfg: QuantConfig) -> None:
     """An ``-rc`` task with ``calculate_acc`` and no labels: the float model's answers become them."""
-    from ptqc.driver.quantize import input_specs, runs_builtin_task
-    from ptqc.driver.tasks import task_of, write_labels
-
     if not runs_builtin_task(cfg):
         return
     task = task_of(cfg.run_config)
     default = task.data_dir.parent / "labels"
     if not task.calculate_acc or task.label_dir is not None or default.is_dir() and any(default.iterdir()):
         return
-    import onnx
-    import onnxruntime as ort
 
-    from ptqc.driver.data import Executor
-    from ptqc.onnx_io import import_model
-    from ptqc.passes.read_qdq import is_qdq_model
 
     graph = import_model(cfg.model)
     if is_qdq_model(graph):
@@ -238,8 +242,6 @@ def _task_labels(cfg: QuantConfig) -> None:
 
 
 def _is_input_error(e: Exception) -> bool:
-    from ptqc.runtime.reference import UnsupportedOpError
-
     return isinstance(e, UnsupportedOpError)
 
 
@@ -273,8 +275,6 @@ def _run(cfg: QuantConfig, flags: dict[str, str]) -> int:
     _refuse_for_uncalibrated(cfg, flags)
     save_dir = _prepare_save_dir(cfg.save_dir)
     if cfg.framework != "onnx" or cfg.weight is not None:
-        from ptqc.driver.frontends import to_onnx
-
         model = to_onnx(cfg.framework, Path(cfg.model), Path(cfg.weight) if cfg.weight else None, save_dir,
                         cfg.input_shapes, cfg.user_defined_script,
                         (cfg.start_node_names, cfg.end_node_names, cfg.convert2chw))
@@ -296,8 +296,6 @@ def _refuse_for_uncalibrated(cfg: QuantConfig, flags: dict[str, str]) -> None:
     """A MindSpore INI with quant_type=DYNAMIC_QUANT or WEIGHT_QUANT: the flags it would not honour, by name."""
     if cfg.config_file is None or cfg.run_mode not in ("quant", "compare"):
         return
-    from ptqc.driver.config import with_ini
-    from ptqc.driver.quantize import UNCALIBRATED_FLAGS, uncalibrated_kind
 
     kind = uncalibrated_kind(with_ini(cfg))
     if kind is not None:
@@ -318,8 +316,6 @@ def _prepare_save_dir(path: Path) -> Path:
 
 
 def _convert(cfg: QuantConfig, save_dir: Path) -> int:
-    from ptqc.driver.api import convert
-
     output = save_dir / f"{cfg.model.stem}_convert.onnx"
     report = convert(cfg.model, output, dump_ir=save_dir / "steps" if cfg.dump_ir else None,
                      debug=cfg.debug, constants_as_initializers=cfg.initializers)
@@ -349,22 +345,16 @@ def format_convert_summary(model: Path, report) -> str:
 
 
 def _quant(cfg: QuantConfig, save_dir: Path) -> int:
-    from ptqc.driver.quantize import quantize, runs_builtin_task, target_of
-
     output = save_dir / f"{cfg.model.stem}_quantize.onnx"
     report = quantize(cfg.model, output, config=cfg)
     print(format_quant_summary(cfg, report))
     if runs_builtin_task(cfg) and target_of(cfg).name != "generic":
-        from ptqc.driver.quantize import infer
-
         metric = infer(output, config=cfg)
         print(f"  infer-function metric on the {target_of(cfg).name} integer simulator: {metric:.6g}")
     return 0
 
 
 def format_quant_summary(cfg: QuantConfig, report) -> str:
-    import numpy as np
-
     s = report.seconds
     lines = [f"ptqc quant: {cfg.model} -> {report.output}",
              f"  method {report.method}, {cfg.bit_width}-bit, chip {cfg.chip}; time {sum(s.values()):.2f} s "
@@ -390,9 +380,6 @@ def format_quant_summary(cfg: QuantConfig, report) -> str:
 
 
 def _infer_with_function(cfg: QuantConfig) -> int:
-    from ptqc.driver.quantize import infer, runs_on, target_of
-    from ptqc.onnx_io import import_model
-
     metric = infer(cfg.model, config=cfg)
     where = runs_on(import_model(cfg.model), target_of(cfg))
     print(f"ptqc infer: {cfg.model}: infer function {cfg.infer_func!r} returned {metric:.6g} (on {where})")
@@ -402,11 +389,6 @@ def _infer_with_function(cfg: QuantConfig) -> int:
 def _infer(cfg: QuantConfig, save_dir: Path) -> int:
     """Every batch's outputs to ``{save_dir}/infer/<output>.npy`` (one batch) or
     ``<output>_<k>.npy`` (several), each written atomically as it comes."""
-    import numpy as np
-
-    from ptqc.driver.quantize import infer_batches
-    from ptqc.files import atomic_open
-
     out_dir = save_dir / "infer"
     written: list[tuple[str, str, list[int], Path]] = []  # what was written (the arrays are not kept)
 

@@ -6,7 +6,7 @@ Defaults follow the reference tool (``shared/reference/knight-onnx-quant-tool.rs
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -144,7 +144,6 @@ def with_ini(cfg: QuantConfig) -> QuantConfig:
     (explicit flags win), validated like flags."""
     if cfg.config_file is None:
         return cfg
-    from dataclasses import replace
 
     ini = {k: v for k, v in load_ini(Path(cfg.config_file)).items() if k not in cfg.explicit}
     cfg = replace(cfg, **ini, explicit=cfg.explicit | frozenset(ini))

@@ -557,7 +557,7 @@ def load_image(path: Path, spec: InputSpec, pre: ImagePreprocess, plan: _ImagePl
 
 def pillow():
     try:
-        from PIL import Image
+        from PIL import Image  # a declared dependency, refused by name if a trimmed install lacks it
     except ImportError:
         raise ConfigError("image calibration data needs Pillow: pip install pillow") from None
     return Image

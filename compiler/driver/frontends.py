@@ -31,17 +31,27 @@ Built:
 """
 from __future__ import annotations
 
+import ast
 import contextlib
+import importlib.util
 import inspect
+import io
 import os
+import random
+import re
 import sys
-import tempfile
+import types
 import warnings
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnxruntime as ort
+from google.protobuf import descriptor_pool, message_factory
 
+from ptqc.driver.data import load_registered, pytorch_model, user_call
 from ptqc.errors import ConfigError, ModelError
+from ptqc.files import atomic_path
 
 TOLERANCE = 1e-4
 OPSET = 17
@@ -79,7 +89,6 @@ def _caffe(model: Path, weight: Path | None, save_dir: Path, input_shapes: tuple
     label = f"-f caffe {model}"
     with _converting(out, label) as tmp:
         proto = caffe_to_onnx(model, weight)
-        import onnx
 
         onnx.save(proto, tmp)
         _check(tmp, None, input_shapes, label)
@@ -90,11 +99,9 @@ def caffe_to_onnx(prototxt: Path, caffemodel: Path):
     """caffe2onnx's conversion (its Caffe2Onnx) with its caffe.proto loaded for today's protobuf,
     its random node names seeded (the same files give the same model), the weights it also
     lists as graph inputs made plain initializers, at the opset its nodes follow (11)."""
-    import random
-
     sys.modules.setdefault("caffe2onnx.proto.caffe_upsample_pb2", caffe_messages())
-    from caffe2onnx.src.caffe2onnx import Caffe2Onnx
-    from caffe2onnx.src.load_save_model import loadcaffemodel
+    from caffe2onnx.src.caffe2onnx import Caffe2Onnx  # optional frontend (installed --no-deps)
+    from caffe2onnx.src.load_save_model import loadcaffemodel  # optional frontend (installed --no-deps)
 
     state = random.getstate()
     random.seed(0)
@@ -117,13 +124,6 @@ def caffe_to_onnx(prototxt: Path, caffemodel: Path):
 def caffe_messages():
     """caffe2onnx's ``caffe_upsample_pb2`` (Caffe's messages: ``NetParameter``, ...) rebuilt from
     the serialized descriptor its generated file holds (the file itself needs protobuf 3)."""
-    import ast
-    import importlib.util
-    import re
-    import types
-
-    from google.protobuf import descriptor_pool, message_factory
-
     spec = importlib.util.find_spec("caffe2onnx")
     if spec is None or not spec.submodule_search_locations:
         raise ConfigError("-f/--framework caffe: needs caffe2onnx (pip install --no-deps caffe2onnx==2.0.1; see "
@@ -151,8 +151,8 @@ def _paddle(model: Path, weight: Path | None, save_dir: Path, input_shapes: tupl
     try:
         with warnings.catch_warnings():  # paddle warns on import about build tools it does not need here
             warnings.simplefilter("ignore")
-            import paddle
-            import paddle2onnx
+            import paddle  # optional frontend (ptqc[paddle])
+            import paddle2onnx  # optional frontend (ptqc[paddle])
     except ImportError as e:
         raise ConfigError(f"-f/--framework paddle: needs paddlepaddle and paddle2onnx ({e.name} is not "
                           "installed; see README, frontends)") from None
@@ -175,8 +175,8 @@ def _tensorflow(model: Path, save_dir: Path, input_shapes: tuple, nodes: tuple) 
     try:
         with _quiet(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            import tensorflow as tf
-            from tf2onnx import convert, tf_loader
+            import tensorflow as tf  # optional frontend (ptqc[tensorflow])
+            from tf2onnx import convert, tf_loader  # optional frontend (ptqc[tensorflow])
     except ImportError as e:
         raise ConfigError(f"-f/--framework tensorflow: needs tensorflow and tf2onnx ({e.name} is not installed; "
                           "see README, frontends)") from None
@@ -194,7 +194,6 @@ def _tensorflow(model: Path, save_dir: Path, input_shapes: tuple, nodes: tuple) 
                                                                     tag="serve", signatures=["serving_default"])[:3]
         proto, _ = convert.from_graph_def(graph_def, input_names=inputs, output_names=outputs, opset=OPSET,
                                           inputs_as_nchw=inputs if nchw else None)
-        import onnx
 
         onnx.save(proto, tmp)
         _check(tmp, _tf_runner(tf, graph_def, inputs, outputs, nchw), input_shapes, label)
@@ -216,26 +215,20 @@ def _tf_runner(tf, graph_def, inputs: list[str], outputs: list[str], nchw: bool)
 @contextlib.contextmanager
 def _converting(out: Path, label: str):
     """A temporary path beside ``out`` to write the converted model to, renamed to ``out`` when
-    the block succeeds (removed otherwise); a converter's own failure becomes a ModelError."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
+    the block succeeds (removed otherwise: ``files.atomic_path``); a converter's own failure
+    becomes a ModelError."""
     try:
-        yield tmp
-        os.replace(tmp, out)
+        with atomic_path(out) as tmp:
+            yield tmp
     except Exception as e:
         if isinstance(e, (ConfigError, ModelError)):
             raise
         raise ModelError(f"{label}: conversion failed: {' '.join(str(e).split()) or type(e).__name__}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _pytorch(name: str, weight: Path | None, save_dir: Path, script: Path | None) -> Path:
-    from ptqc.driver.data import load_registered, pytorch_model, user_call
-
     try:
-        import torch
+        import torch  # optional frontend (ptqc[pytorch])
     except ImportError:
         raise ConfigError("-f/--framework pytorch: needs torch (not installed; see README, frontends)") from None
     if weight is not None and not weight.is_file():
@@ -256,7 +249,6 @@ def _pytorch(name: str, weight: Path | None, save_dir: Path, script: Path | None
     with _converting(out, f"-f pytorch {name}") as tmp:
         proto = torch_to_onnx(module, inputs, None, spec.get("dynamic_axes_inputs"), spec.get("dynamic_axes_outputs"),
                               spec.get("concrete_args"), label=f"-f pytorch {name}")
-        import onnx
 
         onnx.save(proto, tmp)
         with torch.no_grad():
@@ -272,10 +264,7 @@ def torch_to_onnx(module, inputs: list, names: list | None = None, dynamic_input
     """``module`` (eval mode, no gradients) traced on ``inputs`` to an ONNX ModelProto at
     ``OPSET``: inputs named ``names``, else by ``dynamic_inputs``' keys, else ``input`` (or
     ``input0``, ...); outputs by ``dynamic_outputs``' keys; those axes left dynamic."""
-    import io
-
-    import onnx
-    import torch
+    import torch  # optional frontend (ptqc[pytorch])
 
     names = list(names or dynamic_inputs or (["input"] if len(inputs) == 1 else
                                              [f"input{i}" for i in range(len(inputs))]))
@@ -347,8 +336,6 @@ def _paddle_runner(paddle, model: Path, weight: Path):
 def _check(path: str, source, input_shapes: tuple, label: str) -> None:
     """The converted model against its framework on seeded standard-normal inputs (dynamic
     dimensions from ``-is``, else 1); with no ``source`` (Caffe) run only, its outputs finite."""
-    import onnxruntime as ort
-
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     inputs = session.get_inputs()
     if input_shapes and len(input_shapes) != len(inputs):
@@ -369,8 +356,6 @@ def _check(path: str, source, input_shapes: tuple, label: str) -> None:
 
 def _compare(session, feeds: dict, want: list, label: str) -> None:
     """onnxruntime's outputs of the converted model (a session or a path) against the source's."""
-    import onnxruntime as ort
-
     if not isinstance(session, ort.InferenceSession):
         session = ort.InferenceSession(session, providers=["CPUExecutionProvider"])
     got = session.run(None, feeds)

@@ -33,6 +33,7 @@ from ptqc.passes.quantize_w8a8 import QuantizeW8A8
 from ptqc.passes.quantize_weights import QuantizeWeights
 from ptqc.passes.smooth_activations import SmoothActivations
 from ptqc.passes.upgrade_opset import UpgradeOpset
+from ptqc.runtime.ort import OrtRunner
 
 
 def quantize(model: Any, config: dict, data: Iterable[dict] | Any = None,
@@ -109,7 +110,7 @@ def _checked(feeds: Iterable) -> Iterable[dict]:
 def _from_torch(module: Any, batches: Iterable[dict] | None) -> tuple[onnx.ModelProto, Iterable[dict] | None]:
     """A torch.nn.Module exported to ONNX on the first batch (kept for the run)."""
     try:
-        import torch
+        import torch  # optional frontend (ptqc[pytorch])
     except ImportError:
         raise ConfigError(f"model: a {type(module).__name__} is not an ONNX model, and torch (to export a "
                           "torch.nn.Module) is not installed") from None
@@ -127,8 +128,6 @@ def _from_torch(module: Any, batches: Iterable[dict] | None) -> tuple[onnx.Model
 
 def _runs(model: onnx.ModelProto, feeds: dict | None) -> None:
     """onnxruntime loads the result (and runs every output on ``feeds``)."""
-    from ptqc.runtime.ort import OrtRunner
-
     try:
         runner = OrtRunner(model.SerializeToString())
         if feeds is not None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ptqc.driver.scale_json import read_json
+from ptqc.driver.scale_json import read_json, write_scale_json
 from ptqc.errors import ConfigError
 from ptqc.ir import Graph
 from ptqc.passes.assign_quant_specs import node_key
@@ -42,8 +42,6 @@ def template(graph: Graph, bits: int, mode: str, mix: dict | None = None) -> dic
 
 
 def write_template(graph: Graph, bits: int, mode: str, path: Path, mix: dict | None = None) -> Path:
-    from ptqc.driver.scale_json import write_scale_json
-
     return write_scale_json(template(graph, bits, mode, mix), path)
 
 

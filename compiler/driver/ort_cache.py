@@ -27,7 +27,7 @@ log = logging.getLogger("ptqc")
 
 def read_cache(path: str | Path, method: str, smooth_quant: bool = False) -> dict[str, TensorOverride] | None:
     """The cached ranges as overrides, or None when they are to be computed (and written)."""
-    from onnxruntime.quantization.calibrate import load_tensors_data
+    from onnxruntime.quantization.calibrate import load_tensors_data  # heavy: 1.2 s to import
 
     path = Path(path)
     if path.exists() and not path.is_file():
@@ -57,7 +57,8 @@ def write_cache(path: str | Path, method: str, params: dict[str, QuantParam], ob
                 smooth_quant: bool = False) -> None:
     """Every calibrated tensor's range (a quantized activation's: the one its scale came from),
     in onnxruntime's format (written to a temporary file, then renamed)."""
-    from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData, save_tensors_data
+    from onnxruntime.quantization.calibrate import (  # heavy: 1.2 s to import
+        CalibrationMethod, TensorData, TensorsData, save_tensors_data)
 
     ranges = {n: r for n, r in observed.items() if r is not None and np.ndim(r[0]) == 0}
     ranges.update({n: (p.rmin, p.rmax) for n, p in params.items() if p.rmin is not None and p.axis is None})

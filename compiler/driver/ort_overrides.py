@@ -32,8 +32,8 @@ def tensor_overrides(raw: Any, model: str | Path | onnx.ModelProto, activation_t
         raise ConfigError(f"{_FLAG}: expected a dict of tensor name -> list of dicts, got {type(raw).__name__}")
     if not raw:
         return {}
-    from onnxruntime.quantization.quant_utils import QuantType
-    from onnxruntime.quantization.tensor_quant_overrides import TensorQuantOverridesHelper
+    from onnxruntime.quantization.quant_utils import QuantType  # heavy: 1.2 s to import
+    from onnxruntime.quantization.tensor_quant_overrides import TensorQuantOverridesHelper  # heavy: 1.2 s to import
 
     proto = model_proto(model)
     initializers = {t.name: t for t in proto.graph.initializer}

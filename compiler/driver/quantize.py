@@ -14,6 +14,7 @@ import copy
 import dataclasses
 import functools
 import logging
+import math
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -24,9 +25,10 @@ import numpy as np
 import onnx
 import onnx.version_converter
 
-from ptqc.driver.config import QuantConfig, with_ini
-from ptqc.driver.data import (DataError, Executor, InputSpec, batch_axes, check_input_shapes_count,
-                              load_infer_function, make_infer_auto, make_reader_func, run_infer_function)
+from ptqc.driver.config import FOLDER_FLAGS, IMAGE_FLAGS, QuantConfig, with_ini
+from ptqc.driver.data import (batch_axes, check_input_shapes_count, DataError, Executor, ImagePreprocess, InputSpec,
+                              load_infer_function, make_folder_func, make_infer_auto, make_reader_func,
+                              run_infer_function)
 from ptqc.driver.pipeline import (MAX_VALIDATION, materialize_pipeline, observe_pipeline, prepare_pipeline,
                                   weight_only_pipeline)
 from ptqc.driver.ort_cache import read_cache, write_cache
@@ -38,6 +40,14 @@ from ptqc.ir import Graph
 from ptqc.onnx_io import check_model, export_model, import_model, load_model, save_model
 from ptqc.pass_manager import (AnalysisStore, DumpIRInstrument, PassContext, PassManager, PassTiming, TimingInstrument,
                                VerifyInstrument)
+from ptqc.driver import cache
+from ptqc.driver.debug_report import write_debug_reports
+from ptqc.driver.dynamic import quantize_dynamic
+from ptqc.driver.mix import load_mix, write_template
+from ptqc.driver.nncase_scheme import export_scheme, load_scheme
+from ptqc.driver.simulate import dump_and_compare, simulator_for
+from ptqc.driver.tasks import make_task_infer, task_of
+from ptqc.passes import AssignQuantSpecs
 from ptqc.passes.assign_quant_specs import check_weights
 from ptqc.passes.calibrate import feeds_drive, first_batch, held_out, observed_values
 from ptqc.passes.eliminate_dead_code import EliminateDeadCode
@@ -49,7 +59,7 @@ from ptqc.quant import FLOAT8, QuantParam, QuantScheme, TensorOverride, cosine, 
 from ptqc.runtime import reference
 from ptqc.runtime.ort import OrtRunner
 from ptqc.runtime.reference import ReferenceExecutor, UnsupportedOpError
-from ptqc.driver.simulate import simulator_for
+from ptqc.runtime.simulator import SimulationError
 from ptqc.targets.base import Target
 from ptqc.targets.families import chip_names, family_of
 from ptqc.vocab import AUTO, Analysis, HISTOGRAM, Meta, Method, REFERENCE_DEFAULT
@@ -114,7 +124,7 @@ def workers_of(config: QuantConfig, client=None):
     function, which cannot be split, one process is right), --dask-scheduler or an API client."""
     if client is None and config.dask_scheduler:
         try:
-            from dask.distributed import Client
+            from dask.distributed import Client  # optional: ptqc[dask]
         except ImportError:
             raise ConfigError("--dask-scheduler: Dask is not installed (pip install ptqc[dask])") from None
         try:
@@ -154,9 +164,6 @@ def infer_function_of(data: Any, config: QuantConfig) -> tuple[Callable, str]:
     the config's ``-uds/-if``, ``-d`` or the built-in ``infer_auto``.  A folder's files decide
     its kind (:func:`~ptqc.driver.data.make_folder_func`); an image flag the user set for any
     other source, or --calibrate-size for a source that is no folder, is refused by name."""
-    from ptqc.driver.config import FOLDER_FLAGS, IMAGE_FLAGS
-    from ptqc.driver.data import ImagePreprocess, make_folder_func
-
     folder = Path(data) if isinstance(data, (str, Path)) else None
     if data is None and config.user_defined_script is None and config.infer_func == "infer_auto" \
             and config.data is not None:
@@ -170,8 +177,6 @@ def infer_function_of(data: Any, config: QuantConfig) -> tuple[Callable, str]:
         fn, name = make_folder_func(folder, preprocess, config.calibrate_size)
     elif data is None:
         if runs_builtin_task(config):
-            from ptqc.driver.tasks import make_task_infer, task_of
-
             fn, name = make_task_infer(task_of(config.run_config), draw=config.run_mode == "infer"), "infer_default"
         elif config.user_defined_script is not None or config.infer_func != "infer_auto":
             fn, name = load_infer_function(config.user_defined_script, config.infer_func), config.infer_func
@@ -413,8 +418,6 @@ def _load_overrides(ctx: PassContext, config: QuantConfig, graph: Graph, scheme:
     if config.load_scale_json is not None:
         ctx.analyses[Analysis.LOADED_PARAMS] = load_scale_json(Path(config.load_scale_json), graph)
     if config.quant_scheme is not None:
-        from ptqc.driver.nncase_scheme import load_scheme
-
         ctx.analyses[Analysis.RANGE_OVERRIDES] = load_scheme(Path(config.quant_scheme), graph)
     if scheme.tensor_overrides:
         gone = sorted(n for n in scheme.tensor_overrides if not graph.has_value(n))
@@ -444,8 +447,6 @@ def _quantize_uncalibrated(model, output, data, config: QuantConfig, evaluate: b
     :func:`ptqc.driver.pipeline.weight_only_pipeline`); then the output cosine against the float
     model on the data (-d, -uds/-if or random inputs from the shapes).  Both run on onnxruntime,
     not on a TX5xxx chip, which is refused, and so is every flag they would not honour."""
-    from ptqc.driver.dynamic import quantize_dynamic
-
     kind = uncalibrated_kind(config)
     if target_of(config).name != "generic":
         why = "quantizes activations at run time" if kind == "DYNAMIC_QUANT" else "keeps activations float"
@@ -508,8 +509,6 @@ def _tune_init_scale(float_model: onnx.ModelProto, data, config: QuantConfig) ->
     """MindSpore's mixed-bit ``auto_tune``: the largest init_scale (bisection on its logarithm over
     [1e-3, 0.5], 8 steps) whose model keeps every output's mean cosine at :data:`AUTO_TUNE_COSINE`
     or above on the data the run evaluates on; 1e-3 (the most bits) if even that misses it."""
-    import math
-
     fn, fn_name = infer_function_of(data, config)
     graph = import_model(float_model)
     drive = make_drive(fn, fn_name, input_specs(graph), config, graph)
@@ -623,9 +622,6 @@ def _precision(graph: Graph, ctx: PassContext, scheme: QuantScheme, family, conf
     -b bits), the methods to run, and the one calibration reads.  A -mc file is checked
     against the nodes this model quantizes (found on a copy) before any calibration; one
     histogram serves mixed modes and the searches."""
-    from ptqc.driver.mix import load_mix
-    from ptqc.passes import AssignQuantSpecs
-
     calibrated = methods[0] if len(methods) == 1 else HISTOGRAM
     what = ("-mc/--mix-config" if config.mix_config is not None else
             "-ams/--auto-mix-strategy IOhigh" if config.auto_mix_strategy == "IOhigh" else
@@ -661,8 +657,6 @@ def _observe_with_cache(graph: Graph, ctx: PassContext, observe: list, methods: 
                         config: QuantConfig, instruments: list) -> Graph:
     """``-cd``: specs, then the cached observer states when the key matches, else calibration
     and a new cache."""
-    from ptqc.driver import cache
-
     path = Path(config.cache_distribution)
     fingerprint = cache.data_fingerprint(config, data)  # refuses unfingerprintable data before any work
     kind = "min_max" if methods == (Method.MIN_MAX,) else "histogram"  # the cache's two kinds of observer state
@@ -772,7 +766,6 @@ def _evaluate(float_model: onnx.ModelProto, qmodel: onnx.ModelProto, drive: Call
     """compare_outputs, or with -cd the stored result for these very model bytes and data."""
     if config.cache_distribution is None:
         return compare_outputs(float_model, qmodel, drive, report)
-    from ptqc.driver import cache
 
     path, fingerprint = Path(config.cache_distribution), cache.data_fingerprint(config, data)
     blob = qmodel.SerializeToString()
@@ -829,20 +822,14 @@ def _finish(graph: Graph, float_model: onnx.ModelProto, ctx: PassContext, drives
         if table is not None:
             report.scale_json = write_scale_json(table, output.parent / f"{stem}_scale.json")
         if config.debug_info_save_path is not None:
-            from ptqc.driver.debug_report import write_debug_reports
-
             folder = Path(config.debug_info_save_path) / (label or "")  # several runs: one folder each
             write_debug_reports(folder, float_model, qmodel, graph, ctx.analyses.get(Analysis.WEIGHT_PARAMS) or {},
                                 drives.data, cosine)
         if config.generate_template:
-            from ptqc.driver.mix import write_template
-
             mode = method if method in RANGE_METHODS else REFERENCE_DEFAULT  # -lsj or several -mc modes: no one method
             report.template = write_template(graph, config.bit_width, mode,
                                              output.parent / f"{stem}_mix.json", ctx.analyses.get(Analysis.MIX))
         if config.export_quant_scheme:
-            from ptqc.driver.nncase_scheme import export_scheme
-
             report.quant_scheme = export_scheme(graph, ctx.analyses.get(Analysis.WEIGHT_PARAMS) or {},
                                                 output.parent / f"{stem}_quant_scheme.json")
         if config.dump or config.run_mode == "compare":
@@ -860,8 +847,6 @@ def _float_run(float_model: onnx.ModelProto) -> Callable[[dict], list]:
 def _simulate(qmodel: onnx.ModelProto, float_model: onnx.ModelProto, drive: Callable, report: QuantReport,
               target, config: QuantConfig, save_dir: Path) -> list[str]:
     """``-du`` / ``-r compare`` on the first batch the infer function feeds."""
-    from ptqc.driver.simulate import dump_and_compare
-
     feeds = first_batch(drive, _float_run(float_model))
     if not feeds:
         raise ConfigError("-du/-r compare: the infer function fed no data")
@@ -965,7 +950,6 @@ def model_runner(graph: Graph, config: QuantConfig, model_errors: "_OnnxruntimeE
     family = target_of(config)
     where = runs_on(graph, family, reference)
     if where.endswith("simulator"):  # the chip's integer arithmetic
-        from ptqc.runtime.simulator import SimulationError
 
         sim = simulator_for(graph, family, config.lut_len)
 

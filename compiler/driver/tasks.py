@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from PIL import Image, ImageDraw
 
 from ptqc.driver.data import DataError, ImagePreprocess, image_files, image_plan, load_image, pillow
 from ptqc.errors import ConfigError
@@ -410,8 +411,6 @@ def mean_ap(stats: list[tuple], truth_classes: np.ndarray) -> float:
 
 def draw_boxes(path: Path, det: np.ndarray, task: Task) -> Path:
     """The image with its detections drawn, written to ``<data_dir>/../label_imgs/<name>``."""
-    from PIL import Image, ImageDraw
-
     out = task.data_dir.parent / "label_imgs" / path.name
     out.parent.mkdir(exist_ok=True)
     with Image.open(path) as opened:
@@ -437,8 +436,6 @@ def write_labels(task: Task, executor) -> Task:
     """``calculate_acc`` without labels: the float model's answers (``executor`` runs it over
     every image: top-1 class; boxes above :data:`PSEUDO_LABEL_CONF`) written as labels to
     ``<data_dir>/../labels/``, as the reference does; returns the task reading them."""
-    from ptqc.files import atomic_open
-
     images = image_files(task.data_dir)
     folder = task.data_dir.parent / "labels"
     folder.mkdir(exist_ok=True)

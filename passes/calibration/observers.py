@@ -20,7 +20,7 @@ import numpy as np
 
 import ptqc.passes.calibration.histogram as histogram
 from ptqc.errors import PtqcError
-from ptqc.quant import QuantParam, qparam_from_range
+from ptqc.quant import _narrow, qparam_from_range, QuantParam
 from ptqc.vocab import HISTOGRAM, HISTOGRAM_METHODS, Method
 
 
@@ -285,8 +285,6 @@ class HistogramObserver:
 
 
 def _qrange(dtype: np.dtype, symmetric: bool) -> tuple[int, int]:
-    from ptqc.quant import _narrow
-
     return _narrow(dtype, symmetric)
 
 

@@ -1,6 +1,7 @@
 """The house rules the tree keeps (issue 17), read from the sources' ASTs: no circle in the import
 graph of ptqc's modules (module-level and function-local imports alike), no function over 80
-lines in compiler/, passes/, targets/ and runtime/, and runtime/ importing nothing else of ptqc."""
+lines in compiler/, passes/, targets/ and runtime/, runtime/ importing nothing else of ptqc, and
+function-local imports only for optional or heavy dependencies, each saying so."""
 import ast
 import pathlib
 import re
@@ -81,3 +82,24 @@ def test_tools_import_nothing_from_tests():
                 [n.module or ""] if isinstance(n, ast.ImportFrom) and not n.level else []
             found += [f"{path.name}:{n.lineno} {x}" for x in names if x.split(".")[0] in test_modules]
     assert not found, found
+
+
+def test_function_local_imports_are_optional_dependencies_and_say_so():
+    """A function-local import is kept only for an optional or heavy dependency (a frontend,
+    dask, scikit-learn, onnxruntime.quantization), with a comment on its line saying why;
+    everything else is imported at the top of the module."""
+    optional = ("torch", "paddle", "paddle2onnx", "tensorflow", "tf2onnx", "caffe2onnx", "dask", "sklearn",
+                "threadpoolctl", "onnxruntime.quantization", "PIL")
+    bad = []
+    for _, (path, tree) in _modules().items():
+        lines = path.read_text().splitlines()
+        for fn in ast.walk(tree):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for n in ast.walk(fn):
+                if isinstance(n, (ast.Import, ast.ImportFrom)):
+                    module = n.module if isinstance(n, ast.ImportFrom) else n.names[0].name
+                    said = "#" in lines[n.lineno - 1] or "#" in lines[n.end_lineno - 1]
+                    if not (module.split(".")[0] in optional or module.startswith(optional)) or not said:
+                        bad.append(f"{path.relative_to(ROOT)}:{n.lineno} {module}")
+    assert not bad, f"function-local imports: {bad}"
