@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Iterable, Sequence
 
 import numpy as np
+import onnx
 
 from ptqc.errors import GraphError, PassOrderError
 from ptqc.ir import Graph, Node
@@ -232,6 +233,24 @@ def output_channels(node: Node, w: np.ndarray) -> int | None:
 def single_use(graph: Graph, value: str) -> bool:
     """Read by one consumer and nothing else (no graph output, no subgraph capture)."""
     return len(graph.consumers(value)) == 1 and value not in graph.outputs and not graph.is_captured(value)
+
+
+def offset_inputs(graph: Graph, tensors: Sequence[str], prefix: str) -> dict[str, str]:
+    """Make each tensor ``t`` of ``tensors`` the sum ``Add(t_raw, delta)`` right after its
+    producer (every consumer and graph output reads the sum), ``delta`` a new float graph
+    input named ``<prefix>_delta_<i>``: a probe model for perturbations (HAWQ) and output
+    corrections (CorrectBias).  Returns ``{tensor: delta input name}``; a tensor without a
+    producer is a GraphError."""
+    deltas = {}
+    for i, t in enumerate(tensors):
+        node = graph.producer(t)
+        if node is None:
+            raise GraphError(f"tensor {t!r} has no producer to offset")
+        raw, deltas[t] = graph.unique_name(f"{prefix}_raw_{i}"), graph.unique_name(f"{prefix}_delta_{i}")
+        graph.set_output(node, list(node.outputs).index(t), raw)
+        graph.add_input(deltas[t], onnx.TensorProto.FLOAT)
+        graph.add_node("Add", [raw, deltas[t]], [t], name=graph.unique_name(f"{prefix}_add_{i}"))
+    return deltas
 
 
 class RewriteRule:

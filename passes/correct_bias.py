@@ -30,7 +30,7 @@ import onnx
 from ptqc.errors import PtqcError, cannot_reread
 from ptqc.ir import Graph
 from ptqc.onnx_io import export_model, with_outputs
-from ptqc.pass_manager import Pass, PassContext, PassResult
+from ptqc.pass_manager import Pass, PassContext, PassResult, offset_inputs
 from ptqc.passes.calibrate import feeds_drive, held_out
 from ptqc.quant import cosine
 from ptqc.runtime.ort import OrtRunner
@@ -201,16 +201,10 @@ class _ChannelMeans:
 
 
 def _with_deltas(graph: Graph, outputs: list[str]) -> tuple[onnx.ModelProto, dict[str, str]]:
-    """A copy of the graph with ``y = Add(y_raw, delta_y)`` right after each output's producer,
-    ``delta_y`` a float graph input; ``{y: delta input name}``."""
+    """A copy of the graph with each output offset by a float graph input
+    (``pass_manager.offset_inputs``); ``{y: delta input name}``."""
     probe = copy.deepcopy(graph)
-    feeds = {}
-    for i, y in enumerate(outputs):
-        node = probe.producer(y)
-        raw, feeds[y] = probe.unique_name(f"bc_raw_{i}"), probe.unique_name(f"bc_delta_{i}")
-        probe.set_output(node, list(node.outputs).index(y), raw)
-        probe.add_input(feeds[y], onnx.TensorProto.FLOAT)
-        probe.add_node("Add", [raw, feeds[y]], [y], name=probe.unique_name(f"bc_add_{i}"))
+    feeds = offset_inputs(probe, outputs, "bc")
     return export_model(probe, constants_as_initializers=True), feeds
 
 

@@ -22,8 +22,9 @@ from typing import Mapping
 import numpy as np
 import onnx
 
-from ptqc.errors import PtqcError
+from ptqc.errors import GraphError, PtqcError
 from ptqc.onnx_io import export_model, import_model
+from ptqc.pass_manager import offset_inputs
 from ptqc.runtime.ort import OrtRunner
 
 log = logging.getLogger("ptqc.hawq")
@@ -33,19 +34,13 @@ EPS_REL = 1e-3
 
 
 def _perturbable(model: onnx.ModelProto, tensors: list[str]) -> tuple[bytes, dict[str, str]]:
-    """The model with ``t = Add(t_src, noise_t)`` after each tensor's producer (every consumer
-    and graph output reads the sum; ``noise_t`` a float graph input); ``{tensor: noise input
-    name}``."""
+    """The model with each tensor offset by a float graph input (``pass_manager.offset_inputs``);
+    ``{tensor: noise input name}``."""
     graph = import_model(model)
-    noise = {}
-    for i, t in enumerate(tensors):
-        node = graph.producer(t)
-        if node is None:
-            raise PtqcError(f"HAWQ: tensor {t!r} has no producer to perturb")
-        src, noise[t] = graph.unique_name(f"hawq_src_{i}"), graph.unique_name(f"hawq_noise_{i}")
-        graph.set_output(node, list(node.outputs).index(t), src)
-        graph.add_input(noise[t], onnx.TensorProto.FLOAT)
-        graph.add_node("Add", [src, noise[t]], [t], name=graph.unique_name(f"hawq_add_{i}"))
+    try:
+        noise = offset_inputs(graph, tensors, "hawq")
+    except GraphError as e:
+        raise PtqcError(f"HAWQ: {e}") from None
     return export_model(graph, constants_as_initializers=True).SerializeToString(), noise
 
 

@@ -73,6 +73,11 @@ class Simulator:
         self._fast = _fuse_conv_lut(program, self._plans)  # run() without dumps or hooks
         self._last_use = {id(ops): _last_use(ops) for ops in (program.ops, self._fast)}
 
+    @property
+    def schedule(self) -> list[Op]:
+        """The ops ``infer`` runs, in order: the program's, a fused Conv + table pair as one."""
+        return list(self._fast)
+
     # ------------------------------------------------------------------ running
     def run(self, feeds: Mapping[str, np.ndarray], keep_all: bool = False,
             on_op: Callable[[Op, list[np.ndarray]], None] | None = None) -> dict[str, np.ndarray]:
@@ -281,9 +286,7 @@ def _info(sim: Simulator, op: Op) -> TensorInfo:
 
 def _quantize(sim: Simulator, op: Quantize, a: list) -> np.ndarray:
     info = _info(sim, op)
-    x = np.asarray(a[0], np.float32)
-    q = np.rint(x / np.float32(info.scale)).astype(np.float64) + info.zero_point
-    return np.clip(q, info.qmin, info.qmax).astype(info.dtype)
+    return elementwise.quantize_float(a[0], info.scale, info.zero_point, info.dtype)
 
 
 def _dequantize(sim: Simulator, op: Dequantize, a: list) -> np.ndarray:
@@ -299,8 +302,8 @@ def _dequantize(sim: Simulator, op: Dequantize, a: list) -> np.ndarray:
         shape = [1] * q.ndim
         shape[op.axis % q.ndim] = -1
         scale, zp = scale.reshape(shape), zp.reshape(shape)
-    else:
-        scale, zp = scale.reshape(()), zp.reshape(())
+    else:  # per tensor: one pass
+        return elementwise.dequantize_codes(q, scale.reshape(-1)[0], int(zp.reshape(-1)[0]))
     return ((q.astype(np.int64) - zp).astype(np.float32) * scale).astype(np.float32)
 
 

@@ -105,6 +105,7 @@ import sys
 import tempfile
 import time
 import traceback
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -823,7 +824,7 @@ def bench_sim(det_size: int, chips: list[str], repeat: int) -> None:
                         return out
                     sim.run_op = timed  # the instance attribute shadows the method in sim.run
                     row["sim"] = _median_ms(lambda: sim.infer(tests[0]), repeat)
-                    counts, total = sim.p.kinds(), sum(acc.values())
+                    counts, total = Counter(op.kind for op in sim.schedule), sum(acc.values())
                     row["kinds"] = [(k, v * 1e3 / (repeat + 1), counts[k], v / total)
                                     for k, v in sorted(acc.items(), key=lambda kv: -kv[1])[:6]]
                     row["qdq_path"] = qdq

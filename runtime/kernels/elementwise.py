@@ -94,6 +94,38 @@ def _mul(a, za, b, zb, mult, shift, zo, lo, hi, mode, out):
     return out
 
 
+@njit(cache=True)
+def _quantize(x, scale, zp, qmin, qmax, out):
+    for i in range(x.shape[0]):
+        v = np.rint(x[i] / scale) + zp
+        out[i] = min(max(v, qmin), qmax)
+    return out
+
+
+def quantize_float(x: np.ndarray, scale: float, zp: int, dtype) -> np.ndarray:
+    """ONNX QuantizeLinear per tensor: ``saturate(rint(x / scale) + zp)`` with the division in
+    float32 and rint half to even; same shape as ``x``, as the integer ``dtype``."""
+    x = np.ascontiguousarray(x, np.float32)
+    info = np.iinfo(dtype)
+    out = _quantize(x.reshape(-1), np.float32(scale), np.float64(zp), np.float64(info.min), np.float64(info.max),
+                    np.empty(x.size, dtype))
+    return out.reshape(x.shape)
+
+
+@njit(cache=True)
+def _dequantize(q, zp, scale, out):
+    for i in range(q.shape[0]):
+        out[i] = np.float32(np.int64(q[i]) - zp) * scale
+    return out
+
+
+def dequantize_codes(q: np.ndarray, scale: float, zp: int) -> np.ndarray:
+    """ONNX DequantizeLinear per tensor: ``float32(q - zp) · scale`` in float32, same shape."""
+    q = np.ascontiguousarray(q)
+    out = _dequantize(q.reshape(-1), np.int64(zp), np.float32(scale), np.empty(q.size, np.float32))
+    return out.reshape(q.shape)
+
+
 def _operands(a, b) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
     """Both operands flat over the broadcast shape (the broadcast one copied in its own
     dtype, never widened)."""

@@ -260,17 +260,19 @@ def _depthwise(x, z, w, top, left, hp, wp, sh, sw, dh, dw, out):
 
 @njit(cache=True)
 def _depthwise_requant(x, z, w, top, left, hp, wp, sh, sw, dh, dw, bias, mult, shift, acc_lo, acc_hi, zp_out, lo,
-                       hi, mode, table, in_qmin, out):
-    """``_depthwise`` with each output row requantized as it is computed (``requant``'s
-    ``_requantize_row``: bias, accumulator saturation, per-channel multiplier, clamp) into
-    the codes ``out`` (N, O, OH, OW): no int64 accumulator tensor; with a non-empty ``table``
-    each code ``q`` then becomes ``table[q - in_qmin]``.  Returns the saturations."""
-    n_n, n_o, n_y, n_x = out.shape
+                       hi, mode, table, in_qmin, n_out, out):
+    """``_depthwise`` with each output channel requantized as soon as it is computed
+    (``requant``'s ``_requantize_row``: bias, accumulator saturation, per-channel multiplier,
+    clamp) into the codes ``out`` (N, O, OH·OW; ``n_out`` = (N, O, OH, OW)): no int64
+    accumulator tensor; with a non-empty ``table`` each code ``q`` then becomes
+    ``table[q - in_qmin]``.  Returns the saturations."""
+    n_n, n_o, n_y, n_x = n_out[0], n_out[1], n_out[2], n_out[3]
     n_c = x.shape[1]
     per_c = n_o // n_c
     wq = (wp + sw - 1) // sw
     saturated = 0
-    row = np.empty(n_x, np.int64)
+    dense = np.empty(n_y * n_x, w.dtype)  # one channel's accumulator without the padded columns
+    codes = np.empty(n_y * n_x, np.int64)
     for nc in range(n_n * n_c):
         n, c = nc // n_c, nc % n_c
         planes = np.zeros((sh * sw, ((hp + sh - 1) // sh) * wq), w.dtype)
@@ -279,16 +281,18 @@ def _depthwise_requant(x, z, w, top, left, hp, wp, sh, sw, dh, dw, bias, mult, s
         for o in range(c * per_c, (c + 1) * per_c):
             acc[:] = 0
             _taps(planes, w[o], wq, sh, sw, dh, dw, (n_y - 1) * wq + n_x, acc)
-            for y in range(n_y):
-                if table.size == 0:
-                    saturated += _requantize_row(acc[y * wq:y * wq + n_x], out[n, o, y], bias[o], mult[o], shift[o],
-                                                 acc_lo, acc_hi, zp_out, lo, hi, mode)
-                    continue
-                saturated += _requantize_row(acc[y * wq:y * wq + n_x], row, bias[o], mult[o], shift[o], acc_lo,
-                                             acc_hi, zp_out, lo, hi, mode)
-                dst = out[n, o, y]
+            for y in range(n_y):  # element by element: a slice assignment would compile numba's shape checks
                 for t in range(n_x):
-                    dst[t] = table[row[t] - in_qmin]
+                    dense[y * n_x + t] = acc[y * wq + t]
+            dst = out[n, o]
+            if table.size == 0:
+                saturated += _requantize_row(dense, dst, bias[o], mult[o], shift[o], acc_lo, acc_hi, zp_out, lo, hi,
+                                             mode)
+                continue
+            saturated += _requantize_row(dense, codes, bias[o], mult[o], shift[o], acc_lo, acc_hi, zp_out, lo, hi,
+                                         mode)
+            for t in range(n_y * n_x):
+                dst[t] = table[codes[t] - in_qmin]
     return saturated
 
 
@@ -522,12 +526,13 @@ def depthwise_requantized(plan: ConvPlan, x: np.ndarray, strides: Sequence[int],
     kh, kw = plan.kernel
     out_sp = [_out_len(x.shape[2 + j], (kh, kw)[j], s[j], d[j], pb[j], pe[j]) for j in range(2)]
     hp, wp = x.shape[2] + pb[0] + pe[0], x.shape[3] + pb[1] + pe[1]
-    out = np.empty((x.shape[0], plan.o, *out_sp), dtype)
+    out = np.empty((x.shape[0], plan.o, out_sp[0] * out_sp[1]), dtype)
     bias, mult, shift = channel_params(bias, mult, shift, plan.o)
     bound = np.int64(1) << np.int64(acc_bits - 1)
     sat = _depthwise_requant(np.ascontiguousarray(x), plan.dtype.type(plan.x_zp), plan.w, pb[0], pb[1], hp, wp, s[0],
                              s[1], d[0], d[1], bias, mult, shift, -bound, bound - 1, np.int64(zp_out), np.int64(lo),
-                             np.int64(hi), mode, _NO_TABLE if table is None else table, np.int64(in_qmin), out)
+                             np.int64(hi), mode, _NO_TABLE if table is None else table, np.int64(in_qmin),
+                             np.array([x.shape[0], plan.o, *out_sp], np.int64), out)
     return out.reshape(x.shape[0], plan.o, *out_sp[2 - n_sp:]), int(sat)
 
 

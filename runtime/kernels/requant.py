@@ -97,69 +97,62 @@ def requantize_channels(acc: np.ndarray, mult, shift, zp_out: int, lo: int, hi: 
 
 @njit(cache=True)
 def _requantize_row(src, dst, b, m, s, acc_lo, acc_hi, zp_out, lo, hi, mode):
-    """One channel's run of ``requantize_accumulator``; the rounding mode and the shift's
-    range are tested once per run, so each loop is branch-free (and vectorizes).  Returns
-    the count of saturated accumulators."""
+    """One channel's run of ``requantize_accumulator`` (``src`` any numeric 1-D array of exact
+    integers, ``dst`` the codes); returns the count of saturated accumulators."""
     sat = 0
-    if s <= 0 or s > 62:
-        for i in range(src.shape[0]):
-            a0 = np.int64(src[i]) + b
-            a = min(max(a0, acc_lo), acc_hi)
-            sat += a != a0
-            dst[i] = min(max(zp_out + round_shift(a * m, s, mode), lo), hi)
-        return sat
-    h = np.int64(1) << (s - 1)
-    if mode == 0:
-        for i in range(src.shape[0]):
-            a0 = np.int64(src[i]) + b
-            a = min(max(a0, acc_lo), acc_hi)
-            sat += a != a0
-            dst[i] = min(max(zp_out + ((a * m + h) >> s), lo), hi)
-    elif mode == 1:
-        for i in range(src.shape[0]):
-            a0 = np.int64(src[i]) + b
-            a = min(max(a0, acc_lo), acc_hi)
-            sat += a != a0
-            x = a * m
-            dst[i] = min(max(zp_out + ((x + h - 1 + ((x >> s) & 1)) >> s), lo), hi)
-    else:
-        for i in range(src.shape[0]):
-            a0 = np.int64(src[i]) + b
-            a = min(max(a0, acc_lo), acc_hi)
-            sat += a != a0
-            x = a * m
-            dst[i] = min(max(zp_out + ((x + h - (x < 0)) >> s), lo), hi)
+    for i in range(src.shape[0]):
+        a0 = np.int64(src[i]) + b
+        a = min(max(a0, acc_lo), acc_hi)
+        sat += a != a0
+        dst[i] = min(max(zp_out + round_shift(a * m, s, mode), lo), hi)
+    return sat
+
+
+@njit(cache=True)
+def _requantize_across(src, dst, bias, mult, shift, acc_lo, acc_hi, zp_out, lo, hi, mode):
+    """``_requantize_row`` along the channel axis (element ``c`` is channel ``c``)."""
+    sat = 0
+    for c in range(src.shape[0]):
+        a0 = np.int64(src[c]) + bias[c]
+        a = min(max(a0, acc_lo), acc_hi)
+        sat += a != a0
+        dst[c] = min(max(zp_out + round_shift(a * mult[c], shift[c], mode), lo), hi)
     return sat
 
 
 @njit(cache=True)
 def _requantize_acc(acc, bias, acc_lo, acc_hi, mult, shift, zp_out, lo, hi, mode, table, in_qmin, out):
+    """``acc`` (outer, channels, inner) to ``out``, a channel's row at a time; a non-empty
+    ``table`` maps each code ``q`` to ``table[q - in_qmin]`` (a Lut run fused after the op)."""
     n0, n1, n2 = acc.shape
+    codes = np.empty(n2 if table.size else 0, np.int64)
     saturated = 0
-    if table.size:  # the codes through a table (a Lut run fused after the op), a row at a time
-        row = np.empty(n2, np.int64)
-        for oc in range(n0 * n1):
-            o, c = oc // n1, oc % n1
-            saturated += _requantize_row(acc[o, c], row, bias[c], mult[c], shift[c], acc_lo, acc_hi, zp_out, lo, hi,
-                                         mode)
-            dst = out[o, c]
-            for i in range(n2):
-                dst[i] = table[row[i] - in_qmin]
-        return saturated
-    if n2 < 16:  # channels innermost (a MatMul's last axis): no run long enough to specialize
-        for o in range(n0):
-            for c in range(n1):
-                m, s, b = mult[c], shift[c], bias[c]
-                for i in range(n2):
-                    a0 = np.int64(acc[o, c, i]) + b
-                    a = min(max(a0, acc_lo), acc_hi)
-                    saturated += a != a0
-                    out[o, c, i] = min(max(zp_out + round_shift(a * m, s, mode), lo), hi)
-        return saturated
-    for oc in range(n0 * n1):
-        o, c = oc // n1, oc % n1
-        saturated += _requantize_row(acc[o, c], out[o, c], bias[c], mult[c], shift[c], acc_lo, acc_hi, zp_out, lo,
-                                     hi, mode)
+    for r in range(n0 * n1):
+        o, c = r // n1, r % n1
+        if table.size == 0:
+            saturated += _requantize_row(acc[o, c], out[o, c], bias[c], mult[c], shift[c], acc_lo, acc_hi, zp_out, lo,
+                                         hi, mode)
+            continue
+        saturated += _requantize_row(acc[o, c], codes, bias[c], mult[c], shift[c], acc_lo, acc_hi, zp_out, lo, hi,
+                                     mode)
+        dst = out[o, c]
+        for t in range(n2):
+            dst[t] = table[codes[t] - in_qmin]
+    return saturated
+
+
+@njit(cache=True)
+def _requantize_last(acc, bias, acc_lo, acc_hi, mult, shift, zp_out, lo, hi, mode, out):
+    """``_requantize_acc`` with the channels as the last axis of ``acc`` (rows, channels): a
+    MatMul's accumulator."""
+    saturated = 0
+    for r in range(acc.shape[0]):
+        src, dst = acc[r], out[r]
+        for c in range(acc.shape[1]):
+            a0 = np.int64(src[c]) + bias[c]
+            a = min(max(a0, acc_lo), acc_hi)
+            saturated += a != a0
+            dst[c] = min(max(zp_out + round_shift(a * mult[c], shift[c], mode), lo), hi)
     return saturated
 
 
@@ -191,6 +184,9 @@ def requantize_accumulator(acc: np.ndarray, bias, acc_bits: int, mult, shift, zp
     bias, mult, shift = channel_params(bias, mult, shift, view.shape[1])
     bound = np.int64(1) << np.int64(acc_bits - 1)
     out = np.empty(view.shape, dtype)
-    sat = _requantize_acc(view, bias, -bound, bound - 1, mult, shift, np.int64(zp_out), np.int64(lo), np.int64(hi),
-                          mode, _NO_TABLE if table is None else table, np.int64(in_qmin), out)
+    args = (-bound, bound - 1, mult, shift, np.int64(zp_out), np.int64(lo), np.int64(hi), mode)
+    if view.shape[2] == 1 and table is None:  # channels last: along them
+        sat = _requantize_last(view.reshape(view.shape[:2]), bias, *args, out.reshape(view.shape[:2]))
+    else:
+        sat = _requantize_acc(view, bias, *args, _NO_TABLE if table is None else table, np.int64(in_qmin), out)
     return out.reshape(acc.shape), int(sat)

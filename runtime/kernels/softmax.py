@@ -58,9 +58,13 @@ def _softmax(q, table, k, g, zp, lo, hi, out):
                 s += e[j]
             den = s << g
             half = den >> 1
-            for j in range(n):
-                v = zp + (e[j] * k + half) // den
-                out[o, j, i] = min(max(v, lo), hi)
+            inv = 1.0 / den  # the quotient (< 2^17) from a float product, then made exact:
+            for j in range(n):  # off by at most one, corrected by the remainder's sign
+                a = e[j] * k + half
+                quot = np.int64(a * inv)
+                rem = a - quot * den
+                quot += (rem >= den) - (rem < 0)
+                out[o, j, i] = min(max(zp + quot, lo), hi)
     return out
 
 

@@ -115,7 +115,7 @@ def test_a_conv_and_its_table_run_fused_to_the_same_codes(tmp_path, chip, bits):
     path = tmp_path / "q.onnx"
     quantize(_conv_table_model(), path, data=list_reader(FEEDS), config=QuantConfig(chip=chip, bit_width=bits))
     sim = Simulator(lower(onnx.load(str(path)), family_of(chip)))
-    assert [op.kind for op in sim._fast].count("conv+lut") == 2
+    assert [op.kind for op in sim.schedule].count("conv+lut") == 2
     for feeds in FEEDS[:3]:
         full = sim.run(feeds, keep_all=True)  # op by op, every tensor kept
         assert {"c0", "cd"} <= {sim.p.source_of(t) for t in full}

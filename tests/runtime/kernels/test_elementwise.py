@@ -12,7 +12,8 @@ from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
 from intref import int_tensor, ref_round_shift
-from ptqc.runtime.kernels.elementwise import add_int, add_multipliers, mul_int, rescale
+from ptqc.runtime.kernels.elementwise import (add_int, add_multipliers, dequantize_codes, mul_int, quantize_float,
+                                              rescale)
 from ptqc.runtime.kernels.requant import quantize_multiplier
 from ptqc.runtime.reference import run_node
 
@@ -242,3 +243,30 @@ def test_mul_refuses_int64_overflow():
         mul_int(a, 32767, a, 32767, 2 ** 32, 40, 0, -128, 127, 0, np.int8)
     # any 16-bit operands with a 31-bit multiplier fit: (2^16 - 1)^2 (2^31 - 1) < 2^63
     mul_int(a, 32767, a, 32767, 2 ** 31 - 1, 40, 0, -128, 127, 0, np.int8)
+
+
+@settings(max_examples=60, deadline=None)
+@given(x=hnp.arrays(np.float32, st.integers(1, 300), elements=st.floats(-1e6, 1e6, width=32)),
+       dtype=st.sampled_from([np.int8, np.uint8, np.int16, np.uint16]),
+       scale=st.floats(0.0009765625, 10.0, width=32), zp_frac=st.floats(0.0, 1.0))
+def test_quantize_float_is_onnx_quantize_linear(x, dtype, scale, zp_frac):
+    """Bit for bit onnxruntime's QuantizeLinear rule as onnx's reference executor runs it: the
+    float32 division, rint half to even (ties included: ``x`` on half steps), saturation."""
+    info = np.iinfo(dtype)
+    zp = int(info.min + round(zp_frac * (int(info.max) - int(info.min))))
+    x = np.concatenate([x, (np.arange(-40, 40) + 0.5).astype(np.float32) * np.float32(scale)])
+    want = run_node("QuantizeLinear", [x, np.array(scale, np.float32), np.array(zp, dtype)], {}, opset=13)[0]
+    got = quantize_float(x, scale, zp, dtype)
+    assert got.dtype == want.dtype and np.array_equal(got, want)
+
+
+@settings(max_examples=40, deadline=None)
+@given(dtype=st.sampled_from([np.int8, np.uint8, np.int16, np.uint16]), n=st.integers(1, 300),
+       scale=st.floats(0.0009765625, 10.0, width=32), zp_frac=st.floats(0.0, 1.0), seed=st.integers(0, 99))
+def test_dequantize_codes_is_onnx_dequantize_linear(dtype, n, scale, zp_frac, seed):
+    info = np.iinfo(dtype)
+    zp = int(info.min + round(zp_frac * (int(info.max) - int(info.min))))
+    q = np.random.default_rng(seed).integers(info.min, int(info.max) + 1, n).astype(dtype)
+    want = run_node("DequantizeLinear", [q, np.array(scale, np.float32), np.array(zp, dtype)], {}, opset=13)[0]
+    got = dequantize_codes(q, scale, zp)
+    assert got.dtype == want.dtype == np.float32 and np.array_equal(got, want)
