@@ -43,7 +43,8 @@ growth from the fewest to the most samples; then the issue's done-when checks.
 shape, lowered and simulated; warm median of ``--repeat`` runs on a held-out tiled image of
 onnxruntime on the float and on the QDQ model (intra_op_num_threads=2) and of the simulator
 (OMP/OpenBLAS threads 2 unless set), the ratios, the simulator's min output cosine vs onnxruntime
-on the QDQ model, the top op kinds of the simulator's time; then, in fresh processes, its
+on the QDQ model, the top op kinds of the simulator's time (counted over ``Simulator.schedule``,
+where ``conv+lut`` is a Conv run fused with its table op); then, in fresh processes, its
 first-call time (imports + lowering, first infer) with the numba cache as it is and with an
 empty one (JIT compile).
 

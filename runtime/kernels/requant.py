@@ -109,18 +109,6 @@ def _requantize_row(src, dst, b, m, s, acc_lo, acc_hi, zp_out, lo, hi, mode):
 
 
 @njit(cache=True)
-def _requantize_across(src, dst, bias, mult, shift, acc_lo, acc_hi, zp_out, lo, hi, mode):
-    """``_requantize_row`` along the channel axis (element ``c`` is channel ``c``)."""
-    sat = 0
-    for c in range(src.shape[0]):
-        a0 = np.int64(src[c]) + bias[c]
-        a = min(max(a0, acc_lo), acc_hi)
-        sat += a != a0
-        dst[c] = min(max(zp_out + round_shift(a * mult[c], shift[c], mode), lo), hi)
-    return sat
-
-
-@njit(cache=True)
 def _requantize_acc(acc, bias, acc_lo, acc_hi, mult, shift, zp_out, lo, hi, mode, table, in_qmin, out):
     """``acc`` (outer, channels, inner) to ``out``, a channel's row at a time; a non-empty
     ``table`` maps each code ``q`` to ``table[q - in_qmin]`` (a Lut run fused after the op)."""
@@ -159,6 +147,19 @@ def _requantize_last(acc, bias, acc_lo, acc_hi, mult, shift, zp_out, lo, hi, mod
 _NO_TABLE = np.zeros(0, np.int64)
 
 
+def table_arg(table: np.ndarray | None, in_qmin: int, lo: int, hi: int, dtype) -> np.ndarray:
+    """``table`` as the kernels take it (empty: none), after checking that every code of
+    ``[lo, hi]`` indexes it from ``in_qmin`` and that its entries fit ``dtype`` (ValueError)."""
+    if table is None:
+        return _NO_TABLE
+    table = np.ascontiguousarray(table, np.int64)
+    info = np.iinfo(dtype)
+    if not (0 <= lo - in_qmin and hi - in_qmin < table.size) or not info.min <= table.min() <= table.max() <= info.max:
+        raise ValueError(f"table of {table.size} entries from code {in_qmin} does not cover [{lo}, {hi}] "
+                         f"or does not fit {np.dtype(dtype).name}")
+    return table
+
+
 def channel_params(bias, mult, shift, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(bias, mult, shift) as contiguous int64 arrays of ``n`` channels (a bias of None: zeros;
     one element: broadcast) — what :func:`requantize_accumulator` takes without copying."""
@@ -188,5 +189,5 @@ def requantize_accumulator(acc: np.ndarray, bias, acc_bits: int, mult, shift, zp
     if view.shape[2] == 1 and table is None:  # channels last: along them
         sat = _requantize_last(view.reshape(view.shape[:2]), bias, *args, out.reshape(view.shape[:2]))
     else:
-        sat = _requantize_acc(view, bias, *args, _NO_TABLE if table is None else table, np.int64(in_qmin), out)
+        sat = _requantize_acc(view, bias, *args, table_arg(table, in_qmin, lo, hi, dtype), np.int64(in_qmin), out)
     return out.reshape(acc.shape), int(sat)

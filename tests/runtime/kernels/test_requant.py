@@ -4,6 +4,7 @@ per-channel requantization) bit-exact against Python integers (tests/intref.py).
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from intref import ref_round_shift
@@ -49,3 +50,27 @@ def test_requantize_accumulator_matches_python_integers(shape, acc_bits, float_a
         want = zp + ref_round_shift(a * int(m[idx[1]]), int(s[idx[1]]), mode)
         assert int(got[idx]) == min(max(want, lo), hi)
     assert saturated == count and got.dtype == np.int8
+
+
+@CASES
+@given(shape=st.tuples(st.integers(1, 3), st.integers(1, 5), st.integers(1, 40)), axis=st.sampled_from([1, -1]),
+       mode=st.sampled_from(sorted(ROUNDING.values())), seed=st.integers(0, 2**32 - 1))
+def test_requantize_accumulator_through_a_table_is_the_table_of_the_codes(shape, axis, mode, seed):
+    """A table op fused after the requantization: ``table[q - in_qmin]`` of the plain codes,
+    channels along axis 1 (Conv) or last (MatMul)."""
+    rng = np.random.default_rng(seed)
+    acc = rng.integers(-(1 << 20), 1 << 20, shape).astype(np.float32)
+    n = shape[axis]
+    m, s = quantize_multiplier(rng.uniform(1e-6, 0.01, n), 31)
+    bias = rng.integers(-1000, 1000, n)
+    table = rng.permutation(256).astype(np.int64) - 128
+    plain, sat = requantize_accumulator(acc, bias, 32, m, s, 3, -100, 127, mode, np.int8, axis)
+    got, sat_t = requantize_accumulator(acc, bias, 32, m, s, 3, -100, 127, mode, np.int8, axis, table, -128)
+    assert np.array_equal(got, table[plain.astype(np.int64) + 128].astype(np.int8)) and sat == sat_t
+
+
+def test_a_table_that_misses_codes_is_refused():
+    acc = np.zeros((1, 2, 20), np.float32)
+    with pytest.raises(ValueError, match="does not cover"):
+        requantize_accumulator(acc, None, 32, [1 << 30, 1 << 30], [31, 31], 0, -128, 127, 1, np.int8, 1,
+                               np.zeros(100, np.int64), -128)
