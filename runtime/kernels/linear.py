@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 from numba import njit
 
-from .requant import _requantize_row, channel_params, table_arg
+from .requant import channel_params, requantize_row, table_arg
 
 _FLOAT_LIMITS = ((np.dtype(np.float32), 1 << 24), (np.dtype(np.float64), 1 << 53))
 _MIN_CHUNK = 64
@@ -262,7 +262,7 @@ def _depthwise(x, z, w, top, left, hp, wp, sh, sw, dh, dw, out):
 def _depthwise_requant(x, z, w, top, left, hp, wp, sh, sw, dh, dw, bias, mult, shift, acc_lo, acc_hi, zp_out, lo,
                        hi, mode, table, in_qmin, n_out, out):
     """``_depthwise`` with each output channel requantized as soon as it is computed
-    (``requant``'s ``_requantize_row``: bias, accumulator saturation, per-channel multiplier,
+    (``requant``'s ``requantize_row``: bias, accumulator saturation, per-channel multiplier,
     clamp) into the codes ``out`` (N, O, OH·OW; ``n_out`` = (N, O, OH, OW)): no int64
     accumulator tensor; with a non-empty ``table`` each code ``q`` then becomes
     ``table[q - in_qmin]``.  Returns the saturations."""
@@ -286,10 +286,10 @@ def _depthwise_requant(x, z, w, top, left, hp, wp, sh, sw, dh, dw, bias, mult, s
                     dense[y * n_x + t] = acc[y * wq + t]
             dst = out[n, o]
             if table.size == 0:
-                saturated += _requantize_row(dense, dst, bias[o], mult[o], shift[o], acc_lo, acc_hi, zp_out, lo, hi,
+                saturated += requantize_row(dense, dst, bias[o], mult[o], shift[o], acc_lo, acc_hi, zp_out, lo, hi,
                                              mode)
                 continue
-            saturated += _requantize_row(dense, codes, bias[o], mult[o], shift[o], acc_lo, acc_hi, zp_out, lo, hi,
+            saturated += requantize_row(dense, codes, bias[o], mult[o], shift[o], acc_lo, acc_hi, zp_out, lo, hi,
                                          mode)
             for t in range(n_y * n_x):
                 dst[t] = table[codes[t] - in_qmin]

@@ -96,7 +96,7 @@ def requantize_channels(acc: np.ndarray, mult, shift, zp_out: int, lo: int, hi: 
 
 
 @njit(cache=True)
-def _requantize_row(src, dst, b, m, s, acc_lo, acc_hi, zp_out, lo, hi, mode):
+def requantize_row(src, dst, b, m, s, acc_lo, acc_hi, zp_out, lo, hi, mode):
     """One channel's run of ``requantize_accumulator`` (``src`` any numeric 1-D array of exact
     integers, ``dst`` the codes); returns the count of saturated accumulators."""
     sat = 0
@@ -118,10 +118,10 @@ def _requantize_acc(acc, bias, acc_lo, acc_hi, mult, shift, zp_out, lo, hi, mode
     for r in range(n0 * n1):
         o, c = r // n1, r % n1
         if table.size == 0:
-            saturated += _requantize_row(acc[o, c], out[o, c], bias[c], mult[c], shift[c], acc_lo, acc_hi, zp_out, lo,
+            saturated += requantize_row(acc[o, c], out[o, c], bias[c], mult[c], shift[c], acc_lo, acc_hi, zp_out, lo,
                                          hi, mode)
             continue
-        saturated += _requantize_row(acc[o, c], codes, bias[c], mult[c], shift[c], acc_lo, acc_hi, zp_out, lo, hi,
+        saturated += requantize_row(acc[o, c], codes, bias[c], mult[c], shift[c], acc_lo, acc_hi, zp_out, lo, hi,
                                      mode)
         dst = out[o, c]
         for t in range(n2):
