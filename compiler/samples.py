@@ -254,22 +254,20 @@ def _export_digits(p: dict, stats: dict) -> onnx.ModelProto:
     def f32(name: str, arr: np.ndarray) -> TensorProto:
         return numpy_helper.from_array(np.asarray(arr, np.float32), name)
 
+    def conv_bn_relu(i: int, x: str) -> list[onnx.NodeProto]:
+        return [helper.make_node("Conv", [x, f"conv{i}.weight", f"conv{i}.bias"], [f"conv{i}_out"], name=f"conv{i}",
+                                 kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[1, 1], dilations=[1, 1], group=1),
+                helper.make_node("BatchNormalization", [f"conv{i}_out"] + [f"bn{i}.{k}" for k in (
+                    "weight", "bias", "running_mean", "running_var")], [f"bn{i}_out"], name=f"bn{i}",
+                    epsilon=_EPS, momentum=1 - _BN_MOMENTUM),
+                helper.make_node("Relu", [f"bn{i}_out"], [f"relu{i}_out"], name=f"relu{i}")]
+
     inits = [f32(k, v) for k, v in p.items()] + [f32(k, v) for k, v in stats.items()]
     nodes = [
-        helper.make_node("Conv", ["input", "conv1.weight", "conv1.bias"], ["conv1_out"], name="conv1",
-                         kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[1, 1], dilations=[1, 1], group=1),
-        helper.make_node("BatchNormalization", ["conv1_out", "bn1.weight", "bn1.bias", "bn1.running_mean",
-                                                "bn1.running_var"], ["bn1_out"], name="bn1",
-                         epsilon=_EPS, momentum=1 - _BN_MOMENTUM),
-        helper.make_node("Relu", ["bn1_out"], ["relu1_out"], name="relu1"),
+        *conv_bn_relu(1, "input"),
         helper.make_node("MaxPool", ["relu1_out"], ["pool1_out"], name="pool1", kernel_shape=[2, 2],
                          strides=[2, 2]),
-        helper.make_node("Conv", ["pool1_out", "conv2.weight", "conv2.bias"], ["conv2_out"], name="conv2",
-                         kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[1, 1], dilations=[1, 1], group=1),
-        helper.make_node("BatchNormalization", ["conv2_out", "bn2.weight", "bn2.bias", "bn2.running_mean",
-                                                "bn2.running_var"], ["bn2_out"], name="bn2",
-                         epsilon=_EPS, momentum=1 - _BN_MOMENTUM),
-        helper.make_node("Relu", ["bn2_out"], ["relu2_out"], name="relu2"),
+        *conv_bn_relu(2, "pool1_out"),
         helper.make_node("Flatten", ["relu2_out"], ["flat"], name="flatten", axis=1),
         helper.make_node("Gemm", ["flat", "fc.weight", "fc.bias"], ["logits"], name="fc",
                          alpha=1.0, beta=1.0, transB=1),

@@ -531,7 +531,7 @@ def depthwise_requantized(plan: ConvPlan, x: np.ndarray, strides: Sequence[int],
     bound = np.int64(1) << np.int64(acc_bits - 1)
     sat = _depthwise_requant(np.ascontiguousarray(x), plan.dtype.type(plan.x_zp), plan.w, pb[0], pb[1], hp, wp, s[0],
                              s[1], d[0], d[1], bias, mult, shift, -bound, bound - 1, np.int64(zp_out), np.int64(lo),
-                             np.int64(hi), mode, table_arg(table, in_qmin, lo, hi, dtype), np.int64(in_qmin),
+                             np.int64(hi), mode, table_arg(table, in_qmin, lo, hi), np.int64(in_qmin),
                              np.array([x.shape[0], plan.o, *out_sp], np.int64), out)
     return out.reshape(x.shape[0], plan.o, *out_sp[2 - n_sp:]), int(sat)
 
